@@ -1,0 +1,284 @@
+"""Run directories and checkpoints: safetensors + JSON metadata, atomic writes, strict loading.
+
+A run directory holds
+  model.safetensors   best weights so far (by validation loss): what ``sample``/``eval`` load
+  last.safetensors    latest weights + optimiser buffers + the whole training position, for an
+                      exact resume. One file, so a crash can never pair weights with the wrong
+                      optimiser state (DESIGN.md sketched optimizer.safetensors + state.json
+                      beside the weights; a single atomic file removes that failure mode).
+  metrics.jsonl       one JSON object per logged step / evaluation, for plots
+
+Each .safetensors file is self-describing: its metadata carries ``charlm.format``,
+``charlm.config`` (ModelConfig JSON), ``charlm.vocab`` (JSON list of tokens in id order) and
+``charlm.tokenizer`` (level and split), so sampling needs no other file. No pickle anywhere:
+loading a stranger's file never runs code. The header is parsed and checked (names, dtypes,
+shapes against the stored configuration, offsets inside the file) before any tensor memory
+is allocated.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import ModelConfig, from_dict, to_dict
+from .errors import CheckpointError, CharlmError
+from .tokenizer import Tokenizer
+
+FORMAT_VERSION = "1"
+MODEL_FILE = "model.safetensors"
+LAST_FILE = "last.safetensors"
+METRICS_FILE = "metrics.jsonl"
+OPTIM_PREFIX = "optimizer."
+_DTYPES = {"F32": np.float32, "F64": np.float64}
+_MAX_HEADER = 64 << 20  # a real header is a few KiB; anything huge is hostile or broken
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
+
+    Temporary file in the same directory, fsync, rename over the target, fsync the directory.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+
+
+def save_checkpoint(path, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[str, np.ndarray],
+                    *, extra_tensors: dict[str, np.ndarray] | None = None,
+                    metadata: dict[str, object] | None = None) -> None:
+    """Atomically write weights (PyTorch names) and metadata to one .safetensors file.
+
+    ``extra_tensors`` (optimiser buffers) are stored under ``optimizer.<name>``; ``metadata``
+    values are JSON-encoded under ``charlm.<key>``.
+    """
+    from safetensors.numpy import save
+
+    meta = {
+        "charlm.format": FORMAT_VERSION,
+        "charlm.version": __version__,
+        "charlm.config": json.dumps(to_dict(config)),
+        "charlm.vocab": json.dumps(tokenizer.tokens, ensure_ascii=False),
+        "charlm.tokenizer": json.dumps({"level": tokenizer.level, "split": tokenizer.split}),
+    }
+    for key, value in (metadata or {}).items():
+        meta[f"charlm.{key}"] = json.dumps(value)
+    arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    for name, a in (extra_tensors or {}).items():
+        arrays[OPTIM_PREFIX + name] = np.ascontiguousarray(a)
+    atomic_write_bytes(Path(path), save(arrays, metadata=meta))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, validated."""
+
+    path: Path
+    config: ModelConfig
+    tokenizer: Tokenizer
+    tensors: dict[str, np.ndarray]          # PyTorch-named weights
+    extra: dict[str, np.ndarray]            # optimiser buffers (last.safetensors only)
+    metadata: dict[str, object]             # decoded charlm.* metadata beyond config/vocab
+
+    @property
+    def dtype(self):
+        return self.tensors["encoder.weight"].dtype
+
+    def build_model(self, dtype=None):
+        """A ``Model`` holding these weights (float32 unless asked otherwise)."""
+        from .model import Model
+
+        model = Model(self.config, dtype=dtype or self.dtype)
+        model.load_state_dict(self.tensors)
+        return model
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """Parse and sanity-check a safetensors header without reading tensor data.
+
+    Returns (header dict, offset of the data section). Refuses headers or tensors that claim
+    more bytes than the file has, so a hostile file cannot make us allocate gigabytes.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise CheckpointError(f"{path}: truncated or not a safetensors file "
+                                      f"(header claims {n} bytes, file has {size})")
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: corrupted safetensors header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupted safetensors header")
+    data_start, data_size = 8 + n, size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (dtype in _DTYPES and all(isinstance(d, int) and d >= 0 for d in shape)
+                  and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size
+                  and end - begin == int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"{path}: tensor {name!r} has an invalid dtype, shape or offset "
+                                  f"(truncated or hand-crafted file?)")
+    return header, data_start
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Load and validate a checkpoint file, or a run directory (its best model)."""
+    path = Path(path)
+    if path.is_dir():
+        path = _pick_file(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    header, data_start = read_header(path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("charlm.format") is None:
+        raise CheckpointError(f"{path}: not a charlm checkpoint (no charlm metadata)")
+    if meta["charlm.format"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {meta['charlm.format']!r} is not supported "
+                              f"by charlm {__version__} (expects {FORMAT_VERSION})")
+    try:
+        config = from_dict(ModelConfig, json.loads(meta["charlm.config"])).validate()
+        tok_info = json.loads(meta["charlm.tokenizer"])
+        tokenizer = Tokenizer.from_dict({"level": tok_info["level"], "split": tok_info["split"],
+                                         "tokens": json.loads(meta["charlm.vocab"])})
+        extra_meta = {k[len("charlm."):]: json.loads(v) for k, v in meta.items()
+                      if k.startswith("charlm.") and k not in
+                      ("charlm.format", "charlm.config", "charlm.vocab", "charlm.tokenizer", "charlm.version")}
+    except CharlmError as e:
+        raise CheckpointError(f"{path}: bad metadata: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(f"{path}: missing or malformed charlm metadata") from None
+    if len(tokenizer) != config.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary has {len(tokenizer)} tokens but the model "
+                              f"expects {config.vocab_size}")
+    _check_tensors(path, header, config)
+
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+    except Exception as e:  # the library's own parse errors: report, never dump
+        raise CheckpointError(f"{path}: unreadable safetensors data ({e})") from None
+    tensors = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)}
+    extra = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
+    for name, a in tensors.items():
+        if not np.all(np.isfinite(a)):
+            raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
+    return Checkpoint(path, config, tokenizer, tensors, extra, extra_meta)
+
+
+def _check_tensors(path, header, config: ModelConfig) -> None:
+    from .model import parameter_shapes
+
+    expected = dict(parameter_shapes(config))
+    if config.tie_weights:
+        expected["decoder.weight"] = expected["encoder.weight"]
+    found = {k: v for k, v in header.items() if k != "__metadata__" and not k.startswith(OPTIM_PREFIX)}
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"{path}: tensors do not match the stored configuration: {'; '.join(parts)}")
+    dtypes = {found[name]["dtype"] for name in expected}
+    if len(dtypes) != 1:
+        raise CheckpointError(f"{path}: mixed tensor dtypes {sorted(dtypes)}")
+    for name, shape in expected.items():
+        if tuple(found[name]["shape"]) != tuple(shape):
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(found[name]['shape'])}, "
+                                  f"the configuration needs {tuple(shape)}")
+
+
+def _pick_file(run_dir: Path) -> Path:
+    for name in (MODEL_FILE, LAST_FILE):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise CheckpointError(f"{run_dir} holds no checkpoint ({MODEL_FILE} or {LAST_FILE})")
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics log
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one JSON line; flushed and fsynced so that a crash loses at most this line."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict]:
+    """Metrics records (a torn last line from a crash is skipped)."""
+    records = []
+    try:
+        with open(Path(run_dir) / METRICS_FILE, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and (up_to_step is None or rec.get("step", 0) <= up_to_step):
+                    records.append(rec)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """On resume, drop records logged after the checkpoint we resume from."""
+    records = read_metrics(run_dir, up_to_step=step)
+    atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))

@@ -1,0 +1,139 @@
+"""Configuration dataclasses: the only place defaults live.
+
+CLI options mirror these field names (``--hidden`` is ``ModelConfig.hidden``); a TOML file given
+with ``--config`` uses the same names. Everything is validated in ``validate()`` so that a bad
+value becomes one clear ``ConfigError`` before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+LEVELS = ("char", "word")
+EOS_MODES = ("auto", "line", "paragraph", "none")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"          # recurrent cell: lstm | gru | rnn (Elman, tanh)
+    vocab_size: int = 0         # V, set from the tokenizer when the model is built
+    embed: int = 64             # E, embedding width
+    hidden: int = 256           # H, hidden (and cell) state width of every layer
+    layers: int = 2             # L, stacked recurrent layers
+    dropout: float = 0.0        # dropout on the inputs of layers 2..L and of the decoder (training only)
+    tie_weights: bool = False   # share encoder.weight and decoder.weight (needs embed == hidden)
+
+    @property
+    def gates(self) -> int:
+        """G: rows of W_ih / W_hh per hidden unit (4 for LSTM, 3 for GRU, 1 for RNN)."""
+        return {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+
+    @property
+    def states(self) -> int:
+        """S: state arrays carried per layer (h and c for LSTM, h otherwise)."""
+        return 2 if self.cell == "lstm" else 1
+
+    def validate(self) -> "ModelConfig":
+        _choice("cell", self.cell, CELLS)
+        _positive_int("vocab_size", self.vocab_size, minimum=2)
+        _positive_int("embed", self.embed)
+        _positive_int("hidden", self.hidden)
+        _positive_int("layers", self.layers)
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embed != self.hidden:
+            raise ConfigError(
+                f"--tie-weights needs embed == hidden (got embed={self.embed}, hidden={self.hidden})")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    level: str = "char"               # tokenize into characters or words
+    eos: str = "auto"                 # sequence boundaries that become <eos>: auto | line | paragraph | none
+    val_fraction: float = 0.1         # contiguous tail of the corpus held out for validation
+    max_vocab: int = 0                # word level: keep the most frequent words (0 = no limit)
+    min_count: int = 1                # word level: rarer words become <unk>
+    # truncated BPTT
+    seq_len: int = 64                 # T, steps per window; state is carried across windows
+    batch_size: int = 32              # B, parallel contiguous streams
+    # optimisation
+    optimizer: str = "adam"           # adam | adamw | sgd | rmsprop | adagrad
+    lr: float = 2e-3                  # peak learning rate
+    weight_decay: float = 0.0         # L2 (adamw: decoupled) weight decay
+    momentum: float = 0.9             # sgd momentum
+    schedule: str = "constant"        # constant | cosine (with warm-up) | plateau (reduce on plateau)
+    warmup_steps: int = 0             # cosine: linear warm-up steps
+    min_lr: float = 0.0               # cosine: final learning rate
+    clip_norm: float = 5.0            # global gradient-norm clip (0 = off)
+    clip_value: float = 0.0           # element-wise gradient clip (0 = off)
+    # budget (the first one reached stops training; all 0 = one epoch)
+    steps: int = 0                    # optimiser steps
+    epochs: float = 0.0               # passes over the training stream
+    time_budget: float = 0.0          # wall-clock seconds
+    # bookkeeping
+    eval_every: int = 200             # steps between validation passes (and checkpoints)
+    seed: int = 1234                  # seeds initialisation, dropout and data order
+    threads: int = 0                  # BLAS and Numba threads (0 = all cores)
+    dtype: str = "float32"            # float32 for speed, float64 for checks
+
+    def validate(self) -> "TrainConfig":
+        _choice("level", self.level, LEVELS)
+        _choice("eos", self.eos, EOS_MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("dtype", self.dtype, ("float32", "float64"))
+        if not (0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        _positive_int("seq_len", self.seq_len)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_every", self.eval_every)
+        _positive_int("min_count", self.min_count)
+        for name in ("max_vocab", "steps", "warmup_steps", "threads"):
+            _positive_int(name, getattr(self, name), minimum=0)
+        for name in ("lr", "weight_decay", "momentum", "min_lr", "clip_norm", "clip_value",
+                     "epochs", "time_budget"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        return self
+
+
+def replace(config, **changes):
+    """``dataclasses.replace`` that ignores ``None`` values (unset CLI options)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, data: dict):
+    """Build ``cls`` from a dict, refusing unknown keys with a clear message."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as e:  # pragma: no cover - dataclass signature errors
+        raise ConfigError(f"bad {cls.__name__}: {e}") from None
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,128 @@
+"""LSTM layer: PyTorch's ``nn.LSTM`` layout, gate order i, f, g, o.
+
+Forward, one step (xp_t = x_t @ W_ih^T + b_ih is done by the caller for all T steps at once):
+
+    a   = xp_t + h_{t-1} @ W_hh^T + b_hh              (B, 4H)  the only GEMM per step
+    i, f, g, o = sigmoid(a_i), sigmoid(a_f), tanh(a_g), sigmoid(a_o)
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
+
+Backward, one step (dh = dh_out_t + dh coming back from step t+1, dc from step t+1):
+
+    dc  += dh * o * (1 - tanh(c_t)^2)
+    da_i = dc * g * i(1 - i)        da_f = dc * c_{t-1} * f(1 - f)
+    da_g = dc * i * (1 - g^2)       da_o = dh * tanh(c_t) * o(1 - o)
+    dc_{t-1} = dc * f               dh_{t-1} = da @ W_hh           (B, H)  the only GEMM per step
+    dW_hh = sum_t da_t^T @ h_{t-1}  (one GEMM after the loop),  db_hh = sum_t,b da  (folded in)
+
+The cache is (gates, cs): post-activation gates and all cell states; tanh(c_t) is recomputed in
+backward (cheaper than storing it). Dimensions: T steps, B batch, H hidden.
+"""
+import numpy as np
+from numba import njit
+
+from .activations import sigmoid_act, tanh_act
+
+
+@njit(cache=True, error_model="numpy")
+def lstm_step(xp, hW, bias, c_prev, h_next, c_next, gates):
+    """One row of one step. xp, hW (= W_hh @ h_prev, no bias), bias, gates: (4H,); c_prev,
+    h_next, c_next: (H,). Writes h_next, c_next and the post-activation gates i, f, g, o.
+    Shared by lstm_forward and generate, so the recurrence is written once."""
+    H = c_prev.shape[0]
+    for j in range(H):
+        i = sigmoid_act(xp[j] + hW[j] + bias[j])
+        f = sigmoid_act(xp[H + j] + hW[H + j] + bias[H + j])
+        g = tanh_act(xp[2 * H + j] + hW[2 * H + j] + bias[2 * H + j])
+        o = sigmoid_act(xp[3 * H + j] + hW[3 * H + j] + bias[3 * H + j])
+        c = f * c_prev[j] + i * g
+        c_next[j] = c
+        h_next[j] = o * tanh_act(c)
+        gates[j] = i
+        gates[H + j] = f
+        gates[2 * H + j] = g
+        gates[3 * H + j] = o
+
+
+@njit(cache=True, error_model="numpy")
+def lstm_forward(xp, W_hh, b_hh, s0):
+    """
+    xp:   (T, B, 4H) input projections x_t @ W_ih^T + b_ih
+    W_hh: (4H, H), b_hh: (4H,)
+    s0:   (2, B, H) initial (h0, c0)
+    returns hs (T+1, B, H) with hs[0] = h0; sT (2, B, H) = (h_T, c_T);
+            gates (T, B, 4H) post-activation i, f, g, o; cs (T+1, B, H) with cs[0] = c0
+    """
+    T, B, G = xp.shape
+    H = G // 4
+    hs = np.empty((T + 1, B, H), xp.dtype)
+    cs = np.empty((T + 1, B, H), xp.dtype)
+    gates = np.empty((T, B, G), xp.dtype)
+    hs[0] = s0[0]
+    cs[0] = s0[1]
+    W_hhT = np.ascontiguousarray(W_hh.T)  # (H, 4H) once per call: np.dot wants contiguous operands
+    hW = np.empty((B, G), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], W_hhT, hW)  # (B, 4H)
+        for b in range(B):
+            lstm_step(xp[t, b], hW[b], b_hh, cs[t, b], hs[t + 1, b], cs[t + 1, b], gates[t, b])
+    sT = np.empty((2, B, H), xp.dtype)
+    sT[0] = hs[T]
+    sT[1] = cs[T]
+    return hs, sT, gates, cs
+
+
+@njit(cache=True, error_model="numpy")
+def lstm_step_backward(dh_out, dh, dc, gates, c, c_prev, da, db):
+    """One row of one backward step. dh_out, dh (from step t+1): (H,); dc: (H,) gradient wrt c_t
+    on entry, overwritten with the gradient wrt c_{t-1}; gates (4H,); c = c_t, c_prev: (H,);
+    da (4H,) receives the pre-activation gradient; db (4H,) accumulates it (bias gradient)."""
+    H = c.shape[0]
+    one = c.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
+    for j in range(H):
+        i = gates[j]
+        f = gates[H + j]
+        g = gates[2 * H + j]
+        o = gates[3 * H + j]
+        tc = tanh_act(c[j])
+        dh_t = dh_out[j] + dh[j]
+        dc_t = dc[j] + dh_t * o * (one - tc * tc)
+        da_i = dc_t * g * (i - i * i)
+        da_f = dc_t * c_prev[j] * (f - f * f)
+        da_g = dc_t * i * (one - g * g)
+        da_o = dh_t * tc * (o - o * o)
+        da[j] = da_i
+        da[H + j] = da_f
+        da[2 * H + j] = da_g
+        da[3 * H + j] = da_o
+        db[j] += da_i
+        db[H + j] += da_f
+        db[2 * H + j] += da_g
+        db[3 * H + j] += da_o
+        dc[j] = dc_t * f
+
+
+@njit(cache=True, error_model="numpy")
+def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
+    """
+    dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence
+    dsT:    (2, B, H) dL/d(h_T, c_T) from whatever consumed the final state
+    W_hh (4H, H); hs, gates, cs as returned by lstm_forward
+    returns dxp (T, B, 4H), dW_hh (4H, H), db_hh (4H,), ds0 (2, B, H)
+    """
+    T, B, H = dh_out.shape
+    G = 4 * H
+    dt = dh_out.dtype
+    dxp = np.empty((T, B, G), dt)
+    db_hh = np.zeros(G, dt)
+    ds0 = dsT.copy()
+    dh = ds0[0]  # (B, H) gradient wrt h_t from step t+1; ends as dh0
+    dc = ds0[1]  # (B, H) gradient wrt c_t; ends as dc0
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            lstm_step_backward(dh_out[t, b], dh[b], dc[b], gates[t, b], cs[t + 1, b], cs[t, b],
+                               dxp[t, b], db_hh)
+        np.dot(dxp[t], W_hh, dh)  # (B, H) = (B, 4H) @ (4H, H)
+    dW_hh = np.empty((G, H), dt)
+    np.dot(dxp.reshape(T * B, G).T, hs[:T].reshape(T * B, H), dW_hh)  # (4H, T*B) @ (T*B, H)
+    return dxp, dW_hh, db_hh, ds0

@@ -1,0 +1,234 @@
+"""Optimisers, gradient clipping and learning-rate schedules over one flat parameter buffer.
+
+The model keeps every parameter as a view into one contiguous array (and every gradient in a
+second one), so an optimiser step or a global norm is a handful of vectorised passes over a
+single buffer instead of a Python loop over tensors. Update rules follow PyTorch's
+``torch.optim`` definitions so that results are comparable.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# clipping: two different operations, two unmistakable names
+
+
+def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
+    """Rescale ``grad`` in place so its global L2 norm is at most ``max_norm``.
+
+    Returns the norm BEFORE clipping (what the training view reports). ``max_norm <= 0`` only
+    measures. A non-finite norm is returned unchanged so the caller can skip the step.
+    """
+    norm = float(np.sqrt(np.dot(grad.astype(np.float64, copy=False), grad)))
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        grad *= grad.dtype.type(max_norm / (norm + 1e-6))
+    return norm
+
+
+def clip_grad_value(grad: np.ndarray, clip: float) -> None:
+    """Clamp every gradient element to [-clip, clip] in place (char-rnn's ``grad_clip``)."""
+    if clip > 0:
+        np.clip(grad, -clip, clip, out=grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# optimisers: ``step(param, grad, lr)`` updates the flat ``param`` in place
+
+
+class Optimizer:
+    """Base: holds named state arrays (same shape as the flat parameters) and a step count."""
+
+    name = ""
+    buffers: tuple[str, ...] = ()
+
+    def __init__(self, size: int, dtype, weight_decay: float = 0.0):
+        self.weight_decay = weight_decay
+        self.t = 0
+        self.state = {name: np.zeros(size, dtype=dtype) for name in self.buffers}
+
+    def step(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        self.t += 1
+        if self.weight_decay and self.name != "adamw":  # coupled L2, as torch.optim does
+            grad += self.weight_decay * param
+        self._update(param, grad, lr)
+
+    def _update(self, param, grad, lr):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, scalars): arrays go to optimizer.safetensors, scalars to state.json."""
+        return dict(self.state), {"name": self.name, "t": self.t}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        if scalars.get("name") != self.name:
+            raise ConfigError(f"optimizer state is for {scalars.get('name')!r}, not {self.name!r}")
+        for key, buf in self.state.items():
+            if key not in arrays or arrays[key].shape != buf.shape:
+                raise ConfigError(f"optimizer state {key!r} is missing or has the wrong shape")
+            buf[...] = arrays[key]
+        self.t = int(scalars["t"])
+
+
+class SGD(Optimizer):
+    """SGD with (heavy-ball) momentum: v = mu*v + g; p -= lr*v."""
+
+    name = "sgd"
+    buffers = ("velocity",)
+
+    def __init__(self, size, dtype, momentum=0.9, weight_decay=0.0):
+        super().__init__(size, dtype, weight_decay)
+        self.momentum = momentum
+
+    def _update(self, param, grad, lr):
+        v = self.state["velocity"]
+        if self.momentum:
+            v *= self.momentum
+            v += grad
+            param -= lr * v
+        else:
+            param -= lr * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction, eps outside the square root as in PyTorch."""
+
+    name = "adam"
+    buffers = ("m", "v")
+
+    def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(size, dtype, weight_decay)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self._tmp = np.empty(size, dtype=dtype)
+
+    def _update(self, param, grad, lr):
+        m, v, tmp = self.state["m"], self.state["v"], self._tmp
+        b1, b2 = self.beta1, self.beta2
+        m *= b1
+        m += (1 - b1) * grad
+        v *= b2
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1 - b2
+        v += tmp
+        step = lr / (1 - b1 ** self.t)
+        denom_scale = 1.0 / math.sqrt(1 - b2 ** self.t)
+        np.sqrt(v, out=tmp)
+        tmp *= denom_scale
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        param -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p *= 1 - lr*wd first."""
+
+    name = "adamw"
+
+    def _update(self, param, grad, lr):
+        if self.weight_decay:
+            param *= 1 - lr * self.weight_decay
+        super()._update(param, grad, lr)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as torch.optim.RMSprop (alpha=0.99, eps added after the square root)."""
+
+    name = "rmsprop"
+    buffers = ("square_avg",)
+
+    def __init__(self, size, dtype, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(size, dtype, weight_decay)
+        self.alpha, self.eps = alpha, eps
+
+    def _update(self, param, grad, lr):
+        sq = self.state["square_avg"]
+        sq *= self.alpha
+        sq += (1 - self.alpha) * grad * grad
+        param -= lr * grad / (np.sqrt(sq) + self.eps)
+
+
+class Adagrad(Optimizer):
+    """Adagrad as torch.optim.Adagrad (eps=1e-10)."""
+
+    name = "adagrad"
+    buffers = ("sum",)
+
+    def __init__(self, size, dtype, eps=1e-10, weight_decay=0.0):
+        super().__init__(size, dtype, weight_decay)
+        self.eps = eps
+
+    def _update(self, param, grad, lr):
+        acc = self.state["sum"]
+        acc += grad * grad
+        param -= lr * grad / (np.sqrt(acc) + self.eps)
+
+
+def make_optimizer(name: str, size: int, dtype, *, weight_decay=0.0, momentum=0.9) -> Optimizer:
+    if name == "adam":
+        return Adam(size, dtype, weight_decay=weight_decay)
+    if name == "adamw":
+        return AdamW(size, dtype, weight_decay=weight_decay)
+    if name == "sgd":
+        return SGD(size, dtype, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return RMSprop(size, dtype, weight_decay=weight_decay)
+    if name == "adagrad":
+        return Adagrad(size, dtype, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# learning-rate schedules
+
+
+class Schedule:
+    """Learning rate as a function of the step, plus reduce-on-plateau fed by validation loss.
+
+    constant: lr.  cosine: linear warm-up over ``warmup`` steps, then cosine decay from lr to
+    ``min_lr`` at ``total`` steps (held after).  plateau: lr times ``factor`` each time the
+    validation loss has not improved for ``patience`` evaluations.  ``scale`` is an extra factor
+    that divergence handling lowers (a NaN step halves it), kept in the resumable state.
+    """
+
+    def __init__(self, kind, lr, *, total=0, warmup=0, min_lr=0.0, factor=0.5, patience=2):
+        self.kind, self.base_lr, self.total, self.warmup = kind, lr, total, warmup
+        self.min_lr, self.factor, self.patience = min_lr, factor, patience
+        self.scale = 1.0
+        self.best = math.inf
+        self.bad_evals = 0
+
+    def lr(self, step: int) -> float:
+        """Learning rate for optimiser step ``step`` (0-based)."""
+        lr = self.base_lr
+        if self.kind == "cosine":
+            if self.warmup and step < self.warmup:
+                lr = self.base_lr * (step + 1) / self.warmup
+            elif self.total > self.warmup:
+                progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+                lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return lr * self.scale
+
+    def observe(self, val_loss: float) -> None:
+        """Feed a validation loss; only the plateau schedule reacts."""
+        if self.kind != "plateau" or not math.isfinite(val_loss):
+            return
+        if val_loss < self.best - 1e-4:
+            self.best, self.bad_evals = val_loss, 0
+        else:
+            self.bad_evals += 1
+            if self.bad_evals > self.patience:
+                self.scale *= self.factor
+                self.bad_evals = 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best if math.isfinite(self.best) else None,
+                "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.scale = float(d["scale"])
+        self.best = math.inf if d.get("best") is None else float(d["best"])
+        self.bad_evals = int(d["bad_evals"])

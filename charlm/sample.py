@@ -1,0 +1,126 @@
+"""Text generation: condition on a prime, then sample token by token until <eos>.
+
+The whole per-token loop (GEMV per layer, cell update, softmax with temperature, top-k/top-p,
+inverse-CDF draw, stop at <eos>) runs inside one @njit call (kernels/generate.py); Python only
+hands it a chunk of pre-drawn uniforms and decodes what comes back, so text streams to the
+terminal with no per-character Python overhead. Random numbers come from an explicit
+``np.random.Generator``: the same seed gives the same text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .errors import ConfigError
+
+STREAM_CHUNK = 64   # tokens per kernel call: large enough to amortise the call, small enough to feel live
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    temperature: float = 1.0    # 0 = greedy (argmax); < 1 sharper, > 1 flatter
+    top_k: int = 0              # keep only the k most probable tokens (0 = all)
+    top_p: float = 1.0          # nucleus: smallest set with cumulative probability >= top_p (1 = all)
+    max_length: int = 2000      # tokens to generate at most (excluding the prime)
+    seed: int | None = None     # None = fresh entropy
+
+    def validate(self) -> "SampleOptions":
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and 0 <= self.temperature <= 100):
+            raise ConfigError(f"temperature must be a number in [0, 100], got {self.temperature!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ConfigError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ConfigError(f"max_length must be an integer >= 1, got {self.max_length!r}")
+        return self
+
+
+class Sampler:
+    """Generates text from a trained model and its tokenizer."""
+
+    def __init__(self, model, tokenizer):
+        from .kernels import CELL_IDS
+
+        self.model, self.tokenizer = model, tokenizer
+        c, p = model.config, model.params
+        dt = model.dtype
+        self.cell_id = CELL_IDS[c.cell]
+        # Layer 0's input projection folded with the embedding: a (V, GH) row table.
+        self.table0 = np.ascontiguousarray(p["encoder.weight"] @ p["rnn.weight_ih_l0"].T + p["rnn.bias_ih_l0"])
+        L, GH, H = c.layers, c.gates * c.hidden, c.hidden
+        self.W_ih = np.ascontiguousarray(
+            np.stack([p[f"rnn.weight_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH, H), dt))
+        self.b_ih = np.ascontiguousarray(
+            np.stack([p[f"rnn.bias_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH), dt))
+        self.W_hh = np.ascontiguousarray(np.stack([p[f"rnn.weight_hh_l{k}"] for k in range(L)]))
+        self.b_hh = np.ascontiguousarray(np.stack([p[f"rnn.bias_hh_l{k}"] for k in range(L)]))
+        self.W_dec = np.ascontiguousarray(p["decoder.weight"])
+        self.b_dec = np.ascontiguousarray(p["decoder.bias"])
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "Sampler":
+        return cls(checkpoint.build_model(), checkpoint.tokenizer)
+
+    def _weights(self):
+        return (self.cell_id, self.table0, self.W_ih, self.b_ih, self.W_hh, self.b_hh, self.W_dec, self.b_dec)
+
+    def _prime_state(self, prime_ids: np.ndarray):
+        """State after reading <eos> + prime[:-1], and the token to feed next."""
+        from .kernels import advance
+
+        c = self.model.config
+        state = np.zeros((c.layers, c.states, c.hidden), dtype=self.model.dtype)
+        eos = self.tokenizer.eos_id
+        if prime_ids.size == 0:
+            return state, eos
+        context = np.concatenate([[eos], prime_ids[:-1]]).astype(np.int64)
+        logits = np.empty(c.vocab_size, dtype=self.model.dtype)
+        advance(*self._weights(), state, context, logits)
+        return state, int(prime_ids[-1])
+
+    def stream(self, prime: str = "", options: SampleOptions = SampleOptions()) -> Iterator[str]:
+        """Yield the prime, then generated text piece by piece; ends at <eos> or max_length.
+
+        The closing <eos> is not yielded. Unknown characters in the prime raise VocabError
+        naming them.
+        """
+        from .kernels import generate
+
+        options = options.validate()
+        tok = self.tokenizer
+        prime_ids = tok.encode(prime, strict=True) if prime else np.zeros(0, dtype=np.int64)
+        state, token = self._prime_state(prime_ids.astype(np.int64))
+        rng = np.random.default_rng(options.seed)
+        if prime:
+            yield prime
+        word_level, first = tok.level == "word", not prime
+        remaining = options.max_length
+        out = np.empty(STREAM_CHUNK, dtype=np.int64)
+        while remaining > 0:
+            n_req = min(STREAM_CHUNK, remaining)
+            uniforms = rng.random(n_req)
+            n = generate(*self._weights(), state, token, uniforms, float(options.temperature),
+                         int(options.top_k), float(options.top_p), tok.eos_id, True, out[:n_req])
+            ids = out[:n]
+            ended = n > 0 and ids[-1] == tok.eos_id
+            body = ids[:-1] if ended else ids
+            if body.size:
+                text = tok.decode(body)
+                if word_level:
+                    text = text if first else " " + text
+                first = False
+                yield text
+            if ended or n == 0:
+                return
+            token = int(ids[-1])
+            remaining -= n
+
+
+def generate_text(checkpoint, prime: str = "", **options) -> str:
+    """One sample as a string (convenience for scripts and tests)."""
+    return "".join(Sampler.from_checkpoint(checkpoint).stream(prime, SampleOptions(**options)))

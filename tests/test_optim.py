@@ -1,0 +1,95 @@
+"""Optimisers follow torch.optim step for step; clipping and schedules do what they say."""
+import math
+
+import numpy as np
+import pytest
+
+from charlm.optim import Schedule, clip_grad_norm, clip_grad_value, make_optimizer
+
+CASES = [("adam", {}), ("adam", {"weight_decay": 0.01}), ("adamw", {"weight_decay": 0.1}),
+         ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.0}), ("rmsprop", {}), ("adagrad", {})]
+
+
+@pytest.mark.parametrize("name,kw", CASES)
+def test_optimizer_matches_torch(name, kw):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(50)
+    grads = [rng.standard_normal(50) for _ in range(6)]
+    lr = 0.01
+
+    param = p0.copy()
+    opt = make_optimizer(name, param.size, np.float64, **kw)
+    for g in grads:
+        opt.step(param, g.copy(), lr)
+
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[name]
+    topt = cls([tp], lr=lr, weight_decay=kw.get("weight_decay", 0.0),
+               **({"momentum": kw["momentum"]} if name == "sgd" else {}))
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(param, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_optimizer_state_round_trip_continues_identically():
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(20) for _ in range(4)]
+    a = np.ones(20)
+    opt_a = make_optimizer("adam", 20, np.float64)
+    for g in grads:
+        opt_a.step(a, g.copy(), 0.1)
+
+    b = np.ones(20)
+    opt_b = make_optimizer("adam", 20, np.float64)
+    for g in grads[:2]:
+        opt_b.step(b, g.copy(), 0.1)
+    arrays, scalars = opt_b.state_dict()
+    opt_c = make_optimizer("adam", 20, np.float64)
+    opt_c.load_state_dict({k: v.copy() for k, v in arrays.items()}, dict(scalars))
+    for g in grads[2:]:
+        opt_c.step(b, g.copy(), 0.1)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_clip_grad_norm_returns_norm_before_and_rescales():
+    g = np.array([3.0, 4.0])
+    assert clip_grad_norm(g, 1.0) == pytest.approx(5.0)
+    assert np.linalg.norm(g) == pytest.approx(1.0, rel=1e-5)
+    h = np.array([0.3, 0.4])
+    assert clip_grad_norm(h, 1.0) == pytest.approx(0.5)
+    np.testing.assert_array_equal(h, [0.3, 0.4])  # under the limit: untouched
+
+
+def test_clip_grad_norm_reports_nan_without_touching():
+    g = np.array([np.nan, 1.0])
+    assert math.isnan(clip_grad_norm(g, 1.0))
+
+
+def test_clip_grad_value_clamps_elementwise():
+    g = np.array([-3.0, 0.5, 7.0])
+    clip_grad_value(g, 1.0)
+    np.testing.assert_array_equal(g, [-1.0, 0.5, 1.0])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min():
+    s = Schedule("cosine", 1.0, total=110, warmup=10, min_lr=0.1)
+    assert s.lr(0) == pytest.approx(0.1)
+    assert s.lr(9) == pytest.approx(1.0)
+    assert s.lr(10) == pytest.approx(1.0)
+    assert s.lr(60) == pytest.approx(0.55)
+    assert s.lr(110) == pytest.approx(0.1)
+    assert s.lr(500) == pytest.approx(0.1)
+
+
+def test_plateau_schedule_reduces_after_patience():
+    s = Schedule("plateau", 1.0, patience=1, factor=0.5)
+    for loss in (2.0, 1.9, 1.95, 1.95):
+        s.observe(loss)
+    assert s.lr(0) == pytest.approx(0.5)
+    state = s.state_dict()
+    t = Schedule("plateau", 1.0, patience=1, factor=0.5)
+    t.load_state_dict(state)
+    assert t.lr(0) == pytest.approx(0.5) and t.best == pytest.approx(1.9)
