@@ -33,7 +33,7 @@ class EvalResult:
 
 def score_ids(model, ids: np.ndarray, seq_len: int = 256) -> np.ndarray:
     """Per-token NLL in nats for ids[1:], each predicted from ids[:t] with carried state."""
-    from .corpus import sequential_windows
+    from .batches import sequential_windows
 
     state = model.init_state(1)
     parts = []

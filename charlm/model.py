@@ -188,16 +188,18 @@ class Model:
                 self._layer0_backward(x, emb, dxp2, W_ih)
 
     def _layer0_backward(self, x, emb, dxp2, W_ih):
+        from .kernels.embedding import scatter_add_rows
+
         g, E = self.grads, self.params["encoder.weight"]
-        ids = x.reshape(-1)
+        ids = np.ascontiguousarray(x.reshape(-1))
         if emb is None:  # folded-table path: scatter rows by token, then two small GEMMs
             dtable = np.zeros((self.config.vocab_size, dxp2.shape[1]), dtype=self.dtype)
-            np.add.at(dtable, ids, dxp2)
+            scatter_add_rows(dtable, ids, dxp2)
             np.dot(dtable.T, E, out=g["rnn.weight_ih_l0"])
             g["encoder.weight"][...] += dtable @ W_ih
         else:
             np.dot(dxp2.T, emb, out=g["rnn.weight_ih_l0"])
-            np.add.at(g["encoder.weight"], ids, dxp2 @ W_ih)
+            scatter_add_rows(g["encoder.weight"], ids, dxp2 @ W_ih)
 
     def loss_and_grad(self, x, y, state, rng=None):
         """Mean NLL per token over the chunk, gradients in ``grad_flat``, and the carried state."""

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, TrainConfig, from_dict, replace, to_dict
-from .corpus import Corpus, StreamBatcher
+from .batches import StreamBatcher
+from .corpus import Corpus
 from .errors import CheckpointError, ConfigError
 from .evaluate import score_ids
 

@@ -4,8 +4,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charlm import corpus
-from charlm.corpus import (StreamBatcher, build_corpus, iter_text, read_text, resolve_eos,
-                           sequential_windows, split_sequences, to_sequences_stream)
+from charlm.batches import StreamBatcher, sequential_windows
+from charlm.corpus import (build_corpus, iter_text, read_text, resolve_eos, split_sequences,
+                           to_sequences_stream)
 from charlm.errors import CheckpointError, ConfigError, CorpusError
 from charlm.tokenizer import Tokenizer
 
