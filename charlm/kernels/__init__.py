@@ -8,7 +8,10 @@ first use and then loaded from Numba's on-disk cache.
     hs, sT, cache = cell.forward(xp, W_hh, b_hh, s0)           # xp (T, B, G*H), s0 (S, B, H)
     dxp, dW_hh, db_hh, ds0 = cell.backward(dh_out, dsT, W_hh, hs, cache)
 
-Shapes, layouts and gate orders are PyTorch's (see each cell's module docstring). The adapters
+Shapes, layouts and gate orders are PyTorch's (see each cell's module docstring). The Jordan cell
+is the exception: its recurrence runs through the decoder, so its forward/backward take the whole
+stack (see jordan.py and ``JORDAN`` below); it is reached through ``get_cell`` but is not in
+``CELLS``, the table of cells that share the per-layer signature. The adapters
 below only pack each cell's extra cached arrays into ``cache`` and check dtypes and contiguity
 (a mismatch would otherwise silently compile a slow or wrong specialisation).
 """
@@ -16,13 +19,14 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .generate import GRU, LSTM, RNN, advance, generate
+from .generate import GRU, JORDAN_ID, LSTM, RNN, advance, generate
 from .gru import gru_backward, gru_forward
+from .jordan import jordan_backward, jordan_forward, jordan_weight_grads
 from .loss import cross_entropy_grad, cross_entropy_rows
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 
-CELL_IDS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+CELL_IDS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "jordan": JORDAN_ID}
 
 
 class Cell(NamedTuple):
@@ -84,14 +88,32 @@ CELLS = {
 }
 
 
+def _jordan_forward(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks):
+    _check(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks)
+    return jordan_forward(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks)
+
+
+def _jordan_backward(dlogits, dsT, W_ih, W_yh, W_dec, hs, probs, masks):
+    _check(dlogits, dsT, W_ih, W_yh, W_dec, hs, probs, masks)
+    return jordan_backward(dlogits, dsT, W_ih, W_yh, W_dec, hs, probs, masks)
+
+
+# Whole-stack signatures (jordan.py): forward(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks)
+# -> (hs, logits, probs); backward(dlogits, dsT, W_ih, W_yh, W_dec, hs, probs, masks) -> (da, dz, ds0).
+JORDAN = Cell("jordan", 1, 1, _jordan_forward, _jordan_backward)
+
+
 def get_cell(name: str) -> Cell:
-    """The Cell for "lstm", "gru" or "rnn"."""
+    """The Cell for "lstm", "gru", "rnn" or "jordan" (whole-stack signatures, see JORDAN)."""
+    if name == "jordan":
+        return JORDAN
     try:
         return CELLS[name]
     except KeyError:
-        raise ValueError(f"unknown cell {name!r}; expected one of {sorted(CELLS)}") from None
+        raise ValueError(f"unknown cell {name!r}; expected one of {sorted(CELLS) + ['jordan']}") from None
 
 
 __all__ = ["CELL_IDS", "CELLS", "Cell", "get_cell", "advance", "generate", "cross_entropy_grad",
            "cross_entropy_rows", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "rnn_forward", "rnn_backward"]
+           "rnn_forward", "rnn_backward", "JORDAN", "jordan_forward", "jordan_backward",
+           "jordan_weight_grads"]

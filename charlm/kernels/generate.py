@@ -6,12 +6,14 @@ batched forward uses (lstm_step / gru_step / rnn_step). Then logits = W_dec @ h_
 sample. Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
 
 Shared arguments (all float arrays one dtype, C-contiguous):
-    cell_id  0 = lstm, 1 = gru, 2 = rnn (CELL_IDS in charlm.kernels)
+    cell_id  0 = lstm, 1 = gru, 2 = rnn, 3 = jordan (CELL_IDS in charlm.kernels)
     table0   (V, G*H)      encoder.weight @ W_ih_l0^T + b_ih_l0
     W_ih     (L-1, G*H, H) and b_ih (L-1, G*H): layers 1..L-1 (leading dim 0 when L = 1)
     W_hh     (L, G*H, H)   and b_hh (L, G*H)
     W_dec    (V, H)        and b_dec (V,)
     state    (L, S, H)     updated in place: (h,) or (h, c) per layer
+Jordan (kernels/jordan.py): W_hh, b_hh are W_yh (L, H, V), b_yh (L, H); G = 1; each token first
+recomputes the previous output p = softmax(W_dec h_top + b_dec) and feeds it to every layer.
 
 State convention: after ``generate`` the state has consumed ``token`` and every generated id except
 the last one returned; to continue, call again with token = out[n_written - 1]. Two calls chained
@@ -21,10 +23,11 @@ import numpy as np
 from numba import njit
 
 from .gru import gru_step
+from .jordan import jordan_feed
 from .lstm import lstm_step
 from .rnn import rnn_step
 
-LSTM, GRU, RNN = 0, 1, 2
+LSTM, GRU, RNN, JORDAN_ID = 0, 1, 2, 3
 
 
 @njit(cache=True, error_model="numpy")
@@ -106,7 +109,7 @@ def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token
     returns    the number of ids written
     """
     V, G = table0.shape
-    H = W_hh.shape[2]
+    H = W_dec.shape[1]
     dt = table0.dtype
     if token < 0 or token >= V:
         raise IndexError("generate: token id out of range [0, V)")
@@ -120,7 +123,10 @@ def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token
     top = W_hh.shape[0] - 1
     n = min(uniforms.shape[0], out.shape[0])
     for k in range(n):
-        _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, hW, gates, h_new, c_new)
+        if cell_id == JORDAN_ID:
+            jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, xp, hW, h_new, logits)
+        else:
+            _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, hW, gates, h_new, c_new)
         np.dot(W_dec, state[top, 0], logits)  # (V,)
         logits += b_dec
         token = _sample(logits, uniforms[k], temperature, top_k, top_p, p)
@@ -135,18 +141,22 @@ def advance(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, l
     """Feed ids (n,) through the recurrence without sampling (conditioning on a prime), updating
     state in place; logits_out (V,) receives the logits after the last id (untouched if n = 0)."""
     V, G = table0.shape
-    H = W_hh.shape[2]
+    H = W_dec.shape[1]
     dt = table0.dtype
     xp = np.empty(G, dt)
     hW = np.empty(G, dt)
     gates = np.empty(G, dt)
     h_new = np.empty(H, dt)
     c_new = np.empty(H, dt)
+    scratch = np.empty(V, dt)
     for i in range(ids.shape[0]):
         token = ids[i]
         if token < 0 or token >= V:
             raise IndexError("advance: token id out of range [0, V)")
-        _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, hW, gates, h_new, c_new)
+        if cell_id == JORDAN_ID:
+            jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, xp, hW, h_new, scratch)
+        else:
+            _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, hW, gates, h_new, c_new)
     if ids.shape[0] > 0:
         np.dot(W_dec, state[W_hh.shape[0] - 1, 0], logits_out)
         logits_out += b_dec
