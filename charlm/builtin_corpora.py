@@ -1,12 +1,14 @@
 """Built-in corpora: text that charlm can train on without the user bringing any.
 
-Three sources, each a function that returns a ``str`` and is registered in ``BUILTIN``:
+Four sources, each a function that returns a ``str`` and is registered in ``BUILTIN``:
 
 * ``stdlib``  real text on every machine with Python: the standard library's own ``.py``
   source, prose-heavy modules first. It is the default corpus of ``charlm train``.
 * ``markov``  a random order-k Markov chain whose entropy rate is known exactly, so a trained
   model's held-out bits per character must approach ``entropy_rate_bits`` from above.
 * ``names``   made-up pronounceable names, one per line, for line-mode demos and tests.
+* ``memory``  brackets closed exactly d characters later (``charlm.inspect.memory``), for the
+  long-range memory demo.
 
 ``builtin_corpus_path`` writes a corpus to the cache directory once (atomically) and returns
 the path, so the rest of charlm only ever reads files. See ``corpora/README.md``.
@@ -377,7 +379,16 @@ BUILTIN = {
     "markov": Builtin("random order-2 Markov chain with an exactly known entropy rate",
                       markov_corpus),
     "names": Builtin("made-up pronounceable names, one per line", pseudo_names),
+    "memory": Builtin("a bracket closed exactly d characters later: long-range memory (charlm demo memory)",
+                      lambda n_lines=20_000, distances=(2, 4, 8, 16, 32, 64), seed=0:
+                      _memory_text(n_lines, distances, seed)),
 }
+
+
+def _memory_text(n_lines, distances, seed):
+    from charlm.inspect.memory import memory_text  # the generator lives with its experiment
+
+    return memory_text(n_lines, tuple(distances), seed)
 
 
 def builtin_corpus_path(name: str, cache_dir=None, **params) -> Path:

@@ -18,6 +18,7 @@ is allocated.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -75,6 +76,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temporary files that a killed writer left behind (``.<name>.<random>.tmp``)."""
+    for name in (MODEL_FILE, LAST_FILE, METRICS_FILE):
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +149,8 @@ def read_header(path: Path) -> tuple[dict, int]:
     """Parse and sanity-check a safetensors header without reading tensor data.
 
     Returns (header dict, offset of the data section). Refuses headers or tensors that claim
-    more bytes than the file has, so a hostile file cannot make us allocate gigabytes.
+    more bytes than the file has, so a hostile file cannot make us allocate gigabytes. Sizes
+    are computed with Python integers: a crafted shape cannot wrap around int64 to look small.
     """
     try:
         size = path.stat().st_size
@@ -153,27 +165,50 @@ def read_header(path: Path) -> tuple[dict, int]:
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: corrupted safetensors header") from None
+    header = _json_or_none(raw)
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header")
     data_start, data_size = 8 + n, size - 8 - n
+    total = 0
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-            ok = (dtype in _DTYPES and all(isinstance(d, int) and d >= 0 for d in shape)
-                  and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size
-                  and end - begin == int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize)
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
-            raise CheckpointError(f"{path}: tensor {name!r} has an invalid dtype, shape or offset "
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if isinstance(dtype, str) and dtype not in _DTYPES:
+            raise CheckpointError(f"{path}: tensor {name[:60]!r} has dtype {dtype[:20]!r}; charlm "
+                                  f"checkpoints hold {' or '.join(_DTYPES)} only")
+        nbytes = _tensor_bytes(info, data_size)
+        if nbytes is None:
+            raise CheckpointError(f"{path}: tensor {name[:60]!r} has an invalid dtype, shape or offset "
                                   f"(truncated or hand-crafted file?)")
+        total += nbytes
+    if total > data_size:
+        raise CheckpointError(f"{path}: tensors claim {total} bytes but the file holds {data_size} "
+                              f"(truncated or hand-crafted file?)")
     return header, data_start
+
+
+def _tensor_bytes(info, data_size: int) -> int | None:
+    """Byte size of one header entry if it is well-formed and inside the data section."""
+    if not isinstance(info, dict):
+        return None
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES or not isinstance(shape, list) or not isinstance(offsets, list) \
+            or len(offsets) != 2 or len(shape) > 8:
+        return None
+    if not all(type(d) is int and d >= 0 for d in shape + offsets):  # no bools, floats, negatives
+        return None
+    begin, end = offsets
+    nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize  # exact: no int64 wrap-around
+    return nbytes if begin <= end <= data_size and end - begin == nbytes else None
+
+
+def _json_or_none(raw):
+    """json.loads, or None for anything that is not valid JSON (including absurd nesting)."""
+    try:
+        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError):
+        return None
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -188,20 +223,21 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("charlm.format") is None:
         raise CheckpointError(f"{path}: not a charlm checkpoint (no charlm metadata)")
     if meta["charlm.format"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta['charlm.format']!r} is not supported "
-                              f"by charlm {__version__} (expects {FORMAT_VERSION})")
+        raise CheckpointError(f"{path}: checkpoint format {str(meta['charlm.format'])[:20]!r} is not "
+                              f"supported by charlm {__version__} (expects {FORMAT_VERSION})")
     try:
-        config = from_dict(ModelConfig, json.loads(meta["charlm.config"])).validate()
-        tok_info = json.loads(meta["charlm.tokenizer"])
+        config = from_dict(ModelConfig, _meta_json(meta, "charlm.config")).validate()
+        tok_info = _meta_json(meta, "charlm.tokenizer")
         tokenizer = Tokenizer.from_dict({"level": tok_info["level"], "split": tok_info["split"],
-                                         "tokens": json.loads(meta["charlm.vocab"])})
-        extra_meta = {k[len("charlm."):]: json.loads(v) for k, v in meta.items()
+                                         "tokens": _meta_json(meta, "charlm.vocab")})
+        extra_meta = {k[len("charlm."):]: _meta_json(meta, k) for k in meta
                       if k.startswith("charlm.") and k not in
                       ("charlm.format", "charlm.config", "charlm.vocab", "charlm.tokenizer", "charlm.version")}
-    except CharlmError as e:
-        raise CheckpointError(f"{path}: bad metadata: {e}") from None
+    except CharlmError as e:  # names come from the file: keep the message one short line
+        raise CheckpointError(f"{path}: bad metadata: {one_line(str(e))}") from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise CheckpointError(f"{path}: missing or malformed charlm metadata") from None
+    _check_metadata(path, extra_meta)
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(tokenizer)} tokens but the model "
                               f"expects {config.vocab_size}")
@@ -212,26 +248,66 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         arrays = load_file(str(path))
     except Exception as e:  # the library's own parse errors: report, never dump
-        raise CheckpointError(f"{path}: unreadable safetensors data ({e})") from None
+        raise CheckpointError(f"{path}: unreadable safetensors data ({one_line(str(e))})") from None
+    # What the safetensors parser returned must be exactly what we validated (a second parser
+    # may read a crafted header, e.g. duplicate keys, differently).
+    for name, a in arrays.items():
+        info = header.get(name)
+        if not isinstance(info, dict) or list(a.shape) != info["shape"] \
+                or a.dtype != np.dtype(_DTYPES[info["dtype"]]):
+            raise CheckpointError(f"{path}: tensor {name[:60]!r} does not match its header (hand-crafted file?)")
+    if set(arrays) != set(header) - {"__metadata__"}:
+        raise CheckpointError(f"{path}: tensors do not match the header (hand-crafted file?)")
     tensors = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)}
     extra = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
-    for name, a in tensors.items():
-        if not np.all(np.isfinite(a)):
-            raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
+    for name, a in arrays.items():  # optimiser buffers too: NaN there poisons a resumed run
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise CheckpointError(f"{path}: tensor {name[:60]!r} contains NaN or infinite values")
     return Checkpoint(path, config, tokenizer, tensors, extra, extra_meta)
+
+
+def _meta_json(meta: dict, key: str):
+    """The JSON value stored under metadata ``key`` (KeyError if absent, ValueError if invalid)."""
+    raw = meta[key]
+    if not isinstance(raw, str):
+        raise ValueError(key)
+    try:
+        return json.loads(raw)
+    except RecursionError:  # absurdly nested: hostile, not a real checkpoint
+        raise ValueError(key) from None
+
+
+# types of the metadata keys charlm itself reads back (None allowed where a value may be unknown)
+_META_TYPES = {"train_config": dict, "sources": list, "train_tokens": int, "eos": str, "step": int,
+               "best_val_loss": (int, float, type(None)), "val_loss": (int, float, type(None)),
+               "optimizer": dict, "schedule": dict, "batcher": dict, "rng": dict, "position": dict}
+
+
+def _check_metadata(path, meta: dict) -> None:
+    for key, want in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], want) or isinstance(meta[key], bool)):
+            raise CheckpointError(f"{path}: malformed metadata {key!r} (hand-crafted or corrupted file?)")
+    if any(not isinstance(s, str) for s in meta.get("sources", [])):
+        raise CheckpointError(f"{path}: malformed metadata 'sources' (hand-crafted or corrupted file?)")
 
 
 def _check_tensors(path, header, config: ModelConfig) -> None:
     from .model import parameter_shapes
 
+    found = {k: v for k, v in header.items() if k != "__metadata__" and not k.startswith(OPTIM_PREFIX)}
+    # Cheap closed-form checks first, so that an absurd configuration (layers=10**9) is refused
+    # before parameter_shapes builds a list of its tensors.
+    n_expected = 4 * config.layers + 3  # encoder, 4 per layer, decoder (saved twice when tied)
+    if n_expected != len(found):
+        raise CheckpointError(f"{path}: the stored configuration needs {n_expected} tensors, "
+                              f"the file has {len(found)}")
     expected = dict(parameter_shapes(config))
     if config.tie_weights:
         expected["decoder.weight"] = expected["encoder.weight"]
-    found = {k: v for k, v in header.items() if k != "__metadata__" and not k.startswith(OPTIM_PREFIX)}
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        parts = ([f"missing {_names(missing)}"] if missing else []) + (
+            [f"unexpected {_names(unexpected)}"] if unexpected else [])
         raise CheckpointError(f"{path}: tensors do not match the stored configuration: {'; '.join(parts)}")
     dtypes = {found[name]["dtype"] for name in expected}
     if len(dtypes) != 1:
@@ -240,6 +316,17 @@ def _check_tensors(path, header, config: ModelConfig) -> None:
         if tuple(found[name]["shape"]) != tuple(shape):
             raise CheckpointError(f"{path}: tensor {name} has shape {tuple(found[name]['shape'])}, "
                                   f"the configuration needs {tuple(shape)}")
+
+
+def _names(names: list[str]) -> str:
+    """A few tensor names for a message (they come from the file: repr keeps them one line)."""
+    shown = ", ".join(repr(n[:60]) for n in names[:4])
+    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _pick_file(run_dir: Path) -> Path:

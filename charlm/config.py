@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "jordan")
 LEVELS = ("char", "word")
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
@@ -21,7 +22,7 @@ SCHEDULES = ("constant", "cosine", "plateau")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "lstm"          # recurrent cell: lstm | gru | rnn (Elman, tanh)
+    cell: str = "lstm"          # recurrent cell: lstm | gru | rnn (Elman, tanh) | jordan (output fed back)
     vocab_size: int = 0         # V, set from the tokenizer when the model is built
     embed: int = 64             # E, embedding width
     hidden: int = 256           # H, hidden (and cell) state width of every layer
@@ -31,8 +32,8 @@ class ModelConfig:
 
     @property
     def gates(self) -> int:
-        """G: rows of W_ih / W_hh per hidden unit (4 for LSTM, 3 for GRU, 1 for RNN)."""
-        return {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        """G: rows of W_ih / W_hh per hidden unit (4 for LSTM, 3 for GRU, 1 for RNN and Jordan)."""
+        return {"lstm": 4, "gru": 3, "rnn": 1, "jordan": 1}[self.cell]
 
     @property
     def states(self) -> int:
@@ -59,6 +60,7 @@ class TrainConfig:
     level: str = "char"               # tokenize into characters or words
     eos: str = "auto"                 # sequence boundaries that become <eos>: auto | line | paragraph | none
     val_fraction: float = 0.1         # contiguous tail of the corpus held out for validation
+    val_file: str = ""                # separate validation text (replaces val_fraction when set)
     max_vocab: int = 0                # word level: keep the most frequent words (0 = no limit)
     min_count: int = 1                # word level: rarer words become <unk>
     # truncated BPTT
@@ -79,7 +81,9 @@ class TrainConfig:
     epochs: float = 0.0               # passes over the training stream
     time_budget: float = 0.0          # wall-clock seconds
     # bookkeeping
-    eval_every: int = 200             # steps between validation passes (and checkpoints)
+    eval_every: int = 500             # steps between validation passes (and checkpoints)
+    sample_every: int = 0             # steps between short samples shown while training (0 = off)
+    track_gradients: bool = False     # at each evaluation, log gradient lag curves to metrics.jsonl
     seed: int = 1234                  # seeds initialisation, dropout and data order
     threads: int = 0                  # BLAS and Numba threads (0 = all cores)
     dtype: str = "float32"            # float32 for speed, float64 for checks
@@ -96,7 +100,7 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_every", self.eval_every)
         _positive_int("min_count", self.min_count)
-        for name in ("max_vocab", "steps", "warmup_steps", "threads"):
+        for name in ("max_vocab", "steps", "warmup_steps", "threads", "sample_every"):
             _positive_int(name, getattr(self, name), minimum=0)
         for name in ("lr", "weight_decay", "momentum", "min_lr", "clip_norm", "clip_value",
                      "epochs", "time_budget"):
@@ -127,6 +131,94 @@ def from_dict(cls, data: dict):
         return cls(**data)
     except TypeError as e:  # pragma: no cover - dataclass signature errors
         raise ConfigError(f"bad {cls.__name__}: {e}") from None
+
+
+# `charlm train` with no corpus and no budget trains on the built-in stdlib corpus for this long,
+# so that the README's first command finishes in about 5 minutes (compilation and the final
+# evaluation included) on any machine, whatever its speed.
+DEFAULT_CORPUS_TIME_BUDGET = 240.0
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)", re.IGNORECASE)
+
+
+def parse_duration(value) -> float:
+    """Seconds in ``value``: a number (seconds) or a string like ``90s``, ``10m``, ``1h30m``, ``1.5h``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text, seconds, pos = value.strip(), 0.0, 0
+        while pos < len(text):
+            m = _DURATION.match(text, pos)
+            if not m or (not m.group(2) and m.end() < len(text)):
+                raise ConfigError(f"time must look like 90s, 10m, 1h or 1h30m; got {value!r}")
+            seconds += float(m.group(1)) * {"h": 3600, "m": 60}.get(m.group(2).lower(), 1)
+            pos = m.end()
+    else:
+        raise ConfigError(f"time must look like 90s, 10m, 1h or 1h30m; got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"time must be a finite duration >= 0, got {value!r}")
+    return seconds
+
+
+def load_config_file(path) -> dict:
+    """Field values from a TOML file: flat keys, or ``[model]`` / ``[train]`` tables, with the
+    dataclasses' field names (``time_budget`` may be a duration string such as ``"10m"``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise ConfigError("--config needs Python 3.11 or later (tomllib)") from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    values = {}
+    for key, value in data.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            values.update(value)
+        else:
+            values[key] = value
+    return values
+
+
+def make_configs(values: dict) -> tuple[ModelConfig, TrainConfig]:
+    """Defaults updated with ``values`` (field name -> value; ``None`` means unset), split
+    between the two dataclasses and validated. Unknown names are refused."""
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - model_fields - train_fields - {"vocab_size"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values = dict(values)
+    if values.get("time_budget") is not None:
+        values["time_budget"] = parse_duration(values["time_budget"])
+    model = replace(ModelConfig(), **{k: v for k, v in values.items() if k in model_fields})
+    train = replace(TrainConfig(), **{k: v for k, v in values.items() if k in train_fields})
+    for name, want in _field_types(model) + _field_types(train):
+        value = values.get(name)
+        if value is not None and not _has_type(value, want):
+            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(want, "a string")
+            raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    replace(model, vocab_size=max(model.vocab_size, 2)).validate()  # V comes later, from the corpus
+    return model, train.validate()
+
+
+def _field_types(config):
+    return [(f.name, type(f.default)) for f in dataclasses.fields(config)]
+
+
+def _has_type(value, want) -> bool:
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, want)
 
 
 def _choice(name, value, choices):

@@ -31,6 +31,10 @@ def parameter_shapes(config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     shapes = [("encoder.weight", (V, E))]
     for layer in range(config.layers):
         inp = E if layer == 0 else H
+        if config.cell == "jordan":  # no torch twin: output-to-hidden weights replace weight_hh (jordan.py)
+            shapes += [(f"rnn.weight_ih_l{layer}", (H, inp)), (f"rnn.weight_yh_l{layer}", (H, V)),
+                       (f"rnn.bias_ih_l{layer}", (H,)), (f"rnn.bias_yh_l{layer}", (H,))]
+            continue
         shapes += [(f"rnn.weight_ih_l{layer}", (G * H, inp)), (f"rnn.weight_hh_l{layer}", (G * H, H)),
                    (f"rnn.bias_ih_l{layer}", (G * H,)), (f"rnn.bias_hh_l{layer}", (G * H,))]
     if not config.tie_weights:
@@ -85,6 +89,11 @@ class Model:
         if c.tie_weights:  # a shared matrix must suit the decoder too: keep logits O(1)
             p["encoder.weight"][...] = rng.uniform(-bound, bound, p["encoder.weight"].shape)
         for layer in range(c.layers):
+            if c.cell == "jordan":
+                from .jordan import init_layer
+
+                init_layer(self, layer, rng)
+                continue
             w_ih, w_hh = p[f"rnn.weight_ih_l{layer}"], p[f"rnn.weight_hh_l{layer}"]
             w_ih[...] = rng.uniform(-bound, bound, w_ih.shape)
             for g in range(G):
@@ -119,8 +128,154 @@ class Model:
 
     # -- forward / backward -----------------------------------------------------------------
 
+    def forward(self, x, state, *, train=False, rng=None):
+        """Run the network over a chunk.
+
+        x      (T, B) int token ids
+        state  (L, S, B, H) initial state (not modified)
+        Returns (logits (T*B, V), new_state (L, S, B, H), cache for backward).
+        """
+        if self.config.cell == "jordan":  # the recurrence runs through the decoder: its own path (jordan.py)
+            from .jordan import forward
+
+            return forward(self, x, state, train, rng)
+        return self._forward(x, state, train, rng, _Scratch())
+
+    def _forward(self, x, state, train, rng, ws):
+        """forward() with its arrays taken from ``ws`` (a _Workspace reused across steps, or fresh).
+
+        The cache is (x, layer0, layers, (top, top_mask)) with layers[l] = (inp, hs, cell_cache) as
+        the cell kernels return them (inp: None for layer 0, else (input, dropout mask or None))."""
+        from .kernels.parallel import matmul_rows, matmul_rows_bias
+        from .runtime import kernel_threads
+
+        c, p = self.config, self.params
+        kern = _PAR[c.cell]
+        nc = kernel_threads()
+        T, B = x.shape
+        N, H, GH = T * B, c.hidden, c.gates * c.hidden
+        drop = c.dropout if train else 0.0
+        ids = ws.get("ids", (T, B), np.int64)
+        ids[...] = x
+        new_state = np.empty_like(state)
+        layers = []
+        # layer 0's input: rows of the folded table E @ W_ih0ᵀ read by token id (a gather the
+        # kernel does itself), or, when V > T*B, the gathered embeddings times W_ih0ᵀ.
+        E, W0 = p["encoder.weight"], p["rnn.weight_ih_l0"]
+        if c.vocab_size <= N:
+            xrows, emb = ws.get("table", (c.vocab_size, GH), self.dtype), None
+            np.dot(E, W0.T, out=xrows)
+            idx = ids
+        else:
+            emb = E[ids.reshape(-1)]                                    # (T*B, E)
+            xrows = ws.get("xp", (N, GH), self.dtype)
+            matmul_rows(emb, W0.T, xrows, nc)
+            idx = ws.arange(T, B)
+        inp, hs = None, None
+        for layer in range(c.layers):
+            if layer > 0:  # input: the previous layer's outputs (T*B, H), after dropout
+                inp = _dropout(hs[1:].reshape(N, H), drop, rng)
+                xrows = ws.get("xp", (N, GH), self.dtype)
+                matmul_rows(inp[0], p[f"rnn.weight_ih_l{layer}"].T, xrows, nc)
+                idx = ws.arange(T, B)
+            s0 = np.ascontiguousarray(state[layer])
+            hs = ws.get(f"hs{layer}", (T + 1, B, H), self.dtype)
+            extra = [ws.get(f"{name}{layer}", shape, self.dtype) for name, shape in kern.cache_shapes(T, B, H)]
+            kern.forward(xrows, idx, p[f"rnn.bias_ih_l{layer}"], p[f"rnn.weight_hh_l{layer}"],
+                         p[f"rnn.bias_hh_l{layer}"], s0, hs, *extra, nc)
+            new_state[layer, 0] = hs[T]
+            if c.cell == "lstm":
+                new_state[layer, 1] = extra[0][T]
+            layers.append((inp, hs, tuple(extra[::-1]) if c.cell == "lstm" else tuple(extra)))
+        top = _dropout(hs[1:].reshape(N, H), drop, rng)
+        logits = ws.get("logits", (N, c.vocab_size), self.dtype)
+        matmul_rows_bias(top[0], p["decoder.weight"].T, p["decoder.bias"], logits, nc)
+        return logits, new_state, (x, emb, layers, top)
+
+    def backward(self, dlogits, cache) -> None:
+        """Accumulate gradients into ``grad_flat`` (zeroed first) from dL/dlogits (T*B, V)."""
+        if self.config.cell == "jordan":
+            from .jordan import backward
+
+            return backward(self, dlogits, cache)
+        self._backward(np.ascontiguousarray(dlogits), cache, _Scratch(), None)
+
+    def _backward(self, dlogits, cache, ws, db_dec):
+        """backward() with scratch arrays from ``ws``; ``db_dec`` is the decoder-bias gradient when
+        the loss kernel has already summed it (else computed here)."""
+        from .kernels.parallel import matmul_rows, matmul_tn, sum_blocks
+        from .runtime import kernel_threads
+
+        c, p, g = self.config, self.params, self.grads
+        kern = _PAR[c.cell]
+        nc = kernel_threads()
+        x, emb, layers, (top, top_mask) = cache
+        T, B = x.shape
+        N, H, G, V = T * B, c.hidden, c.gates * c.hidden, c.vocab_size
+        ids = ws.get("ids", (T, B), np.int64)
+        ids[...] = x
+
+        def tn(a, b, out):  # out = aᵀ @ b over all N positions, N split across threads
+            matmul_tn(a, b, out, ws.get(f"partial{out.shape}", (nc - 1, *out.shape), self.dtype), nc)
+
+        # decoder: dW_dec = dlogitsᵀ @ top (into the encoder's gradient when tied), db_dec, dh
+        g["encoder.weight"][...] = 0
+        if c.tie_weights:
+            dW_dec = ws.get("dW_dec", (V, H), self.dtype)
+            tn(dlogits, top, dW_dec)
+            g["encoder.weight"][...] = dW_dec
+        else:
+            tn(dlogits, top, g["decoder.weight"])
+        g["decoder.bias"][...] = dlogits.sum(axis=0) if db_dec is None else db_dec
+        dh = ws.get("dh", (N, H), self.dtype)
+        matmul_rows(dlogits, p["decoder.weight"], dh, nc)
+        if top_mask is not None:
+            dh *= top_mask
+        dsT = ws.zeros("dsT", (c.states, B, H), self.dtype)
+        ds0 = ws.get("ds0", (c.states, B, H), self.dtype)
+        db = ws.get("db", (nc, G), self.dtype)
+        dbx = ws.get("dbx", (nc, G), self.dtype)
+        folded = emb is None
+        dtab = ws.get("dtab", (nc, V, G), self.dtype) if folded else np.zeros((0, 0, 0), self.dtype)
+        no_ids = np.zeros((0, 0), np.int64)
+        for layer in reversed(range(c.layers)):
+            inp, hs, cell_cache = layers[layer]
+            dxp = ws.get("dxp", (T, B, G), self.dtype)
+            da = ws.get("da", (T, B, G), self.dtype) if c.cell == "gru" else dxp
+            scatter = layer == 0 and folded
+            kern.backward(dh.reshape(T, B, H), dsT, p[f"rnn.weight_hh_l{layer}"], hs, cell_cache, dxp, da,
+                          ds0, db, dbx, ids if scatter else no_ids, dtab, nc)
+            dxp2 = dxp.reshape(N, G)
+            tn(da.reshape(N, G), hs[:T].reshape(N, H), g[f"rnn.weight_hh_l{layer}"])
+            g[f"rnn.bias_hh_l{layer}"][...] = db.sum(axis=0)
+            b_ih = g[f"rnn.bias_ih_l{layer}"]
+            b_ih[...] = g[f"rnn.bias_hh_l{layer}"]
+            if c.cell == "gru":  # b_ih's n block is dxp's, not da's
+                b_ih[2 * H:] = dbx[:, 2 * H:].sum(axis=0)
+            W_ih = p[f"rnn.weight_ih_l{layer}"]
+            if layer > 0:
+                x_in, mask = inp
+                tn(dxp2, x_in, g[f"rnn.weight_ih_l{layer}"])
+                dh = ws.get("dh", (N, H), self.dtype)
+                matmul_rows(dxp2, W_ih, dh, nc)
+                if mask is not None:
+                    dh *= mask
+            elif folded:  # dtable = the scattered dxp; then two small GEMMs
+                dtable = ws.get("dtable", (V, G), self.dtype)
+                sum_blocks(dtab, dtable)
+                np.dot(dtable.T, p["encoder.weight"], out=g["rnn.weight_ih_l0"])
+                g["encoder.weight"][...] += dtable @ W_ih
+            else:
+                from .kernels.embedding import scatter_add_rows
+
+                tn(dxp2, emb, g["rnn.weight_ih_l0"])
+                demb = ws.get("demb", (N, c.embed), self.dtype)
+                matmul_rows(dxp2, W_ih, demb, nc)
+                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), demb)
+
     def _layer0_input(self, x):
-        """xp for layer 0, (T, B, GH): a gather from the folded table when V is small."""
+        """xp for layer 0, (T, B, GH) including b_ih0: a gather from the folded table when V is
+        small (used by the Jordan path, jordan.py)."""
         p = self.params
         E, W, b = p["encoder.weight"], p["rnn.weight_ih_l0"], p["rnn.bias_ih_l0"]
         T, B = x.shape
@@ -130,64 +285,8 @@ class Model:
         emb = E[x.reshape(-1)]                                     # (T*B, E)
         return (emb @ W.T + b).reshape(T, B, -1), emb
 
-    def forward(self, x, state, *, train=False, rng=None):
-        """Run the network over a chunk.
-
-        x      (T, B) int token ids
-        state  (L, S, B, H) initial state (not modified)
-        Returns (logits (T*B, V), new_state (L, S, B, H), cache for backward).
-        """
-        c, p = self.config, self.params
-        T, B = x.shape
-        drop = c.dropout if train else 0.0
-        new_state = np.empty_like(state)
-        layers = []
-        xp, emb = self._layer0_input(x)
-        inp, hs = None, None
-        for layer in range(c.layers):
-            if layer > 0:  # input is the previous layer's outputs, (T*B, H), after dropout
-                inp = _dropout(hs[1:].reshape(T * B, -1), drop, rng)
-                xp = (inp[0] @ p[f"rnn.weight_ih_l{layer}"].T + p[f"rnn.bias_ih_l{layer}"]).reshape(T, B, -1)
-            hs, s_T, cell_cache = self.cell.forward(
-                np.ascontiguousarray(xp), p[f"rnn.weight_hh_l{layer}"], p[f"rnn.bias_hh_l{layer}"],
-                np.ascontiguousarray(state[layer]))
-            new_state[layer] = s_T
-            layers.append((inp, hs, cell_cache))
-        top = _dropout(hs[1:].reshape(T * B, -1), drop, rng)
-        logits = top[0] @ p["decoder.weight"].T + p["decoder.bias"]
-        return logits, new_state, (x, emb, layers, top)
-
-    def backward(self, dlogits, cache) -> None:
-        """Accumulate gradients into ``grad_flat`` (zeroed first) from dL/dlogits (T*B, V)."""
-        c, p, g = self.config, self.params, self.grads
-        x, emb, layers, (top, top_mask) = cache
-        T, B = x.shape
-        self.grad_flat[...] = 0
-        g["decoder.weight"][...] += dlogits.T @ top                 # tied: adds to the encoder's
-        g["decoder.bias"][...] = dlogits.sum(axis=0)
-        dh = dlogits @ p["decoder.weight"]                           # (T*B, H)
-        if top_mask is not None:
-            dh *= top_mask
-        zero_dsT = np.zeros((c.states, B, c.hidden), dtype=self.dtype)
-        for layer in reversed(range(c.layers)):
-            inp, hs, cell_cache = layers[layer]
-            dxp, dW_hh, db_hh, _ = self.cell.backward(
-                dh.reshape(T, B, -1), zero_dsT, p[f"rnn.weight_hh_l{layer}"], hs, cell_cache)
-            g[f"rnn.weight_hh_l{layer}"][...] = dW_hh
-            g[f"rnn.bias_hh_l{layer}"][...] = db_hh
-            dxp2 = dxp.reshape(T * B, -1)
-            g[f"rnn.bias_ih_l{layer}"][...] = dxp2.sum(axis=0)
-            W_ih = p[f"rnn.weight_ih_l{layer}"]
-            if layer > 0:
-                x_in, mask = inp
-                np.dot(dxp2.T, x_in, out=g[f"rnn.weight_ih_l{layer}"])
-                dh = dxp2 @ W_ih
-                if mask is not None:
-                    dh *= mask
-            else:
-                self._layer0_backward(x, emb, dxp2, W_ih)
-
     def _layer0_backward(self, x, emb, dxp2, W_ih):
+        """Gradients of encoder.weight (added) and W_ih0 (set) from dxp of layer 0 (T*B, GH)."""
         from .kernels.embedding import scatter_add_rows
 
         g, E = self.grads, self.params["encoder.weight"]
@@ -203,22 +302,125 @@ class Model:
 
     def loss_and_grad(self, x, y, state, rng=None):
         """Mean NLL per token over the chunk, gradients in ``grad_flat``, and the carried state."""
-        from .kernels import cross_entropy_grad
+        if self.config.cell == "jordan":
+            from .kernels import cross_entropy_grad
 
-        logits, new_state, cache = self.forward(x, state, train=True, rng=rng)
+            logits, new_state, cache = self.forward(x, state, train=True, rng=rng)
+            n = logits.shape[0]
+            loss_sum = cross_entropy_grad(logits, np.ascontiguousarray(y.reshape(-1)), 1.0 / n)
+            self.backward(logits, cache)
+            return loss_sum / n, new_state
+        from .kernels.loss import cross_entropy_grad_par
+        from .runtime import kernel_threads
+
+        ws = self._workspace("train")
+        logits, new_state, cache = self._forward(x, state, True, rng, ws)
         n = logits.shape[0]
-        loss_sum = cross_entropy_grad(logits, np.ascontiguousarray(y.reshape(-1)), 1.0 / n)
-        self.backward(logits, cache)
+        targets = ws.get("targets", (n,), np.int64)
+        targets[...] = y.reshape(-1)
+        db_dec = ws.get("db_dec", (self.config.vocab_size,), self.dtype)
+        loss_sum = cross_entropy_grad_par(logits, targets, 1.0 / n, db_dec, kernel_threads())
+        self._backward(logits, cache, ws, db_dec)
         return loss_sum / n, new_state
 
     def token_nll(self, x, y, state):
         """Per-token NLL in nats (T*B,) float64 and the carried state; no gradients, no dropout."""
-        from .kernels import cross_entropy_rows
+        if self.config.cell == "jordan":
+            from .kernels import cross_entropy_rows
 
-        logits, new_state, _ = self.forward(x, state)
+            logits, new_state, _ = self.forward(x, state)
+            nll = np.empty(logits.shape[0], dtype=np.float64)
+            cross_entropy_rows(logits, np.ascontiguousarray(y.reshape(-1)), nll)
+            return nll, new_state
+        from .kernels.loss import cross_entropy_rows_par
+        from .runtime import kernel_threads
+
+        ws = self._workspace("eval")
+        logits, new_state, _ = self._forward(x, state, False, None, ws)
         nll = np.empty(logits.shape[0], dtype=np.float64)
-        cross_entropy_rows(logits, np.ascontiguousarray(y.reshape(-1)), nll)
+        cross_entropy_rows_par(logits, np.ascontiguousarray(y.reshape(-1), dtype=np.int64), nll,
+                               kernel_threads())
         return nll, new_state
+
+    def _workspace(self, kind):
+        """Arrays reused from step to step (one set per kind: "train", "eval"), so a step does not
+        page-fault hundreds of MB of fresh memory in."""
+        if not hasattr(self, "_ws"):
+            self._ws = {}
+        return self._ws.setdefault(kind, _Workspace())
+
+
+class _Scratch:
+    """Fresh arrays every time (the public forward/backward: callers may keep what they get)."""
+
+    def get(self, name, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def zeros(self, name, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def arange(self, T, B):
+        return np.arange(T * B, dtype=np.int64).reshape(T, B)
+
+
+class _Workspace(_Scratch):
+    """Named arrays kept between calls and reallocated only when a shape changes."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def get(self, name, shape, dtype):
+        a = self.arrays.get(name)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+            a = self.arrays[name] = np.empty(shape, dtype)
+        return a
+
+    def zeros(self, name, shape, dtype):
+        a = self.get(name, shape, dtype)
+        a[...] = 0
+        return a
+
+    def arange(self, T, B):
+        a = self.arrays.get("arange")
+        if a is None or a.shape != (T, B):
+            a = self.arrays["arange"] = np.arange(T * B, dtype=np.int64).reshape(T, B)
+        return a
+
+
+class _ParallelCell:
+    """The batch-parallel kernels of one cell behind one calling convention (kernels/*_par)."""
+
+    def __init__(self, cell):
+        self.cell = cell
+
+    def cache_shapes(self, T, B, H):
+        """Arrays the forward kernel writes besides hs, in its argument order."""
+        if self.cell == "lstm":
+            return [("cs", (T + 1, B, H)), ("gates", (T, B, 4 * H))]
+        if self.cell == "gru":
+            return [("gates", (T, B, 3 * H)), ("hn", (T, B, H))]
+        return []
+
+    def forward(self, xrows, idx, b_ih, W_hh, b_hh, s0, hs, *rest):
+        from . import kernels as K
+
+        f = {"lstm": K.lstm.lstm_forward_par, "gru": K.gru.gru_forward_par, "rnn": K.rnn.rnn_forward_par}
+        f[self.cell](xrows, idx, b_ih, W_hh, b_hh, s0, hs, *rest)
+
+    def backward(self, dh_out, dsT, W_hh, hs, cache, dxp, da, ds0, db, dbx, ids, dtab, nc):
+        from . import kernels as K
+
+        if self.cell == "lstm":
+            gates, cs = cache
+            K.lstm.lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, dxp, ds0, db, ids, dtab, nc)
+        elif self.cell == "gru":
+            gates, hn = cache
+            K.gru.gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, dxp, da, ds0, db, dbx, ids, dtab, nc)
+        else:
+            K.rnn.rnn_backward_par(dh_out, dsT, W_hh, hs, dxp, ds0, db, ids, dtab, nc)
+
+
+_PAR = {name: _ParallelCell(name) for name in ("lstm", "gru", "rnn")}
 
 
 def _dropout(a, p, rng):

@@ -1,33 +1,47 @@
 """Thread pools: one place that decides how many cores BLAS and Numba may use.
 
 NumPy's OpenBLAS, SciPy's OpenBLAS (which Numba's ``np.dot`` calls inside @njit) and Numba's
-own pool are three separate thread pools. Left alone on 2 cores they oversubscribe, so they are
-limited together. The OPENBLAS_* environment variables are the user's business and are never
-touched here.
+own pool are three separate thread pools. Left alone on 2 cores they oversubscribe. charlm's
+kernels parallelise by splitting the work (blocks of streams, blocks of rows: see
+kernels/parallel.py) across Numba's threads, each calling single-threaded BLAS, so
+``set_threads(n)`` gives Numba n threads and limits every BLAS pool to one thread: no BLAS call
+then forks, joins or leaves a worker spinning next to the kernels. The OPENBLAS_* environment
+variables are the user's business and are never touched here.
 """
 from __future__ import annotations
 
 import os
 
 _limiter = None
+_chunks = 1   # blocks the model splits its work into; 1 until set_threads is called
 
 
 def set_threads(n: int = 0) -> int:
-    """Limit every BLAS pool and Numba to ``n`` threads (0 = all cores). Returns the count used."""
-    global _limiter
+    """Use ``n`` threads (0 = all cores) for charlm's kernels; BLAS pools run single-threaded
+    inside them. Returns the count used."""
+    global _limiter, _chunks
     from threadpoolctl import threadpool_limits
 
     import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS so that threadpoolctl can see it)
 
     n = n or os.cpu_count() or 1
-    _limiter = threadpool_limits(limits=n, user_api="blas")
-    try:
-        import numba
+    _limiter = threadpool_limits(limits=1, user_api="blas")
+    import numba
+    from numba.core import config
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover - numba is a hard dependency
-        pass
+    if config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+        # workqueue's idle threads sleep; OpenMP's spin next to the next region's work, and with
+        # OpenBLAS inside an OpenMP region OpenBLAS warns that the program may hang.
+        config.THREADING_LAYER = "workqueue"
+    n = min(n, config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    _chunks = n
     return n
+
+
+def kernel_threads() -> int:
+    """How many blocks the model splits each pass into (the ``set_threads`` count, else 1)."""
+    return _chunks
 
 
 def blas_info() -> list[dict]:

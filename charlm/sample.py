@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 STREAM_CHUNK = 64   # tokens per kernel call: large enough to amortise the call, small enough to feel live
 
@@ -37,6 +37,9 @@ class SampleOptions:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
             raise ConfigError(f"max_length must be an integer >= 1, got {self.max_length!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or self.seed < 0):
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         return self
 
 
@@ -48,6 +51,10 @@ class Sampler:
 
         self.model, self.tokenizer = model, tokenizer
         c, p = model.config, model.params
+        bad = [name for name, a in p.items() if not np.isfinite(a).all()]
+        if bad:  # NaN/inf logits would make every distribution invalid: refuse up front
+            raise CheckpointError(f"the model's weights contain NaN or infinite values ({bad[0]}); "
+                                  "it cannot generate text: use an earlier checkpoint or retrain")
         dt = model.dtype
         self.cell_id = CELL_IDS[c.cell]
         # Layer 0's input projection folded with the embedding: a (V, GH) row table.
@@ -57,8 +64,9 @@ class Sampler:
             np.stack([p[f"rnn.weight_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH, H), dt))
         self.b_ih = np.ascontiguousarray(
             np.stack([p[f"rnn.bias_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH), dt))
-        self.W_hh = np.ascontiguousarray(np.stack([p[f"rnn.weight_hh_l{k}"] for k in range(L)]))
-        self.b_hh = np.ascontiguousarray(np.stack([p[f"rnn.bias_hh_l{k}"] for k in range(L)]))
+        rec = "yh" if c.cell == "jordan" else "hh"  # Jordan: output-to-hidden (H, V), see kernels/jordan.py
+        self.W_hh = np.ascontiguousarray(np.stack([p[f"rnn.weight_{rec}_l{k}"] for k in range(L)]))
+        self.b_hh = np.ascontiguousarray(np.stack([p[f"rnn.bias_{rec}_l{k}"] for k in range(L)]))
         self.W_dec = np.ascontiguousarray(p["decoder.weight"])
         self.b_dec = np.ascontiguousarray(p["decoder.bias"])
 

@@ -7,6 +7,7 @@ is stopped and resumed produces the same losses as one that never stopped.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,12 @@ class DoneEvent:
 
 
 @dataclass
+class SampleEvent:
+    step: int
+    text: str               # a short sample from the current weights (TrainConfig.sample_every)
+
+
+@dataclass
 class WarningEvent:
     step: int
     message: str
@@ -94,6 +101,9 @@ class Trainer:
         from .runtime import set_threads
 
         self.corpus, self.tcfg = corpus, train_config.validate()
+        seed = self.tcfg.seed  # (TrainConfig.validate does not check it yet)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         self.run_dir = Path(run_dir)
         self.mcfg = replace(model_config, vocab_size=len(corpus.tokenizer)).validate()
         set_threads(self.tcfg.threads)
@@ -107,6 +117,7 @@ class Trainer:
         self.pos = _Position()
         self.state = self.model.init_state(self.tcfg.batch_size)
         self._stop = False
+        self._saved_step = None     # step of the newest last.safetensors written or resumed from
         if _resume is None:
             self.model.init_weights(self.rng)
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,15 +138,23 @@ class Trainer:
         last = ckpt.load_checkpoint(run_dir / ckpt.LAST_FILE)
         meta = last.metadata
         try:
-            tcfg = from_dict(TrainConfig, meta["train_config"])
+            tcfg = from_dict(TrainConfig, meta["train_config"]).validate()
         except KeyError:
             raise CheckpointError(f"{run_dir}: last checkpoint has no training state to resume") from None
-        frozen = ("level", "eos", "val_fraction", "seq_len", "batch_size", "optimizer", "dtype",
+        except (ConfigError, TypeError, ValueError) as e:  # names come from the file: one line
+            raise CheckpointError(f"{run_dir}: the saved training configuration is invalid "
+                                  f"({ckpt.one_line(str(e))})") from None
+        frozen = ("level", "eos", "val_fraction", "val_file", "seq_len", "batch_size", "optimizer", "dtype",
                   "max_vocab", "min_count", "seed")
         for key, value in train_overrides.items():
             if value is not None and key in frozen and value != getattr(tcfg, key):
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run was trained with "
                                   f"{key}={getattr(tcfg, key)!r}")
+        unknown = sorted(k for k, v in train_overrides.items()
+                         if v is not None and k not in TrainConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"cannot change {', '.join(unknown)} when resuming: the model is "
+                              "fixed by its checkpoint")
         tcfg = replace(tcfg, **train_overrides).validate()
         corpus = corpus_builder(last.tokenizer, tcfg, meta.get("sources", []))
         if meta.get("train_tokens") != int(corpus.train.size):
@@ -175,6 +194,7 @@ class Trainer:
         path = self.run_dir / ckpt.LAST_FILE
         ckpt.save_checkpoint(path, self.mcfg, self.corpus.tokenizer, self.model.state_dict(),
                              extra_tensors=extra, metadata=meta)
+        self._saved_step = pos.step
         return path
 
     def save_best(self, val_loss: float) -> Path:
@@ -184,6 +204,19 @@ class Trainer:
         return path
 
     def _restore(self, last: ckpt.Checkpoint) -> None:
+        try:
+            self._restore_state(last)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise CheckpointError(f"{last.path}: training state is incomplete or malformed "
+                                  f"({type(e).__name__}: {str(e)[:100]})") from None
+        # model.safetensors may be newer than last.safetensors (a crash between the two writes,
+        # which happen in that order): never let the resumed run replace it with a worse model.
+        self.pos.best_val_loss = min(self.pos.best_val_loss, _saved_val_loss(self.run_dir))
+        self._saved_step = self.pos.step
+        ckpt.remove_stale_temp_files(self.run_dir)
+        ckpt.truncate_metrics(self.run_dir, self.pos.step)
+
+    def _restore_state(self, last: ckpt.Checkpoint) -> None:
         meta = last.metadata
         self.model.load_state_dict(last.tensors)
         extra = dict(last.extra)
@@ -201,7 +234,6 @@ class Trainer:
                              best_val_loss=math.inf if best is None else float(best),
                              bad_steps=int(p["bad_steps"]), train_loss_sum=float(p["train_loss_sum"]),
                              train_loss_count=int(p["train_loss_count"]))
-        ckpt.truncate_metrics(self.run_dir, self.pos.step)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -259,12 +291,35 @@ class Trainer:
             reason = self._budget_reason(started, elapsed0)
             if pos.step % t.eval_every == 0 or reason is not None:
                 yield from self._evaluate_and_save()
-            elif self._stop:  # Ctrl-C: save the exact position quickly, skip the validation pass
-                yield CheckpointEvent(pos.step, self.save_last(), False)
+            if t.sample_every and pos.step % t.sample_every == 0:
+                yield SampleEvent(pos.step, self.sample_text())
+        if reason is None and self._saved_step != pos.step and self._weights_finite():
+            # Ctrl-C: save the exact position quickly, skip the validation pass. (Placed after
+            # the loop so that no branch, such as a skipped non-finite step, can miss it.)
+            yield CheckpointEvent(pos.step, self.save_last(), False)
         # A diverged run writes nothing more: the last good checkpoint stays as it was.
         reason = reason or "stopped"
         yield DoneEvent(pos.step, reason, pos.best_val_loss, pos.elapsed, self.run_dir,
                         _done_message(reason))
+
+    def sample_text(self, max_length: int = 200, temperature: float = 0.8) -> str:
+        """A short sample from the current weights. Seeded by (seed, step) with its own
+        generator, so showing samples never changes the training run."""
+        from .sample import SampleOptions, Sampler
+
+        options = SampleOptions(temperature=temperature, max_length=max_length,
+                                seed=self.tcfg.seed * 1_000_003 + self.pos.step)
+        return "".join(Sampler(self.model, self.corpus.tokenizer).stream("", options))
+
+    def progress(self, step: int, epoch: float, elapsed: float) -> float:
+        """Fraction of the budget done: the largest fraction over the budgets that are set,
+        since the first one reached stops training (no budget = one epoch)."""
+        t = self.tcfg
+        parts = [step / t.steps if t.steps else 0.0, epoch / t.epochs if t.epochs else 0.0,
+                 elapsed / t.time_budget if t.time_budget else 0.0]
+        if not (t.steps or t.epochs or t.time_budget):
+            parts.append(epoch)
+        return min(1.0, max(parts))
 
     def _clip(self) -> float:
         from .optim import clip_grad_norm, clip_grad_value
@@ -290,10 +345,33 @@ class Trainer:
         ckpt.append_metrics(self.run_dir, {"kind": "eval", "step": pos.step, "train_loss": train_loss,
                                            "val_loss": val_loss, "val_bpc": event.val_bpc,
                                            "val_ppl": event.val_ppl, "elapsed": pos.elapsed})
+        if self.tcfg.track_gradients:  # its own seeded generator: training's random stream is untouched
+            from .inspect.gradients import tracking_record
+
+            text = self.corpus.val if self.corpus.val.size > 1 else self.corpus.train
+            record = tracking_record(model, text, pos.step, self.tcfg.seed)
+            if record is not None:
+                ckpt.append_metrics(self.run_dir, record)
         yield event
+        if not self._weights_finite():  # an overflowing update: keep the last good checkpoints
+            yield WarningEvent(pos.step, "weights are no longer finite; checkpoints not updated")
+            return
         if improved:
             yield CheckpointEvent(pos.step, self.save_best(val_loss), True)
         yield CheckpointEvent(pos.step, self.save_last(), False)
+
+    def _weights_finite(self) -> bool:
+        return bool(np.isfinite(self.model.flat).all())
+
+
+def _saved_val_loss(run_dir: Path) -> float:
+    """val_loss recorded in the run's best checkpoint (inf if there is none or it is unreadable)."""
+    try:
+        header, _ = ckpt.read_header(run_dir / ckpt.MODEL_FILE)
+        value = json.loads(header["__metadata__"]["charlm.val_loss"])
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return math.inf
 
 
 def _finite_or_none(x: float):

@@ -201,7 +201,7 @@ def test_pseudo_names():
 
 
 def test_registry_materialises_and_caches(tmp_path):
-    assert set(bc.BUILTIN) == {"stdlib", "markov", "names"}
+    assert set(bc.BUILTIN) == {"stdlib", "markov", "names", "memory"}
     for description, make in bc.BUILTIN.values():
         assert description and callable(make)
     path = bc.builtin_corpus_path("markov", cache_dir=tmp_path, n_chars=5_000)
@@ -214,7 +214,7 @@ def test_registry_materialises_and_caches(tmp_path):
 
 
 def test_registry_errors(tmp_path):
-    with pytest.raises(CorpusError, match="known: markov, names, stdlib"):
+    with pytest.raises(CorpusError, match="known: markov, memory, names, stdlib"):
         bc.builtin_corpus_path("shakespeare", tmp_path)
     with pytest.raises(CorpusError, match="markov"):
         bc.builtin_corpus_path("markov", tmp_path, n_char=10)

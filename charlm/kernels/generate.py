@@ -31,14 +31,15 @@ LSTM, GRU, RNN, JORDAN_ID = 0, 1, 2, 3
 
 
 @njit(cache=True, error_model="numpy")
-def _layer_step(cell_id, xp, W_hh, b_hh, s, hW, gates, h_new, c_new):
-    """Advance one layer by one token. xp (G*H,); s (S, H) updated in place; the rest scratch."""
+def _layer_step(cell_id, xp, bx, W_hh, b_hh, s, hW, gates, h_new, c_new):
+    """Advance one layer by one token. xp (G*H,); bx (G*H,) zeros (the GRU step's separate input
+    bias, already in xp here); s (S, H) updated in place; the rest scratch."""
     np.dot(W_hh, s[0], hW)  # (G*H,) = (G*H, H) @ (H,)
     if cell_id == LSTM:
         lstm_step(xp, hW, b_hh, s[1], h_new, c_new, gates)
         s[1, :] = c_new
     elif cell_id == GRU:
-        gru_step(xp, hW, b_hh, s[0], h_new, gates, c_new)  # c_new is scratch for hn
+        gru_step(xp, bx, hW, b_hh, s[0], h_new, gates, c_new)  # c_new is scratch for hn
     else:
         rnn_step(xp, hW, b_hh, h_new)
     s[0, :] = h_new
@@ -47,11 +48,12 @@ def _layer_step(cell_id, xp, W_hh, b_hh, s, hW, gates, h_new, c_new):
 @njit(cache=True, error_model="numpy")
 def _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, hW, gates, h_new, c_new):
     """Run one token through all layers, updating state in place."""
-    _layer_step(cell_id, table0[token], W_hh[0], b_hh[0], state[0], hW, gates, h_new, c_new)
+    bx = np.zeros(xp.shape[0], xp.dtype)
+    _layer_step(cell_id, table0[token], bx, W_hh[0], b_hh[0], state[0], hW, gates, h_new, c_new)
     for l in range(1, W_hh.shape[0]):
         np.dot(W_ih[l - 1], state[l - 1, 0], xp)  # (G*H,) input from the layer below
         xp += b_ih[l - 1]
-        _layer_step(cell_id, xp, W_hh[l], b_hh[l], state[l], hW, gates, h_new, c_new)
+        _layer_step(cell_id, xp, bx, W_hh[l], b_hh[l], state[l], hW, gates, h_new, c_new)
 
 
 @njit(cache=True, error_model="numpy")

@@ -22,22 +22,24 @@ The n block is why dxp and da differ and both are kept: dW_hh and db_hh must use
 Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .activations import sigmoid_act, tanh_act
 
 
 @njit(cache=True, error_model="numpy")
-def gru_step(xp, hW, bias, h_prev, h_next, gates, hn):
-    """One row of one step. xp, hW (= W_hh @ h_prev, no bias), bias, gates: (3H,); h_prev,
-    h_next, hn: (H,). Writes h_next, the post-activation gates r, z, n and hn = W_hn h + b_hn.
-    Shared by gru_forward and generate, so the recurrence is written once."""
+def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
+    """One row of one step. xp, bx (an input bias not yet in xp, b_ih or zeros), hW (= W_hh @ h_prev,
+    no bias), bias (b_hh), gates: (3H,); h_prev, h_next, hn: (H,). Writes h_next, the
+    post-activation gates r, z, n and hn = W_hn h + b_hn. Shared by gru_forward, gru_forward_par
+    and generate, so the recurrence is written once. (b_ih and b_hh cannot be merged: b_hn sits
+    inside r * (...).)"""
     H = h_prev.shape[0]
     for j in range(H):
-        r = sigmoid_act(xp[j] + hW[j] + bias[j])
-        z = sigmoid_act(xp[H + j] + hW[H + j] + bias[H + j])
+        r = sigmoid_act(xp[j] + bx[j] + hW[j] + bias[j])
+        z = sigmoid_act(xp[H + j] + bx[H + j] + hW[H + j] + bias[H + j])
         a_n = hW[2 * H + j] + bias[2 * H + j]
-        n = tanh_act(xp[2 * H + j] + r * a_n)
+        n = tanh_act(xp[2 * H + j] + bx[2 * H + j] + r * a_n)
         h_next[j] = n + z * (h_prev[j] - n)  # = (1 - z) n + z h_prev with one multiply
         gates[j] = r
         gates[H + j] = z
@@ -62,21 +64,23 @@ def gru_forward(xp, W_hh, b_hh, s0):
     hs[0] = s0[0]
     W_hhT = np.ascontiguousarray(W_hh.T)  # (H, 3H) once per call: np.dot wants contiguous operands
     hW = np.empty((B, G), xp.dtype)
+    no_bias = np.zeros(G, xp.dtype)  # xp already holds b_ih
     for t in range(T):
         np.dot(hs[t], W_hhT, hW)  # (B, 3H)
         for b in range(B):
-            gru_step(xp[t, b], hW[b], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
+            gru_step(xp[t, b], no_bias, hW[b], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
     sT = np.empty((1, B, H), xp.dtype)
     sT[0] = hs[T]
     return hs, sT, gates, hn
 
 
 @njit(cache=True, error_model="numpy")
-def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db):
+def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db, dbx):
     """One row of one backward step. The gradient wrt h_t is dh_out + dh_gemm + dh_skip, where
     dh_gemm = da_{t+1} @ W_hh and dh_skip = dh_{t+1} * z_{t+1} (the direct path); summing here
     saves a pass. dh_skip is overwritten with this step's direct path dh * z.
-    gates, dxp, da, db: (3H,); the rest (H,). db accumulates da (bias gradient)."""
+    gates, dxp, da, db, dbx: (3H,); the rest (H,). db accumulates da (b_hh's gradient) and dbx
+    the n block of dxp (b_ih's gradient is db with its n block replaced by dbx's)."""
     H = h_prev.shape[0]
     one = h_prev.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for j in range(H):
@@ -96,6 +100,7 @@ def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db):
         db[j] += dr_pre
         db[H + j] += dz_pre
         db[2 * H + j] += dn_pre * r
+        dbx[2 * H + j] += dn_pre
         dh_skip[j] = dh * z
 
 
@@ -115,13 +120,79 @@ def gru_backward(dh_out, dsT, W_hh, hs, gates, hn):
     db_hh = np.zeros(G, dt)
     dh_gemm = np.zeros((B, H), dt)
     dh_skip = dsT[0].copy()  # (B, H) the final-state gradient enters like a direct path
+    dbx = np.zeros(G, dt)  # unused here (the caller sums dxp)
     for t in range(T - 1, -1, -1):
         for b in range(B):
             gru_step_backward(dh_out[t, b], dh_gemm[b], dh_skip[b], gates[t, b], hn[t, b],
-                              hs[t, b], dxp[t, b], da[t, b], db_hh)
+                              hs[t, b], dxp[t, b], da[t, b], db_hh, dbx)
         np.dot(da[t], W_hh, dh_gemm)  # (B, H) = (B, 3H) @ (3H, H)
     dW_hh = np.empty((G, H), dt)
     np.dot(da.reshape(T * B, G).T, hs[:T].reshape(T * B, H), dW_hh)  # (3H, T*B) @ (T*B, H)
     ds0 = np.empty((1, B, H), dt)
     ds0[0] = dh_gemm + dh_skip
     return dxp, dW_hh, db_hh, ds0
+
+
+# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def gru_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, gates, hn, nchunks):
+    """gru_forward with the B streams split into ``nchunks`` blocks, each block's recurrence on one
+    thread. xrows (R, 3H) input projections WITHOUT b_ih, read at row idx[t, b] (see
+    lstm_forward_par); idx (T, B) int64; b_ih, b_hh (3H,); s0 (1, B, H).
+    Writes hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) exactly as gru_forward returns them."""
+    T, B = idx.shape
+    G = W_hh.shape[0]
+    W_hhT = np.ascontiguousarray(W_hh.T)
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        hW = np.empty((r1 - r0, G), hs.dtype)
+        for b in range(r0, r1):
+            hs[0, b] = s0[0, b]
+        for t in range(T):
+            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 3H)
+            for b in range(r0, r1):
+                gru_step(xrows[idx[t, b]], b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b],
+                         hn[t, b])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, dxp, da, ds0, db, dbx, ids, dtab, nchunks):
+    """gru_backward with the streams split into ``nchunks`` blocks, one thread each.
+
+    Writes dxp and da (T, B, 3H) (dW_hh = da^T @ hs[:T] is left to the caller) and ds0 (1, B, H);
+    db[k] and dbx[k] (nchunks, 3H) receive block k's b_hh gradient and the n block of its b_ih
+    gradient (rows r, z of b_ih's gradient equal db's). When ids (T, B) is not empty, dtab[k]
+    (nchunks, V, 3H) receives the folded-table scatter of dxp, as in lstm_backward_par."""
+    T, B, H = dh_out.shape
+    G = 3 * H
+    scatter = ids.shape[0] > 0
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        for j in range(G):
+            db[k, j] = 0
+            dbx[k, j] = 0
+        if scatter:
+            for v in range(dtab.shape[1]):
+                for j in range(G):
+                    dtab[k, v, j] = 0
+        dh_gemm = np.zeros((r1 - r0, H), dh_out.dtype)
+        dh_skip = np.empty((r1 - r0, H), dh_out.dtype)
+        for b in range(r0, r1):
+            dh_skip[b - r0] = dsT[0, b]
+        for t in range(T - 1, -1, -1):
+            for b in range(r0, r1):
+                gru_step_backward(dh_out[t, b], dh_gemm[b - r0], dh_skip[b - r0], gates[t, b], hn[t, b],
+                                  hs[t, b], dxp[t, b], da[t, b], db[k], dbx[k])
+                if scatter:
+                    row = dtab[k, ids[t, b]]
+                    d = dxp[t, b]
+                    for j in range(G):
+                        row[j] += d[j]
+            np.dot(da[t, r0:r1], W_hh, dh_gemm)  # (rows, H) = (rows, 3H) @ (3H, H)
+        for b in range(r0, r1):
+            for j in range(H):
+                ds0[0, b, j] = dh_gemm[b - r0, j] + dh_skip[b - r0, j]

@@ -24,7 +24,7 @@ Rows run serially: the loop sits between BLAS GEMMs, and DESIGN.md measured pran
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693145751953125  # ln 2 split in two (Cody-Waite) so that n * _LN2_HI is exact
@@ -124,3 +124,72 @@ def cross_entropy_rows(logits, targets, nll_out):
         m = _row_max(row)
         _exp_nonpos(row, m, e, bits)
         nll_out[n] = m + np.log(_sum(e, V)) - np.float64(row[k])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def cross_entropy_grad_par(logits, targets, scale, db, nchunks):
+    """cross_entropy_grad with the rows split into ``nchunks`` blocks, one thread each, plus the
+    decoder-bias gradient fused in: db (V,) receives sum_n dz[n] (the column sums of the gradient,
+    accumulated in float64 per block while each row is in cache, blocks added in a fixed order).
+    Returns sum_n nll (float64; per-block sums added in order)."""
+    N, V = logits.shape
+    totals = np.zeros(nchunks)
+    dbk = np.zeros((nchunks, V))
+    bad = np.zeros(nchunks, np.int64)
+    for k in prange(nchunks):
+        r0 = k * N // nchunks
+        r1 = (k + 1) * N // nchunks
+        e = np.empty(V, np.float64)
+        bits = np.empty(V, np.int64)
+        total = 0.0
+        for n in range(r0, r1):
+            kk = targets[n]
+            if kk < 0 or kk >= V:
+                bad[k] = 1
+                continue
+            row = logits[n]
+            m = _row_max(row)
+            _exp_nonpos(row, m, e, bits)
+            s = _sum(e, V)
+            total += m + np.log(s) - np.float64(row[kk])
+            inv = scale / s
+            for v in range(V):
+                row[v] = e[v] * inv
+            row[kk] -= scale
+            for v in range(V):
+                dbk[k, v] += row[v]
+        totals[k] = total
+    if bad.sum() > 0:
+        raise IndexError("cross_entropy_grad_par: target id out of range [0, V)")
+    for v in range(V):
+        acc = 0.0
+        for k in range(nchunks):
+            acc += dbk[k, v]
+        db[v] = acc
+    out = 0.0
+    for k in range(nchunks):
+        out += totals[k]
+    return out
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def cross_entropy_rows_par(logits, targets, nll_out, nchunks):
+    """cross_entropy_rows with the rows split into ``nchunks`` blocks, one thread each."""
+    N, V = logits.shape
+    bad = np.zeros(nchunks, np.int64)
+    for k in prange(nchunks):
+        r0 = k * N // nchunks
+        r1 = (k + 1) * N // nchunks
+        e = np.empty(V, np.float64)
+        bits = np.empty(V, np.int64)
+        for n in range(r0, r1):
+            kk = targets[n]
+            if kk < 0 or kk >= V:
+                bad[k] = 1
+                continue
+            row = logits[n]
+            m = _row_max(row)
+            _exp_nonpos(row, m, e, bits)
+            nll_out[n] = m + np.log(_sum(e, V)) - np.float64(row[kk])
+    if bad.sum() > 0:
+        raise IndexError("cross_entropy_rows_par: target id out of range [0, V)")

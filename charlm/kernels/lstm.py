@@ -19,7 +19,7 @@ The cache is (gates, cs): post-activation gates and all cell states; tanh(c_t) i
 backward (cheaper than storing it). Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .activations import sigmoid_act, tanh_act
 
@@ -126,3 +126,73 @@ def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
     dW_hh = np.empty((G, H), dt)
     np.dot(dxp.reshape(T * B, G).T, hs[:T].reshape(T * B, H), dW_hh)  # (4H, T*B) @ (T*B, H)
     return dxp, dW_hh, db_hh, ds0
+
+
+# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lstm_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, cs, gates, nchunks):
+    """lstm_forward with the B streams split into ``nchunks`` blocks, each block's whole recurrence
+    on one thread (one small GEMM per step, single-threaded BLAS): no synchronisation per step.
+
+    xrows: (R, 4H) input projections WITHOUT b_ih; step t of stream b reads row idx[t, b]
+           (layer 0: the folded table E @ W_ih^T and idx = token ids, so the projection is a
+           gather that is never materialised; layers > 0: the (T*B, 4H) GEMM output, idx = t*B + b)
+    idx:   (T, B) int64;  b_ih, b_hh (4H,) (added here: b_ih + b_hh once);  W_hh (4H, H);  s0 (2, B, H)
+    writes hs (T+1, B, H), cs (T+1, B, H), gates (T, B, 4H) exactly as lstm_forward returns them."""
+    T, B = idx.shape
+    G = W_hh.shape[0]
+    H = G // 4
+    bias = b_ih + b_hh
+    W_hhT = np.ascontiguousarray(W_hh.T)
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        hW = np.empty((r1 - r0, G), hs.dtype)
+        for b in range(r0, r1):
+            hs[0, b] = s0[0, b]
+            cs[0, b] = s0[1, b]
+        for t in range(T):
+            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 4H)
+            for b in range(r0, r1):
+                lstm_step(xrows[idx[t, b]], hW[b - r0], bias, cs[t, b], hs[t + 1, b], cs[t + 1, b],
+                          gates[t, b])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, dxp, ds0, db, ids, dtab, nchunks):
+    """lstm_backward with the streams split into ``nchunks`` blocks, one thread each.
+
+    dh_out (T, B, H), dsT (2, B, H), W_hh, hs, gates, cs as for lstm_backward. Writes dxp (T, B, 4H)
+    and ds0 (2, B, H); db (nchunks, 4H) receives each block's bias gradient (sum them: the order is
+    fixed). dW_hh is left to the caller (one K-split GEMM, parallel.matmul_tn). When ids (T, B) is
+    not empty, dtab[k] (nchunks, V, 4H) also receives the scatter dtab[k, ids[t, b]] += dxp[t, b]
+    (the folded-table gradient of layer 0), fused here while each row is in cache."""
+    T, B, H = dh_out.shape
+    G = 4 * H
+    scatter = ids.shape[0] > 0
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        for j in range(G):
+            db[k, j] = 0
+        if scatter:
+            for v in range(dtab.shape[1]):
+                for j in range(G):
+                    dtab[k, v, j] = 0
+        for b in range(r0, r1):
+            ds0[0, b] = dsT[0, b]
+            ds0[1, b] = dsT[1, b]
+        dh = ds0[0, r0:r1]  # (rows, H) gradient wrt h_t from step t+1; ends as dh0
+        dc = ds0[1, r0:r1]
+        for t in range(T - 1, -1, -1):
+            for b in range(r0, r1):
+                lstm_step_backward(dh_out[t, b], dh[b - r0], dc[b - r0], gates[t, b], cs[t + 1, b],
+                                   cs[t, b], dxp[t, b], db[k])
+                if scatter:
+                    row = dtab[k, ids[t, b]]
+                    d = dxp[t, b]
+                    for j in range(G):
+                        row[j] += d[j]
+            np.dot(dxp[t, r0:r1], W_hh, dh)  # (rows, H) = (rows, 4H) @ (4H, H)

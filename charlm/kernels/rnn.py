@@ -13,7 +13,7 @@ Backward, one step (dh = dh_out_t + dh coming back from step t+1):
 Nothing is cached beyond hs. Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .activations import tanh_act
 
@@ -78,3 +78,57 @@ def rnn_backward(dh_out, dsT, W_hh, hs):
     dW_hh = np.empty((H, H), dt)
     np.dot(dxp.reshape(T * B, H).T, hs[:T].reshape(T * B, H), dW_hh)  # (H, T*B) @ (T*B, H)
     return dxp, dW_hh, db_hh, ds0
+
+
+# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def rnn_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, nchunks):
+    """rnn_forward with the B streams split into ``nchunks`` blocks, each block's recurrence on one
+    thread. xrows (R, H) input projections WITHOUT b_ih, read at row idx[t, b] (see
+    lstm_forward_par); idx (T, B) int64; b_ih, b_hh (H,); s0 (1, B, H). Writes hs (T+1, B, H)."""
+    T, B = idx.shape
+    H = W_hh.shape[0]
+    bias = b_ih + b_hh
+    W_hhT = np.ascontiguousarray(W_hh.T)
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        hW = np.empty((r1 - r0, H), hs.dtype)
+        for b in range(r0, r1):
+            hs[0, b] = s0[0, b]
+        for t in range(T):
+            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, H)
+            for b in range(r0, r1):
+                rnn_step(xrows[idx[t, b]], hW[b - r0], bias, hs[t + 1, b])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def rnn_backward_par(dh_out, dsT, W_hh, hs, dxp, ds0, db, ids, dtab, nchunks):
+    """rnn_backward with the streams split into ``nchunks`` blocks, one thread each. Writes dxp
+    (T, B, H) and ds0 (1, B, H); db (nchunks, H) per-block bias gradients; dW_hh is left to the
+    caller; optional fused folded-table scatter into dtab (nchunks, V, H) as in lstm_backward_par."""
+    T, B, H = dh_out.shape
+    scatter = ids.shape[0] > 0
+    for k in prange(nchunks):
+        r0 = k * B // nchunks
+        r1 = (k + 1) * B // nchunks
+        for j in range(H):
+            db[k, j] = 0
+        if scatter:
+            for v in range(dtab.shape[1]):
+                for j in range(H):
+                    dtab[k, v, j] = 0
+        for b in range(r0, r1):
+            ds0[0, b] = dsT[0, b]
+        dh = ds0[0, r0:r1]
+        for t in range(T - 1, -1, -1):
+            for b in range(r0, r1):
+                rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dxp[t, b], db[k])
+                if scatter:
+                    row = dtab[k, ids[t, b]]
+                    d = dxp[t, b]
+                    for j in range(H):
+                        row[j] += d[j]
+            np.dot(dxp[t, r0:r1], W_hh, dh)  # (rows, H)

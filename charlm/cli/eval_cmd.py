@@ -1,0 +1,56 @@
+"""``charlm eval``: loss, bits per character and perplexity of a model on text files."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import out, runs_root, show_path
+
+SURPRISAL_TOKENS = 600   # how much of the text the heat map shows
+
+
+@click.command("eval")
+@click.argument("args", nargs=-1, required=True, metavar="[RUN] FILE...")
+@click.option("--surprisal", is_flag=True,
+              help="also show the start of the text coloured by how surprised the model was")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
+def eval_(args, surprisal, as_json):
+    """Score text files with a trained model: how well does it predict them?
+
+    RUN is a run directory, a run name under ./runs, or a .safetensors file;
+    without it, the most recent run. Reports the loss in nats per token, bits
+    per character (character models), perplexity, and the token and
+    out-of-vocabulary counts.
+
+    \b
+    Examples:
+      charlm eval held_out.txt                       # the latest run
+      charlm eval runs/shakespeare-20250101-120000 act5.txt --surprisal
+      charlm eval act5.txt --json | jq .perplexity
+    """
+    from .. import runs
+    from ..checkpoint import load_checkpoint
+    from ..evaluate import evaluate
+
+    root = runs_root()
+    run, files = (args[0], args[1:]) if runs.is_run_like(args[0], root) else (None, args)
+    if not files:
+        raise click.UsageError(f"{args[0]} is a run; give the text files to evaluate after it")
+    checkpoint = load_checkpoint(runs.resolve_run(run, root))
+    result = evaluate(checkpoint, files, surprisal=surprisal)
+    data = result.to_dict() | {"checkpoint": str(checkpoint.path), "files": list(files)}
+    if as_json:
+        if surprisal:
+            data["surprisal_bits"] = [round(float(b), 4) for b in result.surprisal]
+        click.echo(json.dumps(data))
+        return
+    from .render import eval_table, surprisal_text
+
+    console = out()
+    console.print(eval_table(data, show_path(checkpoint.path), files))
+    if surprisal:
+        tokens = [checkpoint.tokenizer.tokens[i] for i in result.target_ids[:SURPRISAL_TOKENS].tolist()]
+        console.print()
+        console.print(surprisal_text(tokens, result.surprisal[:SURPRISAL_TOKENS].tolist(), result.level,
+                                     len(result.surprisal)))

@@ -1,0 +1,85 @@
+"""``charlm sample``: stream generated text to stdout, plain."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import click
+
+from .common import err, runs_root, show_path
+
+
+@click.command("sample")
+@click.argument("run", required=False, metavar="[RUN_OR_CHECKPOINT]")
+@click.option("-t", "--temperature", type=float, default=None,
+              help="randomness: 0 = always the likeliest token, <1 safer, >1 wilder [default: 1.0]")
+@click.option("--top-k", type=int, default=None, help="draw only from the k likeliest tokens (0 = all)")
+@click.option("--top-p", type=float, default=None,
+              help="draw only from the likeliest tokens whose probabilities add up to p (1 = all)")
+@click.option("-p", "--prime", default="", help="text the sample starts with (the model continues it)")
+@click.option("-n", "--max-length", type=int, default=None,
+              help="stop after this many tokens if <eos> has not come [default: 2000]")
+@click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="how many samples")
+@click.option("--seed", type=click.IntRange(0), default=None,
+              help="same seed, same text (sample i uses seed + i) [default: random, shown on stderr]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of streaming text")
+def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed, as_json):
+    """Generate text from a trained model until it emits <eos>.
+
+    RUN_OR_CHECKPOINT is a run directory, a run name under ./runs, or a
+    .safetensors file; without it, the most recent run. Text goes to stdout as
+    it is generated; which model and seed were used goes to stderr.
+
+    \b
+    Examples:
+      charlm sample                                  # latest run, one sample
+      charlm sample runs/names-20250101-120000 --num-samples 10 -t 0.8
+      charlm sample --prime "ROMEO:" -t 0.5 --seed 7 > romeo.txt
+    """
+    from .. import runs
+    from ..checkpoint import load_checkpoint
+    from ..config import replace
+    from ..errors import VocabError
+    from ..sample import SampleOptions, Sampler
+
+    path = runs.resolve_run(run, runs_root())
+    checkpoint = load_checkpoint(path)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p,
+                   max_length=max_length).validate()
+    try:  # refuse an unknown prime before anything is printed
+        checkpoint.tokenizer.encode(prime, strict=True)
+    except VocabError as e:
+        raise VocabError(f"--prime {prime!r}: {e}") from None
+    step = checkpoint.metadata.get("step")
+    err().print(f"[dim]sampling from {show_path(checkpoint.path)}"
+                + (f" (step {step:,})" if isinstance(step, int) else "")
+                + f" · temperature {base.temperature:g} · seed {seed}[/]", highlight=False, soft_wrap=True)
+    sampler = Sampler.from_checkpoint(checkpoint)
+    line_mode = checkpoint.metadata.get("eos") == "line"
+    texts = _emit(sampler, prime, base, seed, num_samples, as_json, line_mode)
+    if as_json:
+        click.echo(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "seed": seed,
+                               "temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p,
+                               "max_length": base.max_length, "samples": texts}, ensure_ascii=False))
+
+
+def _emit(sampler, prime, base, seed, num_samples, as_json, line_mode) -> list[str]:
+    """Stream each sample to stdout as it is generated (or collect them all for --json)."""
+    from ..config import replace
+
+    texts = []
+    for i in range(num_samples):
+        stream = sampler.stream(prime, replace(base, seed=seed + i))
+        if as_json:
+            texts.append("".join(stream))
+            continue
+        if i and not line_mode:
+            click.echo()  # a blank line between multi-line samples
+        ends_with_newline = False
+        for piece in stream:
+            click.echo(piece, nl=False)
+            ends_with_newline = piece.endswith("\n")
+        if not ends_with_newline:
+            click.echo()
+    return texts

@@ -1,0 +1,179 @@
+"""The training view: a live rich display on a terminal, plain log lines anywhere else.
+
+``TrainView.update(event)`` takes the Trainer's events as they come. On a terminal a
+``rich.live.Live`` redraws the stats, a budget bar, the learning curve (rebuilt at each
+evaluation) and the latest sample four times a second; elsewhere (CI, a pipe, a file) each
+evaluation and every ``log_every``-th step is one plain line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
+from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot
+
+PLOT_HEIGHT = 14
+MAX_TRAIN_POINTS = 300   # step losses are averaged into at most this many points for the plot
+
+
+class TrainView:
+    def __init__(self, console, trainer, *, live: bool):
+        self.console, self.trainer, self.live = console, trainer, live
+        self.char = trainer.corpus.tokenizer.level == "char"
+        self.unit = "chars/s" if self.char else "tokens/s"
+        self.log_every = max(1, trainer.tcfg.eval_every // 4)
+        self.step: StepEvent | None = None
+        self.eval: EvalEvent | None = None
+        self.best: EvalEvent | None = None
+        self.done: DoneEvent | None = None
+        self.sample: SampleEvent | None = None
+        self.rate = None                  # smoothed tokens per second
+        self.losses: list[tuple[int, float]] = []
+        self.evals: list[tuple[int, float]] = []
+        self.plot = Text("")
+        self.notice = ""
+        self._live: Live | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def __enter__(self):
+        if self.live:
+            self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._live is not None:
+            self._live.__exit__(*exc)
+        return False
+
+    def note(self, message: str) -> None:
+        """A one-line notice (e.g. 'stopping after this step')."""
+        self.notice = message
+        if not self.live:
+            self.console.print(f"[yellow]{message}[/]")
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def update(self, event) -> None:
+        if isinstance(event, StepEvent):
+            self.step = event
+            self.rate = event.tokens_per_s if self.rate is None else 0.9 * self.rate + 0.1 * event.tokens_per_s
+            self.losses.append((event.step, event.loss))
+            if not self.live and event.step % self.log_every == 0:
+                self.console.print(self._step_line(), soft_wrap=True, highlight=False)
+        elif isinstance(event, EvalEvent):
+            self.eval = event
+            if event.improved or self.best is None:
+                self.best = event
+            self.evals.append((event.step, event.val_loss))
+            if self.live:
+                self.plot = loss_plot(self._train_points(), self.evals, self.console.width - 2, PLOT_HEIGHT)
+            else:
+                self.console.print(self._eval_line(), soft_wrap=True, highlight=False)
+        elif isinstance(event, SampleEvent):
+            self.sample = event
+            if not self.live:
+                self.console.print(f"sample at step {event.step}:", highlight=False)
+                self.console.print(Text("  " + event.text.replace("\n", "\n  ")), soft_wrap=True)
+        elif isinstance(event, WarningEvent):
+            self.console.print(f"[yellow]warning:[/] {event.message}", soft_wrap=True)
+        elif isinstance(event, DoneEvent):
+            self.done = event
+        elif isinstance(event, CheckpointEvent):
+            pass
+
+    def _train_points(self):
+        """Step losses averaged over consecutive buckets (a readable line, not per-step noise)."""
+        size = max(1, -(-len(self.losses) // MAX_TRAIN_POINTS))
+        points = []
+        for i in range(0, len(self.losses), size):
+            part = self.losses[i:i + size]
+            points.append((part[-1][0], sum(loss for _, loss in part) / len(part)))
+        return points
+
+    # -- plain lines ----------------------------------------------------------------------------
+
+    def _progress(self):
+        s = self.step
+        return self.trainer.progress(s.step, s.epoch, s.elapsed) if s else 0.0
+
+    def _eta(self) -> float | None:
+        f, s = self._progress(), self.step
+        return s.elapsed * (1 - f) / f if s and f > 0 else None
+
+    def _step_line(self) -> str:
+        s = self.step
+        return (f"step {s.step:,} | epoch {s.epoch:.2f} | loss {s.loss:.3f} | grad {s.grad_norm:.2f} | "
+                f"lr {s.lr:.2e} | {fmt_count(self.rate)} {self.unit} | {fmt_time(s.elapsed)} "
+                f"(eta {fmt_time(self._eta())})")
+
+    def _eval_line(self) -> str:
+        e = self.eval
+        bpc = f" | bpc {e.val_bpc:.3f}" if e.val_bpc is not None else ""
+        mark = " | new best" if e.improved else f" | best {e.best_val_loss:.4f}"
+        return (f"eval step {e.step:,} | train {e.train_loss:.4f} | val {e.val_loss:.4f}{bpc} | "
+                f"ppl {e.val_ppl:.3f}{mark}")
+
+    # -- live display ---------------------------------------------------------------------------
+
+    def __rich__(self):
+        s, e = self.step, self.eval
+        if s is None:
+            return Text("compiling kernels and taking the first step…", style="dim")
+        stats = Table.grid(padding=(0, 3))
+        for _ in range(4):
+            stats.add_column(style="cyan", no_wrap=True)
+            stats.add_column(justify="right", no_wrap=True)
+        val = "–" if e is None else f"{e.val_loss:.4f}"
+        best = "–" if self.best is None else f"{self.best.val_loss:.4f}"
+        stats.add_row("step", f"{s.step:,}", "train loss", f"{s.loss:.4f}", "val loss", val,
+                      "best val", best)
+        stats.add_row("epoch", f"{s.epoch:.2f}", "perplexity", "–" if e is None else fmt_num(e.val_ppl),
+                      "bits/char", "–" if e is None or e.val_bpc is None else fmt_num(e.val_bpc),
+                      self.unit, fmt_count(self.rate))
+        stats.add_row("elapsed", fmt_time(s.elapsed), "eta", fmt_time(self._eta()),
+                      "grad norm", f"{s.grad_norm:.3f}", "lr", f"{s.lr:.2e}")
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column()
+        bar.add_column(no_wrap=True)
+        bar.add_row(ProgressBar(total=1.0, completed=self._progress(), width=self.console.width - 10),
+                    f"{self._progress():4.0%}")
+        parts = [stats, bar, self.plot]
+        if self.sample is not None:
+            text = self.sample.text.strip("\n")
+            lines = text.split("\n")[:6]
+            parts.append(Panel(Text("\n".join(lines)), title=f"sample at step {self.sample.step:,}",
+                               title_align="left", border_style="dim"))
+        if self.notice:
+            parts.append(Text(self.notice, style="yellow"))
+        return Group(*parts)
+
+
+def summary_table(view: TrainView, run: str, parameters: int) -> Table:
+    """The table printed when training ends (``run``: the run directory as the user should type it)."""
+    from ..checkpoint import LAST_FILE, MODEL_FILE
+
+    d, b = view.done, view.best
+    rows = [
+        ("finished", d.message),
+        ("steps", f"{d.step:,}"),
+        ("time", fmt_time(d.elapsed)),
+        ("parameters", f"{parameters:,}"),
+    ]
+    if b is not None:
+        rows += [("best val loss", f"{b.val_loss:.4f} nats per token (step {b.step:,})"),
+                 ("best perplexity", fmt_num(b.val_ppl)),
+                 ("best bits/char", None if b.val_bpc is None else fmt_num(b.val_bpc))]
+    files = {name: Path(run) / name for name in (MODEL_FILE, LAST_FILE)}
+    rows += [("best model", str(files[MODEL_FILE]) if files[MODEL_FILE].exists() else None),
+             ("resume from", str(files[LAST_FILE]) if files[LAST_FILE].exists() else None),
+             ("sample it", Text(f"charlm sample {run}", style="bold green"))]
+    return kv_table(rows, title="training summary")

@@ -1,0 +1,189 @@
+"""Long-range memory: text whose next character depends on one seen exactly d characters earlier,
+and an experiment that trains several cells under one budget and scores that character against d.
+
+Each line is an opening bracket, d − 2 random filler letters, a cue, and the matching closer:
+
+    (fcjbhaeg:)        d = 10: the closer sits exactly d characters after its opener
+    <ba:>              d = 4
+
+The filler is drawn independently of the opener, so nothing between the two says which closer is
+due; the cue says *when* (otherwise the model would also have to count, and its accuracy would
+mix two skills). After the cue the closer is determined: a model that remembers the opener gets it
+right every time, one that does not can do no better than 1 / len(OPENERS) = 25 %.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OPENERS = "([{<"
+CLOSERS = ")]}>"
+FILLER = "abcdefghij"
+CUE = ":"
+DISTANCES = (2, 4, 8, 16, 32, 64)
+
+
+def memory_lines(distances, seed: int = 0, *, shuffle: bool = True) -> list[str]:
+    """One line (without newline) per entry of ``distances``: opener, d − 2 filler, cue, closer."""
+    rng = np.random.default_rng(seed)
+    distances = [int(d) for d in distances]
+    if any(d < 2 for d in distances):
+        raise ValueError("every distance must be >= 2 (opener, cue, closer)")
+    if shuffle:
+        distances = [distances[i] for i in rng.permutation(len(distances))]
+    kinds = rng.integers(0, len(OPENERS), len(distances))
+    lines = []
+    for d, k in zip(distances, kinds):
+        lines.append(OPENERS[k] + _filler(d - 2, rng) + CUE + CLOSERS[k])
+    return lines
+
+
+# The filler is an order-1 Markov chain: letter i is followed by i+1, i+3 or i+7 (mod 10) with
+# probabilities 0.6, 0.3, 0.1. Predicting it means reading it, so the model cannot simply learn to
+# ignore the filler: its state keeps being pushed around by input while it must hold the opener.
+_STEPS = np.array([1, 3, 7])
+_CUM = np.array([0.6, 0.9, 1.0])
+
+
+def _filler(n: int, rng) -> str:
+    if n <= 0:
+        return ""
+    out = np.empty(n, np.int64)
+    out[0] = rng.integers(0, len(FILLER))
+    steps = _STEPS[np.searchsorted(_CUM, rng.random(n - 1), side="right")]
+    out[1:] = steps
+    out = np.cumsum(out) % len(FILLER)
+    return "".join(FILLER[i] for i in out)
+
+
+def memory_text(n_lines: int = 20_000, distances=DISTANCES, seed: int = 0) -> str:
+    """``n_lines`` lines with d drawn uniformly from ``distances``; the built-in ``memory`` corpus."""
+    rng = np.random.default_rng(seed)
+    ds = np.asarray(distances)[rng.integers(0, len(distances), n_lines)]
+    return "".join(line + "\n" for line in memory_lines(ds, seed=seed + 1, shuffle=False))
+
+
+def dependency_positions(ids: np.ndarray, tokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the dependent characters are in an id stream: (positions, distances, expected ids).
+    ids[positions[i]] must be predicted from ids[:positions[i]]; its opener is distances[i] back."""
+    ids = np.asarray(ids)
+    cue = tokenizer.encode(CUE)[0]
+    opener_ids = tokenizer.encode(OPENERS)
+    closer_ids = tokenizer.encode(CLOSERS)
+    is_opener = np.isin(ids, opener_ids)
+    positions, distances, expected = [], [], []
+    last_open = -1
+    for i in range(ids.size):
+        if is_opener[i]:
+            last_open = i
+        elif ids[i] == cue and i + 1 < ids.size and last_open >= 0:
+            k = int(np.flatnonzero(opener_ids == ids[last_open])[0])
+            positions.append(i + 1)
+            distances.append(i + 1 - last_open)
+            expected.append(closer_ids[k])
+    return np.array(positions, np.int64), np.array(distances, np.int64), np.array(expected, np.int64)
+
+
+def dependent_accuracy(model, ids, positions, expected, seq_len: int = 256):
+    """(correct (P,) bool: argmax at each position is the expected id, prob (P,) of the expected id),
+    reading ``ids`` once in order with the state carried, as in generation."""
+    from ..batches import sequential_windows
+
+    state = model.init_state(1)
+    rows = []
+    for x, _ in sequential_windows(ids, seq_len):
+        logits, state, _ = model.forward(x, state)
+        rows.append(logits)
+    z = np.concatenate(rows).astype(np.float64)[np.asarray(positions) - 1]   # row r predicts ids[r + 1]
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    expected = np.asarray(expected)
+    return z.argmax(axis=1) == expected, p[np.arange(len(expected)), expected]
+
+
+@dataclass
+class MemoryResult:
+    cells: list                  # cell names, one row each
+    distances: np.ndarray        # (D,)
+    accuracy: np.ndarray         # (C, D) fraction of dependent characters predicted (argmax) right
+    prob: np.ndarray             # (C, D) mean probability given to the right closer
+    loss: np.ndarray             # (C, D) mean training loss of the model that scored column d, nats
+    parameters: list             # (C,) parameter counts
+    seconds: np.ndarray          # (C, D) training time (a mixed run's time is spread over its columns)
+    chance: float = 1.0 / len(OPENERS)
+    settings: dict = field(default_factory=dict)
+
+    def table(self) -> list[list]:
+        """Rows [cell, params, acc@d1, acc@d2, ...] for rendering."""
+        return [[cell, self.parameters[i], *self.accuracy[i].tolist()] for i, cell in enumerate(self.cells)]
+
+
+def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DISTANCES, *, hidden: int = 64,
+                          embed: int = 16, steps: int = 400, seq_len: int = 96, batch_size: int = 32,
+                          lr: float = 3e-3, train_lines: int = 20_000, eval_lines: int = 100,
+                          per_distance: bool = False, seed: int = 0, threads: int = 0, run_root=None,
+                          progress=None) -> MemoryResult:
+    """Train a fresh one-layer model of every cell under the same budget (steps, batch, window,
+    hidden size, learning rate, seed) on memory text, then score the dependent characters of
+    ``eval_lines`` held-out lines per distance.
+
+    By default one model per cell learns lines of all ``distances`` mixed: the accuracy against d
+    then measures how far the memory it learned reaches (the short lines teach the trick; the
+    long ones test whether the state holds the opener through d − 2 characters of input).
+    ``per_distance`` trains a separate model for every d instead (C × D runs): that measures whether
+    a dependency whose only gradient signal crosses d steps can be learned at all in the budget.
+    run_root: directory for the runs (<root>/<cell> or <root>/d<d>/<cell>); temporary when None.
+    progress: optional callable(cell, d or None, event) receiving each training event.
+    """
+    from ..config import ModelConfig, TrainConfig
+    from ..corpus import build_corpus
+    from ..train import EvalEvent, Trainer
+
+    distances = np.array(sorted(set(int(d) for d in distances)))
+    tmp = tempfile.TemporaryDirectory(prefix="charlm-memory-") if run_root is None else None
+    root = Path(tmp.name if tmp else run_root)
+    C, D = len(cells), len(distances)
+    acc, prob = np.zeros((C, D)), np.zeros((C, D))
+    loss, seconds, params = np.zeros((C, D)), np.zeros((C, D)), [0] * C
+    tcfg = TrainConfig(eos="line", val_fraction=0.0, steps=steps, seq_len=seq_len, batch_size=batch_size,
+                       lr=lr, eval_every=steps, seed=seed, threads=threads)
+    groups = [(f"d{d}", [j]) for j, d in enumerate(distances)] if per_distance else [("all", list(range(D)))]
+    try:
+        for name, cols in groups:
+            run_dir = root / name if per_distance else root
+            run_dir.mkdir(parents=True, exist_ok=True)
+            train_path, eval_path = run_dir / "train.txt", run_dir / "eval.txt"
+            train_path.write_text(memory_text(train_lines, tuple(distances[cols]), seed), encoding="utf-8")
+            eval_path.write_text("".join(line + "\n" for line in
+                                         memory_lines(np.repeat(distances[cols], eval_lines), seed + 10_000)),
+                                 encoding="utf-8")
+            corpus = build_corpus([train_path], eos="line", val_fraction=0.0)
+            ids = build_corpus([eval_path], eos="line", val_fraction=0.0, tokenizer=corpus.tokenizer).train
+            positions, dists, expected = dependency_positions(ids, corpus.tokenizer)
+            for i, cell in enumerate(cells):
+                trainer = Trainer(corpus, ModelConfig(cell=cell, embed=embed, hidden=hidden, layers=1), tcfg,
+                                  run_dir / cell)
+                t0 = time.perf_counter()
+                for event in trainer.events():
+                    if isinstance(event, EvalEvent):
+                        loss[i, cols] = event.train_loss
+                    if progress is not None:
+                        progress(cell, int(distances[cols[0]]) if per_distance else None, event)
+                seconds[i, cols] = (time.perf_counter() - t0) / len(cols)
+                params[i] = trainer.model.num_parameters
+                correct, p = dependent_accuracy(trainer.model, ids, positions, expected)
+                for j in cols:
+                    sel = dists == distances[j]
+                    acc[i, j], prob[i, j] = correct[sel].mean(), p[sel].mean()
+        settings = dict(hidden=hidden, embed=embed, steps=steps, seq_len=seq_len, batch_size=batch_size,
+                        lr=lr, train_lines=train_lines, eval_lines=eval_lines, per_distance=per_distance,
+                        seed=seed)
+        return MemoryResult(list(cells), distances, acc, prob, loss, params, seconds, settings=settings)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()

@@ -1,0 +1,191 @@
+"""Run directories: naming new runs, finding existing ones, rebuilding their corpus, describing them.
+
+A run directory is whatever ``Trainer`` writes (see checkpoint.py). Runs live under a root
+directory (the CLI uses ``./runs``); "the most recent run" is the one whose checkpoint was
+written last. Nothing here prints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .config import ModelConfig, make_configs
+from .errors import CheckpointError, ConfigError
+
+CHECKPOINT_FILES = (ckpt.MODEL_FILE, ckpt.LAST_FILE)
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def new_run_dir(root, stem: str) -> Path:
+    """A fresh directory name under ``root``: ``<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
+    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def check_new_run_dir(path) -> Path:
+    """``path`` if a new run may be written there; refuses to overwrite an existing run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a run directory")
+    if any((path / name).exists() for name in CHECKPOINT_FILES):
+        raise ConfigError(f"{path} already holds a run: continue it with --resume {path} "
+                          "or choose another --run-dir")
+    return path
+
+
+def _last_written(run_dir: Path) -> float:
+    times = [(run_dir / n).stat().st_mtime for n in CHECKPOINT_FILES if (run_dir / n).exists()]
+    return max(times, default=-math.inf)
+
+
+def list_runs(root) -> list[Path]:
+    """Run directories under ``root`` (those holding a checkpoint), most recent last."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and _last_written(p) > -math.inf]
+    return sorted(runs, key=lambda p: (_last_written(p), p.name))
+
+
+def resolve_run(arg, root) -> Path:
+    """The run directory or checkpoint file meant by ``arg``: a path, the name of a run under
+    ``root``, or (``None``) the most recent run under ``root``."""
+    root = Path(root)
+    if arg is None:
+        runs = list_runs(root)
+        if not runs:
+            raise CheckpointError(f"no runs in {root} yet: train one with `charlm train`, "
+                                  "or name a run directory or checkpoint file")
+        return runs[-1]
+    path = Path(arg)
+    if path.exists():
+        return path
+    if (root / arg).exists():
+        return root / arg
+    names = [p.name for p in list_runs(root)][-5:]
+    known = f" (recent runs in {root}: {', '.join(names)})" if names else ""
+    raise CheckpointError(f"{arg}: no such run directory or checkpoint file{known}")
+
+
+def is_run_like(arg, root) -> bool:
+    """Whether ``arg`` names a run or checkpoint rather than a text file (for ``eval [RUN] FILE...``)."""
+    path = Path(arg)
+    if path.suffix == ".safetensors":
+        return True
+    if path.exists():
+        return path.is_dir() and any((path / n).exists() for n in CHECKPOINT_FILES)
+    return (Path(root) / arg).is_dir()
+
+
+def corpus_for(train_config, paths, tokenizer=None):
+    """The corpus a run trains on, built from its TrainConfig (with ``tokenizer``: the saved
+    vocabulary, for a resume)."""
+    from .corpus import build_corpus
+
+    t = train_config
+    return build_corpus([os.path.abspath(p) for p in paths], level=t.level, eos=t.eos,
+                        val_fraction=t.val_fraction, val_file=t.val_file or None, tokenizer=tokenizer,
+                        max_vocab=t.max_vocab, min_count=t.min_count)
+
+
+def describe_run(path) -> dict:
+    """Everything ``charlm info`` shows, as plain JSON-able data."""
+    from .model import parameter_shapes
+
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    loaded = ckpt.load_checkpoint(path)
+    meta, tok = loaded.metadata, loaded.tokenizer
+    params = sum(math.prod(shape) for _, shape in parameter_shapes(loaded.config))
+    metrics = ckpt.read_metrics(run_dir)
+    evals = [r for r in metrics if r.get("kind") == "eval"]
+    steps = [r for r in metrics if r.get("kind") == "step"]
+    best = min(evals, key=lambda r: r["val_loss"], default=None)
+    files = [{"name": p.name, "bytes": p.stat().st_size}
+             for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    return {
+        "run": str(run_dir), "checkpoint": str(loaded.path),
+        "model_config": _asdict(loaded.config), "train_config": meta.get("train_config") or {},
+        "parameters": params, "step": meta.get("step"), "sources": meta.get("sources", []),
+        "vocab": {"level": tok.level, "size": len(tok), "eos": meta.get("eos"),
+                  "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},
+        "best": None if best is None else {k: best.get(k) for k in ("step", "val_loss", "val_bpc", "val_ppl")},
+        "elapsed": (evals or steps or [{}])[-1].get("elapsed"),
+        "history": {"eval": evals, "step": _bucket_means(steps, 400)},
+        "files": files,
+    }
+
+
+def _asdict(config) -> dict:
+    from .config import to_dict
+
+    return to_dict(config)
+
+
+def _bucket_means(records: list, n: int) -> list:
+    """Step records averaged in at most ``n`` consecutive buckets (for a readable plot)."""
+    size = max(1, math.ceil(len(records) / n))
+    out = []
+    for i in range(0, len(records), size):
+        part = records[i:i + size]
+        out.append({"step": part[-1]["step"], "loss": sum(r["loss"] for r in part) / len(part)})
+    return out
+
+
+def start_training(paths, values: dict, *, run_dir=None, root="runs"):
+    """A ``Trainer`` for a new run on ``paths`` with settings ``values`` (field name -> value).
+
+    No paths: the built-in stdlib corpus, for ``DEFAULT_CORPUS_TIME_BUDGET`` unless a budget
+    is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``.
+    """
+    from .builtin_corpora import default_corpus_path
+    from .config import DEFAULT_CORPUS_TIME_BUDGET, replace
+    from .train import Trainer
+
+    model_config, train_config = make_configs(values)
+    if train_config.val_file:
+        train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
+    if paths:
+        stem = Path(paths[0]).stem
+    else:
+        paths, stem = [default_corpus_path()], "stdlib"
+        if not (train_config.steps or train_config.epochs or train_config.time_budget):
+            train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
+    run_dir = check_new_run_dir(run_dir) if run_dir else new_run_dir(root, stem)
+    corpus = corpus_for(train_config, paths)
+    return Trainer(corpus, model_config, train_config, run_dir)
+
+
+def resume_training(run, values: dict, paths=()):
+    """A ``Trainer`` that continues ``run`` (a run directory or one of its checkpoints).
+
+    ``values`` may change training settings such as the budget; model settings are refused.
+    ``paths`` replace the saved corpus paths (the text itself must be unchanged).
+    """
+    from .train import Trainer
+
+    run_dir = Path(run)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    model_keys = sorted(k for k in values if k in _MODEL_FIELDS and values[k] is not None)
+    if model_keys:
+        raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
+                          "start a new run instead")
+    _, checked = make_configs(values)  # unknown names and bad values fail here, as for a new run
+    overrides = {k: getattr(checked, k) for k, v in values.items() if v is not None}
+    if overrides.get("val_file"):
+        overrides["val_file"] = os.path.abspath(overrides["val_file"])
+
+    def builder(tokenizer, train_config, sources):
+        return corpus_for(train_config, list(paths) or sources, tokenizer)
+
+    return Trainer.resume(run_dir, builder, **overrides)
