@@ -390,6 +390,9 @@ def _refit(prov: Tokenizer, train, split, max_vocab, min_count):
     final = Tokenizer.from_counts(
         {prov.tokens[j]: int(counts[j]) for j in np.flatnonzero(counts) if j >= 2},
         prov.level, split=split, max_vocab=max_vocab, min_count=min_count)
+    if len(final) <= 2 and len(prov) > 2:  # every token became <unk>: nothing left to learn
+        raise CorpusError(f"no {prov.level} in the training text occurs at least min_count={min_count} "
+                          f"times, so the vocabulary would hold only <eos> and <unk>; lower min_count")
     index = {t: i for i, t in enumerate(final.tokens)}
     lut = np.array([index.get(t, final.unk_id) for t in prov.tokens], dtype=final.id_dtype)
     return final, lut

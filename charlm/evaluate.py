@@ -43,6 +43,16 @@ def score_ids(model, ids: np.ndarray, seq_len: int = 256) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def state_after(model, ids: np.ndarray, seq_len: int = 256) -> np.ndarray:
+    """(L, S, 1, H) state after reading ids[:-1] from the zero state, in windows as score_ids does."""
+    from .batches import sequential_windows
+
+    state = model.init_state(1)
+    for x, y in sequential_windows(ids, seq_len):
+        _, state = model.token_nll(x, y, state)
+    return state
+
+
 def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "strict") -> EvalResult:
     """Score the files ``paths`` with ``checkpoint`` (a loaded ``Checkpoint``)."""
     from .corpus import build_corpus

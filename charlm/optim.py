@@ -13,6 +13,10 @@ import numpy as np
 
 from .errors import ConfigError
 
+# Buffers at least this long go through the fused Numba passes (kernels/update.py); below it
+# NumPy's few microseconds per pass cost less than loading a compiled kernel.
+_FUSED_MIN = 32768
+
 # ---------------------------------------------------------------------------------------------
 # clipping: two different operations, two unmistakable names
 
@@ -23,10 +27,20 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     Returns the norm BEFORE clipping (what the training view reports). ``max_norm <= 0`` only
     measures. A non-finite norm is returned unchanged so the caller can skip the step.
     """
-    norm = float(np.sqrt(np.dot(grad.astype(np.float64, copy=False), grad)))
+    norm = math.sqrt(_sum_squares(grad))
     if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
         grad *= grad.dtype.type(max_norm / (norm + 1e-6))
     return norm
+
+
+def _sum_squares(grad: np.ndarray) -> float:
+    """sum(grad**2) in float64: a fused Numba pass for large float buffers, NumPy for small ones."""
+    if grad.size >= _FUSED_MIN and grad.dtype in (np.float32, np.float64) and grad.flags.c_contiguous:
+        from .kernels.update import sum_squares
+
+        return float(sum_squares(grad.reshape(-1)))
+    g = grad.astype(np.float64)
+    return float(np.dot(g.ravel(), g.ravel()))
 
 
 def clip_grad_value(grad: np.ndarray, clip: float) -> None:
@@ -102,10 +116,26 @@ class Adam(Optimizer):
     def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(size, dtype, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self._tmp = np.empty(size, dtype=dtype)
+        self._tmp = np.empty(size, dtype=dtype) if size < _FUSED_MIN else None
 
     def _update(self, param, grad, lr):
-        m, v, tmp = self.state["m"], self.state["v"], self._tmp
+        m, v = self.state["m"], self.state["v"]
+        b1, b2 = self.beta1, self.beta2
+        step = lr / (1 - b1 ** self.t)
+        denom_scale = 1.0 / math.sqrt(1 - b2 ** self.t)
+        if param.size >= _FUSED_MIN and param.dtype in (np.float32, np.float64) and all(
+                a.flags.c_contiguous and a.dtype == param.dtype for a in (param, grad, m, v)):
+            from .kernels.update import adam_update
+
+            adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), step, b1, b2,
+                        denom_scale, self.eps)
+            return
+        self._update_numpy(param, grad, lr)
+
+    def _update_numpy(self, param, grad, lr):
+        """The same update in NumPy passes (small buffers, and the fused kernel's test twin)."""
+        m, v = self.state["m"], self.state["v"]
+        tmp = self._tmp if self._tmp is not None else np.empty_like(param)
         b1, b2 = self.beta1, self.beta2
         m *= b1
         m += (1 - b1) * grad
@@ -230,5 +260,7 @@ class Schedule:
 
     def load_state_dict(self, d: dict) -> None:
         self.scale = float(d["scale"])
+        if not (math.isfinite(self.scale) and self.scale > 0):  # a corrupted file, not a real run
+            raise ValueError(f"learning-rate scale {self.scale!r} is not a positive number")
         self.best = math.inf if d.get("best") is None else float(d["best"])
         self.bad_evals = int(d["bad_evals"])

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import ModelConfig, make_configs
+from .config import ModelConfig, make_configs, to_dict
 from .errors import CheckpointError, ConfigError
 
 CHECKPOINT_FILES = (ckpt.MODEL_FILE, ckpt.LAST_FILE)
@@ -115,30 +115,26 @@ def describe_run(path) -> dict:
              for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
     return {
         "run": str(run_dir), "checkpoint": str(loaded.path),
-        "model_config": _asdict(loaded.config), "train_config": meta.get("train_config") or {},
+        "model_config": to_dict(loaded.config), "train_config": meta.get("train_config") or {},
         "parameters": params, "step": meta.get("step"), "sources": meta.get("sources", []),
         "vocab": {"level": tok.level, "size": len(tok), "eos": meta.get("eos"),
                   "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},
         "best": None if best is None else {k: best.get(k) for k in ("step", "val_loss", "val_bpc", "val_ppl")},
         "elapsed": (evals or steps or [{}])[-1].get("elapsed"),
-        "history": {"eval": evals, "step": _bucket_means(steps, 400)},
+        "history": {"eval": evals, "step": [{"step": step, "loss": loss} for step, loss in
+                                            bucket_means([(r["step"], r["loss"]) for r in steps], 400)]},
         "files": files,
     }
 
 
-def _asdict(config) -> dict:
-    from .config import to_dict
-
-    return to_dict(config)
-
-
-def _bucket_means(records: list, n: int) -> list:
-    """Step records averaged in at most ``n`` consecutive buckets (for a readable plot)."""
-    size = max(1, math.ceil(len(records) / n))
+def bucket_means(points: list, n: int) -> list:
+    """(step, value) points averaged over at most ``n`` consecutive buckets, each labelled with
+    its last step: a readable learning curve instead of per-step noise."""
+    size = max(1, math.ceil(len(points) / n))
     out = []
-    for i in range(0, len(records), size):
-        part = records[i:i + size]
-        out.append({"step": part[-1]["step"], "loss": sum(r["loss"] for r in part) / len(part)})
+    for i in range(0, len(points), size):
+        part = points[i:i + size]
+        out.append((part[-1][0], sum(v for _, v in part) / len(part)))
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 _limiter = None
-_chunks = 1   # blocks the model splits its work into; 1 until set_threads is called
+_chunks = 0   # blocks the model splits its work into; 0 until set_threads is called
 
 
 def set_threads(n: int = 0) -> int:
@@ -29,10 +29,7 @@ def set_threads(n: int = 0) -> int:
     import numba
     from numba.core import config
 
-    if config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
-        # workqueue's idle threads sleep; OpenMP's spin next to the next region's work, and with
-        # OpenBLAS inside an OpenMP region OpenBLAS warns that the program may hang.
-        config.THREADING_LAYER = "workqueue"
+    prefer_workqueue()
     n = min(n, config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
     _chunks = n
@@ -40,8 +37,20 @@ def set_threads(n: int = 0) -> int:
 
 
 def kernel_threads() -> int:
-    """How many blocks the model splits each pass into (the ``set_threads`` count, else 1)."""
-    return _chunks
+    """How many blocks the model splits each pass into: the ``set_threads`` count (called with
+    all cores on first use if nobody has called it)."""
+    return _chunks or set_threads(0)
+
+
+def prefer_workqueue() -> None:
+    """Choose Numba's workqueue threading layer unless the user chose one or a parallel region
+    already ran. Under load it matters: an OpenMP team waits at every region's barrier for a
+    descheduled thread (measured here: a 0.1 ms pass took 16 ms), and OpenBLAS warns that it may
+    hang when called inside an OpenMP region. workqueue's idle threads sleep."""
+    from numba.core import config
+
+    if config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+        config.THREADING_LAYER = "workqueue"
 
 
 def blas_info() -> list[dict]:

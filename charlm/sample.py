@@ -46,11 +46,16 @@ class SampleOptions:
 class Sampler:
     """Generates text from a trained model and its tokenizer."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, start_state=None):
         from .kernels import CELL_IDS
 
         self.model, self.tokenizer = model, tokenizer
         c, p = model.config, model.params
+        shape = (c.layers, c.states, c.hidden)
+        # (L, S, H) state to start from (the checkpoint's "start_state", see Trainer._start_state)
+        self.start_state = np.zeros(shape, model.dtype)
+        if start_state is not None and np.shape(start_state) == shape:
+            self.start_state[...] = start_state
         bad = [name for name, a in p.items() if not np.isfinite(a).all()]
         if bad:  # NaN/inf logits would make every distribution invalid: refuse up front
             raise CheckpointError(f"the model's weights contain NaN or infinite values ({bad[0]}); "
@@ -72,7 +77,7 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "Sampler":
-        return cls(checkpoint.build_model(), checkpoint.tokenizer)
+        return cls(checkpoint.build_model(), checkpoint.tokenizer, checkpoint.metadata.get("start_state"))
 
     def _weights(self):
         return (self.cell_id, self.table0, self.W_ih, self.b_ih, self.W_hh, self.b_hh, self.W_dec, self.b_dec)
@@ -82,7 +87,7 @@ class Sampler:
         from .kernels import advance
 
         c = self.model.config
-        state = np.zeros((c.layers, c.states, c.hidden), dtype=self.model.dtype)
+        state = self.start_state.copy()
         eos = self.tokenizer.eos_id
         if prime_ids.size == 0:
             return state, eos

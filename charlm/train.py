@@ -135,6 +135,12 @@ class Trainer:
         eval_every); anything that would change the data stream or the model is refused.
         """
         run_dir = Path(run_dir)
+        if not (run_dir / ckpt.LAST_FILE).exists():
+            why = (f"{run_dir} has no {ckpt.LAST_FILE} to resume from" if (run_dir / ckpt.MODEL_FILE).exists()
+                   else f"{run_dir} is not a run directory (no {ckpt.LAST_FILE})" if run_dir.is_dir()
+                   else f"{run_dir}: no such run directory")
+            raise CheckpointError(why + (" (training stopped before its first full checkpoint: start it again)"
+                                         if (run_dir / ckpt.MODEL_FILE).exists() else ""))
         last = ckpt.load_checkpoint(run_dir / ckpt.LAST_FILE)
         meta = last.metadata
         try:
@@ -177,7 +183,21 @@ class Trainer:
     def _metadata(self) -> dict:
         return {"train_config": to_dict(self.tcfg), "sources": list(self.corpus.sources),
                 "train_tokens": int(self.corpus.train.size), "eos": self.corpus.eos, "step": self.pos.step,
-                "best_val_loss": _finite_or_none(self.pos.best_val_loss)}
+                "best_val_loss": _finite_or_none(self.pos.best_val_loss), "start_state": self._start_state()}
+
+    def _start_state(self, context: int = 2048) -> list:
+        """Where sampling starts: the state just before the last <eos> of the training text, after
+        reading up to ``context`` tokens before it. A model trained with carried state almost
+        never sees the zero state, so text generated from it begins garbled."""
+        from .evaluate import state_after
+
+        train = self.corpus.train
+        tail = np.asarray(train[max(0, len(train) - 8 * context):])
+        ends = np.flatnonzero(tail == self.corpus.tokenizer.eos_id)
+        ends = ends[ends >= min(64, len(tail) - 1)]  # an <eos> with some text before it, else the end
+        end = int(ends[-1]) if ends.size else len(tail) - 1
+        state = state_after(self.model, tail[max(0, end - context):end + 1].astype(np.int64))
+        return np.round(state[:, :, 0, :].astype(np.float64), 6).tolist()  # (L, S, H)
 
     def save_last(self) -> Path:
         """Write last.safetensors: weights, optimiser buffers and the whole position."""
@@ -230,8 +250,8 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng"]
         p = meta["position"]
         best = meta.get("best_val_loss")
-        self.pos = _Position(step=int(meta["step"]), elapsed=float(p["elapsed"]),
-                             best_val_loss=math.inf if best is None else float(best),
+        best = math.inf if best is None or not math.isfinite(best) else float(best)
+        self.pos = _Position(step=int(meta["step"]), elapsed=float(p["elapsed"]), best_val_loss=best,
                              bad_steps=int(p["bad_steps"]), train_loss_sum=float(p["train_loss_sum"]),
                              train_loss_count=int(p["train_loss_count"]))
 
@@ -262,8 +282,9 @@ class Trainer:
         while reason is None and not self._stop:
             x, y = self.batcher.next_batch()
             t0 = time.perf_counter()
-            loss, new_state = model.loss_and_grad(x, y, self.state, self.rng)
-            norm = self._clip()
+            with np.errstate(all="ignore"):  # non-finite values are handled below, not warned about
+                loss, new_state = model.loss_and_grad(x, y, self.state, self.rng)
+                norm = self._clip()
             lr = self.schedule.lr(pos.step)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 # Skip the update, keep the old state, and cool the learning rate down.
@@ -276,7 +297,8 @@ class Trainer:
                     break
                 continue
             pos.bad_steps = 0
-            self.optimizer.step(model.flat, model.grad_flat, lr)
+            with np.errstate(all="ignore"):
+                self.optimizer.step(model.flat, model.grad_flat, lr)
             self.state = new_state
             pos.step += 1
             pos.elapsed = elapsed0 + (time.perf_counter() - started)
@@ -309,7 +331,8 @@ class Trainer:
 
         options = SampleOptions(temperature=temperature, max_length=max_length,
                                 seed=self.tcfg.seed * 1_000_003 + self.pos.step)
-        return "".join(Sampler(self.model, self.corpus.tokenizer).stream("", options))
+        sampler = Sampler(self.model, self.corpus.tokenizer, self._start_state())
+        return "".join(sampler.stream("", options))
 
     def progress(self, step: int, epoch: float, elapsed: float) -> float:
         """Fraction of the budget done: the largest fraction over the budgets that are set,
@@ -332,7 +355,8 @@ class Trainer:
         train_loss = pos.train_loss_sum / max(pos.train_loss_count, 1)
         pos.train_loss_sum, pos.train_loss_count = 0.0, 0
         if self.corpus.val.size > 1:
-            val_loss = float(score_ids(model, np.asarray(self.corpus.val)).mean())
+            with np.errstate(all="ignore"):
+                val_loss = float(score_ids(model, np.asarray(self.corpus.val)).mean())
         else:  # no held-out text: judge by the training loss, and say so in the event
             val_loss = train_loss
         improved = val_loss < pos.best_val_loss

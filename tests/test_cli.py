@@ -117,6 +117,19 @@ def test_train_writes_a_run_and_logs_plain_lines(tmp_path):
     assert result.stdout == ""
 
 
+def test_checkpoint_carries_the_state_sampling_starts_from(trained):
+    """Sampling starts from a trained-regime state (Trainer._start_state), not the zero state a
+    carried-state model never saw; it is saved in the checkpoint and used by the Sampler."""
+    import numpy as np
+
+    from charlm.sample import Sampler
+
+    loaded = ckpt.load_checkpoint(trained)
+    start = np.array(loaded.metadata["start_state"])
+    assert start.shape == (1, 2, 16) and np.abs(start).sum() > 0
+    np.testing.assert_allclose(Sampler.from_checkpoint(loaded).start_state, start, atol=1e-6)
+
+
 def test_train_default_run_dir_is_under_runs(tmp_path):
     write(tmp_path / "poems.txt")
     result = invoke("train", "poems.txt", *TINY, "--steps", 5, "--eval-every", 5)

@@ -2,8 +2,9 @@
 gigabytes or escape as anything but charlm's own error.
 
 Every case below either loads (and is then internally consistent) or raises ``CharlmError`` with a
-one-line message. Fuzz budget: 1,350 hypothesis examples plus every truncation point of two real
-checkpoints (~5,000 more), in a few seconds.
+one-line message. Fuzz budget: 1,350 hypothesis examples (800 on the loader and resume path, 550
+on tokenizer JSON) plus every truncation point of a real model.safetensors and last.safetensors
+(~10,800 more), about 10 s.
 """
 import ast
 import itertools
@@ -25,6 +26,7 @@ from charlm.config import ModelConfig, TrainConfig
 from charlm.corpus import build_corpus
 from charlm.errors import CharlmError, CheckpointError
 from charlm.model import parameter_shapes
+from charlm.sample import Sampler
 from charlm.tokenizer import Tokenizer
 from charlm.train import Trainer
 
@@ -81,6 +83,7 @@ def outcome(path: Path, data: bytes) -> str:
     assert dict(parameter_shapes(loaded.config)).items() <= {k: v.shape for k, v in loaded.tensors.items()}.items()
     for a in list(loaded.tensors.values()) + list(loaded.extra.values()):
         assert np.isfinite(a).all()
+    Sampler.from_checkpoint(loaded)  # what sampling reads (weights, start state) is usable too
     return "loaded"
 
 
@@ -111,9 +114,11 @@ def test_package_source_never_unpickles_or_evaluates():
                 offences.append(f"{where} {node.value.id}.{node.attr}")   # np.load / torch.load / pickle.load
             elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 offences.append(f"{where} allow_pickle")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                    and node.func.id in ("eval", "exec", "__import__"):
-                offences.append(f"{where} {node.func.id}()")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
+                    node.func.id in ("eval", "exec") or node.func.id == "__import__" and not (
+                        node.args and isinstance(node.args[0], ast.Constant)
+                        and str(node.args[0].value).startswith("charlm."))):
+                offences.append(f"{where} {node.func.id}()")  # (importing charlm's own modules is fine)
     assert offences == []
 
 
@@ -310,7 +315,7 @@ def test_wrong_dtypes_missing_extra_tensors_and_nan_weights(run, tmp_path):
 
 @settings(FUZZ, max_examples=100)
 @given(key=st.sampled_from(["train_config", "optimizer", "schedule", "batcher", "rng", "position", "step",
-                            "best_val_loss", "sources", "train_tokens", "eos"]),
+                            "best_val_loss", "sources", "train_tokens", "eos", "start_state"]),
        value=JSON, nested=st.booleans())
 def test_malformed_training_state_refuses_to_resume(run, key, value, nested):
     src = run / "run"

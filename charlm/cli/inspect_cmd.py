@@ -53,7 +53,7 @@ def inspect_():
 
 
 @inspect_.command("gradients")
-@click.argument("args", nargs=-1, metavar="[RUN] [FILE]...")
+@click.argument("args", nargs=-1, metavar="[RUN]... [FILE]...")
 @click.option("--compare", is_flag=True, help="also measure fresh models of --cells with the run's size")
 @click.option("--fresh", is_flag=True, help="no run: only fresh models of --cells (sizes from --hidden, --layers, --embed)")
 @click.option("--cells", default="rnn,gru,lstm", show_default=True, help="cells for --compare/--fresh (jordan too)")
@@ -71,14 +71,15 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
     values of each recurrent matrix (per gate block).
 
     RUN is a run directory, a run name under ./runs, or a .safetensors file
-    (default: the most recent run); FILE is the text to measure on (default:
-    the run's training text). A vanilla RNN's curve falls (or rises)
-    geometrically; gated cells keep it flatter.
+    (default: the most recent run; give several to compare them); FILE is the
+    text to measure on (default: the first run's training text). A vanilla
+    RNN's curve falls (or rises) geometrically; gated cells keep it flatter.
 
     \b
     Examples:
       charlm inspect gradients --compare
       charlm inspect gradients runs/shakespeare-20250101-120000 act5.txt --max-lag 100
+      charlm inspect gradients runs/rnn-run runs/lstm-run     # trained models side by side
       charlm inspect gradients --fresh corpus.txt --cells rnn,lstm,jordan --hidden 128
     """
     from .. import runs
@@ -87,10 +88,16 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
     from ..inspect.gradients import inspect_gradients
 
     root = runs_root()
-    run, files = _split_run(args, root, need_file=fresh)
-    checkpoint = None if fresh else load_checkpoint(runs.resolve_run(run, root))
+    k = 0
+    while k < len(args) and runs.is_run_like(args[k], root):
+        k += 1
+    if fresh and k:
+        raise click.UsageError("--fresh measures fresh models only: give a text file, not a run")
+    if fresh and not args:
+        raise click.UsageError("--fresh needs a text file to measure on")
+    checkpoints = [] if fresh else [load_checkpoint(runs.resolve_run(r, root)) for r in (args[:k] or [None])]
     reports = inspect_gradients(
-        checkpoint, files, compare_cells=_cells(cells) if (compare or fresh) else (),
+        checkpoints, args[k:], compare_cells=_cells(cells) if (compare or fresh) else (),
         model_config=replace(ModelConfig(), hidden=hidden, layers=layers, embed=embed),
         **_given(max_lag=max_lag, samples=samples, warmup=warmup, seed=seed))
     if as_json:
@@ -113,8 +120,9 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
 @click.option("--unit", metavar="[LAYER:]UNIT", help="colour the text by this unit instead (layer counts from 1)")
 @click.option("--top", type=click.IntRange(1), default=3, show_default=True, help="units listed per property")
 @click.option("--chars", type=click.IntRange(1), default=1500, show_default=True, help="tokens of the text shown")
+@click.option("--bars", is_flag=True, help="a line of ▁…█ under each line of text (automatic without colours)")
 @click.option("--json", "as_json", is_flag=True, help="print the matches and the unit's activations as JSON")
-def neurons(args, kind, prop, unit, top, chars, as_json):
+def neurons(args, kind, prop, unit, top, chars, bars, as_json):
     """Single units: the text coloured by one unit's activation, and the units
     whose activation best tracks simple properties of the text (inside quotes or
     brackets, position in the line, after a newline, ...), ranked by correlation.
@@ -149,7 +157,8 @@ def neurons(args, kind, prop, unit, top, chars, as_json):
     match = next((m for m in report.matches if (m.layer, m.unit) == (layer, index)), None)
     why = f" (tracks {match.property}, r = {match.r:+.2f})" if match else ""
     console.print(neuron_text(report.tokens[:chars], report.unit(layer, index)[:chars],
-                              f"\nunit L{layer + 1}:{index}, {report.kind}{why}"))
+                              f"\nunit L{layer + 1}:{index}, {report.kind}{why}",
+                              bars=bars or console.color_system is None))
 
 
 def _pick_unit(report, unit, prop):

@@ -90,14 +90,16 @@ class TrainView:
         elif isinstance(event, CheckpointEvent):
             pass
 
+    def _validating(self) -> bool:
+        """The Trainer validates after the step that hits ``eval_every`` or ends the budget."""
+        s, e = self.step, self.eval
+        due = s is not None and (s.step % self.trainer.tcfg.eval_every == 0 or self._progress() >= 1)
+        return due and (e is None or e.step < s.step) and self.done is None
+
     def _train_points(self):
-        """Step losses averaged over consecutive buckets (a readable line, not per-step noise)."""
-        size = max(1, -(-len(self.losses) // MAX_TRAIN_POINTS))
-        points = []
-        for i in range(0, len(self.losses), size):
-            part = self.losses[i:i + size]
-            points.append((part[-1][0], sum(loss for _, loss in part) / len(part)))
-        return points
+        from ..runs import bucket_means
+
+        return bucket_means(self.losses, MAX_TRAIN_POINTS)
 
     # -- plain lines ----------------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class TrainView:
             lines = text.split("\n")[:6]
             parts.append(Panel(Text("\n".join(lines)), title=f"sample at step {self.sample.step:,}",
                                title_align="left", border_style="dim"))
+        if self._validating():
+            parts.append(Text("measuring the validation loss…", style="dim"))
         if self.notice:
             parts.append(Text(self.notice, style="yellow"))
         return Group(*parts)

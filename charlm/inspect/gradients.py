@@ -257,13 +257,13 @@ def gradient_history(records: list[dict]) -> list[tuple[int, LagCurves]]:
     return [(int(r["step"]), LagCurves.from_dict(r)) for r in records if r.get("kind") == "gradients"]
 
 
-def inspect_gradients(checkpoint, paths, *, compare_cells=(), model_config=None, max_lag: int = 50,
+def inspect_gradients(checkpoints, paths, *, compare_cells=(), model_config=None, max_lag: int = 50,
                       samples: int = 64, warmup: int = 32, seed: int = 0, max_tokens: int = 1_000_000,
                       top: int = 5) -> list[GradientReport]:
-    """What ``charlm inspect gradients`` shows: the report of a checkpoint's model (if given) on
-    ``paths`` (default: its training files), then of fresh models of each of ``compare_cells``
-    with its size (or ``model_config``'s, with a character vocabulary fitted on ``paths``, when
-    there is no checkpoint). Every model is measured on the same windows."""
+    """What ``charlm inspect gradients`` shows: a report for each checkpoint's model on ``paths``
+    (default: the first one's training files), then for fresh models of each of ``compare_cells``
+    with the first one's size (or ``model_config``'s, with a character vocabulary fitted on
+    ``paths``, when there is no checkpoint). Every model is measured on the same windows."""
     from ..config import replace
     from ..corpus import build_corpus
     from ..errors import ConfigError
@@ -271,15 +271,17 @@ def inspect_gradients(checkpoint, paths, *, compare_cells=(), model_config=None,
 
     options = dict(max_lag=max_lag, samples=samples, warmup=warmup, top=top)
     reports = []
-    if checkpoint is not None:
-        paths = list(paths) or training_sources(checkpoint)
+    checkpoints = list(checkpoints)
+    if checkpoints:
+        paths = list(paths) or training_sources(checkpoints[0])
         if not paths:
             raise ConfigError("the run's training files are gone: give a text file to measure on")
-        ids, _ = encode_for(checkpoint, paths, max_tokens=max_tokens)
-        config = checkpoint.config
-        name = checkpoint.path.parent.name if checkpoint.path.name.endswith(".safetensors") else ""
-        reports.append(measure(checkpoint.build_model(), ids, label=f"{config.cell} ({name or 'trained'})",
-                               rng=np.random.default_rng(seed), **options))
+        for checkpoint in checkpoints:
+            ids, _ = encode_for(checkpoint, paths, max_tokens=max_tokens)
+            run = checkpoint.path.parent.name or "trained"
+            reports.append(measure(checkpoint.build_model(), ids, label=f"{checkpoint.config.cell} ({run})",
+                                   rng=np.random.default_rng(seed), **options))
+        config = checkpoints[0].config
     else:
         if not paths:
             raise ConfigError("give a text file to measure on")

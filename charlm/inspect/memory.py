@@ -124,7 +124,7 @@ class MemoryResult:
 
 
 def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DISTANCES, *, hidden: int = 64,
-                          embed: int = 16, steps: int = 400, seq_len: int = 96, batch_size: int = 32,
+                          embed: int = 16, steps: int = 800, seq_len: int = 96, batch_size: int = 32,
                           lr: float = 3e-3, train_lines: int = 20_000, eval_lines: int = 100,
                           per_distance: bool = False, seed: int = 0, threads: int = 0, run_root=None,
                           progress=None) -> MemoryResult:

@@ -18,7 +18,7 @@ BRACKETS_OPEN, BRACKETS_CLOSE = "([{", ")]}"
 PUNCTUATION = ".,;:!?"
 
 PROPERTIES = {
-    "in_quotes": 'inside "double quotes" (the opening quote is inside, the closing one not)',
+    "in_quotes": 'inside "double quotes" (the opening quote is inside, the closing one not)',  # reset at a blank line
     "in_brackets": "inside (), [] or {} (depth > 0)",
     "bracket_depth": "nesting depth of (), [] and {}",
     "line_position": "characters since the last newline",
@@ -35,9 +35,12 @@ def text_properties(tokens: list[str]) -> dict[str, np.ndarray]:
     Tokens are strings (characters for char models; <eos> should be given as "\\n")."""
     N = len(tokens)
     props = {name: np.zeros(N) for name in PROPERTIES}
-    quote, depth, col = False, 0, 0
+    quote, depth, col, prev = False, 0, 0, ""
     for i, tok in enumerate(tokens):
         for ch in tok:
+            if ch == "\n" and prev == "\n":
+                quote = False     # a quote that runs over paragraphs is reopened, not closed, in print
+            prev = ch
             if ch == '"':
                 quote = not quote
             elif ch == "“":

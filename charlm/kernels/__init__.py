@@ -19,6 +19,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ..runtime import prefer_workqueue
+
+prefer_workqueue()  # before any parallel kernel runs (see charlm.runtime)
+
 from .generate import GRU, JORDAN_ID, LSTM, RNN, advance, generate
 from .gru import gru_backward, gru_forward
 from .jordan import jordan_backward, jordan_forward, jordan_weight_grads

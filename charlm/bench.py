@@ -1,0 +1,357 @@
+"""Measure training and sampling speed, memory and start-up of one model configuration.
+
+``measure(cfg)`` runs in the current process and returns a dict whose field names are those of
+../shared/bench/torch_baseline.py's JSON line (``train.chars_per_s``, ``train.step_s_median``,
+``sample.chars_per_s``, ``peak_rss_mb``, ``flops_per_char_fwd``, ``train.gflops_achieved``,
+``train.fraction_of_peak``, ...) plus ``compile_s`` (first step minus a timed one: Numba compiling
+or loading its cache), ``blas`` (the BLAS libraries and kernels in use) and the sampling bound.
+``measure_isolated(cfg)`` runs it in a fresh interpreter, so that peak RSS belongs to one
+configuration only; ``run_torch_baseline`` does the same for the PyTorch reference script.
+
+What is measured, as torch_baseline.py does it:
+- training: B*T characters per step over the median wall time of ``steps`` timed steps after
+  ``warmup`` ones; a full step is forward, backward, global-norm clipping (5.0) and Adam, on B
+  streams of random tokens with the state carried from step to step;
+- sampling: batch 1, temperature 1, ``sample_chars`` characters per run (median of
+  ``sample_reps`` runs after a warm-up run), through the same kernel call ``charlm sample`` uses;
+- FLOPs per character: forward 2*G*H*(I+H) per layer (I = the layer's input width) + 2*H*V for
+  the decoder, training = 3x forward. The first layer's input width is ``embed``, which defaults to
+  V: the same count as PyTorch's one-hot input. (charlm never does that GEMM: layer 0's input
+  projection is a row of the folded table E @ W_ih0^T, gathered by token id. So charlm's
+  "GFLOP/s achieved" counts work it skips; the chars/s are what to compare.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+PEAK_GFLOPS = 395.0  # practical float32 GEMM peak of the reference machine at 2 threads (DESIGN.md)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    cell: str = "lstm"          # lstm | gru | rnn
+    layers: int = 1             # L
+    hidden: int = 128           # H
+    batch: int = 32             # B, streams per training step
+    seq_len: int = 64           # T, truncated-BPTT length
+    vocab: int = 65             # V
+    embed: int = 0              # E; 0 = V, the first-layer input width of torch_baseline's one-hot
+    threads: int = 2            # charlm.runtime.set_threads
+    warmup: int = 3             # untimed training steps
+    steps: int = 10             # timed training steps
+    sample_chars: int = 2000    # characters per sampling run
+    sample_reps: int = 3        # timed sampling runs (after one warm-up run)
+    temperature: float = 1.0
+    lr: float = 2e-3
+    clip: float = 5.0
+    seed: int = 1234
+    train: bool = True
+    sample: bool = True
+    peak_gflops: float = PEAK_GFLOPS
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embed or self.vocab
+
+    def label(self) -> str:
+        return f"{self.cell} {self.layers}x{self.hidden} B{self.batch} T{self.seq_len} V{self.vocab}"
+
+
+# The five configurations of issue #4 (a-e).
+STANDARD = {
+    "a": BenchConfig("lstm", 1, 128, 32, 64),
+    "b": BenchConfig("lstm", 2, 256, 64, 128),
+    "c": BenchConfig("lstm", 2, 512, 64, 128),
+    "d": BenchConfig("gru", 2, 512, 64, 128),
+    "e": BenchConfig("rnn", 1, 512, 64, 128),
+}
+
+# Issue #4's targets, as ratios to PyTorch measured side by side (peak RSS: at most this fraction).
+TARGETS = {name: {"train": 1.2 if name == "c" else 2.0, "sample": 5.0, "peak_rss": 0.5} for name in STANDARD}
+
+
+def flops_per_char(cell: str, layers: int, hidden: int, vocab: int, in_dim: int) -> int:
+    """Forward matmul FLOPs per character, counted as torch_baseline.py counts them."""
+    g = GATES[cell]
+    fwd = sum(2 * g * hidden * ((in_dim if l == 0 else hidden) + hidden) for l in range(layers))
+    return fwd + 2 * hidden * vocab
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def measure(cfg: BenchConfig) -> dict:
+    """Benchmark ``cfg`` in this process (see the module docstring); one dict, JSON-ready."""
+    t0 = time.perf_counter()
+    import numpy as np
+
+    from .runtime import blas_info, set_threads
+
+    threads = set_threads(cfg.threads)
+    import numba  # noqa: F401  (counted in import_s, as torch's import is in its process)
+
+    import_s = time.perf_counter() - t0
+    rss_import = peak_rss_mb()
+    fwd = flops_per_char(cfg.cell, cfg.layers, cfg.hidden, cfg.vocab, cfg.embed_dim)
+    res = {
+        "bench": "charlm",
+        "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "batch": cfg.batch,
+                   "seq": cfg.seq_len, "vocab": cfg.vocab, "input": "embedding (folded into layer 0)",
+                   "embed_dim": cfg.embed_dim, "threads": threads, "warmup": cfg.warmup,
+                   "steps": cfg.steps, "optimizer": "adam", "lr": cfg.lr, "clip": cfg.clip,
+                   "seed": cfg.seed},
+        "env": {"python": sys.version.split()[0], "numpy": np.__version__, "numba": numba.__version__,
+                "threading_layer": None},
+        "blas": [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                 | {"library": os.path.basename(d.get("filepath") or "")} for d in blas_info()],
+        "flops_per_char_fwd": fwd,
+        "flops_per_char_train": 3 * fwd,
+        "import_s": round(import_s, 3),
+        "rss_mb_after_import": rss_import,
+    }
+    model = _build_model(cfg)
+    res["params"] = int(model.size)
+    if cfg.train:
+        res["train"] = _train(cfg, model, fwd)
+        res["compile_s"] = round(max(res["train"]["first_step_s"] - res["train"]["step_s_median"], 0.0), 3)
+        res["peak_rss_mb_after_train"] = peak_rss_mb()
+    if cfg.sample:
+        res["sample"] = _sample(cfg, model, fwd)
+    try:
+        res["env"]["threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel region has run
+        pass
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def _build_model(cfg):
+    import numpy as np
+
+    from .config import ModelConfig
+    from .model import Model
+
+    mcfg = ModelConfig(cell=cfg.cell, vocab_size=cfg.vocab, embed=cfg.embed_dim, hidden=cfg.hidden,
+                       layers=cfg.layers)
+    return Model(mcfg, np.float32).init_weights(np.random.default_rng(cfg.seed))
+
+
+def _train(cfg, model, fwd) -> dict:
+    import numpy as np
+
+    from .batches import StreamBatcher
+    from .optim import Adam, clip_grad_norm
+
+    rng = np.random.default_rng(cfg.seed)
+    n_steps = cfg.warmup + cfg.steps
+    ids = rng.integers(0, cfg.vocab, cfg.batch * cfg.seq_len * n_steps + cfg.batch + 1).astype(np.int32)
+    batcher = StreamBatcher(ids, cfg.batch, cfg.seq_len)
+    opt = Adam(model.size, model.dtype)
+    state = model.init_state(cfg.batch)
+    times, losses, norm = [], [], 0.0
+    for step in range(n_steps):
+        x, y = batcher.next_batch()
+        t0 = time.perf_counter()
+        loss, state = model.loss_and_grad(x, y, state)
+        norm = clip_grad_norm(model.grad_flat, cfg.clip)
+        opt.step(model.flat, model.grad_flat, cfg.lr)
+        times.append(time.perf_counter() - t0)
+        losses.append(loss)
+    timed = times[cfg.warmup:] or times
+    med = statistics.median(timed)
+    chars = cfg.batch * cfg.seq_len
+    gflops = chars / med * 3 * fwd / 1e9
+    return {"step_s_median": med, "step_s_min": min(timed), "step_s_max": max(timed),
+            "chars_per_s": chars / med, "chars_per_step": chars, "first_step_s": times[0],
+            "loss_first": losses[0], "loss_last": losses[-1], "grad_norm_last": float(norm),
+            "gflops_achieved": round(gflops, 2), "fraction_of_peak": round(gflops / cfg.peak_gflops, 4),
+            "chars_per_s_at_peak": round(cfg.peak_gflops * 1e9 / (3 * fwd), 1)}
+
+
+def _sample(cfg, model, fwd) -> dict:
+    """Batch-1 sampling through Sampler's kernel call, in STREAM_CHUNK pieces like ``charlm sample``
+    (never stopping at <eos>: random weights would stop early)."""
+    import numpy as np
+
+    from .kernels import generate
+    from .sample import STREAM_CHUNK, Sampler
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer("char", ["<eos>", "<unk>"] + [chr(0x4E00 + i) for i in range(cfg.vocab - 2)])
+    sampler = Sampler(model, tok)
+    rng = np.random.default_rng(cfg.seed)
+    c = model.config
+    out = np.empty(STREAM_CHUNK, np.int64)
+    runs, first_s = [], 0.0
+    for rep in range(cfg.sample_reps + 1):  # the first run is warm-up (and loads the kernel)
+        n = cfg.sample_chars if rep else min(cfg.sample_chars, 200)
+        uniforms = rng.random(n)
+        state = np.zeros((c.layers, c.states, c.hidden), model.dtype)
+        token, done = tok.eos_id, 0
+        t0 = time.perf_counter()
+        while done < n:
+            k = min(STREAM_CHUNK, n - done)
+            generate(*sampler._weights(), state, token, uniforms[done:done + k], cfg.temperature, 0, 1.0,
+                     tok.eos_id, False, out[:k])
+            token = int(out[k - 1])
+            done += k
+        dt = time.perf_counter() - t0
+        if rep:
+            runs.append(n / dt)
+        else:
+            first_s = dt
+    med = statistics.median(runs)
+    bound = sample_bound(cfg.cell, cfg.layers, cfg.hidden, cfg.vocab, cfg.embed_dim)
+    return {"chars_per_s": med, "chars_per_s_runs": [round(r, 1) for r in runs],
+            "chars_per_run": cfg.sample_chars, "temperature": cfg.temperature, "first_run_s": first_s,
+            "gflops_achieved": round(med * fwd / 1e9, 3), "bound_chars_per_s": round(bound, 1),
+            "fraction_of_bound": round(med / bound, 3)}
+
+
+def sample_bound(cell, layers, hidden, vocab, in_dim, steps=2000, reps=5) -> float:
+    """Characters/s if a sampling step were only its matrix-vector products: per layer one GEMV
+    with the stacked [W_ih | W_hh] (G*H, I+H), then the decoder (V, H), by NumPy's BLAS (the
+    bound ../shared/bench/sample_bound.py measures; same shapes, first-layer input width in_dim)."""
+    import numpy as np
+
+    g = GATES[cell]
+    rng = np.random.default_rng(0)
+    Ws = [rng.standard_normal((g * hidden, (in_dim if l == 0 else hidden) + hidden), dtype=np.float32)
+          for l in range(layers)]
+    D = rng.standard_normal((vocab, hidden), dtype=np.float32)
+    xs = [rng.standard_normal(W.shape[1], dtype=np.float32) for W in Ws]
+    outs = [np.empty(W.shape[0], np.float32) for W in Ws]
+    h, dout = xs[-1][-hidden:].copy(), np.empty(vocab, np.float32)
+
+    def step():
+        for W, x, o in zip(Ws, xs, outs):
+            np.dot(W, x, out=o)
+        np.dot(D, h, out=dout)
+
+    for _ in range(200):
+        step()
+    per = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        per.append((time.perf_counter() - t0) / steps)
+    return 1.0 / statistics.median(per)
+
+
+# ---------------------------------------------------------------------------------------------
+# fresh processes, the PyTorch reference, and the comparison
+
+
+def measure_isolated(cfg: BenchConfig, python: str = sys.executable, env=None) -> dict:
+    """``measure(cfg)`` in a fresh interpreter (its own peak RSS and start-up)."""
+    args = json.dumps(dataclasses.asdict(cfg))
+    return _run_json([python, "-m", "charlm.bench", args], env)
+
+
+def run_torch_baseline(cfg: BenchConfig, script: str, python: str = sys.executable, env=None) -> dict:
+    """torch_baseline.py on the same configuration (its own process), parsed from its JSON line."""
+    cmd = [python, str(script), "--cell", cfg.cell, "--layers", str(cfg.layers), "--hidden", str(cfg.hidden),
+           "--batch", str(cfg.batch), "--seq", str(cfg.seq_len), "--vocab", str(cfg.vocab),
+           "--threads", str(cfg.threads), "--warmup", str(cfg.warmup), "--steps", str(cfg.steps),
+           "--sample-chars", str(cfg.sample_chars), "--sample-reps", str(cfg.sample_reps),
+           "--temperature", str(cfg.temperature), "--lr", str(cfg.lr), "--clip", str(cfg.clip),
+           "--seed", str(cfg.seed), "--peak-gflops", str(cfg.peak_gflops)]
+    if cfg.embed and cfg.embed != cfg.vocab:
+        cmd += ["--input", "embedding", "--embed-dim", str(cfg.embed)]
+    if not cfg.train:
+        cmd.append("--no-train")
+    if not cfg.sample:
+        cmd.append("--no-sample")
+    return _run_json(cmd, env)
+
+
+def _run_json(cmd, env) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads(lines[-1])
+
+
+def torch_sample_chars_per_s(t: dict) -> float | None:
+    """PyTorch's best batch-1 sampling figure: oneDNN on or off, whichever is faster."""
+    vals = [t[k]["chars_per_s"] for k in ("sample", "sample_mkldnn_off") if k in t]
+    return max(vals) if vals else None
+
+
+def ratios(ours: dict, theirs: dict) -> dict:
+    """charlm / PyTorch for training and sampling throughput; RSS as charlm / PyTorch (lower is better)."""
+    r = {}
+    if "train" in ours and "train" in theirs:
+        r["train"] = ours["train"]["chars_per_s"] / theirs["train"]["chars_per_s"]
+    ts = torch_sample_chars_per_s(theirs)
+    if "sample" in ours and ts:
+        r["sample"] = ours["sample"]["chars_per_s"] / ts
+    r["peak_rss"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
+    return {k: round(v, 3) for k, v in r.items()}
+
+
+def median_result(results: list[dict]) -> dict:
+    """One result from repeated runs: the run with the median training (else sampling) speed,
+    with the throughput fields replaced by their medians over all runs."""
+    if len(results) == 1:
+        return results[0]
+    key = "train" if "train" in results[0] else "sample"
+    ranked = sorted(results, key=lambda r: r[key]["chars_per_s"])
+    out = json.loads(json.dumps(ranked[len(ranked) // 2]))
+    for part in ("train", "sample", "sample_mkldnn_off"):
+        if part in out:
+            out[part]["chars_per_s"] = statistics.median(r[part]["chars_per_s"] for r in results)
+            out[part]["chars_per_s_repeats"] = [round(r[part]["chars_per_s"], 1) for r in results]
+    out["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
+    return out
+
+
+def blas_warning(blas: list[dict]) -> str | None:
+    """A warning when a BLAS library runs a kernel below what this CPU supports (e.g. OpenBLAS
+    forced to "Haswell" by OPENBLAS_CORETYPE on an AVX-512 machine), else None."""
+    flags = _cpu_flags()
+    best = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    if best is None:
+        return None
+    avx512_kernels = {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}
+    avx2_kernels = avx512_kernels | {"haswell", "zen", "zen2", "zen3", "excavator"}
+    ok = avx512_kernels if best == "AVX-512" else avx2_kernels
+    slow = sorted({str(d.get("architecture")) for d in blas
+                   if d.get("internal_api") == "openblas" and str(d.get("architecture")).lower() not in ok})
+    if not slow:
+        return None
+    forced = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.get(k)]
+    hint = (f"; {' and '.join(forced)} {'is' if len(forced) == 1 else 'are'} set: run with "
+            f"'env {' '.join('-u ' + k for k in forced)} charlm bench ...'") if forced else ""
+    return (f"OpenBLAS runs its {'/'.join(slow)} kernel but this CPU supports {best}: GEMMs run "
+            f"below their speed here{hint}")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+if __name__ == "__main__":  # python -m charlm.bench '{"cell": "lstm", ...}': one JSON line
+    cfg = BenchConfig(**json.loads(sys.argv[1])) if len(sys.argv) > 1 else BenchConfig()
+    print(json.dumps(measure(cfg)), flush=True)

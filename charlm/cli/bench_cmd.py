@@ -1,0 +1,158 @@
+"""``charlm bench``: training and sampling speed, memory and start-up, optionally beside PyTorch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import err
+
+DEFAULT_BASELINE = Path("..") / "shared" / "bench" / "torch_baseline.py"
+CUSTOM_FLAGS = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed")
+
+
+@click.command("bench")
+@click.option("-c", "--config", "names", multiple=True, type=click.Choice(["a", "b", "c", "d", "e"]),
+              help="standard configuration(s) to run (repeatable) [default: all five]")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="custom configuration: cell")
+@click.option("--layers", type=click.IntRange(1), default=None, help="custom configuration: layers")
+@click.option("--hidden", type=click.IntRange(1), default=None, help="custom configuration: hidden size")
+@click.option("--batch", type=click.IntRange(1), default=None, help="custom configuration: streams per step")
+@click.option("--seq-len", type=click.IntRange(1), default=None, help="custom configuration: BPTT length")
+@click.option("--vocab", type=click.IntRange(3), default=None, help="custom configuration: vocabulary size")
+@click.option("--embed", type=click.IntRange(0), default=None,
+              help="embedding width (0 = vocab: PyTorch baseline's one-hot input width)")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="threads for both sides")
+@click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="timed training steps")
+@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="untimed training steps")
+@click.option("--sample-chars", type=click.IntRange(1), default=2000, show_default=True,
+              help="characters per sampling run")
+@click.option("--repeat", type=click.IntRange(1), default=1, show_default=True,
+              help="fresh processes per configuration (and per side), interleaved; medians are reported")
+@click.option("--no-train", is_flag=True, help="skip training")
+@click.option("--no-sample", is_flag=True, help="skip sampling")
+@click.option("--compare-torch", is_flag=True,
+              help="also run the PyTorch baseline on each configuration and show the ratios")
+@click.option("--torch-baseline", type=click.Path(dir_okay=False), default=None,
+              help=f"torch_baseline.py to run [default: {DEFAULT_BASELINE}]")
+@click.option("--torch-python", default=None, help="Python with torch for the baseline [default: this one]")
+def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, steps, warmup, sample_chars,
+          repeat, no_train, no_sample, compare_torch, torch_baseline, torch_python):
+    """Measure training and sampling speed, peak memory and start-up.
+
+    Runs the five standard configurations (a: lstm 1x128 B32 T64; b: lstm
+    2x256, c: lstm 2x512, d: gru 2x512, e: rnn 1x512, all B64 T128; V=65), or
+    one given by --cell/--layers/--hidden/--batch/--seq-len/--vocab, each in a
+    fresh process. One JSON line per configuration goes to stdout, with
+    torch_baseline.py's field names; a table goes to stderr. With
+    --compare-torch the PyTorch baseline runs on the same configuration,
+    interleaved with charlm, and the table shows the ratios. Unset
+    OPENBLAS_CORETYPE for both sides: charlm warns when it slows BLAS down.
+
+    \b
+    Examples:
+      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE charlm bench --compare-torch
+      charlm bench -c b --repeat 3
+      charlm bench --cell gru --layers 1 --hidden 256 --batch 32 --seq-len 64
+    """
+    import dataclasses
+    import sys
+
+    from ..bench import STANDARD, BenchConfig
+
+    given = {k: v for k, v in zip(CUSTOM_FLAGS, (cell, layers, hidden, batch, seq_len, vocab, embed))
+             if v is not None}
+    if given and names:
+        raise click.UsageError("give either --config or a custom configuration, not both")
+    common = dict(threads=threads, steps=steps, warmup=warmup, sample_chars=sample_chars,
+                  train=not no_train, sample=not no_sample)
+    if no_train and no_sample:
+        raise click.UsageError("--no-train and --no-sample leave nothing to measure")
+    if given:
+        configs = {"custom": dataclasses.replace(BenchConfig(), **given, **common)}
+    else:
+        configs = {n: dataclasses.replace(STANDARD[n], **common) for n in (names or sorted(STANDARD))}
+    baseline = None
+    if compare_torch:
+        baseline = Path(torch_baseline) if torch_baseline else DEFAULT_BASELINE
+        if not baseline.is_file():
+            raise click.UsageError(f"--compare-torch: no PyTorch baseline at {baseline} (give --torch-baseline PATH)")
+    _run(configs, repeat, baseline, torch_python or sys.executable)
+
+
+def _run(configs, repeat, baseline, torch_python):
+    from ..bench import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
+
+    console = err()
+    rows, warned = [], False
+    for name, cfg in configs.items():
+        ours, theirs = [], []
+        for rep in range(repeat):
+            sides = ["charlm", "torch"] if baseline else ["charlm"]
+            for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
+                with console.status(f"[dim]{name}: {cfg.label()} · {side} ({rep + 1}/{repeat})[/]"):
+                    if side == "charlm":
+                        ours.append(measure_isolated(cfg))
+                    else:
+                        theirs.append(run_torch_baseline(cfg, baseline, torch_python))
+        result = median_result(ours) | {"name": name}
+        if not warned and (warning := blas_warning(result.get("blas", []))):
+            console.print(f"[yellow]warning:[/] {warning}")
+            warned = True
+        torch_result = median_result(theirs) if theirs else None
+        if torch_result is not None:
+            result["torch"] = {"train_chars_per_s": torch_result.get("train", {}).get("chars_per_s"),
+                               "sample_chars_per_s": _torch_sample(torch_result),
+                               "peak_rss_mb": torch_result.get("peak_rss_mb"),
+                               "cpu_capability": torch_result.get("env", {}).get("cpu_capability")}
+            result["ratio"] = ratios(result, torch_result)
+        click.echo(json.dumps(result))
+        rows.append((name, cfg, result, torch_result))
+    console.print(_table(rows))
+
+
+def _torch_sample(t):
+    from ..bench import torch_sample_chars_per_s
+
+    return torch_sample_chars_per_s(t)
+
+
+def _table(rows):
+    """One row per configuration and measure: charlm, PyTorch and their ratio (narrow enough for 80
+    columns), with the targets of issue #4 for the standard configurations."""
+    from rich.table import Table
+
+    from ..bench import TARGETS
+
+    compare = any(t is not None for *_, t in rows)
+    table = Table(title="charlm bench" + (" vs PyTorch, same machine, interleaved" if compare else ""),
+                  title_justify="left")
+    for title, justify in [("config", "left"), ("measure", "left"), ("charlm", "right")] + (
+            [("PyTorch", "right"), ("ratio", "right"), ("target", "right")] if compare else []):
+        table.add_column(title, justify=justify)
+    for name, cfg, r, t in rows:
+        ours = {"train": r.get("train", {}).get("chars_per_s"), "sample": r.get("sample", {}).get("chars_per_s"),
+                "peak_rss": r.get("peak_rss_mb")}
+        tor = r.get("torch", {})
+        theirs = {"train": tor.get("train_chars_per_s"), "sample": tor.get("sample_chars_per_s"),
+                  "peak_rss": tor.get("peak_rss_mb")}
+        label = [f"{name}: {cfg.cell} {cfg.layers}x{cfg.hidden}", f"B{cfg.batch} T{cfg.seq_len} V{cfg.vocab}", ""]
+        measures = [("train", "train chars/s"), ("sample", "sample chars/s"), ("peak_rss", "peak RSS MB")]
+        for i, (key, title) in enumerate(measures):
+            cells = [label[i], title, _num(ours[key])]
+            if compare:
+                ratio = r.get("ratio", {}).get(key)
+                goal = TARGETS.get(name, {}).get(key)
+                met = ratio is not None and goal is not None and (ratio <= goal if key == "peak_rss" else ratio >= goal)
+                cells += [_num(theirs[key]), f"{ratio:.2f}x" if ratio is not None else "-",
+                          ("" if goal is None else ("<= " if key == "peak_rss" else ">= ") + f"{goal:g}x"
+                           + (" [green]ok[/]" if met else " [red]no[/]"))]
+            table.add_row(*cells, end_section=i == len(measures) - 1)
+    return table
+
+
+def _num(x, digits=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
