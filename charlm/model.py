@@ -144,9 +144,10 @@ class Model:
     def _forward(self, x, state, train, rng, ws):
         """forward() with its arrays taken from ``ws`` (a _Workspace reused across steps, or fresh).
 
-        The cache is (x, layer0, layers, (top, top_mask)) with layers[l] = (inp, hs, cell_cache) as
-        the cell kernels return them (inp: None for layer 0, else (input, dropout mask or None))."""
-        from .kernels.parallel import matmul_rows, matmul_rows_bias
+        The cache is (x, emb, layers, (top, top_mask)) with layers[l] = (inp, hs, cell_cache) as
+        the cell kernels return them (inp: None for layer 0, else (input, dropout mask or None);
+        emb: the gathered embeddings, or None when layer 0 reads the folded table)."""
+        from .kernels.parallel import block_steps, matmul_rows_bias
         from .runtime import kernel_threads
 
         c, p = self.config, self.params
@@ -154,35 +155,32 @@ class Model:
         nc = kernel_threads()
         T, B = x.shape
         N, H, GH = T * B, c.hidden, c.gates * c.hidden
+        tb = block_steps(-(-B // nc))
         drop = c.dropout if train else 0.0
         ids = ws.get("ids", (T, B), np.int64)
         ids[...] = x
+        none2, none3 = np.zeros((0, 0), self.dtype), np.zeros((0, 0, 0), self.dtype)
         new_state = np.empty_like(state)
         layers = []
-        # layer 0's input: rows of the folded table E @ W_ih0ᵀ read by token id (a gather the
-        # kernel does itself), or, when V > T*B, the gathered embeddings times W_ih0ᵀ.
-        E, W0 = p["encoder.weight"], p["rnn.weight_ih_l0"]
+        # layer 0's input: rows of the folded table E @ W_ih0ᵀ read by token id (a gather inside
+        # the kernel), or, when V > T*B, the gathered embeddings (projected inside the kernel).
+        E = p["encoder.weight"]
         if c.vocab_size <= N:
-            xrows, emb = ws.get("table", (c.vocab_size, GH), self.dtype), None
-            np.dot(E, W0.T, out=xrows)
-            idx = ids
+            table, emb, x_in = ws.get("table", (c.vocab_size, GH), self.dtype), None, none3
+            np.dot(E, p["rnn.weight_ih_l0"].T, out=table)
         else:
             emb = E[ids.reshape(-1)]                                    # (T*B, E)
-            xrows = ws.get("xp", (N, GH), self.dtype)
-            matmul_rows(emb, W0.T, xrows, nc)
-            idx = ws.arange(T, B)
+            table, x_in = none2, emb.reshape(T, B, -1)
         inp, hs = None, None
         for layer in range(c.layers):
             if layer > 0:  # input: the previous layer's outputs (T*B, H), after dropout
                 inp = _dropout(hs[1:].reshape(N, H), drop, rng)
-                xrows = ws.get("xp", (N, GH), self.dtype)
-                matmul_rows(inp[0], p[f"rnn.weight_ih_l{layer}"].T, xrows, nc)
-                idx = ws.arange(T, B)
+                table, x_in = none2, inp[0].reshape(T, B, H)
             s0 = np.ascontiguousarray(state[layer])
             hs = ws.get(f"hs{layer}", (T + 1, B, H), self.dtype)
             extra = [ws.get(f"{name}{layer}", shape, self.dtype) for name, shape in kern.cache_shapes(T, B, H)]
-            kern.forward(xrows, idx, p[f"rnn.bias_ih_l{layer}"], p[f"rnn.weight_hh_l{layer}"],
-                         p[f"rnn.bias_hh_l{layer}"], s0, hs, *extra, nc)
+            kern.forward(x_in, table, ids, p[f"rnn.weight_ih_l{layer}"], p[f"rnn.bias_ih_l{layer}"],
+                         p[f"rnn.weight_hh_l{layer}"], p[f"rnn.bias_hh_l{layer}"], s0, hs, *extra, nc, tb)
             new_state[layer, 0] = hs[T]
             if c.cell == "lstm":
                 new_state[layer, 1] = extra[0][T]
@@ -203,7 +201,8 @@ class Model:
     def _backward(self, dlogits, cache, ws, db_dec):
         """backward() with scratch arrays from ``ws``; ``db_dec`` is the decoder-bias gradient when
         the loss kernel has already summed it (else computed here)."""
-        from .kernels.parallel import matmul_rows, matmul_tn, sum_blocks
+        from .kernels.embedding import scatter_add_rows
+        from .kernels.parallel import block_steps, matmul_rows, matmul_tn, sum_blocks
         from .runtime import kernel_threads
 
         c, p, g = self.config, self.params, self.grads
@@ -212,66 +211,63 @@ class Model:
         x, emb, layers, (top, top_mask) = cache
         T, B = x.shape
         N, H, G, V = T * B, c.hidden, c.gates * c.hidden, c.vocab_size
+        tb = block_steps(-(-B // nc))
         ids = ws.get("ids", (T, B), np.int64)
         ids[...] = x
-
-        def tn(a, b, out):  # out = aᵀ @ b over all N positions, N split across threads
-            matmul_tn(a, b, out, ws.get(f"partial{out.shape}", (nc - 1, *out.shape), self.dtype), nc)
-
+        none3 = np.zeros((0, 0, 0), self.dtype)
         # decoder: dW_dec = dlogitsᵀ @ top (into the encoder's gradient when tied), db_dec, dh
         g["encoder.weight"][...] = 0
+        dW_dec = ws.get("dW_dec", (V, H), self.dtype) if c.tie_weights else g["decoder.weight"]
+        matmul_tn(dlogits, top, dW_dec, ws.get("dW_dec_p", (nc - 1, V, H), self.dtype), nc)
         if c.tie_weights:
-            dW_dec = ws.get("dW_dec", (V, H), self.dtype)
-            tn(dlogits, top, dW_dec)
             g["encoder.weight"][...] = dW_dec
-        else:
-            tn(dlogits, top, g["decoder.weight"])
         g["decoder.bias"][...] = dlogits.sum(axis=0) if db_dec is None else db_dec
-        dh = ws.get("dh", (N, H), self.dtype)
-        matmul_rows(dlogits, p["decoder.weight"], dh, nc)
+        dh = ws.get("dh", (T, B, H), self.dtype)
+        matmul_rows(dlogits, p["decoder.weight"], dh.reshape(N, H), nc)
         if top_mask is not None:
-            dh *= top_mask
+            dh *= top_mask.reshape(T, B, H)
         dsT = ws.zeros("dsT", (c.states, B, H), self.dtype)
         ds0 = ws.get("ds0", (c.states, B, H), self.dtype)
         db = ws.get("db", (nc, G), self.dtype)
         dbx = ws.get("dbx", (nc, G), self.dtype)
+        dW_hh = ws.get("dW_hh_p", (nc, G, H), self.dtype)
         folded = emb is None
-        dtab = ws.get("dtab", (nc, V, G), self.dtype) if folded else np.zeros((0, 0, 0), self.dtype)
+        dtab = ws.get("dtab", (nc, V, G), self.dtype) if folded else none3
         no_ids = np.zeros((0, 0), np.int64)
         for layer in reversed(range(c.layers)):
             inp, hs, cell_cache = layers[layer]
-            dxp = ws.get("dxp", (T, B, G), self.dtype)
-            da = ws.get("da", (T, B, G), self.dtype) if c.cell == "gru" else dxp
-            scatter = layer == 0 and folded
-            kern.backward(dh.reshape(T, B, H), dsT, p[f"rnn.weight_hh_l{layer}"], hs, cell_cache, dxp, da,
-                          ds0, db, dbx, ids if scatter else no_ids, dtab, nc)
-            dxp2 = dxp.reshape(N, G)
-            tn(da.reshape(N, G), hs[:T].reshape(N, H), g[f"rnn.weight_hh_l{layer}"])
+            W_ih = p[f"rnn.weight_ih_l{layer}"]
+            if layer > 0:
+                # dL/dx_in overwrites dh in place: each thread writes its streams' rows of a block of
+                # steps only after reading them (see lstm_backward_par)
+                x_in, mask, dx = inp[0].reshape(T, B, H), inp[1], dh
+            elif folded:
+                x_in, mask, dx = none3, None, none3
+            else:
+                x_in, mask = emb.reshape(T, B, -1), None
+                dx = ws.get("demb", x_in.shape, self.dtype)
+            dW_ih = ws.get(f"dW_ih_p{x_in.shape[2]}", (nc, G, x_in.shape[2]), self.dtype)
+            kern.backward(dh, dsT, p[f"rnn.weight_hh_l{layer}"], hs, cell_cache, x_in, W_ih,
+                          ids if layer == 0 and folded else no_ids, dW_hh, dW_ih, db, dbx, dtab, dx, ds0, nc, tb)
+            sum_blocks(dW_hh, g[f"rnn.weight_hh_l{layer}"])
             g[f"rnn.bias_hh_l{layer}"][...] = db.sum(axis=0)
             b_ih = g[f"rnn.bias_ih_l{layer}"]
             b_ih[...] = g[f"rnn.bias_hh_l{layer}"]
             if c.cell == "gru":  # b_ih's n block is dxp's, not da's
                 b_ih[2 * H:] = dbx[:, 2 * H:].sum(axis=0)
-            W_ih = p[f"rnn.weight_ih_l{layer}"]
+            if x_in.shape[0]:
+                sum_blocks(dW_ih, g[f"rnn.weight_ih_l{layer}"])
             if layer > 0:
-                x_in, mask = inp
-                tn(dxp2, x_in, g[f"rnn.weight_ih_l{layer}"])
-                dh = ws.get("dh", (N, H), self.dtype)
-                matmul_rows(dxp2, W_ih, dh, nc)
+                dh = dx
                 if mask is not None:
-                    dh *= mask
+                    dh *= mask.reshape(T, B, H)
             elif folded:  # dtable = the scattered dxp; then two small GEMMs
                 dtable = ws.get("dtable", (V, G), self.dtype)
                 sum_blocks(dtab, dtable)
                 np.dot(dtable.T, p["encoder.weight"], out=g["rnn.weight_ih_l0"])
                 g["encoder.weight"][...] += dtable @ W_ih
             else:
-                from .kernels.embedding import scatter_add_rows
-
-                tn(dxp2, emb, g["rnn.weight_ih_l0"])
-                demb = ws.get("demb", (N, c.embed), self.dtype)
-                matmul_rows(dxp2, W_ih, demb, nc)
-                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), demb)
+                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), dx.reshape(N, -1))
 
     def _layer0_input(self, x):
         """xp for layer 0, (T, B, GH) including b_ih0: a gather from the folded table when V is
@@ -401,23 +397,25 @@ class _ParallelCell:
             return [("gates", (T, B, 3 * H)), ("hn", (T, B, H))]
         return []
 
-    def forward(self, xrows, idx, b_ih, W_hh, b_hh, s0, hs, *rest):
+    def forward(self, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, *rest):
         from . import kernels as K
 
         f = {"lstm": K.lstm.lstm_forward_par, "gru": K.gru.gru_forward_par, "rnn": K.rnn.rnn_forward_par}
-        f[self.cell](xrows, idx, b_ih, W_hh, b_hh, s0, hs, *rest)
+        f[self.cell](x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, *rest)
 
-    def backward(self, dh_out, dsT, W_hh, hs, cache, dxp, da, ds0, db, dbx, ids, dtab, nc):
+    def backward(self, dh_out, dsT, W_hh, hs, cache, x_in, W_ih, ids, dW_hh, dW_ih, db, dbx, dtab, dx, ds0, nc, tb):
         from . import kernels as K
 
         if self.cell == "lstm":
             gates, cs = cache
-            K.lstm.lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, dxp, ds0, db, ids, dtab, nc)
+            K.lstm.lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab,
+                                     dx, ds0, nc, tb)
         elif self.cell == "gru":
             gates, hn = cache
-            K.gru.gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, dxp, da, ds0, db, dbx, ids, dtab, nc)
+            K.gru.gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, x_in, W_ih, ids, dW_hh, dW_ih, db, dbx, dtab,
+                                   dx, ds0, nc, tb)
         else:
-            K.rnn.rnn_backward_par(dh_out, dsT, W_hh, hs, dxp, ds0, db, ids, dtab, nc)
+            K.rnn.rnn_backward_par(dh_out, dsT, W_hh, hs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab, dx, ds0, nc, tb)
 
 
 _PAR = {name: _ParallelCell(name) for name in ("lstm", "gru", "rnn")}

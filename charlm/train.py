@@ -191,13 +191,18 @@ class Trainer:
         never sees the zero state, so text generated from it begins garbled."""
         from .evaluate import state_after
 
+        cached = getattr(self, "_start_cache", None)
+        if cached is not None and cached[0] == self.pos.step:  # best and last are saved at one step
+            return cached[1]
         train = self.corpus.train
         tail = np.asarray(train[max(0, len(train) - 8 * context):])
         ends = np.flatnonzero(tail == self.corpus.tokenizer.eos_id)
         ends = ends[ends >= min(64, len(tail) - 1)]  # an <eos> with some text before it, else the end
         end = int(ends[-1]) if ends.size else len(tail) - 1
         state = state_after(self.model, tail[max(0, end - context):end + 1].astype(np.int64))
-        return np.round(state[:, :, 0, :].astype(np.float64), 6).tolist()  # (L, S, H)
+        value = np.round(state[:, :, 0, :].astype(np.float64), 6).tolist()  # (L, S, H)
+        self._start_cache = (self.pos.step, value)
+        return value
 
     def save_last(self) -> Path:
         """Write last.safetensors: weights, optimiser buffers and the whole position."""

@@ -23,64 +23,84 @@ CHUNKS = [1, 2, 3]  # 3 > the 2 threads of CI machines: blocks need not match th
 
 # 1. the batch-parallel cell kernels equal the serial ones
 
-def _serial_and_parallel(cell, nchunks, dtype, rng, T=5, B_=7, H=6, V=9):
+def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=9, I=4):
+    """Run one layer both ways. mode "table": layer 0's folded table read by token id (and the
+    scatter of its gradient); mode "project": an input x_in (T, B, I) projected inside the kernel
+    (and dL/dx_in written in place over dh_out's buffer when I == H)."""
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
     S = 2 if cell == "lstm" else 1
+    I = H if mode == "inplace" else I
     table = rng.standard_normal((V, G)).astype(dtype)
     ids = rng.integers(0, V, (T, B_)).astype(np.int64)
+    x_in = rng.standard_normal((T, B_, I)).astype(dtype)
+    W_ih = (rng.standard_normal((G, I)) * 0.5).astype(dtype)
     b_ih, b_hh = (rng.standard_normal(G).astype(dtype) * 0.3 for _ in range(2))
     W_hh = (rng.standard_normal((G, H)) * 0.5).astype(dtype)
     s0 = (rng.standard_normal((S, B_, H)) * 0.5).astype(dtype)
     dh_out = rng.standard_normal((T, B_, H)).astype(dtype)
     dsT = rng.standard_normal((S, B_, H)).astype(dtype)
-    # serial twin: xp = table[ids] + b_ih, the cell adapters of charlm.kernels
+    # serial twin: the cell adapters of charlm.kernels on xp computed in NumPy
     c = get_cell(cell)
-    xp = np.ascontiguousarray(table[ids] + b_ih)
+    xp = np.ascontiguousarray((table[ids] if mode == "table" else x_in @ W_ih.T) + b_ih)
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     dxp, dW, db, ds0 = c.backward(dh_out, dsT, W_hh, hs, cache)
-    dtable = np.zeros((V, G), dtype)
-    scatter_add_rows(dtable, ids.reshape(-1), dxp.reshape(-1, G))
-    serial = dict(hs=hs, cache=cache, dxp=dxp, dW=dW, db=db, ds0=ds0, dtable=dtable, db_ih=dxp.sum((0, 1)))
-    # parallel: the gather is read by id inside the kernel, b_ih added there
+    serial = dict(hs=hs, cache=cache, dW=dW, db=db, ds0=ds0, db_ih=dxp.sum((0, 1)))
+    if mode == "table":
+        dtable = np.zeros((V, G), dtype)
+        scatter_add_rows(dtable, ids.reshape(-1), dxp.reshape(-1, G))
+        serial["dtable"] = dtable
+    else:
+        serial["dW_ih"] = dxp.reshape(-1, G).T @ x_in.reshape(-1, I)
+        serial["dx"] = dxp @ W_ih
+    # parallel: whole layer, projection or gather inside, weight gradients per block of tb steps
+    none3 = np.zeros((0, 0, 0), dtype)
+    k_x_in, k_table = (none3, table) if mode == "table" else (x_in, np.zeros((0, 0), dtype))
+    k_ids = ids if mode == "table" else np.zeros((0, 0), np.int64)
     p_hs = np.empty((T + 1, B_, H), dtype)
-    p_dxp = np.empty((T, B_, G), dtype)
-    p_da = np.empty((T, B_, G), dtype) if cell == "gru" else p_dxp
     p_ds0 = np.empty((S, B_, H), dtype)
-    p_db = np.empty((nchunks, G), dtype)
-    p_dbx = np.empty((nchunks, G), dtype)
-    p_dtab = np.empty((nchunks, V, G), dtype)
+    p_db, p_dbx = np.empty((nchunks, G), dtype), np.empty((nchunks, G), dtype)
+    p_dtab = np.empty((nchunks, V, G), dtype) if mode == "table" else none3
+    p_dW = np.empty((nchunks, G, H), dtype)
+    p_dW_ih = np.empty((nchunks, G, I), dtype) if mode != "table" else np.empty((nchunks, 0, 0), dtype)
+    d_out = dh_out.copy()
+    p_dx = d_out if mode == "inplace" else np.empty((T, B_, I), dtype) if mode == "project" else none3
+    common = (k_x_in, W_ih, k_ids, p_dW, p_dW_ih)
     if cell == "lstm":
         cs, gates = np.empty((T + 1, B_, H), dtype), np.empty((T, B_, G), dtype)
-        lstm_forward_par(table, ids, b_ih, W_hh, b_hh, s0, p_hs, cs, gates, nchunks)
-        lstm_backward_par(dh_out, dsT, W_hh, p_hs, gates, cs, p_dxp, p_ds0, p_db, ids, p_dtab, nchunks)
+        lstm_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, cs, gates, nchunks, tb)
+        lstm_backward_par(d_out, dsT, W_hh, p_hs, gates, cs, *common, p_db, p_dtab, p_dx, p_ds0, nchunks, tb)
         p_cache = (gates, cs)
     elif cell == "gru":
         gates, hn = np.empty((T, B_, G), dtype), np.empty((T, B_, H), dtype)
-        gru_forward_par(table, ids, b_ih, W_hh, b_hh, s0, p_hs, gates, hn, nchunks)
-        gru_backward_par(dh_out, dsT, W_hh, p_hs, gates, hn, p_dxp, p_da, p_ds0, p_db, p_dbx, ids, p_dtab,
-                         nchunks)
+        gru_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, gates, hn, nchunks, tb)
+        gru_backward_par(d_out, dsT, W_hh, p_hs, gates, hn, *common, p_db, p_dbx, p_dtab, p_dx, p_ds0, nchunks, tb)
         p_cache = (gates, hn)
     else:
-        rnn_forward_par(table, ids, b_ih, W_hh, b_hh, s0, p_hs, nchunks)
-        rnn_backward_par(dh_out, dsT, W_hh, p_hs, p_dxp, p_ds0, p_db, ids, p_dtab, nchunks)
+        rnn_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, nchunks, tb)
+        rnn_backward_par(d_out, dsT, W_hh, p_hs, *common, p_db, p_dtab, p_dx, p_ds0, nchunks, tb)
         p_cache = ()
-    p_dW = np.empty((G, H), dtype)
-    matmul_tn(p_da.reshape(-1, G), p_hs[:T].reshape(-1, H), p_dW, np.empty((nchunks - 1, G, H), dtype), nchunks)
-    p_dtable = np.empty((V, G), dtype)
-    sum_blocks(p_dtab, p_dtable)
     p_db_ih = p_db.sum(0)
     if cell == "gru":
         p_db_ih[2 * H:] = p_dbx.sum(0)[2 * H:]
-    parallel = dict(hs=p_hs, cache=p_cache, dxp=p_dxp, dW=p_dW, db=p_db.sum(0), ds0=p_ds0, dtable=p_dtable,
-                    db_ih=p_db_ih)
+    parallel = dict(hs=p_hs, cache=p_cache, dW=p_dW.sum(0), db=p_db.sum(0), ds0=p_ds0, db_ih=p_db_ih)
+    if mode == "table":
+        parallel["dtable"] = np.empty((V, G), dtype)
+        sum_blocks(p_dtab, parallel["dtable"])
+    else:
+        parallel["dW_ih"] = np.empty((G, I), dtype)
+        sum_blocks(p_dW_ih, parallel["dW_ih"])
+        parallel["dx"] = p_dx
     return serial, parallel
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("nchunks", CHUNKS)
+@pytest.mark.parametrize("mode", ["table", "project", "inplace"])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_parallel_cell_kernels_agree_with_serial(cell, nchunks, dtype, tol):
-    serial, parallel = _serial_and_parallel(cell, nchunks, dtype, np.random.default_rng(3))
+def test_parallel_cell_kernels_agree_with_serial(cell, nchunks, mode, dtype, tol):
+    # tb = nchunks: blocks of 1, 2 and 3 steps over T = 5 (so the last block is partial)
+    serial, parallel = _serial_and_parallel(cell, nchunks, nchunks, mode, dtype, np.random.default_rng(3))
+    assert serial.keys() == parallel.keys()
     for key in serial:
         if key == "cache":
             for a, b in zip(serial[key], parallel[key]):

@@ -7,6 +7,7 @@ evaluation and every ``log_every``-th step is one plain line.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Group
@@ -71,7 +72,7 @@ class TrainView:
                 self.console.print(self._step_line(), soft_wrap=True, highlight=False)
         elif isinstance(event, EvalEvent):
             self.eval = event
-            if event.improved or self.best is None:
+            if event.improved:
                 self.best = event
             self.evals.append((event.step, event.val_loss))
             if self.live:
@@ -84,7 +85,7 @@ class TrainView:
                 self.console.print(f"sample at step {event.step}:", highlight=False)
                 self.console.print(Text("  " + event.text.replace("\n", "\n  ")), soft_wrap=True)
         elif isinstance(event, WarningEvent):
-            self.console.print(f"[yellow]warning:[/] {event.message}", soft_wrap=True)
+            self.console.print(Text.assemble(("warning: ", "yellow"), event.message), soft_wrap=True)
         elif isinstance(event, DoneEvent):
             self.done = event
         elif isinstance(event, CheckpointEvent):
@@ -135,7 +136,7 @@ class TrainView:
             stats.add_column(style="cyan", no_wrap=True)
             stats.add_column(justify="right", no_wrap=True)
         val = "–" if e is None else f"{e.val_loss:.4f}"
-        best = "–" if self.best is None else f"{self.best.val_loss:.4f}"
+        best = "–" if e is None else f"{e.best_val_loss:.4f}"
         stats.add_row("step", f"{s.step:,}", "train loss", f"{s.loss:.4f}", "val loss", val,
                       "best val", best)
         stats.add_row("epoch", f"{s.epoch:.2f}", "perplexity", "–" if e is None else fmt_num(e.val_ppl),
@@ -172,6 +173,8 @@ def summary_table(view: TrainView, run: str, parameters: int) -> Table:
         ("time", fmt_time(d.elapsed)),
         ("parameters", f"{parameters:,}"),
     ]
+    if b is None and math.isfinite(d.best_val_loss):  # resumed, and no better than before
+        rows += [("best val loss", f"{d.best_val_loss:.4f} nats per token (before this resume)")]
     if b is not None:
         rows += [("best val loss", f"{b.val_loss:.4f} nats per token (step {b.step:,})"),
                  ("best perplexity", fmt_num(b.val_ppl)),

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import sigmoid_act, tanh_act
+from .parallel import block_weight_grads, gemm, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy")
@@ -137,62 +138,78 @@ def gru_backward(dh_out, dsT, W_hh, hs, gates, hn):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def gru_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, gates, hn, nchunks):
-    """gru_forward with the B streams split into ``nchunks`` blocks, each block's recurrence on one
-    thread. xrows (R, 3H) input projections WITHOUT b_ih, read at row idx[t, b] (see
-    lstm_forward_par); idx (T, B) int64; b_ih, b_hh (3H,); s0 (1, B, H).
-    Writes hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) exactly as gru_forward returns them."""
-    T, B = idx.shape
+def gru_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, hn, nchunks, tb):
+    """gru_forward for a whole layer with the streams split across threads and the input projection
+    done per block of ``tb`` steps, exactly as lstm_forward_par (see it for x_in / table / ids).
+    b_ih, b_hh (3H,) (kept apart: b_hn sits inside r * (...)); s0 (1, B, H).
+    Writes hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) as gru_forward returns them."""
+    T = hs.shape[0] - 1
+    B = hs.shape[1]
     G = W_hh.shape[0]
     W_hhT = np.ascontiguousarray(W_hh.T)
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        hW = np.empty((r1 - r0, G), hs.dtype)
+        R = r1 - r0
+        hW = np.empty((R, G), hs.dtype)
+        X = np.empty((tb * R if project else 0, I), hs.dtype)
+        XP = np.empty((tb * R if project else 0, G), hs.dtype)
         for b in range(r0, r1):
             hs[0, b] = s0[0, b]
-        for t in range(T):
-            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 3H)
-            for b in range(r0, r1):
-                gru_step(xrows[idx[t, b]], b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b],
-                         hn[t, b])
+        for t0 in range(0, T if R > 0 else 0, tb):
+            t1 = min(T, t0 + tb)
+            if project:
+                for t in range(t0, t1):
+                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
+                gemm(X[:(t1 - t0) * R], W_ih, XP[:(t1 - t0) * R], False, True, 0.0)
+            for t in range(t0, t1):
+                np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 3H)
+                for b in range(r0, r1):
+                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
+                    gru_step(xrow, b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, dxp, da, ds0, db, dbx, ids, dtab, nchunks):
-    """gru_backward with the streams split into ``nchunks`` blocks, one thread each.
-
-    Writes dxp and da (T, B, 3H) (dW_hh = da^T @ hs[:T] is left to the caller) and ds0 (1, B, H);
-    db[k] and dbx[k] (nchunks, 3H) receive block k's b_hh gradient and the n block of its b_ih
-    gradient (rows r, z of b_ih's gradient equal db's). When ids (T, B) is not empty, dtab[k]
-    (nchunks, V, 3H) receives the folded-table scatter of dxp, as in lstm_backward_par."""
+def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, x_in, W_ih, ids, dW_hh, dW_ih, db, dbx, dtab, dx, ds0,
+                     nchunks, tb):
+    """gru_backward for a whole layer, streams split across threads, weight gradients per block of
+    ``tb`` steps, as lstm_backward_par (see it for the arguments). db[k] is thread k's part of
+    b_hh's gradient (the sums of da) and dbx[k] of the n block of b_ih's (rows r, z equal db's)."""
     T, B, H = dh_out.shape
     G = 3 * H
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     scatter = ids.shape[0] > 0
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        for j in range(G):
-            db[k, j] = 0
-            dbx[k, j] = 0
-        if scatter:
-            for v in range(dtab.shape[1]):
-                for j in range(G):
-                    dtab[k, v, j] = 0
-        dh_gemm = np.zeros((r1 - r0, H), dh_out.dtype)
-        dh_skip = np.empty((r1 - r0, H), dh_out.dtype)
+        R = r1 - r0
+        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
+        dbx[k, :] = 0
+        dX = np.empty((tb * R, G), dh_out.dtype)  # gradients of the input projections (dxp)
+        dA = np.empty((tb * R, G), dh_out.dtype)  # and of the recurrent pre-activations (da)
+        Hp = np.empty((tb * R, H), dh_out.dtype)
+        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
+        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
+        dh_gemm = np.zeros((R, H), dh_out.dtype)
+        dh_skip = np.empty((R, H), dh_out.dtype)
         for b in range(r0, r1):
             dh_skip[b - r0] = dsT[0, b]
-        for t in range(T - 1, -1, -1):
-            for b in range(r0, r1):
-                gru_step_backward(dh_out[t, b], dh_gemm[b - r0], dh_skip[b - r0], gates[t, b], hn[t, b],
-                                  hs[t, b], dxp[t, b], da[t, b], db[k], dbx[k])
-                if scatter:
-                    row = dtab[k, ids[t, b]]
-                    d = dxp[t, b]
-                    for j in range(G):
-                        row[j] += d[j]
-            np.dot(da[t, r0:r1], W_hh, dh_gemm)  # (rows, H) = (rows, 3H) @ (3H, H)
+        for t1 in range(T if R > 0 else 0, 0, -tb):
+            t0 = max(0, t1 - tb)
+            n = (t1 - t0) * R
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = (t - t0) * R
+                for b in range(r0, r1):
+                    gru_step_backward(dh_out[t, b], dh_gemm[b - r0], dh_skip[b - r0], gates[t, b], hn[t, b],
+                                      hs[t, b], dX[j + b - r0], dA[j + b - r0], db[k], dbx[k])
+                    if scatter:
+                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
+                np.dot(dA[j:j + R], W_hh, dh_gemm)  # (rows, H) = (rows, 3H) @ (3H, H)
+            block_weight_grads(dA[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
+                                dx, t1 == T)
         for b in range(r0, r1):
             for j in range(H):
                 ds0[0, b, j] = dh_gemm[b - r0, j] + dh_skip[b - r0, j]

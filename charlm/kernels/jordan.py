@@ -164,46 +164,29 @@ def jordan_backward(dlogits, dsT, W_ih, W_yh, W_dec, hs, probs, masks):
     return da, dz, ds0
 
 
-@njit(cache=True, error_model="numpy")
 def jordan_weight_grads(da, dz, hs, probs, masks):
-    """The weight gradients, one GEMM each, from jordan_backward's da and dz.
+    """The weight gradients, one GEMM each, from jordan_backward's da and dz. Plain NumPy: it is
+    nothing but GEMMs and sums, which NumPy's BLAS does as fast, and it saves compiling.
     returns dW_ih (L-1, H, H), db_ih (L-1, H) for layers 2..L (layer 1's input projection is the
     caller's: its gradient is da[:, :, 0]); dW_yh (L, H, V), db_yh (L, H); dW_dec (V, H), db_dec (V,)"""
     T, B, L, H = da.shape
     V = dz.shape[2]
-    dt = da.dtype
-    drop = masks.shape[0] > 0
     N = T * B
+    drop = masks.shape[0] > 0
     da2 = da.reshape(N, L * H)
-    dW_yh = np.empty((L * H, V), dt)
-    np.dot(da2.T, np.ascontiguousarray(probs[:T]).reshape(N, V), dW_yh)  # (L*H, N) @ (N, V)
-    db_yh = np.zeros((L, H), dt)
-    for n in range(N):
-        for l in range(L):
-            for j in range(H):
-                db_yh[l, j] += da2[n, l * H + j]
-    dW_ih = np.empty((max(L - 1, 0), H, H), dt)
-    db_ih = np.empty((max(L - 1, 0), H), dt)
+    dW_yh = (da2.T @ probs[:T].reshape(N, V)).reshape(L, H, V)           # (L*H, N) @ (N, V)
+    db_yh = da2.sum(axis=0).reshape(L, H)
+    dW_ih = np.empty((max(L - 1, 0), H, H), da.dtype)
     for l in range(1, L):
-        dal = np.ascontiguousarray(da[:, :, l, :]).reshape(N, H)
-        inp = hs[l - 1, 1:].copy()
-        if drop:
-            inp *= masks[l - 1]
-        np.dot(dal.T, inp.reshape(N, H), dW_ih[l - 1])
-        db_ih[l - 1] = db_yh[l]
-    top = np.empty((T + 1, B, H), dt)                       # what the decoder read
-    top[0] = hs[L - 1, 0]
-    top[1:] = hs[L - 1, 1:]
+        inp = hs[l - 1, 1:] * masks[l - 1] if drop else hs[l - 1, 1:]
+        np.dot(da[:, :, l, :].reshape(N, H).T, inp.reshape(N, H), out=dW_ih[l - 1])
+    db_ih = db_yh[1:].copy()
+    top = hs[L - 1].copy()                                   # what the decoder read, (T+1, B, H)
     if drop:
         top[1:] *= masks[L - 1]
-    dW_dec = np.empty((V, H), dt)
-    np.dot(dz.reshape((T + 1) * B, V).T, top.reshape((T + 1) * B, H), dW_dec)
-    db_dec = np.zeros(V, dt)
-    for n in range(T + 1):
-        for b in range(B):
-            for v in range(V):
-                db_dec[v] += dz[n, b, v]
-    return dW_ih, db_ih, dW_yh.reshape(L, H, V), db_yh, dW_dec, db_dec
+    dW_dec = dz.reshape((T + 1) * B, V).T @ top.reshape((T + 1) * B, H)
+    db_dec = dz.reshape(-1, V).sum(axis=0)
+    return dW_ih, db_ih, dW_yh, db_yh, dW_dec, db_dec
 
 
 @njit(cache=True, error_model="numpy")

@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import sigmoid_act, tanh_act
+from .parallel import block_weight_grads, gemm, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy")
@@ -132,67 +133,92 @@ def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, cs, gates, nchunks):
-    """lstm_forward with the B streams split into ``nchunks`` blocks, each block's whole recurrence
-    on one thread (one small GEMM per step, single-threaded BLAS): no synchronisation per step.
+def lstm_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, cs, gates, nchunks, tb):
+    """A whole LSTM layer forward (input projection included) with the B streams split into
+    ``nchunks`` blocks, each block's recurrence on one thread with single-threaded BLAS: no
+    synchronisation per step. Same arithmetic as lstm_forward; writes hs, cs, gates as it returns them.
 
-    xrows: (R, 4H) input projections WITHOUT b_ih; step t of stream b reads row idx[t, b]
-           (layer 0: the folded table E @ W_ih^T and idx = token ids, so the projection is a
-           gather that is never materialised; layers > 0: the (T*B, 4H) GEMM output, idx = t*B + b)
-    idx:   (T, B) int64;  b_ih, b_hh (4H,) (added here: b_ih + b_hh once);  W_hh (4H, H);  s0 (2, B, H)
-    writes hs (T+1, B, H), cs (T+1, B, H), gates (T, B, 4H) exactly as lstm_forward returns them."""
-    T, B = idx.shape
+    The layer's input, one of two ways:
+      x_in (T, B, I) not empty: the input itself (embeddings or the layer below's outputs). Each
+          thread projects ``tb`` steps of its streams at a time, X @ W_ih^T (tb*rows, I) @ (I, 4H),
+          so the (T, B, 4H) projection is never stored whole;
+      x_in empty (layer 0): ``table`` (V, 4H) = E @ W_ih^T, the embedding folded into W_ih, read
+          at row ids[t, b]: the projection is a gather.
+    b_ih, b_hh (4H,) are added in the step; W_ih (4H, I); W_hh (4H, H); s0 (2, B, H)."""
+    T = hs.shape[0] - 1
+    B = hs.shape[1]
     G = W_hh.shape[0]
     H = G // 4
     bias = b_ih + b_hh
     W_hhT = np.ascontiguousarray(W_hh.T)
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        hW = np.empty((r1 - r0, G), hs.dtype)
+        R = r1 - r0
+        hW = np.empty((R, G), hs.dtype)
+        X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows contiguous
+        XP = np.empty((tb * R if project else 0, G), hs.dtype)  # and their projections
         for b in range(r0, r1):
             hs[0, b] = s0[0, b]
             cs[0, b] = s0[1, b]
-        for t in range(T):
-            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 4H)
-            for b in range(r0, r1):
-                lstm_step(xrows[idx[t, b]], hW[b - r0], bias, cs[t, b], hs[t + 1, b], cs[t + 1, b],
-                          gates[t, b])
+        for t0 in range(0, T if R > 0 else 0, tb):
+            t1 = min(T, t0 + tb)
+            if project:
+                for t in range(t0, t1):
+                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
+                gemm(X[:(t1 - t0) * R], W_ih, XP[:(t1 - t0) * R], False, True, 0.0)
+            for t in range(t0, t1):
+                np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 4H)
+                for b in range(r0, r1):
+                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
+                    lstm_step(xrow, hW[b - r0], bias, cs[t, b], hs[t + 1, b], cs[t + 1, b], gates[t, b])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, dxp, ds0, db, ids, dtab, nchunks):
-    """lstm_backward with the streams split into ``nchunks`` blocks, one thread each.
+def lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab, dx, ds0,
+                      nchunks, tb):
+    """A whole LSTM layer backward with the streams split into ``nchunks`` blocks, one thread each;
+    the weight-gradient GEMMs run per block of ``tb`` steps while its gate gradients are in cache
+    (dxp is never stored whole). Same arithmetic as lstm_backward.
 
-    dh_out (T, B, H), dsT (2, B, H), W_hh, hs, gates, cs as for lstm_backward. Writes dxp (T, B, 4H)
-    and ds0 (2, B, H); db (nchunks, 4H) receives each block's bias gradient (sum them: the order is
-    fixed). dW_hh is left to the caller (one K-split GEMM, parallel.matmul_tn). When ids (T, B) is
-    not empty, dtab[k] (nchunks, V, 4H) also receives the scatter dtab[k, ids[t, b]] += dxp[t, b]
-    (the folded-table gradient of layer 0), fused here while each row is in cache."""
+    dh_out (T, B, H) from above, dsT (2, B, H); W_hh, hs, gates, cs as for lstm_backward; x_in, W_ih
+    as given to lstm_forward_par. Thread k writes its partial sums dW_hh[k] (4H, H), dW_ih[k]
+    (4H, I) (x_in not empty), db[k] (4H,) (= its part of both bias gradients) and, when ids (T, B)
+    is not empty, the folded-table gradient dtab[k] (V, 4H) (dtab[k, ids[t, b]] += dxp[t, b]);
+    the caller adds the parts in order. dx (T, B, I), when not empty, receives dL/dx_in; it may be
+    dh_out itself (when I = H): a thread writes its streams' rows of a block of steps only after
+    reading them, and never touches another thread's. ds0 (2, B, H) receives dL/d(h0, c0)."""
     T, B, H = dh_out.shape
     G = 4 * H
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     scatter = ids.shape[0] > 0
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        for j in range(G):
-            db[k, j] = 0
-        if scatter:
-            for v in range(dtab.shape[1]):
-                for j in range(G):
-                    dtab[k, v, j] = 0
+        R = r1 - r0
+        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
+        dX = np.empty((tb * R, G), dh_out.dtype)   # the block's gate gradients (= dxp rows)
+        Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows contiguous
+        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
+        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
         for b in range(r0, r1):
             ds0[0, b] = dsT[0, b]
             ds0[1, b] = dsT[1, b]
         dh = ds0[0, r0:r1]  # (rows, H) gradient wrt h_t from step t+1; ends as dh0
         dc = ds0[1, r0:r1]
-        for t in range(T - 1, -1, -1):
-            for b in range(r0, r1):
-                lstm_step_backward(dh_out[t, b], dh[b - r0], dc[b - r0], gates[t, b], cs[t + 1, b],
-                                   cs[t, b], dxp[t, b], db[k])
-                if scatter:
-                    row = dtab[k, ids[t, b]]
-                    d = dxp[t, b]
-                    for j in range(G):
-                        row[j] += d[j]
-            np.dot(dxp[t, r0:r1], W_hh, dh)  # (rows, H) = (rows, 4H) @ (4H, H)
+        for t1 in range(T if R > 0 else 0, 0, -tb):
+            t0 = max(0, t1 - tb)
+            n = (t1 - t0) * R
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = (t - t0) * R
+                for b in range(r0, r1):
+                    lstm_step_backward(dh_out[t, b], dh[b - r0], dc[b - r0], gates[t, b], cs[t + 1, b], cs[t, b],
+                                       dX[j + b - r0], db[k])
+                    if scatter:
+                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
+                np.dot(dX[j:j + R], W_hh, dh)  # (rows, H) = (rows, 4H) @ (4H, H)
+            block_weight_grads(dX[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
+                                dx, t1 == T)

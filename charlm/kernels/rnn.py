@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import tanh_act
+from .parallel import block_weight_grads, gemm, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy")
@@ -84,51 +85,68 @@ def rnn_backward(dh_out, dsT, W_hh, hs):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_forward_par(xrows, idx, b_ih, W_hh, b_hh, s0, hs, nchunks):
-    """rnn_forward with the B streams split into ``nchunks`` blocks, each block's recurrence on one
-    thread. xrows (R, H) input projections WITHOUT b_ih, read at row idx[t, b] (see
-    lstm_forward_par); idx (T, B) int64; b_ih, b_hh (H,); s0 (1, B, H). Writes hs (T+1, B, H)."""
-    T, B = idx.shape
+def rnn_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, nchunks, tb):
+    """rnn_forward for a whole layer with the streams split across threads and the input projection
+    done per block of ``tb`` steps, exactly as lstm_forward_par (see it for x_in / table / ids).
+    b_ih, b_hh (H,); s0 (1, B, H). Writes hs (T+1, B, H)."""
+    T = hs.shape[0] - 1
+    B = hs.shape[1]
     H = W_hh.shape[0]
     bias = b_ih + b_hh
     W_hhT = np.ascontiguousarray(W_hh.T)
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        hW = np.empty((r1 - r0, H), hs.dtype)
+        R = r1 - r0
+        hW = np.empty((R, H), hs.dtype)
+        X = np.empty((tb * R if project else 0, I), hs.dtype)
+        XP = np.empty((tb * R if project else 0, H), hs.dtype)
         for b in range(r0, r1):
             hs[0, b] = s0[0, b]
-        for t in range(T):
-            np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, H)
-            for b in range(r0, r1):
-                rnn_step(xrows[idx[t, b]], hW[b - r0], bias, hs[t + 1, b])
+        for t0 in range(0, T if R > 0 else 0, tb):
+            t1 = min(T, t0 + tb)
+            if project:
+                for t in range(t0, t1):
+                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
+                gemm(X[:(t1 - t0) * R], W_ih, XP[:(t1 - t0) * R], False, True, 0.0)
+            for t in range(t0, t1):
+                np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, H)
+                for b in range(r0, r1):
+                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
+                    rnn_step(xrow, hW[b - r0], bias, hs[t + 1, b])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_backward_par(dh_out, dsT, W_hh, hs, dxp, ds0, db, ids, dtab, nchunks):
-    """rnn_backward with the streams split into ``nchunks`` blocks, one thread each. Writes dxp
-    (T, B, H) and ds0 (1, B, H); db (nchunks, H) per-block bias gradients; dW_hh is left to the
-    caller; optional fused folded-table scatter into dtab (nchunks, V, H) as in lstm_backward_par."""
+def rnn_backward_par(dh_out, dsT, W_hh, hs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab, dx, ds0, nchunks, tb):
+    """rnn_backward for a whole layer, streams split across threads, weight gradients per block of
+    ``tb`` steps, as lstm_backward_par (see it for the arguments)."""
     T, B, H = dh_out.shape
+    project = x_in.shape[0] > 0
+    I = x_in.shape[2]
     scatter = ids.shape[0] > 0
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
-        for j in range(H):
-            db[k, j] = 0
-        if scatter:
-            for v in range(dtab.shape[1]):
-                for j in range(H):
-                    dtab[k, v, j] = 0
+        R = r1 - r0
+        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
+        dX = np.empty((tb * R, H), dh_out.dtype)
+        Hp = np.empty((tb * R, H), dh_out.dtype)
+        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
+        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
         for b in range(r0, r1):
             ds0[0, b] = dsT[0, b]
         dh = ds0[0, r0:r1]
-        for t in range(T - 1, -1, -1):
-            for b in range(r0, r1):
-                rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dxp[t, b], db[k])
-                if scatter:
-                    row = dtab[k, ids[t, b]]
-                    d = dxp[t, b]
-                    for j in range(H):
-                        row[j] += d[j]
-            np.dot(dxp[t, r0:r1], W_hh, dh)  # (rows, H)
+        for t1 in range(T if R > 0 else 0, 0, -tb):
+            t0 = max(0, t1 - tb)
+            n = (t1 - t0) * R
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = (t - t0) * R
+                for b in range(r0, r1):
+                    rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dX[j + b - r0], db[k])
+                    if scatter:
+                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
+                np.dot(dX[j:j + R], W_hh, dh)  # (rows, H)
+            block_weight_grads(dX[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
+                                dx, t1 == T)
