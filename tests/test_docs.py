@@ -31,3 +31,11 @@ def test_readme_sections():
     for heading in ("## Quick start", "## Commands", "## Performance", "## Architecture"):
         assert heading in README, heading
     assert "python -m pytest" in README
+
+
+def test_default_corpus_budget_is_stated_where_users_read_it():
+    from charlm.config import DEFAULT_CORPUS_TIME_BUDGET
+
+    minutes = f"{DEFAULT_CORPUS_TIME_BUDGET / 60:g} minutes"
+    help_text = " ".join(CliRunner().invoke(main, ["train", "-h"]).output.split())
+    assert minutes in help_text and minutes in README

@@ -7,6 +7,7 @@ Each command lives in its own module and imports the library inside its function
 import click
 
 from .. import __version__
+from .bench_cmd import bench
 from .common import CharlmGroup
 from .eval_cmd import eval_
 from .info_cmd import info
@@ -37,4 +38,4 @@ main.add_command(sample)
 main.add_command(eval_)
 main.add_command(info)
 main.add_command(inspect_)
-main.add_command(__import__("charlm.cli.bench_cmd", fromlist=["bench"]).bench)  # speed work (#4)
+main.add_command(bench)

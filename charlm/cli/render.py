@@ -103,13 +103,13 @@ def kv_table(rows, title=None) -> Table:
     table.add_column(overflow="fold")
     for name, value in rows:
         if value is not None:
-            table.add_row(name, value if isinstance(value, Text) else str(value))
+            table.add_row(name, value if isinstance(value, Text) else Text(str(value)))  # no markup
     return table
 
 
 def eval_table(result: dict, checkpoint: str, files) -> Table:
     char = result["bits_per_char"] is not None
-    table = Table(title=f"{', '.join(files)} · scored by {checkpoint}", title_justify="left",
+    table = Table(title=Text(f"{', '.join(files)} · scored by {checkpoint}"), title_justify="left",
                   show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -179,13 +179,13 @@ def info_view(info: dict, width: int) -> Group:
         config.add_column()
     for i in range(0, len(items), 3):
         row = items[i:i + 3]
-        config.add_row(*[str(x) for kv in row for x in kv])
+        config.add_row(*[Text(str(x)) for kv in row for x in kv])
     files = Table(title="files", title_justify="left", title_style="bold", box=None, show_header=False,
                   padding=(0, 2, 0, 0))
     files.add_column()
     files.add_column(justify="right")
     for f in info["files"]:
-        files.add_row(f["name"], fmt_bytes(f["bytes"]))
+        files.add_row(Text(f["name"]), fmt_bytes(f["bytes"]))
     history = info["history"]
     plot = loss_plot([(r["step"], r["loss"]) for r in history["step"]],
                      [(r["step"], r["val_loss"]) for r in history["eval"] if r.get("val_loss") is not None],

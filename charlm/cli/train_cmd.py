@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 
 import click
+from rich.markup import escape
 
 from ..config import CELLS, EOS_MODES, LEVELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
 from .common import EXIT_INTERRUPTED, Duration, err, runs_root, show_path
@@ -102,7 +103,7 @@ def train(corpus, run_dir, resume, config_file, **options):
     if resume:
         run = runs.resolve_run(resume, runs_root())
         trainer = runs.resume_training(run, values, corpus)
-        console.print(f"resuming [bold]{show_path(trainer.run_dir)}[/] at step {trainer.pos.step:,}",
+        console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                       highlight=False)
     else:
         if not corpus:
@@ -120,10 +121,11 @@ def _run(trainer, console) -> int:
     t = trainer.tcfg
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{fmt_time(t.time_budget)} of training") if b) or "one epoch"
-    console.print(f"[bold]charlm train[/] → {run}", highlight=False)
-    console.print(f"  model   {model_line(trainer.mcfg, trainer.model.num_parameters)}", highlight=False)
+    console.print(f"[bold]charlm train[/] → {escape(run)}", highlight=False)
+    console.print(f"  model   {model_line(trainer.mcfg, trainer.model.num_parameters)}", markup=False,
+                  highlight=False)
     console.print(f"  corpus  {', '.join(show_path(p) for p in trainer.corpus.sources)}: "
-                  f"{corpus_line(trainer.corpus.stats())}", highlight=False, soft_wrap=True)
+                  f"{corpus_line(trainer.corpus.stats())}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"  budget  {budget} · eval every {t.eval_every} steps · batch {t.batch_size}×{t.seq_len}",
                   highlight=False)
     view = TrainView(console, trainer, live=console.is_terminal)
@@ -133,7 +135,8 @@ def _run(trainer, console) -> int:
     console.print(summary_table(view, run, trainer.model.num_parameters))
     done = view.done
     if done.reason == "stopped":
-        console.print(f"[yellow]stopped.[/] continue with: [bold]charlm train --resume {run}[/]", highlight=False)
+        console.print(f"[yellow]stopped.[/] continue with: [bold]charlm train --resume {escape(run)}[/]",
+                      highlight=False)
         return EXIT_INTERRUPTED
     if done.reason == "diverged":
         from ..errors import CharlmError
