@@ -94,8 +94,9 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("dtype", self.dtype, ("float32", "float64"))
-        if not (0.0 <= self.val_fraction < 1.0):
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        _positive_int("seed", self.seed, minimum=0)
         _positive_int("seq_len", self.seq_len)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_every", self.eval_every)

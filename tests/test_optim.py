@@ -93,3 +93,4 @@ def test_plateau_schedule_reduces_after_patience():
     t = Schedule("plateau", 1.0, patience=1, factor=0.5)
     t.load_state_dict(state)
     assert t.lr(0) == pytest.approx(0.5) and t.best == pytest.approx(1.9)
+
