@@ -1,6 +1,7 @@
 """The whole model: finite-difference gradients of the loss, and agreement with PyTorch modules."""
 import numpy as np
 import pytest
+from gradcheck import assert_gradient_matches_finite_diff
 
 from charlm.config import ModelConfig
 from charlm.model import Model, parameter_shapes
@@ -35,18 +36,8 @@ def test_model_gradient_matches_finite_differences(cell, layers, V):
     x, y = batch(V)
     state = 0.3 * np.random.default_rng(9).standard_normal(model.init_state(2).shape)
     mean_loss(model, x, y, state, 0)
-    analytic = model.grad_flat.copy()
-    eps = 1e-6
-    numeric = np.empty_like(analytic)
-    for i in range(model.size):
-        old = model.flat[i]
-        model.flat[i] = old + eps
-        up = mean_loss(model, x, y, state, 0)
-        model.flat[i] = old - eps
-        down = mean_loss(model, x, y, state, 0)
-        model.flat[i] = old
-        numeric[i] = (up - down) / (2 * eps)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    assert_gradient_matches_finite_diff(lambda: mean_loss(model, x, y, state, 0), model.flat,
+                                        model.grad_flat.copy(), "every parameter", rtol=1e-5)
 
 
 @pytest.mark.parametrize("options", [{"dropout": 0.3}, {"tie": True, "E": 3, "H": 3}])
@@ -55,16 +46,8 @@ def test_model_gradient_with_dropout_and_tied_weights(options):
     x, y = batch(6)
     state = model.init_state(2)
     mean_loss(model, x, y, state, 42)  # same seed each call: same dropout masks
-    analytic = model.grad_flat.copy()
-    eps = 1e-6
-    for i in range(model.size):
-        old = model.flat[i]
-        model.flat[i] = old + eps
-        up = mean_loss(model, x, y, state, 42)
-        model.flat[i] = old - eps
-        down = mean_loss(model, x, y, state, 42)
-        model.flat[i] = old
-        assert analytic[i] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8)
+    assert_gradient_matches_finite_diff(lambda: mean_loss(model, x, y, state, 42), model.flat,
+                                        model.grad_flat.copy(), "every parameter", rtol=1e-5)
 
 
 def torch_reference(model):
