@@ -9,12 +9,21 @@ optimiser and clipping work on a single array.
 Dimensions: T steps, B streams, V vocabulary, E embedding, H hidden, G gates, S states, L layers.
 State is an array (L, S, B, H): S = 2 (h, c) for LSTM, 1 (h) for GRU and RNN.
 
-One training step, per the kernel recipe in DESIGN.md:
-  1. layer 0's input projection is a row gather from table = E @ W_ih0ᵀ + b_ih0 (V, GH);
-  2. each layer: one GEMM for the input projection of all T*B positions, then the kernel runs
-     the recurrence (one GEMM per step plus a fused pointwise pass);
-  3. decoder: one GEMM, then a fused log-softmax / NLL / gradient kernel;
-  4. backward mirrors it; weight gradients are one GEMM each.
+One training step, per the kernel recipe in DESIGN.md, on ``charlm.runtime.kernel_threads()``
+threads that each own a block of the B streams (kernels/parallel.py says why):
+  1. layer 0's input projection is a row gather from table = E @ W_ih0ᵀ (V, GH), read by token
+     id inside the kernel (or, when V > T*B, the gathered embeddings, projected inside it);
+  2. each layer is one kernel call: per block of steps the input projection (one GEMM), then
+     per step the recurrent GEMM (a register-blocked micro-kernel on W_hh packed once) and one
+     fused pointwise pass; no (T, B, GH) projection is ever stored;
+  3. decoder: one GEMM (bias fused), then a fused log-softmax / NLL / gradient / bias-gradient
+     kernel;
+  4. backward mirrors it per layer in one kernel call: per block of steps, while the gate
+     gradients are in cache, the weight-gradient GEMMs (per-thread partial sums, added in a
+     fixed order afterwards), dL/dx for the layer below (written over dh in place), the bias
+     sums and the folded-table scatter.
+Arrays that live from step to step (caches, buffers) come from a per-model workspace, so a
+step does not page-fault hundreds of MB in; the public ``forward``/``backward`` allocate fresh.
 """
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ def set_threads(n: int = 0) -> int:
     from threadpoolctl import threadpool_limits
 
     import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS so that threadpoolctl can see it)
+    from numba.np.linalg import ensure_blas
+
+    ensure_blas()  # and lets Numba's BLAS calls (np.dot, kernels/parallel.py) find it: before any kernel
 
     n = n or os.cpu_count() or 1
     _limiter = threadpool_limits(limits=1, user_api="blas")

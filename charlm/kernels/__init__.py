@@ -14,6 +14,12 @@ stack (see jordan.py and ``JORDAN`` below); it is reached through ``get_cell`` b
 ``CELLS``, the table of cells that share the per-layer signature. The adapters
 below only pack each cell's extra cached arrays into ``cache`` and check dtypes and contiguity
 (a mismatch would otherwise silently compile a slow or wrong specialisation).
+
+These serial pairs are the reference. ``Model`` trains with their whole-layer, multithreaded
+twins ``<cell>_forward_par`` / ``<cell>_backward_par`` (same arithmetic, streams split across
+threads, input projection and weight gradients fused in per block of steps; kernels/parallel.py),
+and tests/test_bench.py checks each against its serial twin. Sampling models above
+``generate.SPLIT_MIN_BYTES`` runs on two threads (generate_split.py), id for id the same.
 """
 from typing import Callable, NamedTuple
 

@@ -3,8 +3,9 @@
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
 or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (GEMV, ``gemv`` below) and the same per-row
 step function the batched forward uses (lstm_step / gru_step / rnn_step). Then logits =
-W_dec @ h_top + b_dec and one sample. Single-threaded: at batch 1 a token is a few GEMVs of
-microseconds each, too short to share between cores without a barrier per layer. Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
+W_dec @ h_top + b_dec and one sample. This loop is single-threaded; ``generate`` at the end runs
+models whose weights outgrow one core's cache on two threads instead (generate_split.py).
+Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
 
 Shared arguments (all float arrays one dtype, C-contiguous):
     cell_id  0 = lstm, 1 = gru, 2 = rnn, 3 = jordan (CELL_IDS in charlm.kernels)
@@ -112,6 +113,9 @@ def _sample(logits, u, temperature, top_k, top_p, p):
     inv_t = 1.0 / temperature
     for v in range(V):
         p[v] = np.exp((np.float64(logits[v]) - m) * inv_t)  # unnormalised, max is 1
+    if m == np.inf:  # an overflowing logit would make every p NaN: the +inf ones share all the mass
+        for v in range(V):
+            p[v] = 1.0 if logits[v] == np.inf else 0.0
     if (0 < top_k < V) or top_p < 1.0:
         order = np.argsort(-p, kind="mergesort")  # most probable first, ties by lower id
         keep = top_k if 0 < top_k < V else V
@@ -144,9 +148,10 @@ def _sample(logits, u, temperature, top_k, top_p, p):
 
 
 @njit(cache=True, error_model="numpy")
-def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-             temperature, top_k, top_p, eos_id, stop_at_eos, out):
-    """
+def generate_serial(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
+                    temperature, top_k, top_p, eos_id, stop_at_eos, out):
+    """The generation loop on one thread (``generate`` below picks this or generate_split).
+
     token:     the id fed first (e.g. <eos> to start, or the last id of the prime)
     uniforms:  (n,) float64 in [0, 1), one per generated id, drawn by the caller's Generator
     temperature, top_k, top_p: see _sample (top_p >= 1 and top_k <= 0 mean off)
@@ -208,3 +213,40 @@ def advance(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, l
     if ids.shape[0] > 0:
         np.dot(W_dec, state[W_hh.shape[0] - 1, 0], logits_out)
         logits_out += b_dec
+
+
+SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
+_split = {"key": None, "weights": None}   # split_weights of the last arrays seen (see generate)
+
+
+def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
+             temperature, top_k, top_p, eos_id, stop_at_eos, out):
+    """Generate ids into ``out`` (arguments and result as generate_serial). Models whose recurrent
+    weights pass SPLIT_MIN_BYTES run on the ``charlm.runtime`` threads (generate_split.py), with
+    the per-thread weight copies made once for these exact arrays (kept by identity: the arrays
+    are treated as immutable, as Sampler's are); the ids and state are identical either way."""
+    nt = _split_threads(cell_id, W_ih, W_hh)
+    if nt < 2:
+        return generate_serial(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
+                               temperature, top_k, top_p, eos_id, stop_at_eos, out)
+    from .generate_split import generate_split, split_weights
+
+    key = (table0, W_ih, b_ih, W_hh, b_hh, nt)
+    if _split["key"] is None or any(a is not b for a, b in zip(_split["key"], key)):
+        _split["key"], _split["weights"] = key, split_weights(cell_id, table0, W_ih, b_ih, W_hh, b_hh, nt)
+    return generate_split(cell_id, *_split["weights"], W_dec, b_dec, state, token, uniforms, temperature, top_k,
+                          top_p, eos_id, stop_at_eos, out, nt)
+
+
+def _split_threads(cell_id, W_ih, W_hh) -> int:
+    """Threads for generate_split: the runtime's count when the model is large enough and the
+    hidden units divide evenly, else 1 (the barrier needs every thread running at once, so never
+    with JIT disabled or fewer Numba threads)."""
+    import numba
+
+    if cell_id == JORDAN_ID or numba.config.DISABLE_JIT or W_hh.nbytes + W_ih.nbytes < SPLIT_MIN_BYTES:
+        return 1
+    from ..runtime import kernel_threads
+
+    nt = min(kernel_threads(), numba.get_num_threads())
+    return nt if nt >= 2 and W_hh.shape[2] % nt == 0 else 1

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import sigmoid_act, tanh_act
-from .parallel import block_weight_grads, gemm, scatter_row, zero_parts
+from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy")
@@ -146,14 +146,16 @@ def gru_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, hn,
     T = hs.shape[0] - 1
     B = hs.shape[1]
     G = W_hh.shape[0]
-    W_hhT = np.ascontiguousarray(W_hh.T)
+    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per chunk
     project = x_in.shape[0] > 0
     I = x_in.shape[2]
+    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
         R = r1 - r0
         hW = np.empty((R, G), hs.dtype)
+        tmp = np.empty((MR, P.shape[2]), hs.dtype)
         X = np.empty((tb * R if project else 0, I), hs.dtype)
         XP = np.empty((tb * R if project else 0, G), hs.dtype)
         for b in range(r0, r1):
@@ -163,9 +165,9 @@ def gru_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, hn,
             if project:
                 for t in range(t0, t1):
                     X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                gemm(X[:(t1 - t0) * R], W_ih, XP[:(t1 - t0) * R], False, True, 0.0)
+                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
             for t in range(t0, t1):
-                np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, 3H)
+                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, 3H)
                 for b in range(r0, r1):
                     xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
                     gru_step(xrow, b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
@@ -182,12 +184,15 @@ def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, x_in, W_ih, ids, dW_hh, d
     project = x_in.shape[0] > 0
     I = x_in.shape[2]
     scatter = ids.shape[0] > 0
+    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per chunk
+    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
         R = r1 - r0
         zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
         dbx[k, :] = 0
+        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
         dX = np.empty((tb * R, G), dh_out.dtype)  # gradients of the input projections (dxp)
         dA = np.empty((tb * R, G), dh_out.dtype)  # and of the recurrent pre-activations (da)
         Hp = np.empty((tb * R, H), dh_out.dtype)
@@ -207,9 +212,9 @@ def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, x_in, W_ih, ids, dW_hh, d
                                       hs[t, b], dX[j + b - r0], dA[j + b - r0], db[k], dbx[k])
                     if scatter:
                         scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
-                np.dot(dA[j:j + R], W_hh, dh_gemm)  # (rows, H) = (rows, 3H) @ (3H, H)
+                matmul_rec(dA[j:j + R], P, W_hh, False, dh_gemm, tmp)  # (rows, H) = (rows, 3H) @ (3H, H)
             block_weight_grads(dA[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                                dx, t1 == T)
+                               P_ih, tmp, dx, t1 == T)
         for b in range(r0, r1):
             for j in range(H):
                 ds0[0, b, j] = dh_gemm[b - r0, j] + dh_skip[b - r0, j]

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import tanh_act
-from .parallel import block_weight_grads, gemm, scatter_row, zero_parts
+from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy")
@@ -93,14 +93,16 @@ def rnn_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, nchunks, t
     B = hs.shape[1]
     H = W_hh.shape[0]
     bias = b_ih + b_hh
-    W_hhT = np.ascontiguousarray(W_hh.T)
+    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per chunk
     project = x_in.shape[0] > 0
     I = x_in.shape[2]
+    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
         R = r1 - r0
         hW = np.empty((R, H), hs.dtype)
+        tmp = np.empty((MR, P.shape[2]), hs.dtype)
         X = np.empty((tb * R if project else 0, I), hs.dtype)
         XP = np.empty((tb * R if project else 0, H), hs.dtype)
         for b in range(r0, r1):
@@ -110,9 +112,9 @@ def rnn_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, nchunks, t
             if project:
                 for t in range(t0, t1):
                     X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                gemm(X[:(t1 - t0) * R], W_ih, XP[:(t1 - t0) * R], False, True, 0.0)
+                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
             for t in range(t0, t1):
-                np.dot(hs[t, r0:r1], W_hhT, hW)  # (rows, H)
+                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, H)
                 for b in range(r0, r1):
                     xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
                     rnn_step(xrow, hW[b - r0], bias, hs[t + 1, b])
@@ -126,11 +128,14 @@ def rnn_backward_par(dh_out, dsT, W_hh, hs, x_in, W_ih, ids, dW_hh, dW_ih, db, d
     project = x_in.shape[0] > 0
     I = x_in.shape[2]
     scatter = ids.shape[0] > 0
+    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per chunk
+    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
     for k in prange(nchunks):
         r0 = k * B // nchunks
         r1 = (k + 1) * B // nchunks
         R = r1 - r0
         zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
+        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
         dX = np.empty((tb * R, H), dh_out.dtype)
         Hp = np.empty((tb * R, H), dh_out.dtype)
         Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
@@ -147,6 +152,6 @@ def rnn_backward_par(dh_out, dsT, W_hh, hs, x_in, W_ih, ids, dW_hh, dW_ih, db, d
                     rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dX[j + b - r0], db[k])
                     if scatter:
                         scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
-                np.dot(dX[j:j + R], W_hh, dh)  # (rows, H)
+                matmul_rec(dX[j:j + R], P, W_hh, False, dh, tmp)  # (rows, H)
             block_weight_grads(dX[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                                dx, t1 == T)
+                               P_ih, tmp, dx, t1 == T)
