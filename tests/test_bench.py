@@ -295,3 +295,31 @@ def test_split_generation_equals_serial(cell_id, gates, dtype):
                             uniforms, temperature, top_k, top_p, 4, stop, b, nt)
         assert na == nb and a.tolist() == b.tolist()
         np.testing.assert_array_equal(sa, sb)  # the carried state too: chained calls stay identical
+
+
+# 6. the fused optimiser passes equal the NumPy ones
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_adam_and_norm_equal_numpy(dtype):
+    from charlm import optim
+
+    n = optim._FUSED_MIN + 7  # large enough for the fused path
+    rng = np.random.default_rng(12)
+    p0 = rng.standard_normal(n).astype(dtype)
+    fused, ref = optim.Adam(n, dtype), optim.Adam(n, dtype)
+    ref._tmp = np.empty(n, dtype)
+    pa, pb = p0.copy(), p0.copy()
+    for t in range(5):
+        g = rng.standard_normal(n).astype(dtype)
+        fused.step(pa, g.copy(), 1e-2)
+        ref.t += 1
+        ref._update_numpy(pb, g.copy(), 1e-2)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(pa, pb, rtol=tol, atol=tol)
+    for key in ("m", "v"):
+        np.testing.assert_allclose(fused.state[key], ref.state[key], rtol=tol, atol=tol)
+    g = rng.standard_normal(n).astype(dtype)
+    assert optim._sum_squares(g) == pytest.approx(float(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)
+    before = float(np.sqrt(np.sum(g.astype(np.float64) ** 2)))
+    assert optim.clip_grad_norm(g, 1.0) == pytest.approx(before, rel=1e-12)
+    assert float(np.linalg.norm(g.astype(np.float64))) == pytest.approx(1.0, rel=1e-5)
