@@ -13,7 +13,9 @@ What is measured, as torch_baseline.py does it:
   ``warmup`` ones; a full step is forward, backward, global-norm clipping (5.0) and Adam, on B
   streams of random tokens with the state carried from step to step;
 - sampling: batch 1, temperature 1, ``sample_chars`` characters per run (median of
-  ``sample_reps`` runs after a warm-up run), through the same kernel call ``charlm sample`` uses;
+  ``sample_reps`` runs after a warm-up run), through the same kernel call ``charlm sample`` uses
+  after a sample's first NUMPY_TOKENS tokens (those come from the NumPy loop of generate_numpy.py,
+  reported as ``sample.numpy_loop_chars_per_s``);
 - FLOPs per character: forward 2*G*H*(I+H) per layer (I = the layer's input width) + 2*H*V for
   the decoder, training = 3x forward. The first layer's input width is ``embed``, which defaults to
   V: the same count as PyTorch's one-hot input. (charlm never does that GEMM: layer 0's input
@@ -216,7 +218,28 @@ def _sample(cfg, model, fwd) -> dict:
     return {"chars_per_s": med, "chars_per_s_runs": [round(r, 1) for r in runs],
             "chars_per_run": cfg.sample_chars, "temperature": cfg.temperature, "first_run_s": first_s,
             "gflops_achieved": round(med * fwd / 1e9, 3), "bound_chars_per_s": round(bound, 1),
-            "fraction_of_bound": round(med / bound, 3)}
+            "fraction_of_bound": round(med / bound, 3),
+            "numpy_loop_chars_per_s": round(_numpy_loop_rate(cfg, sampler, tok), 1)}
+
+
+def _numpy_loop_rate(cfg, sampler, tok) -> float:
+    """Characters/s of the NumPy loop that serves the first NUMPY_TOKENS tokens of every sample
+    (generate_numpy.py): one run of that many tokens after a short warm-up."""
+    import numpy as np
+
+    from . import generate_numpy
+
+    c = sampler.model.config
+    n = generate_numpy.NUMPY_TOKENS
+    uniforms = np.random.default_rng(cfg.seed).random(n)
+    out = np.empty(n, np.int64)
+    state = np.zeros((c.layers, c.states, c.hidden), sampler.model.dtype)
+    generate_numpy.generate(*sampler._weights(), state, tok.eos_id, uniforms[:8], cfg.temperature, 0, 1.0,
+                            tok.eos_id, False, out[:8])
+    t0 = time.perf_counter()
+    generate_numpy.generate(*sampler._weights(), state, tok.eos_id, uniforms, cfg.temperature, 0, 1.0,
+                            tok.eos_id, False, out)
+    return n / (time.perf_counter() - t0)
 
 
 def sample_bound(cell, layers, hidden, vocab, in_dim, steps=2000, reps=5) -> float:

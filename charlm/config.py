@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn", "jordan")
+CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # how the generation loops name a cell
 LEVELS = ("char", "word")
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")

@@ -65,11 +65,8 @@ class Model:
     """Parameters, forward and backward over a chunk of T steps. Never prints, never reads files."""
 
     def __init__(self, config: ModelConfig, dtype=np.float32):
-        from . import kernels  # Numba is loaded only when a model is actually built
-
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
-        self.cell = kernels.get_cell(config.cell)
         self.shapes = parameter_shapes(config)
         self.size = sum(math.prod(s) for _, s in self.shapes)
         self.flat = np.zeros(self.size, dtype=self.dtype)
@@ -79,6 +76,14 @@ class Model:
         if config.tie_weights:  # one array under two names, as PyTorch's tied modules do
             self.params["decoder.weight"] = self.params["encoder.weight"]
             self.grads["decoder.weight"] = self.grads["encoder.weight"]
+
+    @property
+    def cell(self):
+        """The serial kernels of this model's cell (kernels.Cell). Numba is imported here and by
+        forward/backward, not when a model is built: sampling a short text never needs it."""
+        from . import kernels
+
+        return kernels.get_cell(self.config.cell)
 
     # -- parameters -------------------------------------------------------------------------
 

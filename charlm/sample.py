@@ -1,10 +1,12 @@
 """Text generation: condition on a prime, then sample token by token until <eos>.
 
-The whole per-token loop (GEMV per layer, cell update, softmax with temperature, top-k/top-p,
+The per-token loop (GEMV per layer, cell update, softmax with temperature, top-k/top-p,
 inverse-CDF draw, stop at <eos>) runs inside one @njit call (kernels/generate.py); Python only
 hands it a chunk of pre-drawn uniforms and decodes what comes back, so text streams to the
-terminal with no per-character Python overhead. Random numbers come from an explicit
-``np.random.Generator``: the same seed gives the same text.
+terminal with no per-character Python overhead. The first ``NUMPY_TOKENS`` tokens of every sample
+come from the same loop written in NumPy (generate_numpy.py says why: a short sample then never
+waits for Numba to load). Random numbers come from an explicit ``np.random.Generator``: the same
+seed gives the same text.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class Sampler:
     """Generates text from a trained model and its tokenizer."""
 
     def __init__(self, model, tokenizer, start_state=None):
-        from .kernels import CELL_IDS
+        from .config import CELL_IDS
 
         self.model, self.tokenizer = model, tokenizer
         c, p = model.config, model.params
@@ -84,8 +86,6 @@ class Sampler:
 
     def _prime_state(self, prime_ids: np.ndarray):
         """State after reading <eos> + prime[:-1], and the token to feed next."""
-        from .kernels import advance
-
         c = self.model.config
         state = self.start_state.copy()
         eos = self.tokenizer.eos_id
@@ -93,8 +93,20 @@ class Sampler:
             return state, eos
         context = np.concatenate([[eos], prime_ids[:-1]]).astype(np.int64)
         logits = np.empty(c.vocab_size, dtype=self.model.dtype)
-        advance(*self._weights(), state, context, logits)
+        self._loop(context.size).advance(*self._weights(), state, context, logits)
         return state, int(prime_ids[-1])
+
+    def _loop(self, tokens_before: int):
+        """The module whose ``generate``/``advance`` to use when ``tokens_before`` tokens of this
+        sample (or prime) come before the call: the NumPy loop while that is under NUMPY_TOKENS
+        (never for Jordan networks), else the compiled one."""
+        from . import generate_numpy
+
+        if tokens_before < generate_numpy.NUMPY_TOKENS and self.model.config.cell != "jordan":
+            return generate_numpy
+        from . import kernels
+
+        return kernels
 
     def stream(self, prime: str = "", options: SampleOptions = SampleOptions()) -> Iterator[str]:
         """Yield the prime, then generated text piece by piece; ends at <eos> or max_length.
@@ -102,7 +114,7 @@ class Sampler:
         The closing <eos> is not yielded. Unknown characters in the prime raise VocabError
         naming them.
         """
-        from .kernels import generate
+        from .generate_numpy import NUMPY_TOKENS
 
         options = options.validate()
         tok = self.tokenizer
@@ -112,13 +124,15 @@ class Sampler:
         if prime:
             yield prime
         word_level, first = tok.level == "word", not prime
-        remaining = options.max_length
+        remaining, done = options.max_length, 0
         out = np.empty(STREAM_CHUNK, dtype=np.int64)
         while remaining > 0:
             n_req = min(STREAM_CHUNK, remaining)
-            uniforms = rng.random(n_req)
-            n = generate(*self._weights(), state, token, uniforms, float(options.temperature),
-                         int(options.top_k), float(options.top_p), tok.eos_id, True, out[:n_req])
+            if done < NUMPY_TOKENS:  # a chunk never straddles the switch to the compiled loop
+                n_req = min(n_req, NUMPY_TOKENS - done)
+            uniforms = rng.random(n_req)  # the same stream however it is chunked
+            n = self._loop(done).generate(*self._weights(), state, token, uniforms, float(options.temperature),
+                                          int(options.top_k), float(options.top_p), tok.eos_id, True, out[:n_req])
             ids = out[:n]
             ended = n > 0 and ids[-1] == tok.eos_id
             body = ids[:-1] if ended else ids
@@ -132,6 +146,7 @@ class Sampler:
                 return
             token = int(ids[-1])
             remaining -= n
+            done += n
 
 
 def generate_text(checkpoint, prime: str = "", **options) -> str:

@@ -84,6 +84,20 @@ def test_help_does_not_import_numba():
     assert out.strip().endswith("HEAVY []"), out
 
 
+def test_short_sample_does_not_import_numba(trained):
+    """The first NUMPY_TOKENS tokens of a sample come from the NumPy loop (generate_numpy.py), so a
+    short `charlm sample` starts without loading Numba; a prime longer than that uses the kernel."""
+    code = ("import sys\nfrom charlm.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print('NUMBA', 'numba' in sys.modules, file=sys.stderr)\n")
+    long_prime = TEXT[:300] * (1 + 300 // len(TEXT[:300]))
+    for args, loaded in ((["-n", "200"], False), (["-n", "5", "--prime", long_prime], True)):
+        run = subprocess.run([sys.executable, "-c", code, "sample", str(trained), *args, "--seed", "3"],
+                             capture_output=True, text=True, check=True)
+        assert run.stderr.strip().endswith(f"NUMBA {loaded}"), run.stderr
+        assert run.stdout
+
+
 def test_version_and_python_dash_m():
     result = invoke("--version")
     assert result.exit_code == 0 and "charlm" in result.output

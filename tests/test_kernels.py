@@ -3,12 +3,14 @@
 Sizes are tiny on purpose (Numba compilation dominates). Where float32 matters the hidden size is 37
 so that both the vectorised body and the scalar remainder of the pointwise loops run.
 """
+import functools
 import math
 
 import numpy as np
 import pytest
 from numba import njit
 
+from charlm import generate_numpy
 from charlm.kernels import CELL_IDS, CELLS, advance, cross_entropy_grad, cross_entropy_rows, \
     generate, get_cell
 from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, \
@@ -296,16 +298,25 @@ def reference_generate(cell, raw, m, state, token, uniforms, temperature, top_k,
 
 
 def run_generate(cell, m, state, token, uniforms, temperature=1.0, top_k=0, top_p=1.0, eos_id=0,
-                 stop_at_eos=False):
+                 stop_at_eos=False, loop=generate):
     out = np.full(len(uniforms), -1, np.int64)
-    n = generate(CELL_IDS[cell], m["table0"], m["W_ih"], m["b_ih"], m["W_hh"], m["b_hh"],
-                 m["W_dec"], m["b_dec"], state, token, uniforms, temperature, top_k, top_p,
-                 eos_id, stop_at_eos, out)
+    n = loop(CELL_IDS[cell], m["table0"], m["W_ih"], m["b_ih"], m["W_hh"], m["b_hh"],
+             m["W_dec"], m["b_dec"], state, token, uniforms, temperature, top_k, top_p,
+             eos_id, stop_at_eos, out)
     return out[:n]
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_generate_matches_reference(cell):
+# Both generation loops: the compiled one and the NumPy one that serves the start of each sample.
+LOOPS = [(cell, "kernel") for cell in CELL_NAMES] + [(cell, "numpy") for cell in CELL_NAMES if cell != "jordan"]
+
+
+def loops(name):
+    return (generate, advance) if name == "kernel" else (generate_numpy.generate, generate_numpy.advance)
+
+
+@pytest.mark.parametrize("cell, loop", LOOPS)
+def test_generate_matches_reference(cell, loop):
+    run_generate = functools.partial(globals()["run_generate"], loop=loops(loop)[0])
     rng = np.random.default_rng(8)
     m, state0, raw = make_model(cell, rng)
     uniforms = rng.random(20)
@@ -328,8 +339,9 @@ def test_generate_matches_reference(cell):
     assert greedy32.tolist() == greedy.tolist()
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_generate_eos_and_carried_state(cell):
+@pytest.mark.parametrize("cell, loop", LOOPS)
+def test_generate_eos_and_carried_state(cell, loop):
+    run_generate = functools.partial(globals()["run_generate"], loop=loops(loop)[0])
     rng = np.random.default_rng(9)
     m, state0, raw = make_model(cell, rng)
     uniforms = rng.random(16)
@@ -348,8 +360,9 @@ def test_generate_eos_and_carried_state(cell):
     assert run_generate(cell, m, state0.copy(), 0, uniforms, eos_id=int(full[j])).tolist() == full.tolist()
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_advance_conditions_on_prime(cell):
+@pytest.mark.parametrize("cell, loop", LOOPS)
+def test_advance_conditions_on_prime(cell, loop):
+    advance = loops(loop)[1]  # noqa: F811
     rng = np.random.default_rng(10)
     m, state0, raw = make_model(cell, rng)
     prime = np.array([0, 3, 5, 1, 6], np.int32)
@@ -362,6 +375,22 @@ def test_advance_conditions_on_prime(cell):
         ref_state, ref_logits = reference_step(cell, raw, m, ref_state, token)
     np.testing.assert_allclose(state, ref_state, rtol=0, atol=1e-12)
     np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_numpy_loop_agrees_with_the_kernel_in_float32(cell):
+    """Sampler switches from the NumPy loop to the kernel after NUMPY_TOKENS tokens: on a float32
+    model with a realistic vocabulary the two give the same ids and nearly the same state."""
+    rng = np.random.default_rng(11)
+    m, state0, _ = make_model(cell, rng, L=2, V=65, E=16, H=48)
+    m = {k: (v * 0.3).astype(np.float32) for k, v in m.items()}
+    uniforms = rng.random(300)
+    for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.7, 10, 1.0), (1.2, 0, 0.9)]:
+        s_kernel, s_numpy = state0.astype(np.float32), state0.astype(np.float32)
+        a = run_generate(cell, m, s_kernel, 0, uniforms, temperature, top_k, top_p)
+        b = run_generate(cell, m, s_numpy, 0, uniforms, temperature, top_k, top_p, loop=generate_numpy.generate)
+        assert a.tolist() == b.tolist()
+        np.testing.assert_allclose(s_numpy, s_kernel, rtol=0, atol=2e-5)
 
 
 # 7. the fast float32 activations and the exact float64 ones

@@ -29,14 +29,14 @@ from ..runtime import prefer_workqueue
 
 prefer_workqueue()  # before any parallel kernel runs (see charlm.runtime)
 
-from .generate import GRU, JORDAN_ID, LSTM, RNN, advance, generate
+from ..config import CELL_IDS
+from .generate import advance, generate
 from .gru import gru_backward, gru_forward
 from .jordan import jordan_backward, jordan_forward, jordan_weight_grads
 from .loss import cross_entropy_grad, cross_entropy_rows
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 
-CELL_IDS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "jordan": JORDAN_ID}
 
 
 class Cell(NamedTuple):

@@ -8,7 +8,7 @@ models whose weights outgrow one core's cache on two threads instead (generate_s
 Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
 
 Shared arguments (all float arrays one dtype, C-contiguous):
-    cell_id  0 = lstm, 1 = gru, 2 = rnn, 3 = jordan (CELL_IDS in charlm.kernels)
+    cell_id  0 = lstm, 1 = gru, 2 = rnn, 3 = jordan (charlm.config.CELL_IDS)
     table0   (V, G*H)      encoder.weight @ W_ih_l0^T + b_ih_l0
     W_ih     (L-1, G*H, H) and b_ih (L-1, G*H): layers 1..L-1 (leading dim 0 when L = 1)
     W_hh     (L, G*H, H)   and b_hh (L, G*H)
@@ -24,12 +24,14 @@ this way produce exactly what one longer call produces with the same uniforms.
 import numpy as np
 from numba import njit
 
+from ..config import CELL_IDS
+
 from .gru import gru_step
 from .jordan import jordan_feed
 from .lstm import lstm_step
 from .rnn import rnn_step
 
-LSTM, GRU, RNN, JORDAN_ID = 0, 1, 2, 3
+LSTM, GRU, RNN, JORDAN_ID = (CELL_IDS[name] for name in ("lstm", "gru", "rnn", "jordan"))
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})

@@ -24,11 +24,11 @@ Dimensions: T steps, B batch, H hidden.
 import numpy as np
 from numba import njit, prange
 
-from .activations import sigmoid_act, tanh_act
+from .activations import STEP_MATH, sigmoid_act, tanh_act
 from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
     """One row of one step. xp, bx (an input bias not yet in xp, b_ih or zeros), hW (= W_hh @ h_prev,
     no bias), bias (b_hh), gates: (3H,); h_prev, h_next, hn: (H,). Writes h_next, the
@@ -75,7 +75,7 @@ def gru_forward(xp, W_hh, b_hh, s0):
     return hs, sT, gates, hn
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db, dbx):
     """One row of one backward step. The gradient wrt h_t is dh_out + dh_gemm + dh_skip, where
     dh_gemm = da_{t+1} @ W_hh and dh_skip = dh_{t+1} * z_{t+1} (the direct path); summing here

@@ -21,11 +21,11 @@ backward (cheaper than storing it). Dimensions: T steps, B batch, H hidden.
 import numpy as np
 from numba import njit, prange
 
-from .activations import sigmoid_act, tanh_act
+from .activations import STEP_MATH, sigmoid_act, tanh_act
 from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def lstm_step(xp, hW, bias, c_prev, h_next, c_next, gates):
     """One row of one step. xp, hW (= W_hh @ h_prev, no bias), bias, gates: (4H,); c_prev,
     h_next, c_next: (H,). Writes h_next, c_next and the post-activation gates i, f, g, o.
@@ -73,7 +73,7 @@ def lstm_forward(xp, W_hh, b_hh, s0):
     return hs, sT, gates, cs
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def lstm_step_backward(dh_out, dh, dc, gates, c, c_prev, da, db):
     """One row of one backward step. dh_out, dh (from step t+1): (H,); dc: (H,) gradient wrt c_t
     on entry, overwritten with the gradient wrt c_{t-1}; gates (4H,); c = c_t, c_prev: (H,);

@@ -15,11 +15,11 @@ Nothing is cached beyond hs. Dimensions: T steps, B batch, H hidden.
 import numpy as np
 from numba import njit, prange
 
-from .activations import tanh_act
+from .activations import STEP_MATH, tanh_act
 from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def rnn_step(xp, hW, bias, h_next):
     """One row of one step; all (H,). hW = W_hh @ h_prev without bias. Shared with generate."""
     for j in range(h_next.shape[0]):
@@ -48,7 +48,7 @@ def rnn_forward(xp, W_hh, b_hh, s0):
     return hs, sT
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def rnn_step_backward(dh_out, dh, h, da, db):
     """One row of one backward step; all (H,). da = (dh_out + dh) * (1 - h^2); db += da."""
     one = h.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
