@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import EOS_MODES
 from .errors import ConfigError, CorpusError
-from .tokenizer import Tokenizer, check_fit_args
+from .tokenizer import Tokenizer, check_fit_args, count_tokens
 
 LARGE_BYTES = 64 << 20    # bigger inputs are encoded chunk by chunk into memory-mapped files
 CHUNK_BYTES = 8 << 20     # bytes read, decoded, split and encoded at a time
@@ -317,8 +317,10 @@ def build_corpus(paths, *, level="char", eos="auto", val_fraction=0.1, val_file=
     try:
         if workdir:
             os.makedirs(workdir, exist_ok=True)
-        tok = tokenizer or Tokenizer.fit((_segment_text(s, level) for s, _ in source()),
-                                         level, split=split)  # provisional: every token
+        counts, tok = None, tokenizer
+        if tokenizer is None:  # provisional: every token
+            counts = count_tokens((_segment_text(s, level) for s, _ in source()), level, split)
+            tok = Tokenizer.from_counts(counts, level, split=split)
         stream = _encode_stream(tok, source(), _Sink(tok.id_dtype, workdir, "stream"))
         train, val = stream, stream[:0]
         if val_file is None and val_fraction > 0:
@@ -326,13 +328,15 @@ def build_corpus(paths, *, level="char", eos="auto", val_fraction=0.1, val_file=
             train, val = stream[:train_end], stream[val_start:]
         lut = None
         if tokenizer is None:
-            tokenizer, lut = _refit(tok, train, split, max_vocab, min_count)
+            tokenizer, lut = _refit(tok, counts, train, val, split, max_vocab, min_count)
         dtype = tokenizer.id_dtype
-        train = _copy(train, lut, _Sink(dtype, workdir, "train"))
+        # nothing to remap and no files wanted: train and val are read-only views of the stream
+        as_is = workdir is None and lut is None and dtype == stream.dtype
+        train = train if as_is else _copy(train, lut, _Sink(dtype, workdir, "train"))
         if val_file is not None:
             val_segs = _segments(val_file, mode, errors, level)
             val = _encode_stream(tokenizer, val_segs, _Sink(dtype, workdir, "val"))
-        else:
+        elif not as_is:
             val = _copy(val, lut, _Sink(dtype, workdir, "val"))
         return Corpus(tokenizer, train, val, mode, paths, val_file)
     finally:
@@ -382,11 +386,20 @@ def _split_point(stream, val_fraction, paths) -> tuple[int, int]:
     return n - val_len, n - val_len
 
 
-def _refit(prov: Tokenizer, train, split, max_vocab, min_count):
-    """Vocabulary of the training part, and the lookup table provisional id -> final id."""
+def _refit(prov: Tokenizer, total, train, val, split, max_vocab, min_count):
+    """Vocabulary of the training part, and the lookup table provisional id -> final id (None
+    when that is the identity). ``total`` holds the provisional fit's counts over the whole stream.
+    At char level every token of the stream is one code point of the counted text, so the
+    training part's counts are those minus the validation part's (a tenth of the scan)."""
     counts = np.zeros(len(prov), np.int64)
-    for block in _blocks(train):
-        counts += np.bincount(block, minlength=len(prov))
+    if prov.level == "char":
+        counts[2:] = [total[t] for t in prov.tokens[2:]]
+        for block in _blocks(val):
+            counts -= np.bincount(block, minlength=len(prov))
+    else:  # word level: the split of " <eos> "-joined text need not match the counted one
+        for block in _blocks(train):
+            counts += np.bincount(block, minlength=len(prov))
+    counts[:2] = 0
     final = Tokenizer.from_counts(
         {prov.tokens[j]: int(counts[j]) for j in np.flatnonzero(counts) if j >= 2},
         prov.level, split=split, max_vocab=max_vocab, min_count=min_count)
@@ -395,6 +408,8 @@ def _refit(prov: Tokenizer, train, split, max_vocab, min_count):
                           f"times, so the vocabulary would hold only <eos> and <unk>; lower min_count")
     index = {t: i for i, t in enumerate(final.tokens)}
     lut = np.array([index.get(t, final.unk_id) for t in prov.tokens], dtype=final.id_dtype)
+    if len(lut) == len(final) and np.array_equal(lut, np.arange(len(lut))):
+        lut = None
     return final, lut
 
 

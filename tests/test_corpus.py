@@ -151,6 +151,18 @@ def test_vocabulary_is_fitted_on_the_training_part_only(tmp_path):
     assert again.tokenizer is c.tokenizer and again.stats()["train_unknown"] == 1
 
 
+def test_min_count_and_max_vocab_count_the_training_part_only(tmp_path):
+    # q: 3 times in training, 6 in validation (9 in all); x: 5 times in training
+    text = "aaq\n" * 3 + "abx\n" * 5 + "aab\n" * 80 + "qqa\n" * 3 + "aab\n" * 7
+    c = build_corpus(write(tmp_path, text), val_fraction=0.1, min_count=4)
+    assert "q" not in c.tokenizer.tokens and "x" in c.tokenizer.tokens
+    assert c.tokenizer.decode(c.val).count("<unk>") == 6
+    top = build_corpus(write(tmp_path, text), val_fraction=0.1, max_vocab=4)  # <eos> <unk> a b
+    assert top.tokenizer.tokens[2:] == ["a", "b"]
+    for part in (c.train, c.val, top.train, top.val):
+        assert not part.flags.writeable
+
+
 def test_val_file_and_several_documents(tmp_path):
     a, b = write(tmp_path, "one\ntwo", "a.txt"), write(tmp_path, "three\n", "b.txt")
     v = write(tmp_path, "two\nfour\n", "v.txt")
