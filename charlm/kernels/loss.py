@@ -79,6 +79,27 @@ def _row_max(row):
 
 
 @njit(cache=True, error_model="numpy")
+def _row_nll(row, k, e, bits):
+    """-log softmax(row)[k] in float64; e (V,) float64 and bits (V,) int64 scratch, left holding
+    exp(row - max) and its exponents."""
+    m = _row_max(row)
+    _exp_nonpos(row, m, e, bits)
+    return m + np.log(_sum(e, row.shape[0])) - np.float64(row[k])
+
+
+@njit(cache=True, error_model="numpy")
+def _row_nll_grad(row, k, scale, e, bits):
+    """_row_nll, then row overwritten with scale * (softmax(row) - onehot(k))."""
+    nll = _row_nll(row, k, e, bits)
+    V = row.shape[0]
+    inv = scale / _sum(e, V)
+    for v in range(V):
+        row[v] = e[v] * inv
+    row[k] -= scale
+    return nll
+
+
+@njit(cache=True, error_model="numpy")
 def cross_entropy_grad(logits, targets, scale):
     """
     logits:  (N, V) float32/float64, OVERWRITTEN with scale * (softmax(logits) - onehot(targets))
@@ -94,15 +115,7 @@ def cross_entropy_grad(logits, targets, scale):
         k = targets[n]
         if k < 0 or k >= V:
             raise IndexError("cross_entropy_grad: target id out of range [0, V)")
-        row = logits[n]
-        m = _row_max(row)
-        _exp_nonpos(row, m, e, bits)
-        s = _sum(e, V)
-        total += m + np.log(s) - np.float64(row[k])
-        inv = scale / s
-        for v in range(V):
-            row[v] = e[v] * inv
-        row[k] -= scale
+        total += _row_nll_grad(logits[n], k, scale, e, bits)
     return total
 
 
@@ -120,10 +133,7 @@ def cross_entropy_rows(logits, targets, nll_out):
         k = targets[n]
         if k < 0 or k >= V:
             raise IndexError("cross_entropy_rows: target id out of range [0, V)")
-        row = logits[n]
-        m = _row_max(row)
-        _exp_nonpos(row, m, e, bits)
-        nll_out[n] = m + np.log(_sum(e, V)) - np.float64(row[k])
+        nll_out[n] = _row_nll(logits[n], k, e, bits)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -148,14 +158,7 @@ def cross_entropy_grad_par(logits, targets, scale, db, nchunks):
                 bad[k] = 1
                 continue
             row = logits[n]
-            m = _row_max(row)
-            _exp_nonpos(row, m, e, bits)
-            s = _sum(e, V)
-            total += m + np.log(s) - np.float64(row[kk])
-            inv = scale / s
-            for v in range(V):
-                row[v] = e[v] * inv
-            row[kk] -= scale
+            total += _row_nll_grad(row, kk, scale, e, bits)
             for v in range(V):
                 dbk[k, v] += row[v]
         totals[k] = total
@@ -187,9 +190,6 @@ def cross_entropy_rows_par(logits, targets, nll_out, nchunks):
             if kk < 0 or kk >= V:
                 bad[k] = 1
                 continue
-            row = logits[n]
-            m = _row_max(row)
-            _exp_nonpos(row, m, e, bits)
-            nll_out[n] = m + np.log(_sum(e, V)) - np.float64(row[kk])
+            nll_out[n] = _row_nll(logits[n], kk, e, bits)
     if bad.sum() > 0:
         raise IndexError("cross_entropy_rows_par: target id out of range [0, V)")
