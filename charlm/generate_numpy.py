@@ -85,7 +85,8 @@ def sample_id(logits, u, temperature, top_k, top_p) -> int:
     v = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
     if v < V:
         return v
-    return int(np.flatnonzero(p > 0.0)[-1])  # rounding with u within an ulp of 1, as the kernel
+    left = np.flatnonzero(p > 0.0)  # u within an ulp of 1 (or NaN logits): the kernel's fallback
+    return int(left[-1]) if left.size else 0
 
 
 def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,

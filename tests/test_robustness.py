@@ -1,4 +1,5 @@
 """Divergence, sampling edge cases, resume refusals and determinism (library level)."""
+import functools
 import math
 import warnings
 
@@ -198,16 +199,28 @@ def test_resume_refusals_for_changed_text_and_missing_checkpoints(trained, tmp_p
 # sampling never fails with an invalid distribution
 
 
-def _sample_counts(logits, temperature, n=2000, top_k=0, top_p=1.0):
+def _sample_counts(logits, temperature, n=2000, top_k=0, top_p=1.0, loop="kernel"):
+    """Frequencies of each id over n evenly spaced uniforms, by the kernel's sampling rule or by
+    the NumPy loop's copy of it (generate_numpy.sample_id)."""
+    from charlm.generate_numpy import sample_id
     from charlm.kernels.generate import _sample
 
     logits = np.asarray(logits)
     scratch = np.empty(len(logits), np.float64)
-    ids = [_sample(logits, (i + 0.5) / n, temperature, top_k, top_p, scratch) for i in range(n)]
+    if loop == "kernel":
+        ids = [_sample(logits, (i + 0.5) / n, temperature, top_k, top_p, scratch) for i in range(n)]
+    else:
+        ids = [sample_id(logits, (i + 0.5) / n, temperature, top_k, top_p) for i in range(n)]
     return np.bincount(ids, minlength=len(logits)) / n
 
 
-def test_sampling_kernel_handles_extreme_logits_and_temperatures():
+@pytest.fixture(params=["kernel", "numpy"])
+def sample_counts(request):
+    return functools.partial(_sample_counts, loop=request.param)
+
+
+def test_sampling_kernel_handles_extreme_logits_and_temperatures(sample_counts):
+    _sample_counts = sample_counts  # the same checks for both sampling loops
     big = np.array([800.0, 799.5, -1e4, 0.0], np.float32)   # naive exp() overflows float32 and float64
     want = np.exp(np.float64(big) - 800.0)
     want /= want.sum()
@@ -223,8 +236,16 @@ def test_sampling_kernel_handles_extreme_logits_and_temperatures():
     assert _sample_counts(flat, 1.0, top_p=1e-9)[3] == 1
 
 
-def test_sampling_kernel_with_an_infinite_logit_picks_it():
-    np.testing.assert_array_equal(_sample_counts(np.array([1.0, 2.0, np.inf], np.float32), 1.0), [0, 0, 1])
+def test_sampling_kernel_with_an_infinite_logit_picks_it(sample_counts):
+    np.testing.assert_array_equal(sample_counts(np.array([1.0, 2.0, np.inf], np.float32), 1.0), [0, 0, 1])
+
+
+def test_nan_logits_give_eos_in_both_loops():
+    from charlm.generate_numpy import sample_id
+    from charlm.kernels.generate import _sample
+
+    logits = np.array([np.nan, 1.0, np.nan], np.float32)
+    assert sample_id(logits, 0.5, 1.0, 0, 1.0) == _sample(logits, 0.5, 1.0, 0, 1.0, np.empty(3)) == 0
 
 
 @pytest.fixture(scope="module")
