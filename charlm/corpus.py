@@ -390,7 +390,8 @@ def _refit(prov: Tokenizer, total, train, val, split, max_vocab, min_count):
     """Vocabulary of the training part, and the lookup table provisional id -> final id (None
     when that is the identity). ``total`` holds the provisional fit's counts over the whole stream.
     At char level every token of the stream is one code point of the counted text, so the
-    training part's counts are those minus the validation part's (a tenth of the scan)."""
+    training part's counts are those minus the validation part's (scanning the usually much
+    shorter validation part instead of the training part)."""
     counts = np.zeros(len(prov), np.int64)
     if prov.level == "char":
         counts[2:] = [total[t] for t in prov.tokens[2:]]

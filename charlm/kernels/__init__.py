@@ -38,7 +38,6 @@ from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 
 
-
 class Cell(NamedTuple):
     name: str
     gates: int          # G: rows of W_hh per hidden unit

@@ -25,7 +25,6 @@ import numpy as np
 from numba import njit
 
 from ..config import CELL_IDS
-
 from .gru import gru_step
 from .jordan import jordan_feed
 from .lstm import lstm_step
