@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlm.errors import CharlmError, ConfigError, VocabError
-from charlm.tokenizer import EOS, UNK, Tokenizer
+from charlm.tokenizer import EOS, UNK, Tokenizer, byte_counts
 
 HARD = "naïve café, Ångström; 日本語の文; emoji 😀🎉 (astral); e\u0301 combining, \t tab\nnew line"
 
@@ -201,3 +201,19 @@ def test_char_max_vocab_and_min_count_keep_frequent_characters_in_code_point_ord
     tok = Tokenizer.fit(["zzzzyyyxxw"], max_vocab=4)
     assert tok.tokens == [EOS, UNK, "y", "z"]
     assert Tokenizer.fit(["zzzzyyyxxw"], min_count=2).tokens == [EOS, UNK, "x", "y", "z"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 1001])
+def test_byte_counts_equals_bincount(n):
+    b = np.random.default_rng(n).integers(0, 256, n).astype(np.uint8)
+    np.testing.assert_array_equal(byte_counts(b), np.bincount(b, minlength=256))
+
+
+def test_ascii_fast_path_equals_the_gather():
+    tok = Tokenizer.fit("hello world\tabc")           # uint8 ids: the bytes.translate path
+    text = "hello, world!\x00\x7f zebra"               # unknown ASCII characters become <unk>
+    ids = tok.encode(text)
+    expected = tok._table[np.frombuffer(text.encode("ascii"), np.uint8)]
+    np.testing.assert_array_equal(ids, expected)
+    ids[0] = 0  # the result is an ordinary writable array
+    assert tok.decode(tok.encode("hello world")) == "hello world"
