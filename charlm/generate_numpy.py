@@ -3,7 +3,7 @@
 Why a second loop: loading Numba and its cached kernels costs ~0.9 s per process (``import numba``,
 its typing registries, and the SciPy import it triggers), far more than a short sample takes. So
 ``Sampler`` produces the first ``NUMPY_TOKENS`` tokens of every sample (and conditions on primes up
-to that length) here, and only a longer sample loads the compiled loop, which is 2-5x faster per
+to that length) here, and only a longer sample loads the compiled loop, which is 2-8x faster per
 token once loaded. ``charlm sample`` of a few hundred characters from a small model therefore
 never imports Numba.
 
@@ -12,7 +12,7 @@ same text in the CLI, in a training run's samples and in a script. Same argument
 and the same sampling rule as ``kernels.generate.generate_serial``/``_sample``; only the float
 arithmetic differs (exact tanh here, the kernels' float32 approximation there, and BLAS summation
 order), by ~1e-7 relative, which changes a draw only when a uniform falls that close to a boundary
-of the cumulative distribution. tests/test_sample.py checks the two loops agree id for id.
+of the cumulative distribution. tests/test_kernels.py checks the two loops agree id for id.
 Jordan networks always use the compiled loop.
 """
 from __future__ import annotations
