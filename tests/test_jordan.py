@@ -1,5 +1,7 @@
 """The Jordan cell: kernel and model gradients against finite differences and PyTorch autograd,
 chunking, sampling, evaluation, checkpoints and training on a tiny corpus."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -12,19 +14,10 @@ from charlm.model import Model, parameter_shapes
 from charlm.sample import SampleOptions, Sampler
 from charlm.train import StepEvent, Trainer
 from gradcheck import assert_gradient_matches_finite_diff
+from test_model import batch
+from test_model import make_model as make_cell_model
 
-
-def make_model(layers=2, V=5, E=3, H=3, dropout=0.0, tie=False, dtype=np.float64, seed=0):
-    cfg = ModelConfig(cell="jordan", vocab_size=V, embed=E, hidden=H, layers=layers, dropout=dropout,
-                      tie_weights=tie)
-    model = Model(cfg, dtype=dtype).init_weights(np.random.default_rng(seed))
-    model.flat += 0.1 * np.random.default_rng(seed + 1).standard_normal(model.size)
-    return model
-
-
-def batch(V, T=4, B=2, seed=3):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+make_model = functools.partial(make_cell_model, "jordan")
 
 
 def test_parameter_names_and_shapes():
