@@ -358,10 +358,11 @@ def _pick_file(run_dir: Path) -> Path:
 # metrics log
 
 
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one JSON line; flushed and fsynced so that a crash loses at most this line."""
+def append_metrics(run_dir: Path, *records: dict) -> None:
+    """Append one JSON line per record in one write, flushed and fsynced (the training loop
+    buffers step records and calls this at checkpoints: a crash loses at most those lines)."""
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write("".join(json.dumps(r) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
 
