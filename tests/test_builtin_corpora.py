@@ -1,13 +1,18 @@
-"""Built-in corpora: the stdlib default, the known-entropy Markov source, names, the registry."""
+"""Built-in corpora: the stdlib default, the known-entropy Markov source, names, memory text, the registry."""
 
 import math
 import os
 import platform
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from charlm import builtin_corpora as bc
+from charlm import fsutil
+from charlm.builtin_corpora import markov
 from charlm.errors import CorpusError
 
 
@@ -81,9 +86,9 @@ def test_failed_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(bc.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(CorpusError, match="No space left"):
-        bc.atomic_write_text(path, "new")
+        bc.write_corpus(path, "new")
     assert os.listdir(tmp_path) == ["corpus.txt"] and path.read_text() == "old"
 
 
@@ -106,10 +111,10 @@ def test_default_corpus_path_uses_cache_env_and_is_built_once(tmp_path, monkeypa
 def test_cache_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("CHARLM_CACHE_DIR", raising=False)
     monkeypatch.setenv("CHARLM_HOME", str(tmp_path / "home"))
-    assert bc.resolve_cache_dir() == tmp_path / "home" / "cache"
+    assert fsutil.resolve_cache_dir() == tmp_path / "home" / "cache"
     monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path / "c"))
-    assert bc.resolve_cache_dir() == tmp_path / "c"
-    assert bc.resolve_cache_dir(tmp_path / "x") == tmp_path / "x"
+    assert fsutil.resolve_cache_dir() == tmp_path / "c"
+    assert fsutil.resolve_cache_dir(tmp_path / "x") == tmp_path / "x"
 
 
 # --- Markov ------------------------------------------------------------------------------------
@@ -118,7 +123,7 @@ def test_markov_source_is_a_proper_stationary_chain(source):
     A = len(source.alphabet)
     assert source.probs.shape == (A ** source.order, A)
     np.testing.assert_allclose(source.probs.sum(axis=1), 1.0, atol=1e-12)
-    succ = bc._successors(A ** source.order, A)
+    succ = markov._successors(A ** source.order, A)
     moved = np.bincount(succ.ravel(), weights=(source.stationary[:, None] * source.probs).ravel(),
                         minlength=A ** source.order)
     np.testing.assert_allclose(moved, source.stationary, atol=1e-12)
@@ -187,7 +192,7 @@ def test_markov_rejects_bad_parameters():
                                    [[1.0, 0.0], [0.0, 1.0]]])     # two closed classes
 def test_non_ergodic_chains_are_rejected(probs):
     with pytest.raises(CorpusError, match="ergodic"):
-        bc._check_ergodic(bc._successors(2, 2), np.array(probs), root=0)
+        markov._check_ergodic(markov._successors(2, 2), np.array(probs), root=0)
 
 
 # --- names and registry ------------------------------------------------------------------------
@@ -218,3 +223,39 @@ def test_registry_errors(tmp_path):
         bc.builtin_corpus_path("shakespeare", tmp_path)
     with pytest.raises(CorpusError, match="markov"):
         bc.builtin_corpus_path("markov", tmp_path, n_char=10)
+
+
+# --- memory text, floors, durability -----------------------------------------------------------
+
+def test_memory_corpus_is_the_memory_task_text(tmp_path):
+    from charlm.builtin_corpora.memory_task import memory_text
+
+    path = bc.builtin_corpus_path("memory", tmp_path, n_lines=50, distances=[3, 7])
+    assert path.read_text(encoding="utf-8") == memory_text(50, (3, 7))
+    assert {len(line) - 1 for line in path.read_text(encoding="utf-8").splitlines()} == {3, 7}
+    with pytest.raises(CorpusError, match="distance"):
+        bc.builtin_corpus_path("memory", tmp_path, n_lines=5, distances=(1,))
+    with pytest.raises(CorpusError, match="n_lines"):
+        memory_text(-1)
+
+
+def test_builtin_corpora_import_nothing_above_them():
+    """Corpora sit on the floor where text is made: importing them loads no reader, trainer or
+    inspector (they only need the errors and the filesystem helper)."""
+    code = ("import sys, charlm.builtin_corpora\n"
+            "print(sorted(m for m in sys.modules if m.startswith('charlm.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {m for m in eval(out) if not m.startswith("charlm.builtin_corpora")}
+    assert loaded == {"charlm.errors", "charlm.fsutil"}
+
+
+def test_write_corpus_fsyncs_file_and_directory(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def spy(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = bc.write_corpus(tmp_path / "new" / "c.txt", "text\n")
+    assert path.read_text(encoding="utf-8") == "text\n" and synced == ["file", "dir"]
