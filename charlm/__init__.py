@@ -17,7 +17,7 @@ _EXPORTS = {
     "ConfigError": "errors", "CheckpointError": "errors",
     "ModelConfig": "config", "TrainConfig": "config",
     "Tokenizer": "tokenizer",
-    "Corpus": "corpus", "build_corpus": "corpus", "read_text": "corpus", "StreamBatcher": "batches",
+    "Corpus": "corpus", "build_corpus": "corpus", "read_text": "text_files", "StreamBatcher": "batches",
     "Model": "model",
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "Trainer": "train", "StepEvent": "train", "EvalEvent": "train", "CheckpointEvent": "train",

@@ -1,7 +1,7 @@
 """Char and word vocabularies: the two specials, encode/decode, and the JSON form.
 
 Ids 0 and 1 are ``<eos>`` and ``<unk>`` at both levels. ``<eos>`` both starts and ends every
-sequence (makemore's convention, see corpus.py); ``<unk>`` stands for anything the vocabulary
+sequence (makemore's convention, see sequences.py); ``<unk>`` stands for anything the vocabulary
 does not know.
 
 - char level: the vocabulary is the specials, then the characters sorted by code point

@@ -3,10 +3,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charlm import corpus
+from charlm import corpus, text_files
 from charlm.batches import StreamBatcher, sequential_windows
-from charlm.corpus import (build_corpus, iter_text, read_text, resolve_eos, split_sequences,
-                           to_sequences_stream)
+from charlm.corpus import build_corpus
+from charlm.sequences import resolve_eos, split_sequences, to_sequences_stream
+from charlm.text_files import iter_text, read_text
 from charlm.errors import CheckpointError, ConfigError, CorpusError
 from charlm.tokenizer import Tokenizer
 
@@ -31,7 +32,7 @@ def test_invalid_utf8_names_path_and_byte_offset(tmp_path, monkeypatch):
     path = write(tmp_path, data)
     with pytest.raises(CorpusError, match=rf"c\.txt: invalid UTF-8 at byte offset {len(data) - 5} "):
         read_text(path)
-    monkeypatch.setattr(corpus, "CHUNK_BYTES", 5)  # the bad byte is in a later chunk
+    monkeypatch.setattr(text_files, "CHUNK_BYTES", 5)  # the bad byte is in a later chunk
     with pytest.raises(CorpusError, match=rf"byte offset {len(data) - 5} \(byte 0xff\)"):
         read_text(path)
     assert read_text(path, errors="replace") == "héllo wörld, " * 3 + "\ufffdtail"
@@ -64,7 +65,7 @@ def test_missing_directory_and_unreadable(tmp_path, monkeypatch):
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(corpus, "open", denied, raising=False)
+    monkeypatch.setattr(text_files, "open", denied, raising=False)
     with pytest.raises(CorpusError, match="cannot be read \\(Permission denied\\)"):
         read_text(path)
 
@@ -221,7 +222,7 @@ def test_chunked_large_path_equals_small_path(tmp_path, monkeypatch, eos, level)
         np.array_equal(np.concatenate([small.train, small.val]), reference)
     monkeypatch.setattr(corpus, "LARGE_BYTES", 0)
     for chunk in (1, 2, 3, 4, 7, 16):
-        monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(text_files, "CHUNK_BYTES", chunk)
         big = build_corpus(path, eos=eos, level=level, val_fraction=0.3)
         assert isinstance(big.train, np.memmap)
         assert big.tokenizer == small.tokenizer
@@ -235,7 +236,7 @@ def test_chunked_large_path_equals_small_path(tmp_path, monkeypatch, eos, level)
 def test_chunked_stream_equals_whole_text_stream(tmp_path, monkeypatch, text, chunk, eos, level):
     path = write(tmp_path, "x" + text + "y")
     monkeypatch.setattr(corpus, "LARGE_BYTES", 0)
-    monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(text_files, "CHUNK_BYTES", chunk)
     c = build_corpus(path, eos=eos, level=level, val_fraction=0)
     assert np.array_equal(c.train, to_sequences_stream(read_text(path), eos, c.tokenizer))
 
