@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .kernels.cells import CELL_IDS, get_cell  # noqa: F401  (CELL_IDS re-exported; the table is plain Python)
+from .kernels.cells import CELLS as _CELL_TABLE
 
-CELLS = ("lstm", "gru", "rnn", "jordan")
-CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # how the generation loops name a cell
+CELLS = tuple(_CELL_TABLE)   # the --cell choices, in the table's order
 LEVELS = ("char", "word")
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
@@ -32,14 +33,19 @@ class ModelConfig:
     tie_weights: bool = False   # share encoder.weight and decoder.weight (needs embed == hidden)
 
     @property
+    def row(self):
+        """This cell's row of the cell table (kernels/cells.py)."""
+        return get_cell(self.cell)
+
+    @property
     def gates(self) -> int:
         """G: rows of W_ih / W_hh per hidden unit (4 for LSTM, 3 for GRU, 1 for RNN and Jordan)."""
-        return {"lstm": 4, "gru": 3, "rnn": 1, "jordan": 1}[self.cell]
+        return self.row.gates
 
     @property
     def states(self) -> int:
         """S: state arrays carried per layer (h and c for LSTM, h otherwise)."""
-        return 2 if self.cell == "lstm" else 1
+        return self.row.states
 
     def validate(self) -> "ModelConfig":
         _choice("cell", self.cell, CELLS)
