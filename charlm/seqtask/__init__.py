@@ -1,0 +1,9 @@
+"""Sequence classification (one label per text) and tagging (one label per token) with
+(bi)directional recurrent encoders.
+
+Modules, one job each: ``bidir`` (the encoder over variable-length batches), ``model``
+(embedding, encoder, head), ``heads`` (pooling and losses), ``data`` (TSV, CoNLL and the
+restore-spaces task), ``batching`` (vocabularies, encoding, length buckets), ``metrics``,
+``store`` (checkpoints), ``train`` (the loop), ``predict`` (using a trained model). Importing
+this package is light; Numba loads with the first forward pass.
+"""

@@ -1,0 +1,98 @@
+"""Settings of sequence classifiers and taggers: the only place their defaults live.
+
+CLI options of ``charlm classify train`` / ``charlm tag train`` mirror these field names; a bad
+value becomes one ``ConfigError`` before any work starts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import _choice, _positive_int
+from ..errors import ConfigError
+
+TASKS = ("classify", "tag")
+POOLINGS = ("mean", "max", "final")
+SCHEDULES = ("cosine", "constant")
+
+
+def per_layer_cells() -> tuple[str, ...]:
+    """Cells whose kernels run one layer at a time (so both directions can reuse them)."""
+    from ..kernels.cells import CELLS
+
+    return tuple(name for name, cell in CELLS.items() if not cell.feeds_output)
+
+
+@dataclass(frozen=True)
+class SeqModelConfig:
+    task: str = "classify"      # classify (one label per sequence) | tag (one label per token)
+    cell: str = "lstm"          # recurrent cell of every layer and direction
+    level: str = "char"         # tokens are characters or words
+    split: str = ""             # word level: how text splits into words (whitespace | words)
+    vocab_size: int = 0         # V, from the training data
+    num_labels: int = 0         # C, from the training data
+    embed: int = 64             # E, embedding width
+    hidden: int = 128           # H, per direction
+    layers: int = 1             # L, stacked layers
+    bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
+    dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
+    pooling: str = "mean"       # classify: mean | max over valid steps, or final states
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def validate(self) -> "SeqModelConfig":
+        _choice("task", self.task, TASKS)
+        _choice("cell", self.cell, per_layer_cells())
+        _choice("level", self.level, ("char", "word"))
+        _choice("pooling", self.pooling, POOLINGS)
+        _positive_int("vocab_size", self.vocab_size, minimum=2)
+        _positive_int("num_labels", self.num_labels, minimum=1)
+        for name in ("embed", "hidden", "layers"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.bidirectional, bool):
+            raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class SeqTrainConfig:
+    batch_size: int = 64        # sequences per step (bucketed by length: little padding)
+    lr: float = 3e-3            # peak learning rate (Adam)
+    min_lr: float = 1e-4        # where the schedule ends
+    schedule: str = "cosine"    # cosine: decays from lr to min_lr over the budget | constant
+    warmup_steps: int = 50      # linear warm-up at the start
+    weight_decay: float = 0.0   # Adam's coupled L2
+    clip_norm: float = 5.0      # global gradient-norm clip (0 = off)
+    epochs: float = 0.0         # budgets: the first one reached stops training
+    steps: int = 0              # (none set: 10 epochs)
+    time_budget: float = 0.0    # wall-clock seconds
+    eval_every: int = 0         # steps between dev evaluations and checkpoints (0 = once per epoch)
+    max_length: int = 0         # tokens kept per training sequence (0 = all)
+    seed: int = 1234            # initialisation, dropout and data order
+    threads: int = 0            # BLAS threads (0 = all cores)
+    dtype: str = "float32"      # float32 for speed, float64 for checks
+
+    def validate(self) -> "SeqTrainConfig":
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("dtype", self.dtype, ("float32", "float64"))
+        for name in ("batch_size",):
+            _positive_int(name, getattr(self, name))
+        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
+            _positive_int(name, getattr(self, name), minimum=0)
+        for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        return self
+
+    @property
+    def default_epochs(self) -> float:
+        """The epoch budget in force: ``epochs``, or 10 when no budget is set at all."""
+        return self.epochs or (0.0 if (self.steps or self.time_budget) else 10.0)

@@ -1,0 +1,155 @@
+"""Sequence classifier and tagger: embedding -> L (bi)directional layers -> head.
+
+classify: pooling over valid steps -> dropout -> linear -> softmax over C labels (one per sequence)
+tag:      dropout -> linear on every valid step -> softmax over C tags (one per token)
+
+Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/RNN`` with
+``bidirectional`` as configured (``rnn.weight_ih_l0``, ``rnn.weight_ih_l0_reverse``, ...) and
+``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
+into another) so that the optimiser works on a single array, as for the language model.
+
+A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
+here (the encoder needs the sequences still running to be a prefix) and results come back in
+the caller's order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import heads
+from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
+from .config import SeqModelConfig
+
+
+def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    from ..kernels.cells import get_cell
+
+    c = config
+    F = c.directions * c.hidden
+    return ([("embedding.weight", (c.vocab_size, c.embed))]
+            + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
+            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
+
+
+class SeqModel:
+    """Parameters, forward and backward of one batch. Never prints, never reads files."""
+
+    def __init__(self, config: SeqModelConfig, dtype=np.float32):
+        self.config = config.validate()
+        self.dtype = np.dtype(dtype)
+        self.shapes = parameter_shapes(config)
+        self.size = sum(math.prod(s) for _, s in self.shapes)
+        self.flat = np.zeros(self.size, self.dtype)
+        self.grad_flat = np.zeros(self.size, self.dtype)
+        self.params, self.grads, offset = {}, {}, 0
+        for name, shape in self.shapes:
+            n = math.prod(shape)
+            self.params[name] = self.flat[offset:offset + n].reshape(shape)
+            self.grads[name] = self.grad_flat[offset:offset + n].reshape(shape)
+            offset += n
+
+    @property
+    def cell(self):
+        from ..kernels.cells import get_cell  # the kernels (and Numba) load on first use
+
+        return get_cell(self.config.cell)
+
+    def init_weights(self, rng: np.random.Generator) -> "SeqModel":
+        """PyTorch's defaults (U(±1/√H) in the recurrent layers, U(±1/√fan_in) in the head), an
+        embedding of N(0, 0.1²) rows, and the forget-gate bias at 1 where the cell has one
+        (Jozefowicz et al. 2015), so that early training remembers."""
+        c, p = self.config, self.params
+        bound = 1.0 / math.sqrt(c.hidden)
+        for name, shape in self.shapes:
+            if name.startswith("rnn."):
+                p[name][...] = rng.uniform(-bound, bound, shape)
+        forget = self.cell.forget_gate
+        if forget >= 0:
+            H = c.hidden
+            for name in p:
+                if name.startswith("rnn.bias_"):
+                    p[name][forget * H:(forget + 1) * H] = 0.5  # two biases: 1 in sum
+        p["embedding.weight"][...] = rng.normal(0.0, 0.1, p["embedding.weight"].shape)
+        head_bound = 1.0 / math.sqrt(c.directions * c.hidden)
+        p["head.weight"][...] = rng.uniform(-head_bound, head_bound, p["head.weight"].shape)
+        p["head.bias"][...] = 0.0
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: self.params[name] for name, _ in self.shapes}
+
+    def load_state_dict(self, tensors) -> None:
+        for name, _ in self.shapes:
+            self.params[name][...] = tensors[name]
+
+    # -- forward / backward ------------------------------------------------------------------
+
+    def forward(self, ids, lengths, *, rng=None):
+        """Logits in the caller's order: (B, C) for classify, (T, B, C) for tag (0 at padded
+        steps). ``rng`` turns on dropout (training). Returns (logits, cache for backward)."""
+        c, p = self.config, self.params
+        lengths = np.asarray(lengths, dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        lengths_s = lengths[order]
+        T = int(lengths_s[0])
+        ids_s = np.ascontiguousarray(np.asarray(ids)[:T, order])
+        spans = Spans.of(lengths_s)
+        x = p["embedding.weight"][ids_s]                                       # (T, B, E)
+        drop = c.dropout if rng is not None else 0.0
+        out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
+                                            dropout=drop, rng=rng)
+        if c.task == "classify":
+            feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
+        else:
+            feats, arg = out, None
+        mask = heads.dropout_mask(feats.shape, drop, rng, feats.dtype) if drop else None
+        h = feats * mask if mask is not None else feats
+        logits_s = h @ p["head.weight"].T + p["head.bias"]
+        if c.task == "tag":
+            logits_s = logits_s * spans.mask[:, :, None]
+        inverse = np.argsort(order, kind="stable")
+        logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
+        cache = (order, inverse, lengths_s, ids_s, spans, enc_cache, out.shape, arg, mask, h)
+        return logits, cache
+
+    def backward(self, dlogits, cache) -> None:
+        """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
+        in the caller's order (zero wherever the loss does not look)."""
+        c, p, g = self.config, self.params, self.grads
+        order, inverse, lengths_s, ids_s, spans, enc_cache, out_shape, arg, mask, h = cache
+        self.grad_flat[...] = 0
+        dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
+        F = out_shape[2]
+        g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, F)
+        g["head.bias"][...] = dl.reshape(-1, dl.shape[-1]).sum(axis=0)
+        dh = dl @ p["head.weight"]
+        if mask is not None:
+            dh *= mask
+        if c.task == "classify":
+            dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
+        else:
+            dout = dh
+        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions)
+        from ..kernels.embedding import scatter_add_rows
+
+        dx = np.ascontiguousarray(dx.reshape(-1, dx.shape[-1])[spans.mask.reshape(-1)])
+        scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
+
+    def loss(self, logits, labels, lengths):
+        """(mean loss, dL/dlogits). classify: labels (B,); tag: labels (T, B), padded steps ignored."""
+        if self.config.task == "classify":
+            return heads.cross_entropy(logits, np.asarray(labels))
+        T, B, C = logits.shape
+        valid = (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
+        labels = np.asarray(labels)[:T].reshape(-1)
+        loss, dlogits = heads.cross_entropy(logits.reshape(-1, C), np.where(valid, labels, 0),
+                                            valid.astype(np.float64))
+        return loss, dlogits.reshape(T, B, C)
+
+    def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
+        logits, cache = self.forward(ids, lengths, rng=rng)
+        loss, dlogits = self.loss(logits, labels, lengths)
+        self.backward(dlogits, cache)
+        return loss
