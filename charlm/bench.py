@@ -14,8 +14,8 @@ What is measured, as torch_baseline.py does it:
   streams of random tokens with the state carried from step to step;
 - sampling: batch 1, temperature 1, ``sample_chars`` characters per run (median of
   ``sample_reps`` runs after a warm-up run), through the same kernel call ``charlm sample`` uses
-  after a sample's first NUMPY_TOKENS tokens (those come from the NumPy loop of generate_numpy.py,
-  reported as ``sample.numpy_loop_chars_per_s``);
+  after a sample's first NUMPY_TOKENS tokens (those come from the NumPy loop of
+  kernels/generate_numpy.py, reported as ``sample.numpy_loop_chars_per_s``);
 - FLOPs per character: forward 2*G*H*(I+H) per layer (I = the layer's input width) + 2*H*V for
   the decoder, training = 3x forward. The first layer's input width is ``embed``, which defaults to
   V: the same count as PyTorch's one-hot input. (charlm never does that GEMM: layer 0's input
@@ -34,7 +34,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from .kernels.cells import get_cell
+
 PEAK_GFLOPS = 395.0  # practical float32 GEMM peak of the reference machine at 2 threads (DESIGN.md)
 
 
@@ -47,7 +48,7 @@ class BenchConfig:
     seq_len: int = 64           # T, truncated-BPTT length
     vocab: int = 65             # V
     embed: int = 0              # E; 0 = V, the first-layer input width of torch_baseline's one-hot
-    threads: int = 2            # charlm.runtime.set_threads
+    threads: int = 2            # Numba threads for the kernels (charlm.runtime.thread_limits)
     warmup: int = 3             # untimed training steps
     steps: int = 10             # timed training steps
     sample_chars: int = 2000    # characters per sampling run
@@ -83,7 +84,7 @@ TARGETS = {name: {"train": 1.2 if name == "c" else 2.0, "sample": 5.0, "peak_rss
 
 def flops_per_char(cell: str, layers: int, hidden: int, vocab: int, in_dim: int) -> int:
     """Forward matmul FLOPs per character, counted as torch_baseline.py counts them."""
-    g = GATES[cell]
+    g = get_cell(cell).gates
     fwd = sum(2 * g * hidden * ((in_dim if l == 0 else hidden) + hidden) for l in range(layers))
     return fwd + 2 * hidden * vocab
 
@@ -94,13 +95,21 @@ def peak_rss_mb() -> float:
 
 
 def measure(cfg: BenchConfig) -> dict:
-    """Benchmark ``cfg`` in this process (see the module docstring); one dict, JSON-ready."""
+    """Benchmark ``cfg`` in this process (see the module docstring); one dict, JSON-ready. The
+    thread limits hold for the measurement only (charlm.runtime.thread_limits)."""
+    from .runtime import thread_limits
+
+    with thread_limits(cfg.threads):
+        return _measure(cfg)
+
+
+def _measure(cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
     import numpy as np
 
-    from .runtime import blas_info, set_threads
+    from .runtime import blas_info, kernel_threads
 
-    threads = set_threads(cfg.threads)
+    threads = kernel_threads()  # applies the limits now: loads SciPy's BLAS and Numba
     import numba  # noqa: F401  (counted in import_s, as torch's import is in its process)
 
     import_s = time.perf_counter() - t0
@@ -186,12 +195,12 @@ def _sample(cfg, model, fwd) -> dict:
     (never stopping at <eos>: random weights would stop early)."""
     import numpy as np
 
-    from .kernels import generate
     from .sample import STREAM_CHUNK, Sampler
     from .tokenizer import Tokenizer
 
     tok = Tokenizer("char", ["<eos>", "<unk>"] + [chr(0x4E00 + i) for i in range(cfg.vocab - 2)])
     sampler = Sampler(model, tok)
+    generate = sampler.compiled_loop().generate
     rng = np.random.default_rng(cfg.seed)
     c = model.config
     out = np.empty(STREAM_CHUNK, np.int64)
@@ -204,8 +213,7 @@ def _sample(cfg, model, fwd) -> dict:
         t0 = time.perf_counter()
         while done < n:
             k = min(STREAM_CHUNK, n - done)
-            generate(*sampler._weights(), state, token, uniforms[done:done + k], cfg.temperature, 0, 1.0,
-                     tok.eos_id, False, out[:k])
+            generate(state, token, uniforms[done:done + k], cfg.temperature, 0, 1.0, tok.eos_id, False, out[:k])
             token = int(out[k - 1])
             done += k
         dt = time.perf_counter() - t0
@@ -224,10 +232,10 @@ def _sample(cfg, model, fwd) -> dict:
 
 def _numpy_loop_rate(cfg, sampler, tok) -> float:
     """Characters/s of the NumPy loop that serves the first NUMPY_TOKENS tokens of every sample
-    (generate_numpy.py): one run of that many tokens after a short warm-up."""
+    (kernels/generate_numpy.py): one run of that many tokens after a short warm-up."""
     import numpy as np
 
-    from . import generate_numpy
+    from .kernels import generate_numpy
 
     c = sampler.model.config
     n = generate_numpy.NUMPY_TOKENS
@@ -248,7 +256,7 @@ def sample_bound(cell, layers, hidden, vocab, in_dim, steps=2000, reps=5) -> flo
     bound ../shared/bench/sample_bound.py measures; same shapes, first-layer input width in_dim)."""
     import numpy as np
 
-    g = GATES[cell]
+    g = get_cell(cell).gates
     rng = np.random.default_rng(0)
     Ws = [rng.standard_normal((g * hidden, (in_dim if l == 0 else hidden) + hidden), dtype=np.float32)
           for l in range(layers)]

@@ -57,6 +57,7 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
     """Score the files ``paths`` with ``checkpoint`` (a loaded ``Checkpoint``)."""
     from .corpus import build_corpus
     from .errors import CorpusError
+    from .runtime import thread_limits
 
     train_cfg = checkpoint.metadata.get("train_config") or {}
     eos = checkpoint.metadata.get("eos") or train_cfg.get("eos", "auto")
@@ -66,7 +67,8 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
     if ids.size < 2:
         raise CorpusError("nothing to evaluate: the text has no tokens after tokenization")
     model = checkpoint.build_model()
-    nll = score_ids(model, np.asarray(ids))
+    with thread_limits():  # all cores for the kernels, one per BLAS call; undone on return
+        nll = score_ids(model, np.asarray(ids))
     loss = float(nll.mean())
     level = checkpoint.tokenizer.level
     return EvalResult(

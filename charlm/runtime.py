@@ -1,59 +1,124 @@
-"""Thread pools: one place that decides how many cores BLAS and Numba may use.
+"""Thread pools: how many cores BLAS and Numba may use, for the duration of one call.
 
 NumPy's OpenBLAS, SciPy's OpenBLAS (which Numba's ``np.dot`` calls inside @njit) and Numba's
 own pool are three separate thread pools. Left alone on 2 cores they oversubscribe. charlm's
 kernels parallelise by splitting the work (blocks of streams, blocks of rows: see
-kernels/parallel.py) across Numba's threads, each calling single-threaded BLAS, so
-``set_threads(n)`` gives Numba n threads and limits every BLAS pool to one thread: no BLAS call
-then forks, joins or leaves a worker spinning next to the kernels. The OPENBLAS_* environment
-variables are the user's business and are never touched here.
+kernels/parallel.py) across Numba's threads, each calling single-threaded BLAS, so while charlm
+trains, evaluates or samples, Numba gets n threads and every BLAS pool one: no BLAS call then
+forks, joins or leaves a worker spinning next to the kernels.
+
+Only while: ``with thread_limits(n):`` (which ``Trainer.events``, ``evaluate`` and
+``Sampler.stream`` wrap around their work) restores every pool's size on exit, so a notebook's
+NumPy products keep their threads after a Trainer has run. Importing charlm changes nothing
+process-wide. The limits are applied when a compiled kernel first asks for its thread count
+(``kernel_threads``) inside the block, so a short sample that never leaves the NumPy loop loads
+neither SciPy nor Numba. The OPENBLAS_* and NUMBA_* environment variables are the user's
+business and are never touched here.
 """
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
-_limiter = None
-_chunks = 0   # blocks the model splits its work into; 0 until set_threads is called
+from .errors import ConfigError
+
+# When > 0, the number of blocks the model splits each pass into, whatever the thread count.
+# Results are the same for any count (tests/test_bench.py pins it to check that); only speed differs.
+_chunks = 0
+_local = threading.local()  # .scopes: this thread's open thread_limits blocks, innermost last
 
 
-def set_threads(n: int = 0) -> int:
-    """Use ``n`` threads (0 = all cores) for charlm's kernels; BLAS pools run single-threaded
-    inside them. Returns the count used."""
-    global _limiter, _chunks
-    from threadpoolctl import threadpool_limits
-
-    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS so that threadpoolctl can see it)
-    from numba.np.linalg import ensure_blas
-
-    ensure_blas()  # and lets Numba's BLAS calls (np.dot, kernels/parallel.py) find it: before any kernel
-
-    n = n or os.cpu_count() or 1
-    _limiter = threadpool_limits(limits=1, user_api="blas")
-    import numba
-    from numba.core import config
-
-    prefer_workqueue()
-    n = min(n, config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
-    _chunks = n
-    return n
+@contextmanager
+def thread_limits(n: int | None = None):
+    """Within the block, charlm's kernels run on ``n`` Numba threads (0 = all cores; None = as
+    the enclosing block, else all cores) and every BLAS pool on one; on exit both are as they
+    were. Blocks nest (a training run's samples keep its thread count). Yields the block's scope."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ConfigError(f"threads must be an integer >= 0 (0 = all cores), got {n!r}")
+    scopes = _scopes()
+    scope = _Scope(scopes[-1].requested if n is None and scopes else n or 0)
+    scopes.append(scope)
+    try:
+        yield scope
+    finally:
+        scopes.remove(scope)
+        scope.restore()
 
 
 def kernel_threads() -> int:
-    """How many blocks the model splits each pass into: the ``set_threads`` count (called with
-    all cores on first use if nobody has called it)."""
-    return _chunks or set_threads(0)
+    """How many blocks the model splits each pass into: the innermost ``thread_limits`` count
+    (applying that block's limits now if this is its first kernel), else Numba's current count."""
+    scopes = _scopes()
+    n = scopes[-1].apply() if scopes else _numba_threads()
+    return _chunks or n
 
 
-def prefer_workqueue() -> None:
-    """Choose Numba's workqueue threading layer unless the user chose one or a parallel region
-    already ran. Under load it matters: an OpenMP team waits at every region's barrier for a
-    descheduled thread (measured here: a 0.1 ms pass took 16 ms), and OpenBLAS warns that it may
-    hang when called inside an OpenMP region. workqueue's idle threads sleep."""
+class _Scope:
+    """One ``thread_limits`` block: what it set, and how to put it back."""
+
+    def __init__(self, n: int):
+        self.requested = n
+        self.threads = 0        # Numba threads in use once applied; 0 until a kernel asked
+        self._undo = []         # restorers, run in reverse order on exit
+
+    def apply(self) -> int:
+        if self.threads:
+            return self.threads
+        from threadpoolctl import threadpool_limits
+
+        _load_blas()                    # so that SciPy's pool is limited too
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        self._undo.append(limiter.restore_original_limits)
+        import numba
+        from numba.core import config
+
+        previous = _numba_threads()
+        self._undo.append(lambda: numba.set_num_threads(previous))
+        n = min(self.requested or os.cpu_count() or 1, config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(n)
+        self.threads = n
+        return n
+
+    def restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        self.threads = 0
+
+
+def _scopes() -> list:
+    if not hasattr(_local, "scopes"):
+        _local.scopes = []
+    return _local.scopes
+
+
+def _numba_threads() -> int:
+    """Numba's thread count on this thread, starting its pool first if no parallel region has
+    run yet: on the workqueue layer unless the user chose one (NUMBA_THREADING_LAYER or
+    ``numba.config.THREADING_LAYER``). Under load it matters: an OpenMP team waits at every
+    region's barrier for a descheduled thread (measured here: a 0.1 ms pass took 16 ms), and
+    OpenBLAS warns that it may hang when called inside an OpenMP region; workqueue's idle threads
+    sleep. The choice is only passed to the launch: the config value is put back at once."""
+    _load_blas()
+    import numba
     from numba.core import config
 
-    if config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+    chosen = config.THREADING_LAYER
+    if chosen == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
         config.THREADING_LAYER = "workqueue"
+    try:
+        return numba.get_num_threads()  # starts the pool once per process, on that layer
+    finally:
+        config.THREADING_LAYER = chosen
+
+
+def _load_blas() -> None:
+    """Load SciPy's OpenBLAS (so that threadpoolctl sees it) and let Numba's BLAS calls
+    (``np.dot`` in @njit, kernels/parallel.py) find it: before any kernel that uses BLAS runs."""
+    import scipy.linalg  # noqa: F401
+    from numba.np.linalg import ensure_blas
+
+    ensure_blas()
 
 
 def blas_info() -> list[dict]:

@@ -112,8 +112,14 @@ class Sampler:
         """Yield the prime, then generated text piece by piece; ends at <eos> or max_length.
 
         The closing <eos> is not yielded. Unknown characters in the prime raise VocabError
-        naming them.
+        naming them. Thread limits (charlm.runtime.thread_limits) hold while it runs.
         """
+        from .runtime import thread_limits
+
+        with thread_limits():
+            yield from self._stream(prime, options)
+
+    def _stream(self, prime: str, options: SampleOptions) -> Iterator[str]:
         from .generate_numpy import NUMPY_TOKENS
 
         options = options.validate()

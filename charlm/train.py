@@ -98,7 +98,6 @@ class Trainer:
                  run_dir, *, _resume: ckpt.Checkpoint | None = None):
         from .model import Model
         from .optim import Schedule, make_optimizer
-        from .runtime import set_threads
 
         self.corpus, self.tcfg = corpus, train_config.validate()
         seed = self.tcfg.seed  # (TrainConfig.validate does not check it yet)
@@ -106,7 +105,6 @@ class Trainer:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         self.run_dir = Path(run_dir)
         self.mcfg = replace(model_config, vocab_size=len(corpus.tokenizer)).validate()
-        set_threads(self.tcfg.threads)
         self.batcher = StreamBatcher(corpus.train, self.tcfg.batch_size, self.tcfg.seq_len)
         self.model = Model(self.mcfg, dtype=np.dtype(self.tcfg.dtype))
         self.optimizer = make_optimizer(self.tcfg.optimizer, self.model.size, self.model.dtype,
@@ -280,7 +278,14 @@ class Trainer:
         return None
 
     def events(self):
-        """Train until a budget is reached or a stop is requested, yielding events."""
+        """Train until a budget is reached or a stop is requested, yielding events. The thread
+        limits (``TrainConfig.threads``) hold while it runs and are undone when it ends."""
+        from .runtime import thread_limits
+
+        with thread_limits(self.tcfg.threads):
+            yield from self._events()
+
+    def _events(self):
         t, model, pos = self.tcfg, self.model, self.pos
         started, elapsed0 = time.perf_counter(), pos.elapsed
         reason = self._budget_reason(started, elapsed0)
