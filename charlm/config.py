@@ -78,9 +78,9 @@ class TrainConfig:
     lr: float = 2e-3                  # peak learning rate
     weight_decay: float = 0.0         # L2 (adamw: decoupled) weight decay
     momentum: float = 0.9             # sgd momentum
-    schedule: str = "constant"        # constant | cosine (with warm-up) | plateau (reduce on plateau)
-    warmup_steps: int = 0             # cosine: linear warm-up steps
-    min_lr: float = 0.0               # cosine: final learning rate
+    schedule: str = "constant"        # constant | cosine (decays over the budget) | plateau (reduce on plateau)
+    warmup_steps: int = 0             # linear warm-up steps (any schedule)
+    min_lr: float = 0.0               # cosine: learning rate at the end of the budget
     clip_norm: float = 5.0            # global gradient-norm clip (0 = off)
     clip_value: float = 0.0           # element-wise gradient clip (0 = off)
     # budget (the first one reached stops training; all 0 = one epoch)
@@ -88,7 +88,7 @@ class TrainConfig:
     epochs: float = 0.0               # passes over the training stream
     time_budget: float = 0.0          # wall-clock seconds
     # bookkeeping
-    eval_every: int = 500             # steps between validation passes (and checkpoints)
+    eval_every: str = "auto"          # validation + checkpoint cadence: auto | steps ("500") | time ("30s")
     sample_every: int = 0             # steps between short samples shown while training (0 = off)
     track_gradients: bool = False     # at each evaluation, log gradient lag curves to metrics.jsonl
     seed: int = 1234                  # seeds initialisation, dropout and data order
@@ -106,7 +106,9 @@ class TrainConfig:
         _positive_int("seed", self.seed, minimum=0)
         _positive_int("seq_len", self.seq_len)
         _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_every", self.eval_every)
+        from .budget import parse_eval_every
+
+        parse_eval_every(self.eval_every)
         _positive_int("min_count", self.min_count)
         for name in ("max_vocab", "steps", "warmup_steps", "threads", "sample_every"):
             _positive_int(name, getattr(self, name), minimum=0)
@@ -117,6 +119,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): "
+                              "the schedule decays from lr down to min_lr")
         return self
 
 
@@ -206,6 +211,12 @@ def make_configs(values: dict) -> tuple[ModelConfig, TrainConfig]:
     values = dict(values)
     if values.get("time_budget") is not None:
         values["time_budget"] = parse_duration(values["time_budget"])
+    for name, option in (("steps", "--steps"), ("epochs", "--epochs"), ("time_budget", "--time")):
+        value = values.get(name)  # 0 is the dataclass's "no limit"; given explicitly it is a mistake
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+            raise ConfigError(f"{option} must be more than 0 (leave it out for no limit)")
+    if isinstance(values.get("eval_every"), int) and not isinstance(values["eval_every"], bool):
+        values["eval_every"] = str(values["eval_every"])  # TOML: eval_every = 500
     model = replace(ModelConfig(), **{k: v for k, v in values.items() if k in model_fields})
     train = replace(TrainConfig(), **{k: v for k, v in values.items() if k in train_fields})
     for name, want in _field_types(model) + _field_types(train):

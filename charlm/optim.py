@@ -43,6 +43,11 @@ def _sum_squares(grad: np.ndarray) -> float:
     return float(np.dot(g.ravel(), g.ravel()))
 
 
+def grad_norm(grad: np.ndarray) -> float:
+    """The global L2 norm of ``grad``."""
+    return math.sqrt(_sum_squares(grad))
+
+
 def clip_grad_value(grad: np.ndarray, clip: float) -> None:
     """Clamp every gradient element to [-clip, clip] in place (char-rnn's ``grad_clip``)."""
     if clip > 0:
@@ -216,30 +221,36 @@ def make_optimizer(name: str, size: int, dtype, *, weight_decay=0.0, momentum=0.
 
 
 class Schedule:
-    """Learning rate as a function of the step, plus reduce-on-plateau fed by validation loss.
+    """Learning rate as a function of the budget spent, plus reduce-on-plateau fed by validation loss.
 
-    constant: lr.  cosine: linear warm-up over ``warmup`` steps, then cosine decay from lr to
-    ``min_lr`` at ``total`` steps (held after).  plateau: lr times ``factor`` each time the
-    validation loss has not improved for ``patience`` evaluations.  ``scale`` is an extra factor
-    that divergence handling lowers (a NaN step halves it), kept in the resumable state.
+    ``progress`` is the fraction of the training budget done (steps, epochs or wall-clock time,
+    whichever ends the run first: ``charlm.budget.Budget.progress``), so a cosine schedule
+    reaches ``min_lr`` exactly when the run ends, however the budget was given.
+
+    constant: lr.  cosine: decays from lr to ``min_lr`` as progress goes 0 -> 1.  plateau: lr
+    times ``factor`` each time the validation loss has not improved for ``patience``
+    evaluations.  Every schedule starts with a linear warm-up over ``warmup`` steps (a ramp
+    multiplied in, so the cosine curve itself is unchanged).  ``scale`` is an extra factor that
+    divergence handling lowers (a NaN step halves it), kept in the resumable state.
     """
 
-    def __init__(self, kind, lr, *, total=0, warmup=0, min_lr=0.0, factor=0.5, patience=2):
-        self.kind, self.base_lr, self.total, self.warmup = kind, lr, total, warmup
+    def __init__(self, kind, lr, *, warmup=0, min_lr=0.0, factor=0.5, patience=2):
+        if min_lr > lr:
+            raise ConfigError(f"min_lr ({min_lr:g}) must not be above lr ({lr:g})")
+        self.kind, self.base_lr, self.warmup = kind, lr, warmup
         self.min_lr, self.factor, self.patience = min_lr, factor, patience
         self.scale = 1.0
         self.best = math.inf
         self.bad_evals = 0
 
-    def lr(self, step: int) -> float:
-        """Learning rate for optimiser step ``step`` (0-based)."""
+    def lr(self, step: int, progress: float) -> float:
+        """Learning rate for optimiser step ``step`` (0-based) taken at ``progress`` in [0, 1]."""
         lr = self.base_lr
         if self.kind == "cosine":
-            if self.warmup and step < self.warmup:
-                lr = self.base_lr * (step + 1) / self.warmup
-            elif self.total > self.warmup:
-                progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-                lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+            p = min(1.0, max(0.0, progress))
+            lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * p))
+        if self.warmup and step < self.warmup:
+            lr *= (step + 1) / self.warmup
         return lr * self.scale
 
     def observe(self, val_loss: float) -> None:

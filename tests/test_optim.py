@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from charlm.errors import ConfigError
 from charlm.optim import Schedule, clip_grad_norm, clip_grad_value, make_optimizer
 
 CASES = [("adam", {}), ("adam", {"weight_decay": 0.01}), ("adamw", {"weight_decay": 0.1}),
@@ -74,23 +75,29 @@ def test_clip_grad_value_clamps_elementwise():
     np.testing.assert_array_equal(g, [-1.0, 0.5, 1.0])
 
 
-def test_cosine_schedule_warms_up_then_decays_to_min():
-    s = Schedule("cosine", 1.0, total=110, warmup=10, min_lr=0.1)
-    assert s.lr(0) == pytest.approx(0.1)
-    assert s.lr(9) == pytest.approx(1.0)
-    assert s.lr(10) == pytest.approx(1.0)
-    assert s.lr(60) == pytest.approx(0.55)
-    assert s.lr(110) == pytest.approx(0.1)
-    assert s.lr(500) == pytest.approx(0.1)
+def test_cosine_schedule_follows_the_budget_fraction_with_a_warm_up_ramp():
+    s = Schedule("cosine", 1.0, warmup=10, min_lr=0.1)
+    assert s.lr(0, 0.0) == pytest.approx(0.1)           # ramp 1/10 of the cosine's start
+    assert s.lr(9, 0.0) == pytest.approx(1.0)
+    assert s.lr(10, 0.0) == pytest.approx(1.0)
+    assert s.lr(60, 0.5) == pytest.approx(0.55)         # half the budget: half way down
+    assert s.lr(5, 0.5) == pytest.approx(0.55 * 6 / 10)  # a ramp still running multiplies in
+    assert s.lr(110, 1.0) == pytest.approx(0.1)         # the end of the budget: min_lr exactly
+    assert s.lr(500, 3.0) == pytest.approx(0.1)
+
+
+def test_schedule_refuses_min_lr_above_lr():
+    with pytest.raises(ConfigError, match="min_lr"):
+        Schedule("cosine", 1e-3, min_lr=1e-2)
 
 
 def test_plateau_schedule_reduces_after_patience():
     s = Schedule("plateau", 1.0, patience=1, factor=0.5)
     for loss in (2.0, 1.9, 1.95, 1.95):
         s.observe(loss)
-    assert s.lr(0) == pytest.approx(0.5)
+    assert s.lr(0, 0.0) == pytest.approx(0.5)
     state = s.state_dict()
     t = Schedule("plateau", 1.0, patience=1, factor=0.5)
     t.load_state_dict(state)
-    assert t.lr(0) == pytest.approx(0.5) and t.best == pytest.approx(1.9)
+    assert t.lr(0, 0.0) == pytest.approx(0.5) and t.best == pytest.approx(1.9)
 
