@@ -11,6 +11,7 @@ Nothing here prints or raises charlm's own errors: callers decide how an ``OSErr
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -80,6 +81,37 @@ def remove_temp_files(directory, names) -> None:
                 tmp.unlink()
             except OSError:
                 pass
+
+
+_KINDS = ((stat.S_ISFIFO, "is a named pipe (FIFO)"), (stat.S_ISCHR, "is a character device"),
+          (stat.S_ISBLK, "is a block device"), (stat.S_ISSOCK, "is a socket"),
+          (stat.S_ISDIR, "is a directory"))
+
+
+def not_a_regular_file(path) -> str | None:
+    """Why ``path`` cannot be read as a file (``"is a named pipe (FIFO)"``...), or None when it is a
+    regular file or does not exist (the caller reports a missing file its own way).
+
+    Inputs are read more than once (sniffed, then encoded; a checkpoint's header, then its data)
+    and a pipe blocks until someone writes to it, so only regular files are accepted. ``/dev/stdin``
+    is a pipe or a terminal and is refused the same way.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((why for test, why in _KINDS if test(mode)), "is not a regular file")
+
+
+def write_new_text(path, text: str) -> Path:
+    """Create ``path`` with ``text`` (UTF-8); ``FileExistsError`` if anything is already there,
+    so that a command never overwrites a file it did not create."""
+    path = Path(path)
+    with open(path, "x", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return path
 
 
 def resolve_cache_dir(override=None) -> Path:

@@ -10,37 +10,21 @@ import dataclasses
 import math
 import os
 import re
-import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, make_configs, to_dict
-from .errors import CheckpointError, ConfigError
+from .errors import CharlmError, CheckpointError, ConfigError
+from .checkpoint_header import json_or_none
+from .metrics import METRICS_FILE, read_metrics_checked
 
 CHECKPOINT_FILES = (ckpt.MODEL_FILE, ckpt.LAST_FILE)
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 
-def new_run_dir(root, stem: str) -> Path:
-    """A fresh directory name under ``root``: ``<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
-    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
-def check_new_run_dir(path) -> Path:
-    """``path`` if a new run may be written there; refuses to overwrite an existing run."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path} is a file, not a run directory")
-    if any((path / name).exists() for name in CHECKPOINT_FILES):
-        raise ConfigError(f"{path} already holds a run: continue it with --resume {path} "
-                          "or choose another --run-dir")
-    return path
+def run_stem(stem: str) -> str:
+    """A corpus file's stem made safe as a directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
 
 
 def _last_written(run_dir: Path) -> float:
@@ -53,7 +37,10 @@ def list_runs(root) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [p for p in root.iterdir() if p.is_dir() and _last_written(p) > -math.inf]
+    try:
+        runs = [p for p in root.iterdir() if p.is_dir() and _last_written(p) > -math.inf]
+    except OSError as e:
+        raise CheckpointError(f"cannot list the runs in {root}: {e.strerror or e}") from None
     return sorted(runs, key=lambda p: (_last_written(p), p.name))
 
 
@@ -64,7 +51,8 @@ def resolve_run(arg, root) -> Path:
     if arg is None:
         runs = list_runs(root)
         if not runs:
-            raise CheckpointError(f"no runs in {root} yet: train one with `charlm train`, "
+            where = "does not exist" if not root.exists() else "holds no runs"
+            raise CheckpointError(f"no runs yet ({root} {where}): train one with `charlm train`, "
                                   "or name a run directory or checkpoint file")
         return runs[-1]
     path = Path(arg)
@@ -99,7 +87,8 @@ def corpus_for(train_config, paths, tokenizer=None):
 
 
 def describe_run(path) -> dict:
-    """Everything ``charlm info`` shows, as plain JSON-able data."""
+    """Everything ``charlm info`` shows, as plain JSON-able data. ``problems``: damaged lines of
+    the metrics log, which are skipped (the checkpoint is what matters)."""
     from .model import parameter_shapes
 
     path = Path(path)
@@ -107,16 +96,19 @@ def describe_run(path) -> dict:
     loaded = ckpt.load_checkpoint(path)
     meta, tok = loaded.metadata, loaded.tokenizer
     params = sum(math.prod(shape) for _, shape in parameter_shapes(loaded.config))
-    metrics = ckpt.read_metrics(run_dir)
-    evals = [r for r in metrics if r.get("kind") == "eval"]
-    steps = [r for r in metrics if r.get("kind") == "step"]
+    metrics, problems = read_metrics_checked(run_dir)
+    evals = [r for r in metrics if r.get("kind") == "eval" and _finite(r.get("val_loss"))]
+    steps = [r for r in metrics if r.get("kind") == "step" and _finite(r.get("loss"))]
     best = min(evals, key=lambda r: r["val_loss"], default=None)
     files = [{"name": p.name, "bytes": p.stat().st_size}
              for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    tcfg = meta.get("train_config") or {}
     return {
         "run": str(run_dir), "checkpoint": str(loaded.path),
-        "model_config": to_dict(loaded.config), "train_config": meta.get("train_config") or {},
-        "parameters": params, "step": meta.get("step"), "sources": meta.get("sources", []),
+        "model_config": to_dict(loaded.config), "train_config": tcfg,
+        "parameters": params, "step": _steps_trained(run_dir, meta, metrics),
+        "sources": meta.get("sources", []),
+        "validation": bool(tcfg.get("val_file") or tcfg.get("val_fraction", 0.1)),
         "vocab": {"level": tok.level, "size": len(tok), "eos": meta.get("eos"),
                   "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},
         "best": None if best is None else {k: best.get(k) for k in ("step", "val_loss", "val_bpc", "val_ppl")},
@@ -124,7 +116,27 @@ def describe_run(path) -> dict:
         "history": {"eval": evals, "step": [{"step": step, "loss": loss} for step, loss in
                                             bucket_means([(r["step"], r["loss"]) for r in steps], 400)]},
         "files": files,
+        "problems": [p.describe(run_dir / METRICS_FILE) for p in problems],
     }
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _steps_trained(run_dir: Path, meta: dict, metrics: list) -> int | None:
+    """Steps trained: the latest checkpoint's step (model.safetensors holds the best step,
+    which is earlier when the model stopped improving), else the latest logged step."""
+    steps = [meta.get("step")] if isinstance(meta.get("step"), int) else []
+    try:
+        header, _ = ckpt.read_header(run_dir / ckpt.LAST_FILE)
+        last = json_or_none(header["__metadata__"]["charlm.step"])
+        if isinstance(last, int) and not isinstance(last, bool):
+            steps.append(last)
+    except (CharlmError, KeyError, TypeError, OSError):
+        pass
+    steps += [r["step"] for r in metrics[-1:]]
+    return max(steps, default=None)
 
 
 def bucket_means(points: list, n: int) -> list:
@@ -138,36 +150,51 @@ def bucket_means(points: list, n: int) -> list:
     return out
 
 
-def start_training(paths, values: dict, *, run_dir=None, root="runs"):
+def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite: bool = False):
     """A ``Trainer`` for a new run on ``paths`` with settings ``values`` (field name -> value).
 
     No paths: the built-in stdlib corpus, for ``DEFAULT_CORPUS_TIME_BUDGET`` unless a budget
-    is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``.
+    is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
+    directory is locked for this process (rundir.py) before anything is read or written; if
+    setting up fails, a directory made here is removed again.
     """
     from .builtin_corpora import default_corpus_path
     from .config import DEFAULT_CORPUS_TIME_BUDGET, replace
+    from .footprint import check_training_fits
+    from .rundir import claim_new_run, make_run_dir, release_new
     from .train import Trainer
 
     model_config, train_config = make_configs(values)
+    check_training_fits(model_config, train_config)  # before any reading: the vocabulary comes later
     if train_config.val_file:
         train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
-    if paths:
-        stem = Path(paths[0]).stem
-    else:
-        paths, stem = [default_corpus_path()], "stdlib"
-        if not (train_config.steps or train_config.epochs or train_config.time_budget):
-            train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
-    run_dir = check_new_run_dir(run_dir) if run_dir else new_run_dir(root, stem)
-    corpus = corpus_for(train_config, paths)
-    return Trainer(corpus, model_config, train_config, run_dir)
+    stem = Path(paths[0]).stem if paths else "stdlib"
+    lock = claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem))
+    try:
+        if not paths:
+            paths = [default_corpus_path()]
+            if not (train_config.steps or train_config.epochs or train_config.time_budget):
+                train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
+        corpus = corpus_for(train_config, paths)
+        check_training_fits(model_config, train_config, len(corpus.tokenizer))
+        trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
+    except BaseException:
+        release_new(lock)
+        raise
+    trainer.run_lock = lock  # held as long as the trainer lives
+    return trainer
 
 
 def resume_training(run, values: dict, paths=()):
     """A ``Trainer`` that continues ``run`` (a run directory or one of its checkpoints).
 
     ``values`` may change training settings such as the budget; model settings are refused.
-    ``paths`` replace the saved corpus paths (the text itself must be unchanged).
+    ``paths`` replace the saved corpus paths (the text itself must be unchanged: its content
+    fingerprint is checked). The run is locked for this process first, so that two processes
+    never continue one run at once.
     """
+    from .fingerprint import check_same_corpus, check_same_model
+    from .rundir import claim_run
     from .train import Trainer
 
     run_dir = Path(run)
@@ -180,8 +207,14 @@ def resume_training(run, values: dict, paths=()):
     overrides = {k: getattr(checked, k) for k, v in values.items() if v is not None}
     if overrides.get("val_file"):
         overrides["val_file"] = os.path.abspath(overrides["val_file"])
+    lock = claim_run(run_dir) if run_dir.is_dir() else None  # (a missing run is reported below)
 
     def builder(tokenizer, train_config, sources):
-        return corpus_for(train_config, list(paths) or sources, tokenizer)
+        check_same_model(run_dir)
+        corpus = corpus_for(train_config, list(paths) or sources, tokenizer)
+        check_same_corpus(run_dir, corpus)
+        return corpus
 
-    return Trainer.resume(run_dir, builder, **overrides)
+    trainer = Trainer.resume(run_dir, builder, **overrides)
+    trainer.run_lock = lock  # held as long as the trainer lives
+    return trainer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .errors import ConfigError, CorpusError
+from .fsutil import not_a_regular_file
 
 CHUNK_BYTES = 8 << 20     # bytes read and decoded at a time
 _BOM = b"\xef\xbb\xbf"
@@ -22,6 +23,9 @@ def check_path(path) -> str:
         raise CorpusError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CorpusError(f"{path}: is a directory, not a text file")
+    problem = not_a_regular_file(path)  # a FIFO (or /dev/stdin) would block the read forever
+    if problem:
+        raise CorpusError(f"{path}: {problem}, not a regular text file (save the text to a file first)")
     return path
 
 
@@ -65,8 +69,8 @@ def iter_text(path, *, errors: str = "strict", chunk_bytes: int = 0):
             except UnicodeDecodeError as e:
                 raise CorpusError(
                     f"{path}: invalid UTF-8 at byte offset {offset + e.start} "
-                    f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8 "
-                    "or read it with errors='replace'") from None
+                    f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8, e.g. "
+                    "iconv -f latin1 -t utf-8") from None
             offset += len(data)
             if cr:
                 text = "\r" + text

@@ -344,7 +344,9 @@ def test_full_disk_while_saving_keeps_the_last_checkpoint(ws, tmp_path, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(ckpt.os, "fsync", fsync)
+    from charlm import fsutil
+
+    monkeypatch.setattr(fsutil.os, "fsync", fsync)
     result = invoke(["train", "--resume", run, "--steps", "8"])
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     errors = [line for line in lines(result.stderr) if line.startswith("error:")]

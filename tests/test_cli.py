@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -183,7 +184,7 @@ def test_resume_extends_the_budget(tmp_path):
     (["empty.txt"], "empty.txt: is empty"),
     (["ok.txt", "--val-file", "nope.txt"], "nope.txt: no such file"),
     (["ok.txt", "--config", "nope.toml"], "nope.toml: no such config file"),
-    (["ok.txt", "--config", "bad.toml"], "unknown setting(s): hiden"),
+    (["ok.txt", "--config", "bad.toml"], "unknown setting 'hiden' (did you mean 'hidden'"),
     (["ok.txt", "--config", "broken.toml"], "invalid TOML"),
     (["ok.txt", "--tie-weights"], "--tie-weights needs embed == hidden"),
     (["--resume", "no-such-run"], "no-such-run: no such run directory"),
@@ -261,7 +262,7 @@ def test_names_model_samples_one_name_per_sample(tmp_path):
 
 
 def test_sample_errors(trained, tmp_path):
-    assert "no runs in" in one_red_line(invoke("sample"))
+    assert "no runs yet" in one_red_line(invoke("sample"))
     assert "--prime" in one_red_line(invoke("sample", trained, "--prime", "QZ€"))
     assert "temperature" in one_red_line(invoke("sample", trained, "-t", "-1"))
     bad = write(tmp_path / "bad.safetensors", "not a checkpoint at all")
@@ -293,7 +294,7 @@ def test_eval_errors(trained, tmp_path):
     assert "is a directory" in one_red_line(invoke("eval", trained, "adir"))
     assert "is empty" in one_red_line(invoke("eval", trained, "empty.txt"))
     assert "give the text files" in one_red_line(invoke("eval", trained), code=2)
-    assert "no runs in" in one_red_line(invoke("eval", "missing.txt"))
+    assert "no runs yet" in one_red_line(invoke("eval", "missing.txt"))
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -345,14 +346,17 @@ def test_internal_error_goes_to_a_log_file(trained, tmp_path, monkeypatch):
 # -- the live view ---------------------------------------------------------------------------
 
 
-def test_live_view_renders_on_a_terminal():
+def test_live_view_renders_on_a_terminal(tmp_path):
     from rich.console import Console
 
     from charlm.cli.train_view import TrainView, summary_table
     from charlm.train import DoneEvent, EvalEvent, SampleEvent, StepEvent
 
-    trainer = SimpleNamespace(corpus=SimpleNamespace(tokenizer=SimpleNamespace(level="char")),
-                              tcfg=SimpleNamespace(eval_every=10), progress=lambda step, epoch, elapsed: step / 40)
+    trainer = SimpleNamespace(corpus=SimpleNamespace(tokenizer=SimpleNamespace(level="char"),
+                                                         val=np.zeros(100)),
+                              tcfg=SimpleNamespace(eval_every=10), progress=lambda step, epoch, elapsed: step / 40,
+                              run_dir=tmp_path)
+    (tmp_path / ckpt.MODEL_FILE).write_bytes(b"")  # the summary offers sampling only a saved model
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
     view = TrainView(console, trainer, live=True)
     for step in range(1, 21):

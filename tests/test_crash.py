@@ -12,7 +12,7 @@ resumes from the run directory and trains until it is killed:
 - "timer" kills: the driver sends SIGKILL after a random delay (covers resume, steps, evals,
   metric appends and checkpoint writes, as chance has it);
 - "write" kills: the child kills itself with SIGKILL at a chosen point of the write path, by
-  wrapping the ``os`` functions that ``charlm.checkpoint`` calls: after the temporary file is
+  wrapping the ``os`` functions that ``charlm.fsutil`` (atomic writes) and ``charlm.metrics`` call: after the temporary file is
   fully written but before its fsync, before the rename over the target, right after the rename
   (for model.safetensors this is the moment between writing the best and the last checkpoint),
   before the directory fsync, and inside a metrics append.
@@ -131,7 +131,7 @@ def _trainer(run_dir: Path, corpus_path, mcfg, tcfg):
 
 
 class _KillingOs:
-    """Stands in for ``os`` inside charlm.checkpoint: logs every best-model replacement and,
+    """Stands in for ``os`` inside charlm.fsutil and charlm.metrics: logs every best-model replacement and,
     when ``target`` = (point, file, n) is given, SIGKILLs this process at the n-th time the
     write of ``file`` reaches ``point``."""
 
@@ -190,7 +190,9 @@ def _segment(run_dir, setup, log_path, target=None, on_sigint=False):
         from charlm.train import DoneEvent
 
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        ckpt.os = _KillingOs(log_fd, target)
+        from charlm import fsutil, metrics
+
+        fsutil.os = metrics.os = _KillingOs(log_fd, target)  # atomic writes and metrics appends
         stop = {"trainer": None, "asked": False}
         if on_sigint:
             def handler(signum, frame):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from .common import out, runs_root, show_path
+from .common import emit, out, runs_root, show_path
 
 SURPRISAL_TOKENS = 600   # how much of the text the heat map shows
 
@@ -34,7 +35,10 @@ def eval_(args, surprisal, as_json):
     from ..evaluate import evaluate
 
     root = runs_root()
-    run, files = (args[0], args[1:]) if runs.is_run_like(args[0], root) else (None, args)
+    # A first argument that names no file, followed by files, is a RUN (a mistyped one is
+    # reported as a missing run, not as a missing text file).
+    first_is_run = runs.is_run_like(args[0], root) or (len(args) > 1 and not os.path.lexists(args[0]))
+    run, files = (args[0], args[1:]) if first_is_run else (None, args)
     if not files:
         raise click.UsageError(f"{args[0]} is a run; give the text files to evaluate after it")
     checkpoint = load_checkpoint(runs.resolve_run(run, root))
@@ -43,12 +47,12 @@ def eval_(args, surprisal, as_json):
     if as_json:
         if surprisal:
             data["surprisal_bits"] = [round(float(b), 4) for b in result.surprisal]
-        click.echo(json.dumps(data))
+        emit(json.dumps(data))
         return
-    from .render import eval_table, surprisal_text
+    from .render import eval_table, show, surprisal_text
 
     console = out()
-    console.print(eval_table(data, show_path(checkpoint.path), files))
+    show(console, eval_table(data, show_path(checkpoint.path), [show_path(f) for f in files]))
     if surprisal:
         tokens = [checkpoint.tokenizer.tokens[i] for i in result.target_ids[:SURPRISAL_TOKENS].tolist()]
         console.print()

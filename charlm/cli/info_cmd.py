@@ -5,7 +5,10 @@ import json
 
 import click
 
-from .common import out, runs_root
+from rich.text import Text
+
+from .common import emit, err, out, runs_root
+from .safe_text import printable
 
 
 @click.command("info")
@@ -29,14 +32,22 @@ def info(run, as_json):
     from ..inspect.gradients import gradient_history
 
     described = runs.describe_run(runs.resolve_run(run, runs_root()))
-    tracked = gradient_history(read_metrics(described["run"]))  # train --track-gradients
+    tracked = []   # train --track-gradients: a damaged record is skipped like any damaged line
+    for record in read_metrics(described["run"]):
+        try:
+            tracked += gradient_history([record])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            described["problems"].append(f"{described['run']}: the gradient record of step "
+                                         f"{record['step']} in the metrics is malformed; skipped")
+    for problem in described["problems"]:  # damaged metrics lines: reported, skipped, never fatal
+        err().print(Text.assemble(("warning: ", "yellow"), printable(problem)), soft_wrap=True)
     if as_json:
-        click.echo(json.dumps(described | {"gradients": [c.to_dict() | {"step": s} for s, c in tracked]}))
+        emit(json.dumps(described | {"gradients": [c.to_dict() | {"step": s} for s, c in tracked]}))
         return
-    from .render import info_view
+    from .render import info_view, show
 
     console = out()
-    console.print(info_view(described, console.width))
+    show(console, info_view(described, console.width))
     if tracked:
         from .inspect_view import lag_plot
 

@@ -12,6 +12,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .safe_text import printable, printable_text
+
 SPECIAL_GLYPHS = {"<eos>": "⏎\n", "<unk>": "�"}        # in the surprisal heat map
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍"}   # whitespace in vocabulary listings
 
@@ -28,9 +30,11 @@ def fmt_time(seconds) -> str:
 
 
 def fmt_num(x, digits=3) -> str:
+    """``x`` with ``digits`` decimals; scientific notation from a million up (a perplexity can be
+    10^300, which fixed-point would print as a 300-digit integer)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
-    return f"{x:.{digits}f}"
+    return f"{x:.{digits}e}" if abs(x) >= 1e6 else f"{x:.{digits}f}"
 
 
 def fmt_count(n) -> str:
@@ -95,34 +99,41 @@ def loss_plot(train_points, val_points, width: int, height: int) -> Text:
 # -- tables -----------------------------------------------------------------------------------
 
 
-def kv_table(rows, title=None) -> Table:
-    """A two-column table of (name, value) pairs; values that are None are left out."""
-    table = Table(show_header=False, title=title, title_justify="left", title_style="bold", box=None,
-                  pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column(style="cyan", no_wrap=True)
-    table.add_column(overflow="fold")
+class Lines(Group):
+    """Lines that must never be wrapped or cropped (paths, commands): print with soft_wrap=True."""
+
+
+def kv_table(rows, title=None) -> Lines:
+    """(name, value) pairs, one per line, names aligned; values that are None are left out.
+    Plain lines rather than a table, so that a path or a command is never cut at the terminal's
+    width (print with ``soft_wrap=True``; the terminal wraps it, and a copy gets it whole)."""
+    rows = [(name, value) for name, value in rows if value is not None]
+    width = max((len(name) for name, _ in rows), default=0)
+    lines = [Text(title, style="bold")] if title else []
     for name, value in rows:
-        if value is not None:
-            table.add_row(name, value if isinstance(value, Text) else Text(str(value)))  # no markup
-    return table
+        line = Text(name.ljust(width + 2), style="cyan")
+        line.append_text(value if isinstance(value, Text) else Text(printable(value)))  # no markup
+        lines.append(line)
+    return Lines(*lines)
 
 
-def eval_table(result: dict, checkpoint: str, files) -> Table:
+def eval_table(result: dict, checkpoint: str, files) -> list:
     char = result["bits_per_char"] is not None
-    table = Table(title=Text(f"{', '.join(files)} · scored by {checkpoint}"), title_justify="left",
-                  show_header=True, header_style="bold")
+    title = Text(f"{', '.join(files)} · scored by {checkpoint}")
+    table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
     unit = "character" if char else "word"
-    table.add_row("loss", f"{result['loss_nats']:.4f}", f"nats per {unit}: mean −ln p(next {unit})")
+    table.add_row("loss", fmt_num(result["loss_nats"], 4), f"nats per {unit}: mean −ln p(next {unit})")
     if char:
-        table.add_row("bits per char", f"{result['bits_per_char']:.4f}", "loss / ln 2: bits to encode each character")
-    table.add_row("perplexity", f"{result['perplexity']:.3f}",
+        table.add_row("bits per char", fmt_num(result["bits_per_char"], 4),
+                      "loss / ln 2: bits to encode each character")
+    table.add_row("perplexity", fmt_num(result["perplexity"]),
                   f"exp(loss): as unsure as a fair choice among this many {unit}s")
     table.add_row("tokens", f"{result['tokens']:,}", "predictions scored")
     table.add_row("out of vocabulary", f"{result['oov']:,}", "tokens the model has never seen (scored as <unk>)")
-    return table
+    return [Lines(title), table]
 
 
 def surprisal_text(tokens, bits, level: str, total: int) -> Group:
@@ -132,7 +143,7 @@ def surprisal_text(tokens, bits, level: str, total: int) -> Group:
     for i, (tok, b) in enumerate(zip(tokens, bits)):
         if level == "word" and i and not text.plain.endswith("\n"):
             text.append(" ")
-        text.append(SPECIAL_GLYPHS.get(tok, tok), style=_heat(b))
+        text.append(SPECIAL_GLYPHS.get(tok) or printable_text(tok), style=_heat(b))
     if total > len(tokens):
         text.append(f" … ({total - len(tokens):,} more tokens)", style="dim")
     legend = Text("surprisal in bits, −log₂ p(token):")
@@ -152,17 +163,18 @@ def _heat(bits: float) -> str:
     return f"black on #{r:02x}{g:02x}30"
 
 
-def info_view(info: dict, width: int) -> Group:
-    """``charlm info``: configuration, vocabulary, training history, files."""
+def info_view(info: dict, width: int) -> list:
+    """``charlm info``: configuration, vocabulary, training history, files (print with ``show``)."""
     from ..config import ModelConfig, from_dict
 
     mcfg = from_dict(ModelConfig, info["model_config"])
-    best, tcfg, vocab = info["best"] or {}, info["train_config"], info["vocab"]
+    best, tcfg, vocab = info["best"] or {}, dict(info["train_config"]), info["vocab"]
+    judged = "validation" if info.get("validation", True) else "training loss (no validation text)"
     head = kv_table([
         ("run", info["run"]),
         ("model", model_line(mcfg, info["parameters"])),
         ("trained", f"{info['step'] or 0:,} steps in {fmt_time(info['elapsed'])}"),
-        ("best validation", None if not best else
+        (f"best {judged}", None if not best else
          f"loss {fmt_num(best['val_loss'], 4)} nats · perplexity {fmt_num(best['val_ppl'])}"
          + (f" · {fmt_num(best['val_bpc'])} bits/char" if best.get("val_bpc") is not None else "")
          + f" (step {best['step']:,})"),
@@ -171,6 +183,10 @@ def info_view(info: dict, width: int) -> Group:
                        + " ".join(VISIBLE.get(t, t) for t in vocab["first_tokens"])
                        + (" …" if vocab["size"] > len(vocab["first_tokens"]) + 2 else "")),
     ])
+    if tcfg.get("val_file"):          # a separate validation file replaces the fraction
+        tcfg.pop("val_fraction", None)
+    else:
+        tcfg.pop("val_file", None)
     config = Table(title="configuration", title_justify="left", title_style="bold", box=None,
                    show_header=False, padding=(0, 2, 0, 0))
     items = [(k, v) for k, v in info["model_config"].items() if k != "vocab_size"] + list(tcfg.items())
@@ -179,15 +195,22 @@ def info_view(info: dict, width: int) -> Group:
         config.add_column()
     for i in range(0, len(items), 3):
         row = items[i:i + 3]
-        config.add_row(*[Text(str(x)) for kv in row for x in kv])
+        config.add_row(*[Text(printable(x)) for kv in row for x in kv])
     files = Table(title="files", title_justify="left", title_style="bold", box=None, show_header=False,
                   padding=(0, 2, 0, 0))
     files.add_column()
     files.add_column(justify="right")
     for f in info["files"]:
-        files.add_row(Text(f["name"]), fmt_bytes(f["bytes"]))
+        files.add_row(Text(printable(f["name"])), fmt_bytes(f["bytes"]))
     history = info["history"]
-    plot = loss_plot([(r["step"], r["loss"]) for r in history["step"]],
-                     [(r["step"], r["val_loss"]) for r in history["eval"] if r.get("val_loss") is not None],
+    plot = loss_plot([(r["step"], r["loss"]) for r in history["step"] if math.isfinite(r["loss"])],
+                     [(r["step"], r["val_loss"]) for r in history["eval"]
+                      if r.get("val_loss") is not None and math.isfinite(r["val_loss"])],
                      width - 2, 16)
-    return Group(head, Text(""), config, Text(""), plot, Text(""), files)
+    return [head, Text(""), config, Text(""), plot, Text(""), files]
+
+
+def show(console, parts) -> None:
+    """Print renderables in order; ``Lines`` (paths, commands) are never wrapped or cropped."""
+    for part in parts:
+        console.print(part, soft_wrap=isinstance(part, Lines))

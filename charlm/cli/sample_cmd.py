@@ -6,7 +6,10 @@ import secrets
 
 import click
 
-from .common import err, runs_root, show_path
+from rich.text import Text
+
+from .common import emit, err, runs_root, show_path
+from .safe_text import printable_text
 
 
 @click.command("sample")
@@ -47,39 +50,56 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     seed = secrets.randbelow(2**31) if seed is None else seed
     base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p,
                    max_length=max_length).validate()
+    tokenizer = checkpoint.tokenizer
     try:  # refuse an unknown prime before anything is printed
-        checkpoint.tokenizer.encode(prime, strict=True)
+        ids = tokenizer.encode(prime, strict=True)
     except VocabError as e:
         raise VocabError(f"--prime {prime!r}: {e}") from None
+    if (ids == tokenizer.unk_id).any():  # the literal word <unk>: known, but means "unknown"
+        raise VocabError(f"--prime {prime!r}: {tokenizer.tokens[tokenizer.unk_id]} stands for words the "
+                         "model never saw; it cannot start a sample")
     step = checkpoint.metadata.get("step")
-    err().print(f"[dim]sampling from {show_path(checkpoint.path)}"
-                + (f" (step {step:,})" if isinstance(step, int) else "")
-                + f" · temperature {base.temperature:g} · seed {seed}[/]", highlight=False, soft_wrap=True)
+    err().print(Text(f"sampling from {show_path(checkpoint.path)}"
+                     + (f" (step {step:,})" if isinstance(step, int) else "")
+                     + f" · temperature {base.temperature:g} · seed {seed}", style="dim"), soft_wrap=True)
     sampler = Sampler.from_checkpoint(checkpoint)
     line_mode = checkpoint.metadata.get("eos") == "line"
     texts = _emit(sampler, prime, base, seed, num_samples, as_json, line_mode)
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "seed": seed,
-                               "temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p,
-                               "max_length": base.max_length, "samples": texts}, ensure_ascii=False))
+        emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "seed": seed,
+                         "temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p,
+                         "max_length": base.max_length, "samples": texts}, ensure_ascii=False))
 
 
 def _emit(sampler, prime, base, seed, num_samples, as_json, line_mode) -> list[str]:
-    """Stream each sample to stdout as it is generated (or collect them all for --json)."""
+    """Stream each sample to stdout as it is generated (or collect them all for --json).
+
+    The text is the product, written as generated, except on a terminal: there a control
+    character a model learned from its corpus (an escape sequence) is shown, not obeyed."""
+    import sys
+
     from ..config import replace
 
     texts = []
+    shown = printable_text if sys.stdout is not None and _isatty(sys.stdout) else str
     for i in range(num_samples):
         stream = sampler.stream(prime, replace(base, seed=seed + i))
         if as_json:
             texts.append("".join(stream))
             continue
         if i and not line_mode:
-            click.echo()  # a blank line between multi-line samples
+            emit()  # a blank line between multi-line samples
         ends_with_newline = False
         for piece in stream:
-            click.echo(piece, nl=False)
+            emit(shown(piece), nl=False)
             ends_with_newline = piece.endswith("\n")
         if not ends_with_newline:
-            click.echo()
+            emit()
     return texts
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,57 @@
+"""``--config FILE.toml``: the keys a user writes, mapped to the settings they mean.
+
+The file may use a setting's field name (``time_budget``, ``val_fraction``) or its option's
+spelling (``time``, ``val-fraction``, ``--val-fraction``), flat or in ``[model]``/``[train]``
+tables. A key that is neither is refused with the key, the file, and the closest setting.
+"""
+from __future__ import annotations
+
+import difflib
+
+import click
+
+from ..errors import ConfigError
+from ..fsutil import not_a_regular_file
+
+
+def read_config_file(path, option_names: dict[str, str]) -> dict:
+    """Settings (field name -> value) from the TOML file ``path``; ``option_names`` maps each
+    field name to its command-line option (``{"time_budget": "--time", ...}``)."""
+    from ..config import load_config_file
+
+    problem = not_a_regular_file(path)
+    if problem:  # a FIFO would block the read forever
+        raise ConfigError(f"{path}: {problem}, not a TOML file")
+    raw = load_config_file(path)
+    spellings = {}
+    for field, option in option_names.items():
+        for spelling in (field, field.replace("_", "-"), option.lstrip("-"), option.lstrip("-").replace("-", "_")):
+            spellings[spelling] = field
+    values, seen = {}, {}
+    for key, value in raw.items():
+        field = spellings.get(key.lstrip("-") if isinstance(key, str) else key)
+        if field is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key, spellings, option_names)}")
+        if field in seen:
+            raise ConfigError(f"{path}: {seen[field]!r} and {key!r} are the same setting; keep one")
+        seen[field] = key
+        values[field] = value
+    return values
+
+
+def _suggestion(key: str, spellings: dict, option_names: dict) -> str:
+    if key in ("run_dir", "run-dir", "resume", "config", "overwrite"):
+        return f" (give --{key.replace('_', '-')} on the command line)"
+    close = difflib.get_close_matches(str(key).lstrip("-"), list(spellings), n=1, cutoff=0.6)
+    if close:
+        field = spellings[close[0]]
+        return f" (did you mean {field!r}, the option {option_names[field]}?)"
+    return f"; settings are the options of 'charlm train -h' ({', '.join(sorted(option_names)[:4])}, ...)"
+
+
+def check_input_files(paths, what: str = "") -> None:
+    """Refuse, before any work, an input that is not a regular file (a FIFO, a device)."""
+    for path in paths:
+        problem = not_a_regular_file(path)
+        if problem and problem != "is a directory":
+            raise click.BadParameter(f"{path} {problem}; give a regular text file", param_hint=what or None)

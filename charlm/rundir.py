@@ -1,0 +1,186 @@
+"""Who may write a run directory: one process at a time, and a new run only where nothing is lost.
+
+- ``claim_new_run``: a new run starts in a new or empty directory. One that holds an earlier run
+  (or a file named like a run's) is refused unless ``overwrite`` is asked, and then only the
+  run's own files are replaced; anything else in the directory is left alone.
+- ``claim_run``: resuming takes the same lock, so two processes never train one run at once.
+- ``make_run_dir``: a default name ``<stem>-<YYYYmmdd-HHMMSS>`` created with an exclusive
+  ``mkdir`` (``-2``, ``-3``... when taken), so runs started in the same second never share one.
+
+The lock is an OS advisory lock (``flock``) on ``.charlm.lock`` inside the run directory, held
+while the returned ``RunLock`` lives (the CLI: the whole process). The kernel releases it when
+the process ends, however it ends, so a crash never leaves a run locked.
+"""
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from pathlib import Path
+
+from .errors import CharlmError, ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are then not protected against a second writer
+    fcntl = None
+
+LOCK_FILE = ".charlm.lock"
+MODEL_FILE, LAST_FILE, METRICS_FILE = "model.safetensors", "last.safetensors", "metrics.jsonl"
+RUN_FILES = (MODEL_FILE, LAST_FILE, METRICS_FILE)
+
+
+class RunBusyError(CharlmError):
+    """Another process is writing this run directory."""
+
+
+class RunLock:
+    """An open lock file holding ``flock(LOCK_EX)``; closing it (or exiting) releases the lock."""
+
+    def __init__(self, run_dir: Path, fd: int | None, created: bool):
+        self.run_dir, self.fd, self.created = run_dir, fd, created
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.release()
+
+
+# Locks this process holds, by real path: a second claim from the same process (a resume right
+# after a run, a Trainer built on a directory the CLI already claimed) reuses the lock instead of
+# failing against itself (flock locks belong to open files, not to processes).
+_held: "weakref.WeakValueDictionary[str, RunLock]" = weakref.WeakValueDictionary()
+
+
+def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
+    """Lock the existing directory ``run_dir`` for this process, or raise ``RunBusyError``."""
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    held = _held.get(key)
+    if held is not None and held.fd is not None:
+        return held
+    if fcntl is None:
+        lock = RunLock(run_dir, None, created)
+        _held[key] = lock
+        return lock
+    path = run_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except PermissionError:
+        # a read-only lock file (a copied run) can still be locked; a read-only directory cannot
+        # hold a new one, and then nothing could be saved there either
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _read_owner(fd)
+        os.close(fd)
+        raise RunBusyError(f"{run_dir} is in use by another charlm process{owner}: wait for it to "
+                           "finish, or train into another directory") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    try:  # who holds it, for the message a second process prints
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+    lock = RunLock(run_dir, fd, created)
+    _held[key] = lock
+    return lock
+
+
+def _read_owner(fd: int) -> str:
+    try:
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+        return f" (pid {pid})"
+    except (OSError, ValueError):
+        return ""
+
+
+def claim_run(run_dir) -> RunLock:
+    """Lock an existing run for a resume (``RunBusyError`` when another process has it)."""
+    return lock_run_dir(run_dir)
+
+
+def claim_new_run(run_dir, *, overwrite: bool = False) -> RunLock:
+    """Lock ``run_dir`` (created if missing) for a new run; refuse one that holds anything but
+    charlm's own lock and temporary files, unless ``overwrite`` (which removes only the run files)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory")
+    created = not run_dir.exists()
+    if not created:
+        _refuse_unless_empty(run_dir, overwrite)  # before the lock file is made: a refusal writes nothing
+    run_dir.mkdir(parents=True, exist_ok=True)
+    had_lock_file = (run_dir / LOCK_FILE).exists()
+    lock = lock_run_dir(run_dir, created=created)
+    try:  # again under the lock: another process may have written here in between
+        for name in _refuse_unless_empty(run_dir, overwrite):
+            (run_dir / name).unlink()
+    except BaseException:
+        release_new(lock)
+        if not had_lock_file:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        raise
+    return lock
+
+
+def _refuse_unless_empty(run_dir: Path, overwrite: bool) -> list[str]:
+    """The run files to remove before a new run in ``run_dir`` (``overwrite``), or ConfigError."""
+    found = sorted(p.name for p in run_dir.iterdir() if not _ours(p.name))
+    runs_files = [name for name in found if name in RUN_FILES]
+    if not found or (overwrite and runs_files):
+        return runs_files
+    if MODEL_FILE in found or LAST_FILE in found:
+        why = (f"{run_dir} already holds a run: continue it with --resume {run_dir}, replace it "
+               "with --overwrite, or choose another --run-dir")
+    elif runs_files:
+        why = (f"{run_dir} holds {', '.join(runs_files)} but no checkpoint (an earlier run stopped "
+               "before saving one, or another program's file): replace it with --overwrite, or "
+               "choose another --run-dir")
+    else:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        why = (f"{run_dir} is not empty ({shown}): a new run needs a new or empty directory; "
+               "choose another --run-dir")
+    raise ConfigError(why)
+
+
+def _ours(name: str) -> bool:
+    """charlm's own bookkeeping: the lock file and temporary files of an interrupted write."""
+    return name == LOCK_FILE or any(name.startswith(f".{n}.") and name.endswith(".tmp") for n in RUN_FILES)
+
+
+def make_run_dir(root, stem: str) -> RunLock:
+    """Create and lock a fresh ``<root>/<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while True:
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()  # exclusive: of several processes asking for one name, one gets it
+        except FileExistsError:
+            n += 1
+            continue
+        return lock_run_dir(path, created=True)
+
+
+def release_new(lock: RunLock) -> None:
+    """Undo a claim that was not used (setting up the run failed): release the lock, and remove
+    the directory if this process created it and it holds nothing but the lock file."""
+    run_dir = lock.run_dir
+    lock.release()
+    _held.pop(os.path.realpath(run_dir), None)
+    if not lock.created:
+        return
+    try:
+        if [p.name for p in run_dir.iterdir()] in ([], [LOCK_FILE]):
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
