@@ -4,14 +4,15 @@ The per-token loop (GEMV per layer, cell update, softmax with temperature, top-k
 inverse-CDF draw, stop at <eos>) runs inside one @njit call (kernels/generate.py); Python only
 hands it a chunk of pre-drawn uniforms and decodes what comes back, so text streams to the
 terminal with no per-character Python overhead. The first ``NUMPY_TOKENS`` tokens of every sample
-come from the same loop written in NumPy (generate_numpy.py says why: a short sample then never
-waits for Numba to load). Random numbers come from an explicit ``np.random.Generator``: the same
-seed gives the same text.
+come from the same loop written in NumPy, with the same sampling rule (kernels/generate_numpy.py
+says why: a short sample then never waits for Numba to load). Random numbers come from an
+explicit ``np.random.Generator``: the same seed gives the same text.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator
 
 import numpy as np
@@ -49,8 +50,6 @@ class Sampler:
     """Generates text from a trained model and its tokenizer."""
 
     def __init__(self, model, tokenizer, start_state=None):
-        from .config import CELL_IDS
-
         self.model, self.tokenizer = model, tokenizer
         c, p = model.config, model.params
         shape = (c.layers, c.states, c.hidden)
@@ -63,7 +62,8 @@ class Sampler:
             raise CheckpointError(f"the model's weights contain NaN or infinite values ({bad[0]}); "
                                   "it cannot generate text: use an earlier checkpoint or retrain")
         dt = model.dtype
-        self.cell_id = CELL_IDS[c.cell]
+        row = c.row  # the cell's row of the cell table (kernels/cells.py)
+        self.cell_id = row.id
         # Layer 0's input projection folded with the embedding: a (V, GH) row table.
         self.table0 = np.ascontiguousarray(p["encoder.weight"] @ p["rnn.weight_ih_l0"].T + p["rnn.bias_ih_l0"])
         L, GH, H = c.layers, c.gates * c.hidden, c.hidden
@@ -71,11 +71,12 @@ class Sampler:
             np.stack([p[f"rnn.weight_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH, H), dt))
         self.b_ih = np.ascontiguousarray(
             np.stack([p[f"rnn.bias_ih_l{k}"] for k in range(1, L)]) if L > 1 else np.zeros((0, GH), dt))
-        rec = "yh" if c.cell == "jordan" else "hh"  # Jordan: output-to-hidden (H, V), see kernels/jordan.py
+        rec = row.recurrent  # "hh", or Jordan's output-to-hidden "yh" (H, V): see kernels/jordan.py
         self.W_hh = np.ascontiguousarray(np.stack([p[f"rnn.weight_{rec}_l{k}"] for k in range(L)]))
         self.b_hh = np.ascontiguousarray(np.stack([p[f"rnn.bias_{rec}_l{k}"] for k in range(L)]))
         self.W_dec = np.ascontiguousarray(p["decoder.weight"])
         self.b_dec = np.ascontiguousarray(p["decoder.bias"])
+        self._compiled = None  # the compiled loop, made on first use (that loads Numba)
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "Sampler":
@@ -93,20 +94,30 @@ class Sampler:
             return state, eos
         context = np.concatenate([[eos], prime_ids[:-1]]).astype(np.int64)
         logits = np.empty(c.vocab_size, dtype=self.model.dtype)
-        self._loop(context.size).advance(*self._weights(), state, context, logits)
+        _, advance = self._loop(context.size)
+        advance(state, context, logits)
         return state, int(prime_ids[-1])
 
+    def compiled_loop(self):
+        """The compiled loop bound to this model (kernels.generate.CompiledLoop): made once, it
+        keeps whatever per-thread weight copies it needs for as long as this Sampler lives."""
+        if self._compiled is None:
+            from .kernels.generate import CompiledLoop
+
+            self._compiled = CompiledLoop(*self._weights())
+        return self._compiled
+
     def _loop(self, tokens_before: int):
-        """The module whose ``generate``/``advance`` to use when ``tokens_before`` tokens of this
-        sample (or prime) come before the call: the NumPy loop while that is under NUMPY_TOKENS
-        (never for Jordan networks), else the compiled one."""
-        from . import generate_numpy
+        """(generate, advance) bound to this model, for a call that ``tokens_before`` tokens of
+        this sample (or prime) come before: the NumPy loop while that is under NUMPY_TOKENS (for
+        the cells it runs), else the compiled one. Both take the arguments from ``state`` on."""
+        from .kernels import generate_numpy as numpy_loop
 
-        if tokens_before < generate_numpy.NUMPY_TOKENS and self.model.config.cell != "jordan":
-            return generate_numpy
-        from . import kernels
-
-        return kernels
+        if tokens_before < numpy_loop.NUMPY_TOKENS and numpy_loop.runs(self.cell_id):
+            weights = self._weights()
+            return partial(numpy_loop.generate, *weights), partial(numpy_loop.advance, *weights)
+        loop = self.compiled_loop()
+        return loop.generate, loop.advance
 
     def stream(self, prime: str = "", options: SampleOptions = SampleOptions()) -> Iterator[str]:
         """Yield the prime, then generated text piece by piece; ends at <eos> or max_length.
@@ -120,7 +131,7 @@ class Sampler:
             yield from self._stream(prime, options)
 
     def _stream(self, prime: str, options: SampleOptions) -> Iterator[str]:
-        from .generate_numpy import NUMPY_TOKENS
+        from .kernels.generate_numpy import NUMPY_TOKENS
 
         options = options.validate()
         tok = self.tokenizer
@@ -137,8 +148,9 @@ class Sampler:
             if done < NUMPY_TOKENS:  # a chunk never straddles the switch to the compiled loop
                 n_req = min(n_req, NUMPY_TOKENS - done)
             uniforms = rng.random(n_req)  # the same stream however it is chunked
-            n = self._loop(done).generate(*self._weights(), state, token, uniforms, float(options.temperature),
-                                          int(options.top_k), float(options.top_p), tok.eos_id, True, out[:n_req])
+            generate, _ = self._loop(done)
+            n = generate(state, token, uniforms, float(options.temperature), int(options.top_k),
+                         float(options.top_p), tok.eos_id, True, out[:n_req])
             ids = out[:n]
             ended = n > 0 and ids[-1] == tok.eos_id
             body = ids[:-1] if ended else ids

@@ -265,39 +265,7 @@ def test_standard_configurations_are_the_issues():
     assert sys.executable
 
 
-# 5. sampling on two threads equals the one-thread loop, id for id and bit for bit
-
-@pytest.mark.parametrize("cell_id,gates", [(0, 4), (1, 3), (2, 1)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_split_generation_equals_serial(cell_id, gates, dtype):
-    import charlm.runtime as rt
-    from charlm.kernels.generate import generate_serial
-    from charlm.kernels.generate_split import generate_split, split_weights
-
-    rng = np.random.default_rng(11)
-    L, H, V = 2, 12, 9
-    G = gates * H
-    table0, b_dec = rng.standard_normal((V, G)).astype(dtype), rng.standard_normal(V).astype(dtype)
-    W_ih, W_hh = ((rng.standard_normal((n, G, H)) * 0.4).astype(dtype) for n in (L - 1, L))
-    b_ih, b_hh = (rng.standard_normal((n, G)).astype(dtype) for n in (L - 1, L))
-    W_dec = rng.standard_normal((V, H)).astype(dtype)
-    state0 = rng.standard_normal((L, 2 if cell_id == 0 else 1, H)).astype(dtype)
-    uniforms = rng.random(40)
-    nt = min(rt.kernel_threads(), 2)
-    if nt < 2:
-        pytest.skip("needs two threads")
-    for temperature, top_k, top_p, stop in [(1.0, 0, 1.0, False), (0.8, 3, 0.9, True), (0.0, 0, 1.0, True)]:
-        a, b = np.full(40, -1), np.full(40, -1)
-        sa, sb = state0.copy(), state0.copy()
-        na = generate_serial(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, sa, 2, uniforms, temperature,
-                             top_k, top_p, 4, stop, a)
-        nb = generate_split(cell_id, *split_weights(cell_id, table0, W_ih, b_ih, W_hh, b_hh, nt), W_dec, b_dec, sb, 2,
-                            uniforms, temperature, top_k, top_p, 4, stop, b, nt)
-        assert na == nb and a.tolist() == b.tolist()
-        np.testing.assert_array_equal(sa, sb)  # the carried state too: chained calls stay identical
-
-
-# 6. the fused optimiser passes equal the NumPy ones
+# 5. the fused optimiser passes equal the NumPy ones
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_adam_and_norm_equal_numpy(dtype):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from numba import njit
 
-from charlm import generate_numpy
 from charlm.kernels import CELL_IDS, CELLS, advance, cross_entropy_grad, cross_entropy_rows, \
     generate, get_cell
+from charlm.kernels import generate_numpy
 from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, \
     tanh_act
 from gradcheck import assert_gradient_matches_finite_diff

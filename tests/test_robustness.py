@@ -200,17 +200,15 @@ def test_resume_refusals_for_changed_text_and_missing_checkpoints(trained, tmp_p
 
 
 def _sample_counts(logits, temperature, n=2000, top_k=0, top_p=1.0, loop="kernel"):
-    """Frequencies of each id over n evenly spaced uniforms, by the kernel's sampling rule or by
-    the NumPy loop's copy of it (generate_numpy.sample_id)."""
-    from charlm.generate_numpy import sample_id
-    from charlm.kernels.generate import _sample
+    """Frequencies of each id over n evenly spaced uniforms, by the sampling rule compiled (as the
+    kernel runs it) or as the NumPy loop calls it, uncompiled."""
+    from charlm.kernels.generate import draw
+    from charlm.kernels.sampling_rule import sample_id
 
+    rule = draw if loop == "kernel" else sample_id
     logits = np.asarray(logits)
     scratch = np.empty(len(logits), np.float64)
-    if loop == "kernel":
-        ids = [_sample(logits, (i + 0.5) / n, temperature, top_k, top_p, scratch) for i in range(n)]
-    else:
-        ids = [sample_id(logits, (i + 0.5) / n, temperature, top_k, top_p) for i in range(n)]
+    ids = [rule(logits, (i + 0.5) / n, temperature, top_k, top_p, scratch) for i in range(n)]
     return np.bincount(ids, minlength=len(logits)) / n
 
 
@@ -241,11 +239,11 @@ def test_sampling_kernel_with_an_infinite_logit_picks_it(sample_counts):
 
 
 def test_nan_logits_give_eos_in_both_loops():
-    from charlm.generate_numpy import sample_id
-    from charlm.kernels.generate import _sample
+    from charlm.kernels.generate import draw
+    from charlm.kernels.sampling_rule import sample_id
 
     logits = np.array([np.nan, 1.0, np.nan], np.float32)
-    assert sample_id(logits, 0.5, 1.0, 0, 1.0) == _sample(logits, 0.5, 1.0, 0, 1.0, np.empty(3)) == 0
+    assert sample_id(logits, 0.5, 1.0, 0, 1.0, np.empty(3)) == draw(logits, 0.5, 1.0, 0, 1.0, np.empty(3)) == 0
 
 
 @pytest.fixture(scope="module")

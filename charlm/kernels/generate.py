@@ -1,36 +1,53 @@
 """Batch-1 generation: the whole token loop in one @njit call, no Python per token.
 
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
-or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (GEMV, ``gemv`` below) and the same per-row
-step function the batched forward uses (lstm_step / gru_step / rnn_step). Then logits =
-W_dec @ h_top + b_dec and one sample. This loop is single-threaded; ``generate`` at the end runs
-models whose weights outgrow one core's cache on two threads instead (generate_split.py).
+or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
+function the training kernels use (lstm_step / gru_step / rnn_step). Then logits = W_dec @ h_top +
+b_dec and one draw by the sampling rule (sampling_rule.py, which the NumPy loop shares).
+
+One loop (``_tokens``) on one thread or several. Sampling streams every weight once per token, so
+it is bound by cache bandwidth: one core's L2 (2 MB here) does not hold a 2x256 LSTM (3.3 MB); two
+cores' L2s do. So a model whose recurrent weights pass SPLIT_MIN_BYTES runs the loop on n threads
+(``generate_split``): thread k owns the gate rows of units [k*H/n, (k+1)*H/n) of every layer (copied
+once, contiguous, by ``split_weights``) and the logits [k*V/n, (k+1)*V/n); the threads meet at a
+barrier (barrier.py) after each layer (a layer needs all of h below) and after the decoder, then
+each draws the same id from the same logits and uniform. On one thread (``generate``) the share is
+the whole model and nothing waits. Each row's dot product is the same ``gemv`` in the same order
+either way, so the ids and states are identical. ``CompiledLoop`` picks the thread count per call
+and keeps the per-thread copies with the model they belong to.
 Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
 
 Shared arguments (all float arrays one dtype, C-contiguous):
-    cell_id  0 = lstm, 1 = gru, 2 = rnn, 3 = jordan (charlm.config.CELL_IDS)
+    cell_id  the cell's ``id`` in the cell table (kernels/cells.py)
     table0   (V, G*H)      encoder.weight @ W_ih_l0^T + b_ih_l0
     W_ih     (L-1, G*H, H) and b_ih (L-1, G*H): layers 1..L-1 (leading dim 0 when L = 1)
     W_hh     (L, G*H, H)   and b_hh (L, G*H)
     W_dec    (V, H)        and b_dec (V,)
     state    (L, S, H)     updated in place: (h,) or (h, c) per layer
-Jordan (kernels/jordan.py): W_hh, b_hh are W_yh (L, H, V), b_yh (L, H); G = 1; each token first
-recomputes the previous output p = softmax(W_dec h_top + b_dec) and feeds it to every layer.
+Jordan (kernels/jordan.py): W_hh, b_hh are W_yh (L, H, V), b_yh (L, H); G = 1; its step runs the
+whole stack through the decoder (``jordan_feed``), so it runs on one thread.
 
 State convention: after ``generate`` the state has consumed ``token`` and every generated id except
 the last one returned; to continue, call again with token = out[n_written - 1]. Two calls chained
 this way produce exactly what one longer call produces with the same uniforms.
 """
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..config import CELL_IDS
+from .barrier import barrier
+from .cells import CELLS
 from .gru import gru_step
 from .jordan import jordan_feed
 from .lstm import lstm_step
 from .rnn import rnn_step
+from .sampling_rule import sample_id
 
-LSTM, GRU, RNN, JORDAN_ID = (CELL_IDS[name] for name in ("lstm", "gru", "rnn", "jordan"))
+LSTM, GRU, JORDAN = (CELLS[name].id for name in ("lstm", "gru", "jordan"))
+SPLIT_CELLS = frozenset(c.id for c in CELLS.values() if not c.feeds_output)  # steps that split by unit
+SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
+
+draw = njit(cache=True, error_model="numpy")(sample_id)  # the sampling rule, compiled
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -74,180 +91,186 @@ def gemv(W, x, y, accumulate):
         r += 1
 
 
+@njit(cache=True)
+def _scratch(Gu, units, V, dt):
+    """What _feed works in: xp, zx (zeros), hW, gates (Gu,); h_new, c_new (units,); p (V,)."""
+    return (np.empty(Gu, dt), np.zeros(Gu, dt), np.empty(Gu, dt), np.empty(Gu, dt), np.empty(units, dt),
+            np.empty(units, dt), np.empty(V, dt))
+
+
 @njit(cache=True, error_model="numpy")
-def _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, zx, hW, gates, h_new, c_new):
-    """Run one token through all layers, updating state (L, S, H) in place. zx (G*H,) zeros; xp,
-    hW, gates (G*H,) and h_new, c_new (H,) scratch.
+def _feed(cell_id, nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, new, token, work):
+    """Run one token through all layers: this thread's units [u0, u0 + units) of ``new`` (L, S, H)
+    from ``old`` (the same array on one thread: updated in place). Weights are this thread's rows
+    (one entry of split_weights); work as _scratch returns it.
 
     LSTM and RNN add the input and recurrent products into one vector (W_hh h + W_ih x) and pass
     b_ih where the step expects xp; the GRU keeps them apart (b_in + W_in x sits outside r * (...))."""
+    xp, zx, hW, gates, h_new, c_new, p = work
+    if cell_id == JORDAN:  # the whole stack and the decoder in one step, on one thread
+        jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, token, xp, hW, h_new, p)
+        return
+    u1 = u0 + h_new.shape[0]
     for l in range(W_hh.shape[0]):
-        s = state[l]
-        gemv(W_hh[l], s[0], hW, False)  # (G*H,) recurrent product
+        gemv(W_hh[l], old[l, 0], hW, False)  # (Gu,) recurrent product of this thread's rows
         if l == 0:
             x, bx = table0[token], zx  # layer 0: the embedding folded into W_ih_l0 (+ b_ih_l0)
         elif cell_id == GRU:
-            gemv(W_ih[l - 1], state[l - 1, 0], xp, False)
+            gemv(W_ih[l - 1], new[l - 1, 0], xp, False)
             x, bx = xp, b_ih[l - 1]
         else:
-            gemv(W_ih[l - 1], state[l - 1, 0], hW, True)  # W_hh h + W_ih x in one vector
+            gemv(W_ih[l - 1], new[l - 1, 0], hW, True)  # W_hh h + W_ih x in one vector
             x, bx = b_ih[l - 1], zx
         if cell_id == LSTM:
-            lstm_step(x, hW, b_hh[l], s[1], h_new, c_new, gates)
-            s[1, :] = c_new
+            lstm_step(x, hW, b_hh[l], old[l, 1, u0:u1], h_new, c_new, gates)
+            new[l, 1, u0:u1] = c_new
         elif cell_id == GRU:
-            gru_step(x, bx, hW, b_hh[l], s[0], h_new, gates, c_new)  # c_new is scratch for hn
+            gru_step(x, bx, hW, b_hh[l], old[l, 0, u0:u1], h_new, gates, c_new)  # c_new is scratch for hn
         else:
             rnn_step(x, hW, b_hh[l], h_new)
-        s[0, :] = h_new
+        new[l, 0, u0:u1] = h_new
+        if nthreads > 1:
+            barrier(sync, nthreads)  # the next layer (and the decoder) read all of h
 
 
 @njit(cache=True, error_model="numpy")
-def _sample(logits, u, temperature, top_k, top_p, p):
-    """Draw one id from softmax(logits / temperature) by inverse CDF with the uniform u in [0, 1).
-    temperature 0 = argmax; top_k > 0 keeps the k most probable; 0 < top_p < 1 keeps the smallest
-    most-probable set whose mass is >= top_p of what top_k left. p (V,) float64 scratch."""
-    V = logits.shape[0]
-    if temperature <= 0.0:
-        return np.argmax(logits)
-    m = np.float64(np.max(logits))
-    inv_t = 1.0 / temperature
-    for v in range(V):
-        p[v] = np.exp((np.float64(logits[v]) - m) * inv_t)  # unnormalised, max is 1
-    if m == np.inf:  # an overflowing logit would make every p NaN: the +inf ones share all the mass
-        for v in range(V):
-            p[v] = 1.0 if logits[v] == np.inf else 0.0
-    if (0 < top_k < V) or top_p < 1.0:
-        order = np.argsort(-p, kind="mergesort")  # most probable first, ties by lower id
-        keep = top_k if 0 < top_k < V else V
-        if top_p < 1.0:
-            mass = 0.0
-            for r in range(keep):
-                mass += p[order[r]]
-            acc = 0.0
-            for r in range(keep):
-                acc += p[order[r]]
-                if acc >= top_p * mass:
-                    keep = r + 1
-                    break
-        for r in range(keep, V):
-            p[order[r]] = 0.0
-    # Inverse CDF in id order over what is left (so top_k = V is exactly "off").
-    total = 0.0
-    for v in range(V):
-        total += p[v]
-    target = u * total
-    acc = 0.0
-    last = 0
-    for v in range(V):
-        if p[v] > 0.0:
-            acc += p[v]
-            last = v
-            if acc > target:
-                return v
-    return last  # only reached through rounding when u is within an ulp of 1
-
-
-@njit(cache=True, error_model="numpy")
-def generate_serial(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-                    temperature, top_k, top_p, eos_id, stop_at_eos, out):
-    """The generation loop on one thread (``generate`` below picks this or generate_split).
-
-    token:     the id fed first (e.g. <eos> to start, or the last id of the prime)
-    uniforms:  (n,) float64 in [0, 1), one per generated id, drawn by the caller's Generator
-    temperature, top_k, top_p: see _sample (top_p >= 1 and top_k <= 0 mean off)
-    eos_id, stop_at_eos: stop after writing eos_id (it is written and counted)
-    out:       (n,) int64 receives the generated ids
-    returns    the number of ids written
-    """
-    V, G = table0.shape
-    H = W_dec.shape[1]
-    dt = table0.dtype
-    if token < 0 or token >= V:
-        raise IndexError("generate: token id out of range [0, V)")
-    xp = np.empty(G, dt)
-    zx = np.zeros(G, dt)
-    hW = np.empty(G, dt)
-    gates = np.empty(G, dt)
-    h_new = np.empty(H, dt)
-    c_new = np.empty(H, dt)
-    logits = np.empty(V, dt)
+def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token,
+            uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out):
+    """The token loop as thread ``tid`` of ``nthreads`` runs it. Weights (n, ...) as split_weights
+    returns them (n = 1: the whole model); hbuf (B, L, S, H) the state: B = 1 is updated in place,
+    B = 2 is double-buffered (token k reads hbuf[k % 2] and writes the other, since threads read
+    units that others are writing); logits (V,) shared by the threads. Returns the ids written."""
+    V, H = W_dec.shape
+    u0 = tid * H // nthreads
+    v0, v1 = tid * V // nthreads, (tid + 1) * V // nthreads
+    work = _scratch(W_hh.shape[2], (tid + 1) * H // nthreads - u0, V, W_dec.dtype)
     p = np.empty(V, np.float64)
-    top = W_hh.shape[0] - 1
+    top = hbuf.shape[1] - 1
+    nbuf = hbuf.shape[0]
     n = min(uniforms.shape[0], out.shape[0])
     for k in range(n):
-        if cell_id == JORDAN_ID:
-            jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, xp, hW, h_new, logits)
-        else:
-            _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, zx, hW, gates, h_new, c_new)
-        gemv(W_dec, state[top, 0], logits, False)  # (V,)
-        logits += b_dec
-        token = _sample(logits, uniforms[k], temperature, top_k, top_p, p)
-        out[k] = token
+        new = hbuf[(k + 1) % nbuf]
+        _feed(cell_id, nthreads, sync, u0, table0[tid], W_ih[tid], b_ih[tid], W_hh[tid], b_hh[tid], W_dec, b_dec,
+              hbuf[k % nbuf], new, token, work)
+        gemv(W_dec[v0:v1], new[top, 0], logits[v0:v1], False)  # (V,) this thread's rows
+        for v in range(v0, v1):
+            logits[v] += b_dec[v]
+        if nthreads > 1:
+            barrier(sync, nthreads)
+        token = draw(logits, uniforms[k], temperature, top_k, top_p, p)  # the same id on every thread
+        if tid == 0:
+            out[k] = token
+        # logits are rewritten only after the next token's layer barriers: no barrier needed here
         if stop_at_eos and token == eos_id:
             return k + 1
     return n
 
 
 @njit(cache=True, error_model="numpy")
+def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
+             temperature, top_k, top_p, eos_id, stop_at_eos, out):
+    """The generation loop on one thread.
+
+    token:     the id fed first (e.g. <eos> to start, or the last id of the prime)
+    uniforms:  (n,) float64 in [0, 1), one per generated id, drawn by the caller's Generator
+    temperature, top_k, top_p: see sampling_rule.sample_id (top_p >= 1 and top_k <= 0 mean off)
+    eos_id, stop_at_eos: stop after writing eos_id (it is written and counted)
+    out:       (n,) int64 receives the generated ids
+    returns    the number of ids written
+    """
+    if token < 0 or token >= W_dec.shape[0]:
+        raise IndexError("generate: token id out of range [0, V)")
+    one = (1,)  # the whole model is the one thread's share
+    return _tokens(cell_id, 0, 1, np.zeros(2, np.int64), table0.reshape(one + table0.shape),
+                   W_ih.reshape(one + W_ih.shape), b_ih.reshape(one + b_ih.shape), W_hh.reshape(one + W_hh.shape),
+                   b_hh.reshape(one + b_hh.shape), W_dec, b_dec, state.reshape(one + state.shape),
+                   np.empty(W_dec.shape[0], W_dec.dtype), token, uniforms, temperature, top_k, top_p, eos_id,
+                   stop_at_eos, out)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def generate_split(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
+                   temperature, top_k, top_p, eos_id, stop_at_eos, out, nthreads):
+    """``generate`` on ``nthreads`` threads that must run concurrently (the caller checks Numba has
+    that many). Weights as returned by ``split_weights``; W_dec, b_dec, state (L, S, H) and the
+    rest as for ``generate``. Returns the number of ids written."""
+    if token < 0 or token >= W_dec.shape[0]:
+        raise IndexError("generate: token id out of range [0, V)")
+    hbuf = np.empty((2,) + state.shape, state.dtype)
+    hbuf[0] = state
+    logits = np.empty(W_dec.shape[0], W_dec.dtype)
+    sync = np.zeros(2, np.int64)
+    written = np.zeros(nthreads, np.int64)
+    for tid in prange(nthreads):
+        written[tid] = _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf,
+                               logits, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out)
+    state[:] = hbuf[written[0] % 2]
+    return written[0]
+
+
+@njit(cache=True, error_model="numpy")
 def advance(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, logits_out):
     """Feed ids (n,) through the recurrence without sampling (conditioning on a prime), updating
     state in place; logits_out (V,) receives the logits after the last id (untouched if n = 0)."""
-    V, G = table0.shape
-    H = W_dec.shape[1]
-    dt = table0.dtype
-    xp = np.empty(G, dt)
-    zx = np.zeros(G, dt)
-    hW = np.empty(G, dt)
-    gates = np.empty(G, dt)
-    h_new = np.empty(H, dt)
-    c_new = np.empty(H, dt)
-    scratch = np.empty(V, dt)
+    V, H = W_dec.shape
+    work = _scratch(W_hh.shape[1], H, V, W_dec.dtype)
+    sync = np.zeros(2, np.int64)  # unused on one thread
     for i in range(ids.shape[0]):
-        token = ids[i]
-        if token < 0 or token >= V:
+        if ids[i] < 0 or ids[i] >= V:
             raise IndexError("advance: token id out of range [0, V)")
-        if cell_id == JORDAN_ID:
-            jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, xp, hW, h_new, scratch)
-        else:
-            _feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token, xp, zx, hW, gates, h_new, c_new)
+        _feed(cell_id, 1, sync, 0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, state, ids[i], work)
     if ids.shape[0] > 0:
-        np.dot(W_dec, state[W_hh.shape[0] - 1, 0], logits_out)
+        gemv(W_dec, state[W_hh.shape[0] - 1, 0], logits_out, False)
         logits_out += b_dec
 
 
-SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
-_split = {"key": None, "weights": None}   # split_weights of the last arrays seen (see generate)
+def split_weights(cell_id, table0, W_ih, b_ih, W_hh, b_hh, nthreads):
+    """Per-thread copies of the gate rows of each thread's units (NumPy, once per model).
+    Returns (table0 (n, V, Gu), W_ih (n, L-1, Gu, H), b_ih (n, L-1, Gu), W_hh (n, L, Gu, H),
+    b_hh (n, L, Gu)) with Gu = G * H / n; the gate blocks keep their order (i, f, g, o ...)."""
+    G, H = W_hh.shape[1], W_hh.shape[2]
+    nu = H // nthreads
+
+    def rows(k):
+        return np.concatenate([np.arange(g * H + k * nu, g * H + (k + 1) * nu) for g in range(G // H)])
+
+    idx = [rows(k) for k in range(nthreads)]
+    return tuple(np.ascontiguousarray(np.stack([a[:, r] for r in idx])) for a in (table0, W_ih, b_ih, W_hh, b_hh))
 
 
-def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-             temperature, top_k, top_p, eos_id, stop_at_eos, out):
-    """Generate ids into ``out`` (arguments and result as generate_serial). Models whose recurrent
-    weights pass SPLIT_MIN_BYTES run on the ``charlm.runtime`` threads (generate_split.py), with
-    the per-thread weight copies made once for these exact arrays (kept by identity: the arrays
-    are treated as immutable, as Sampler's are); the ids and state are identical either way."""
-    nt = _split_threads(cell_id, W_ih, W_hh)
-    if nt < 2:
-        return generate_serial(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-                               temperature, top_k, top_p, eos_id, stop_at_eos, out)
-    from .generate_split import generate_split, split_weights
-
-    key = (table0, W_ih, b_ih, W_hh, b_hh, nt)
-    if _split["key"] is None or any(a is not b for a, b in zip(_split["key"], key)):
-        _split["key"], _split["weights"] = key, split_weights(cell_id, table0, W_ih, b_ih, W_hh, b_hh, nt)
-    return generate_split(cell_id, *_split["weights"], W_dec, b_dec, state, token, uniforms, temperature, top_k,
-                          top_p, eos_id, stop_at_eos, out, nt)
-
-
-def _split_threads(cell_id, W_ih, W_hh) -> int:
-    """Threads for generate_split: the runtime's count when the model is large enough and the
-    hidden units divide evenly, else 1 (the barrier needs every thread running at once, so never
-    with JIT disabled or fewer Numba threads)."""
-    import numba
-
-    if cell_id == JORDAN_ID or numba.config.DISABLE_JIT or W_hh.nbytes + W_ih.nbytes < SPLIT_MIN_BYTES:
+def split_threads(cell_id, W_ih, W_hh) -> int:
+    """Threads to generate on: the runtime's count when the cell's step splits by unit, the model is
+    large enough and the hidden units divide evenly, else 1 (the barrier needs every thread running
+    at once, so never with JIT disabled or fewer Numba threads)."""
+    if cell_id not in SPLIT_CELLS or numba.config.DISABLE_JIT or W_hh.nbytes + W_ih.nbytes < SPLIT_MIN_BYTES:
         return 1
     from ..runtime import kernel_threads
 
     nt = min(kernel_threads(), numba.get_num_threads())
     return nt if nt >= 2 and W_hh.shape[2] % nt == 0 else 1
+
+
+class CompiledLoop:
+    """The compiled loop bound to one model's arrays (cell_id, table0, W_ih, b_ih, W_hh, b_hh,
+    W_dec, b_dec as above, treated as immutable). ``generate`` runs on ``split_threads`` threads
+    and keeps the per-thread weight copies that needs here, with the model they were made from."""
+
+    def __init__(self, cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec):
+        self.weights = (cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec)
+        self._split = {}   # thread count -> split_weights(...)
+
+    def generate(self, state, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out) -> int:
+        """``generate`` (arguments from ``state`` on, result and state convention the same)."""
+        cell_id, *arrays, W_dec, b_dec = self.weights
+        nt = split_threads(cell_id, arrays[1], arrays[3])
+        if nt < 2:
+            return generate(*self.weights, state, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos,
+                            out)
+        if nt not in self._split:
+            self._split[nt] = split_weights(cell_id, *arrays, nt)
+        return generate_split(cell_id, *self._split[nt], W_dec, b_dec, state, token, uniforms, temperature, top_k,
+                              top_p, eos_id, stop_at_eos, out, nt)
+
+    def advance(self, state, ids, logits_out) -> None:
+        """``advance`` (arguments from ``state`` on)."""
+        advance(*self.weights, state, ids, logits_out)

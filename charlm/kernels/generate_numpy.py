@@ -8,21 +8,29 @@ token once loaded. ``charlm sample`` of a few hundred characters from a small mo
 never imports Numba.
 
 The rule is fixed (always the first NUMPY_TOKENS, whatever has been imported), so a seed gives the
-same text in the CLI, in a training run's samples and in a script. Same arguments, same uniforms
-and the same sampling rule as ``kernels.generate.generate_serial``/``_sample``; only the float
-arithmetic differs (exact tanh here, the kernels' float32 approximation there, and BLAS summation
-order), by ~1e-7 relative, which changes a draw only when a uniform falls that close to a boundary
-of the cumulative distribution. tests/test_kernels.py checks the two loops agree id for id.
-Jordan networks always use the compiled loop.
+same text in the CLI, in a training run's samples and in a script. Same arguments, same uniforms,
+and the very same sampling rule (sampling_rule.sample_id, which the compiled loop compiles); only
+the cell arithmetic is a twin, written in whole-vector NumPy (the kernels' per-row steps are
+scalar loops that only run compiled). It differs from theirs by ~1e-7 relative (exact tanh here,
+the kernels' float32 approximation there, and BLAS summation order), which changes a draw only
+when a uniform falls that close to a boundary of the cumulative distribution.
+tests/test_kernels.py checks the two loops agree id for id. Cells whose step runs through the
+decoder (Jordan) always use the compiled loop: ``runs(cell_id)`` says which cells this loop runs.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .config import CELL_IDS
+from .cells import CELLS
+from .sampling_rule import sample_id
 
 NUMPY_TOKENS = 256   # tokens of each sample (and prime length) served by this loop
-LSTM, GRU, RNN = CELL_IDS["lstm"], CELL_IDS["gru"], CELL_IDS["rnn"]
+LSTM, GRU, RNN = (CELLS[name].id for name in ("lstm", "gru", "rnn"))
+
+
+def runs(cell_id) -> bool:
+    """Whether this loop has the cell's step (else the compiled loop serves the whole sample)."""
+    return cell_id in (LSTM, GRU, RNN)
 
 
 def _sigmoid(a):
@@ -32,6 +40,8 @@ def _sigmoid(a):
 
 def feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token) -> None:
     """Run one token through every layer, updating state (L, S, H) in place (kernels' _feed)."""
+    if not runs(cell_id):
+        raise ValueError(f"generate_numpy: no NumPy loop for cell id {cell_id}")
     for l in range(W_hh.shape[0]):
         s = state[l]
         hW = W_hh[l] @ s[0]
@@ -55,38 +65,8 @@ def feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token) -> None:
             a_n = hW[2 * H:] + b_hh[l, 2 * H:]
             n = np.tanh(xb[2 * H:] + rz[:H] * a_n)
             s[0] = n + rz[H:] * (s[0] - n)
-        elif cell_id == RNN:
-            s[0] = np.tanh(x + hW + b_hh[l])
         else:
-            raise ValueError(f"generate_numpy: no NumPy loop for cell id {cell_id}")
-
-
-def sample_id(logits, u, temperature, top_k, top_p) -> int:
-    """One id from softmax(logits / temperature) by inverse CDF with u in [0, 1): the rule of the
-    kernels' ``_sample`` (greedy at temperature 0; top-k, then the smallest most-probable set with
-    mass >= top_p, ties by lower id; the CDF runs in id order; float64 throughout)."""
-    V = logits.shape[0]
-    if temperature <= 0.0:
-        return int(np.argmax(logits))
-    x = logits.astype(np.float64)
-    m = x.max()
-    if m == np.inf:  # the +inf logits share all the mass
-        p = (x == np.inf).astype(np.float64)
-    else:
-        p = np.exp((x - m) * (1.0 / temperature))
-    if 0 < top_k < V or top_p < 1.0:
-        order = np.argsort(-p, kind="mergesort")
-        keep = top_k if 0 < top_k < V else V
-        if top_p < 1.0:
-            mass = np.cumsum(p[order[:keep]])  # running sums in the kernel's order
-            keep = int(np.argmax(mass >= top_p * mass[-1])) + 1
-        p[order[keep:]] = 0.0
-    cdf = np.cumsum(p)
-    v = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
-    if v < V:
-        return v
-    left = np.flatnonzero(p > 0.0)  # u within an ulp of 1 (or NaN logits): the kernel's fallback
-    return int(left[-1]) if left.size else 0
+            s[0] = np.tanh(x + hW + b_hh[l])
 
 
 def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
@@ -96,11 +76,12 @@ def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token
     if not 0 <= token < V:
         raise IndexError("generate: token id out of range [0, V)")
     top = W_hh.shape[0] - 1
+    p = np.empty(V, np.float64)
     n = min(uniforms.shape[0], out.shape[0])
     for k in range(n):
         feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token)
         logits = W_dec @ state[top, 0] + b_dec
-        token = sample_id(logits, uniforms[k], temperature, top_k, top_p)
+        token = int(sample_id(logits, uniforms[k], temperature, top_k, top_p, p))
         out[k] = token
         if stop_at_eos and token == eos_id:
             return k + 1

@@ -1,0 +1,115 @@
+"""The generation loops: one sampling rule for both, one compiled loop on one thread or two.
+
+(The loops against a naive reference, their state convention and the NumPy/compiled agreement on
+a float32 model are in test_kernels.py; the rule's robustness to extreme logits in
+test_robustness.py.)
+"""
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import charlm.runtime as rt
+from charlm.kernels import CELLS
+from charlm.kernels.sampling_rule import sample_id
+
+G = importlib.import_module("charlm.kernels.generate")  # the module (the package's ``generate`` is the function)
+
+RULE_CASES = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 5, 1.0), (1.0, 0, 0.8), (0.9, 7, 0.6), (2.0, 40, 0.95),
+              (0.0, 0, 1.0), (1.0, 1, 1.0), (1.0, 0, 1e-9), (1e-6, 0, 1.0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sampling_rule_compiled_and_uncompiled_draw_the_same_ids(dtype):
+    """The NumPy loop calls sample_id as written and the compiled loop its njit compilation: the
+    same id for every logits vector, option and uniform, ties and extremes included."""
+    rng = np.random.default_rng(5)
+    V = 40
+    logits_cases = [rng.standard_normal(V) * s for s in (0.1, 1.0, 4.0, 30.0)]
+    logits_cases.append(np.round(rng.standard_normal(V)))          # many exact ties
+    logits_cases.append(np.r_[np.full(V - 3, -np.inf), 1.0, 2.0, 2.0])
+    logits_cases.append(np.r_[rng.standard_normal(V - 2), np.inf, np.inf])
+    logits_cases.append(np.r_[rng.standard_normal(V - 1), np.nan])
+    uniforms = np.r_[rng.random(60), 0.0, np.nextafter(1.0, 0.0)]
+    compiled, plain = np.empty(V), np.empty(V)
+    for logits in logits_cases:
+        logits = logits.astype(dtype)
+        for temperature, top_k, top_p in RULE_CASES:
+            a = [int(G.draw(logits, u, temperature, top_k, top_p, compiled)) for u in uniforms]
+            b = [int(sample_id(logits, u, temperature, top_k, top_p, plain)) for u in uniforms]
+            assert a == b, (logits, temperature, top_k, top_p)
+            assert all(0 <= i < V for i in a)
+
+
+def test_sampling_rule_and_numpy_loop_do_not_import_numba():
+    code = ("import sys\nimport charlm.kernels.generate_numpy, charlm.kernels.sampling_rule\n"
+            "print('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def _model(cell, dtype, rng, L=2, H=12, V=9):
+    c = CELLS[cell]
+    g = c.gates * H
+    table0, b_dec = rng.standard_normal((V, g)).astype(dtype), rng.standard_normal(V).astype(dtype)
+    W_ih, W_hh = ((rng.standard_normal((n, g, H)) * 0.4).astype(dtype) for n in (L - 1, L))
+    b_ih, b_hh = (rng.standard_normal((n, g)).astype(dtype) for n in (L - 1, L))
+    W_dec = rng.standard_normal((V, H)).astype(dtype)
+    state0 = rng.standard_normal((L, c.states, H)).astype(dtype)
+    return (c.id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec), state0
+
+
+def _two_threads():
+    nt = min(rt.kernel_threads(), 2)
+    if nt < 2:
+        pytest.skip("needs two threads")
+    return nt
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_generation_equals_one_thread(cell, dtype):
+    """The loop on two threads (each owning half of every layer's units) gives the one-thread loop's
+    ids and state, bit for bit."""
+    nt = _two_threads()
+    weights, state0 = _model(cell, dtype, np.random.default_rng(11))
+    uniforms = np.random.default_rng(12).random(40)
+    for temperature, top_k, top_p, stop in [(1.0, 0, 1.0, False), (0.8, 3, 0.9, True), (0.0, 0, 1.0, True)]:
+        a, b = np.full(40, -1), np.full(40, -1)
+        sa, sb = state0.copy(), state0.copy()
+        na = G.generate(*weights, sa, 2, uniforms, temperature, top_k, top_p, 4, stop, a)
+        nb = G.generate_split(weights[0], *G.split_weights(*weights[:6], nt), *weights[6:], sb, 2, uniforms,
+                              temperature, top_k, top_p, 4, stop, b, nt)
+        assert na == nb and a.tolist() == b.tolist()
+        np.testing.assert_array_equal(sa, sb)  # the carried state too: chained calls stay identical
+
+
+def test_compiled_loop_keeps_its_thread_copies_and_chains(monkeypatch):
+    """CompiledLoop splits a large model once and keeps the copies itself: two models side by side
+    each get their own, and chained calls equal one long call on one thread."""
+    nt = _two_threads()
+    monkeypatch.setattr(G, "SPLIT_MIN_BYTES", 0)  # these tiny models count as large
+    rng = np.random.default_rng(13)
+    (w1, s1), (w2, s2) = _model("lstm", np.float32, rng), _model("gru", np.float32, rng)
+    uniforms = rng.random(30)
+    for weights, state0 in ((w1, s1), (w2, s2)):
+        loop = G.CompiledLoop(*weights)
+        assert G.split_threads(weights[0], weights[2], weights[4]) == nt
+        one, s_one = np.full(30, -1), state0.copy()
+        G.generate(*weights, s_one, 1, uniforms, 1.0, 0, 1.0, 0, False, one)
+        out, state = np.full(30, -1), state0.copy()
+        loop.generate(state, 1, uniforms[:10], 1.0, 0, 1.0, 0, False, out[:10])
+        copies = loop._split[nt]
+        loop.generate(state, int(out[9]), uniforms[10:], 1.0, 0, 1.0, 0, False, out[10:])
+        assert loop._split[nt] is copies  # made once per model
+        assert out.tolist() == one.tolist()
+        np.testing.assert_array_equal(state, s_one)
+
+
+def test_jordan_never_splits(monkeypatch):
+    monkeypatch.setattr(G, "SPLIT_MIN_BYTES", 0)
+    jordan = CELLS["jordan"]
+    assert jordan.feeds_output and jordan.id not in G.SPLIT_CELLS
+    assert G.split_threads(jordan.id, np.zeros((1, 4, 4)), np.zeros((2, 4, 9))) == 1
