@@ -32,11 +32,15 @@ class EvalResult:
     level: str
     surprisal: np.ndarray | None = field(default=None, repr=False)  # (tokens,) bits, if asked
     target_ids: np.ndarray | None = field(default=None, repr=False)
+    dynamic_loss_nats: float | None = None  # dynamic evaluation (dynamic_eval.py), if asked
 
     def to_dict(self) -> dict:
-        return {"loss_nats": self.loss_nats, "bits_per_char": self.bits_per_char,
-                "perplexity": self.perplexity, "tokens": self.tokens, "oov": self.oov,
-                "level": self.level}
+        d = {"loss_nats": self.loss_nats, "bits_per_char": self.bits_per_char,
+             "perplexity": self.perplexity, "tokens": self.tokens, "oov": self.oov, "level": self.level}
+        if self.dynamic_loss_nats is not None:
+            d["dynamic_loss_nats"] = self.dynamic_loss_nats
+            d["dynamic_bits_per_char"] = self.dynamic_loss_nats / LN2 if self.level == "char" else None
+        return d
 
 
 MAX_STREAMS = 64    # streams scored side by side
@@ -89,8 +93,10 @@ def state_after(model, ids: np.ndarray, seq_len: int = 256) -> np.ndarray:
     return state
 
 
-def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "strict") -> EvalResult:
-    """Score the files ``paths`` with ``checkpoint`` (a loaded ``Checkpoint``)."""
+def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "strict",
+             dynamic=None) -> EvalResult:
+    """Score the files ``paths`` with ``checkpoint`` (a loaded ``Checkpoint``); with ``dynamic``
+    (a ``DynamicOptions``) also under dynamic evaluation, reported separately."""
     from .corpus import build_corpus
     from .errors import CorpusError
     from .runtime import thread_limits
@@ -105,6 +111,12 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
     model = checkpoint.build_model()
     with thread_limits():  # all cores for the kernels, one per BLAS call; undone on return
         nll = score_ids(model, np.asarray(ids))
+        dynamic_loss = None
+        if dynamic is not None:
+            from .dynamic_eval import dynamic_score
+
+            total, count = dynamic_score(_without_dropout(checkpoint), np.asarray(ids), dynamic)
+            dynamic_loss = total / count
     loss = float(nll.mean())
     level = checkpoint.tokenizer.level
     return EvalResult(
@@ -112,4 +124,15 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
         bits_per_char=loss / LN2 if level == "char" else None,
         tokens=int(nll.size), oov=int(corpus.stats().get("unknown", 0)), level=level,
         surprisal=nll / LN2 if surprisal else None,
-        target_ids=np.asarray(ids[1:]) if surprisal else None)
+        target_ids=np.asarray(ids[1:]) if surprisal else None, dynamic_loss_nats=dynamic_loss)
+
+
+def _without_dropout(checkpoint):
+    """The checkpoint's model with dropout off: dynamic evaluation takes gradients of the
+    deterministic network it scores with."""
+    from .config import replace
+    from .model import Model
+
+    model = Model(replace(checkpoint.config, dropout=0.0), dtype=checkpoint.dtype)
+    model.load_state_dict(checkpoint.tensors)
+    return model

@@ -61,3 +61,48 @@ def test_warm_up_context_stands_in_for_the_carried_state():
     cold = score_ids(model, ids, streams=12, context=0, window=64)
     assert abs(batched.mean() - exact.mean()) < 1e-3
     assert abs(cold.mean() - exact.mean()) > abs(batched.mean() - exact.mean())  # the warm-up matters
+
+
+def test_dynamic_evaluation_scores_each_window_before_a_finite_difference_checked_step():
+    from charlm.dynamic_eval import DynamicEvaluator, DynamicOptions
+
+    model = small_model("gru", seed=6)
+    ids = np.random.default_rng(7).integers(0, 11, 25)
+    x, y = ids[:12, None], ids[1:13, None]
+    theta0 = model.flat.copy()
+
+    def window_loss(theta):
+        model.flat[...] = theta
+        return float(score_ids(model, ids[:13], streams=1).mean())
+
+    static = window_loss(theta0)
+    rng = np.random.default_rng(8)
+    coords = rng.choice(model.size, 12, replace=False)
+    fd = []
+    for i in coords:
+        e = np.zeros(model.size)
+        e[i] = 1e-6
+        fd.append((window_loss(theta0 + e) - window_loss(theta0 - e)) / 2e-6)
+    model.flat[...] = theta0
+    ev = DynamicEvaluator(model, DynamicOptions(window=12, lr=0.1, decay=0.25))
+    assert ev.step(x, y) == pytest.approx(static * 12, rel=1e-10)   # scored before the update
+    step = theta0 - model.flat  # θ' = θ0 - lr g, then pulled back: θ1 = θ' + decay (θ0 - θ') = θ0 - 0.75 lr g
+    np.testing.assert_allclose(step[coords] / (0.1 * 0.75), fd, rtol=1e-5, atol=1e-8)
+    theta1 = model.flat.copy()
+    ev.step(ids[12:24, None], ids[13:25, None])
+    np.testing.assert_allclose(model.flat, theta1 - 0.1 * model.grad_flat + 0.25 * (theta0 - (theta1 - 0.1 * model.grad_flat)),
+                               rtol=1e-12)
+    ev.restore()
+    np.testing.assert_array_equal(model.flat, theta0)
+
+
+def test_dynamic_evaluation_adapts_to_a_repeated_text_and_restores_the_weights():
+    from charlm.dynamic_eval import DynamicOptions, dynamic_score
+
+    model = small_model("lstm", seed=9)
+    ids = np.tile(np.random.default_rng(10).integers(0, 11, 9), 40)
+    before = model.flat.copy()
+    total, count = dynamic_score(model, ids, DynamicOptions(window=9, lr=0.5, decay=0.0))
+    assert count == len(ids) - 1
+    assert total / count < score_ids(model, ids, streams=1).mean() - 0.3
+    np.testing.assert_array_equal(model.flat, before)
