@@ -9,12 +9,10 @@ from click.testing import CliRunner
 from charlm import bench as B
 from charlm.kernels import get_cell
 from charlm.kernels.embedding import scatter_add_rows
-from charlm.kernels.gru import gru_backward_par, gru_forward_par
 from charlm.kernels.loss import cross_entropy_grad, cross_entropy_grad_par, cross_entropy_rows, \
     cross_entropy_rows_par
-from charlm.kernels.lstm import lstm_backward_par, lstm_forward_par
+from charlm.kernels.layer import layer_backward, layer_forward
 from charlm.kernels.parallel import matmul_rows, matmul_rows_bias, matmul_tn, sum_blocks
-from charlm.kernels.rnn import rnn_backward_par, rnn_forward_par
 
 TINY = B.BenchConfig(cell="lstm", layers=1, hidden=8, batch=4, seq_len=8, vocab=10, threads=2, warmup=1,
                      steps=2, sample_chars=40, sample_reps=1)
@@ -27,8 +25,8 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
     """Run one layer both ways. mode "table": layer 0's folded table read by token id (and the
     scatter of its gradient); mode "project": an input x_in (T, B, I) projected inside the kernel
     (and dL/dx_in written in place over dh_out's buffer when I == H)."""
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
-    S = 2 if cell == "lstm" else 1
+    c = get_cell(cell)
+    G, S = c.gates * H, c.states
     I = H if mode == "inplace" else I
     table = rng.standard_normal((V, G)).astype(dtype)
     ids = rng.integers(0, V, (T, B_)).astype(np.int64)
@@ -40,7 +38,6 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
     dh_out = rng.standard_normal((T, B_, H)).astype(dtype)
     dsT = rng.standard_normal((S, B_, H)).astype(dtype)
     # serial twin: the cell adapters of charlm.kernels on xp computed in NumPy
-    c = get_cell(cell)
     xp = np.ascontiguousarray((table[ids] if mode == "table" else x_in @ W_ih.T) + b_ih)
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     dxp, dW, db, ds0 = c.backward(dh_out, dsT, W_hh, hs, cache)
@@ -64,25 +61,13 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
     p_dW_ih = np.empty((nchunks, G, I), dtype) if mode != "table" else np.empty((nchunks, 0, 0), dtype)
     d_out = dh_out.copy()
     p_dx = d_out if mode == "inplace" else np.empty((T, B_, I), dtype) if mode == "project" else none3
-    common = (k_x_in, W_ih, k_ids, p_dW, p_dW_ih)
-    if cell == "lstm":
-        cs, gates = np.empty((T + 1, B_, H), dtype), np.empty((T, B_, G), dtype)
-        lstm_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, cs, gates, nchunks, tb)
-        lstm_backward_par(d_out, dsT, W_hh, p_hs, gates, cs, *common, p_db, p_dtab, p_dx, p_ds0, nchunks, tb)
-        p_cache = (gates, cs)
-    elif cell == "gru":
-        gates, hn = np.empty((T, B_, G), dtype), np.empty((T, B_, H), dtype)
-        gru_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, gates, hn, nchunks, tb)
-        gru_backward_par(d_out, dsT, W_hh, p_hs, gates, hn, *common, p_db, p_dbx, p_dtab, p_dx, p_ds0, nchunks, tb)
-        p_cache = (gates, hn)
-    else:
-        rnn_forward_par(k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, nchunks, tb)
-        rnn_backward_par(d_out, dsT, W_hh, p_hs, *common, p_db, p_dtab, p_dx, p_ds0, nchunks, tb)
-        p_cache = ()
-    p_db_ih = p_db.sum(0)
-    if cell == "gru":
-        p_db_ih[2 * H:] = p_dbx.sum(0)[2 * H:]
-    parallel = dict(hs=p_hs, cache=p_cache, dW=p_dW.sum(0), db=p_db.sum(0), ds0=p_ds0, db_ih=p_db_ih)
+    p_cache = {name: np.empty(shape, dtype) for name, shape in c.cache_shapes(T, B_, H).items()}
+    cache_args = tuple(p_cache.values())  # gates, cs, hn
+    layer_forward(c.id, k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, *cache_args, nchunks, tb)
+    layer_backward(c.id, d_out, dsT, W_hh, p_hs, *cache_args, k_x_in, W_ih, k_ids, p_dW, p_dW_ih, p_db, p_dbx,
+                   p_dtab, p_dx, p_ds0, nchunks, tb)
+    p_cache = tuple(p_cache[name] for name in c.cache)
+    parallel = dict(hs=p_hs, cache=p_cache, dW=p_dW.sum(0), db=p_db.sum(0), ds0=p_ds0, db_ih=p_dbx.sum(0))
     if mode == "table":
         parallel["dtable"] = np.empty((V, G), dtype)
         sum_blocks(p_dtab, parallel["dtable"])

@@ -14,8 +14,8 @@ from charlm.model import Model, parameter_shapes
 from charlm.sample import SampleOptions, Sampler
 from charlm.train import StepEvent, Trainer
 from gradcheck import assert_gradient_matches_finite_diff
-from test_model import batch
-from test_model import make_model as make_cell_model
+from tiny_models import batch
+from tiny_models import make_model as make_cell_model
 
 make_model = functools.partial(make_cell_model, "jordan")
 

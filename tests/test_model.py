@@ -5,22 +5,9 @@ from gradcheck import assert_gradient_matches_finite_diff
 
 from charlm.config import ModelConfig
 from charlm.model import Model, parameter_shapes
+from tiny_models import batch, make_model
 
 CELLS = ["lstm", "gru", "rnn"]
-
-
-def make_model(cell, layers=2, V=5, E=3, H=3, dropout=0.0, tie=False, dtype=np.float64, seed=0):
-    cfg = ModelConfig(cell=cell, vocab_size=V, embed=E, hidden=H, layers=layers, dropout=dropout,
-                      tie_weights=tie)
-    model = Model(cfg, dtype=dtype).init_weights(np.random.default_rng(seed))
-    # make biases non-trivial so their gradients are exercised
-    model.flat += 0.1 * np.random.default_rng(seed + 1).standard_normal(model.size)
-    return model
-
-
-def batch(V, T=4, B=2, seed=3):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
 
 
 def mean_loss(model, x, y, state, seed):

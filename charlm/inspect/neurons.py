@@ -71,7 +71,7 @@ def activations(model, ids, *, kind: str = "h", seq_len: int = 256) -> np.ndarra
 
     if kind not in ("h", "c"):
         raise ConfigError(f"kind must be 'h' or 'c', got {kind!r}")
-    if kind == "c" and model.config.cell != "lstm":
+    if kind == "c" and "cs" not in model.cell.cache:
         raise ConfigError(f"only an LSTM has a cell state; this model is a {model.config.cell}")
     ids = np.asarray(ids, np.int64)
     c = model.config
@@ -81,7 +81,7 @@ def activations(model, ids, *, kind: str = "h", seq_len: int = 256) -> np.ndarra
         x = ids[start:start + seq_len, None]
         _, state, cache = model.forward(x, state)
         for layer, (_, hs, cell_cache) in enumerate(cache[2]):
-            seq = hs if kind == "h" else cell_cache[1]       # LSTM cache: (gates, cs), cs (T+1, B, H)
+            seq = hs if kind == "h" else cell_cache[model.cell.cache.index("cs")]   # cs (T+1, B, H)
             out[layer, start:start + x.shape[0]] = seq[1:, 0]
     return out
 
@@ -155,7 +155,7 @@ def inspect_neurons(checkpoint, paths, *, kind: str | None = None, top: int = 3,
     tok = checkpoint.tokenizer
     ids, eos = encode_for(checkpoint, paths, max_tokens=max_tokens, errors=errors)
     model = checkpoint.build_model()
-    kind = kind or ("c" if model.config.cell == "lstm" else "h")
+    kind = kind or ("c" if "cs" in model.cell.cache else "h")
     tokens = token_strings(tok, ids, {"paragraph": "\n\n", "none": ""}.get(eos, "\n"))
     values = activations(model, ids, kind=kind)
     props = text_properties(tokens)

@@ -59,11 +59,19 @@ class Cell:
         _check(*arrays)
         return getattr(self.kernels, f"{self.name}_backward")(*arrays)
 
+    def cache_shapes(self, T: int, B: int, H: int) -> dict:
+        """Shapes of the cache arrays the layer kernels take, in their argument order (kernels/
+        layer.py): (0, 0, 0) for those this cell does not use."""
+        shapes = {"gates": (T, B, self.gates * H), "cs": (T + 1, B, H), "hn": (T, B, H)}
+        return {name: shapes[name] if name in self.cache else (0, 0, 0) for name in LAYER_CACHE}
+
     def state_grads(self, dh_out, dxp, W_hh, cache):
         """Total dL/dh_s (T, B, H) float64 of a per-layer cell: the part from above at step s plus
         what step s+1 sends back, rebuilt from the backward's gate gradients dxp (inspect)."""
         return getattr(self.kernels, f"{self.name}_state_grads")(dh_out, dxp, W_hh, cache)
 
+
+LAYER_CACHE = ("gates", "cs", "hn")   # the cache arrays of kernels/layer.py, in its argument order
 
 CELLS = {c.name: c for c in (
     Cell("lstm", 0, 4, 2, "ifgo", "LSTM", cache=("gates", "cs"), forget_gate=1),

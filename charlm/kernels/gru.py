@@ -22,18 +22,17 @@ The n block is why dxp and da differ and both are kept: dW_hh and db_hh must use
 Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .activations import STEP_MATH, sigmoid_act, tanh_act
-from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
 def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
     """One row of one step. xp, bx (an input bias not yet in xp, b_ih or zeros), hW (= W_hh @ h_prev,
     no bias), bias (b_hh), gates: (3H,); h_prev, h_next, hn: (H,). Writes h_next, the
-    post-activation gates r, z, n and hn = W_hn h + b_hn. Shared by gru_forward, gru_forward_par
-    and generate, so the recurrence is written once. (b_ih and b_hh cannot be merged: b_hn sits
+    post-activation gates r, z, n and hn = W_hn h + b_hn. Shared by gru_forward, the layer kernels
+    (layer.py) and generation, so the recurrence is written once. (b_ih and b_hh cannot be merged: b_hn sits
     inside r * (...).)"""
     H = h_prev.shape[0]
     for j in range(H):
@@ -134,87 +133,16 @@ def gru_backward(dh_out, dsT, W_hh, hs, gates, hn):
     return dxp, dW_hh, db_hh, ds0
 
 
-# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def gru_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, hn, nchunks, tb):
-    """gru_forward for a whole layer with the streams split across threads and the input projection
-    done per block of ``tb`` steps, exactly as lstm_forward_par (see it for x_in / table / ids).
-    b_ih, b_hh (3H,) (kept apart: b_hn sits inside r * (...)); s0 (1, B, H).
-    Writes hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) as gru_forward returns them."""
-    T = hs.shape[0] - 1
-    B = hs.shape[1]
-    G = W_hh.shape[0]
-    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per chunk
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        hW = np.empty((R, G), hs.dtype)
-        tmp = np.empty((MR, P.shape[2]), hs.dtype)
-        X = np.empty((tb * R if project else 0, I), hs.dtype)
-        XP = np.empty((tb * R if project else 0, G), hs.dtype)
-        for b in range(r0, r1):
-            hs[0, b] = s0[0, b]
-        for t0 in range(0, T if R > 0 else 0, tb):
-            t1 = min(T, t0 + tb)
-            if project:
-                for t in range(t0, t1):
-                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
-            for t in range(t0, t1):
-                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, 3H)
-                for b in range(r0, r1):
-                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
-                    gru_step(xrow, b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def gru_backward_par(dh_out, dsT, W_hh, hs, gates, hn, x_in, W_ih, ids, dW_hh, dW_ih, db, dbx, dtab, dx, ds0,
-                     nchunks, tb):
-    """gru_backward for a whole layer, streams split across threads, weight gradients per block of
-    ``tb`` steps, as lstm_backward_par (see it for the arguments). db[k] is thread k's part of
-    b_hh's gradient (the sums of da) and dbx[k] of the n block of b_ih's (rows r, z equal db's)."""
-    T, B, H = dh_out.shape
-    G = 3 * H
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    scatter = ids.shape[0] > 0
-    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per chunk
-    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
-        dbx[k, :] = 0
-        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
-        dX = np.empty((tb * R, G), dh_out.dtype)  # gradients of the input projections (dxp)
-        dA = np.empty((tb * R, G), dh_out.dtype)  # and of the recurrent pre-activations (da)
-        Hp = np.empty((tb * R, H), dh_out.dtype)
-        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
-        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
-        dh_gemm = np.zeros((R, H), dh_out.dtype)
-        dh_skip = np.empty((R, H), dh_out.dtype)
-        for b in range(r0, r1):
-            dh_skip[b - r0] = dsT[0, b]
-        for t1 in range(T if R > 0 else 0, 0, -tb):
-            t0 = max(0, t1 - tb)
-            n = (t1 - t0) * R
-            for t in range(t1 - 1, t0 - 1, -1):
-                j = (t - t0) * R
-                for b in range(r0, r1):
-                    gru_step_backward(dh_out[t, b], dh_gemm[b - r0], dh_skip[b - r0], gates[t, b], hn[t, b],
-                                      hs[t, b], dX[j + b - r0], dA[j + b - r0], db[k], dbx[k])
-                    if scatter:
-                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
-                matmul_rec(dA[j:j + R], P, W_hh, False, dh_gemm, tmp)  # (rows, H) = (rows, 3H) @ (3H, H)
-            block_weight_grads(dA[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                               P_ih, tmp, dx, t1 == T)
-        for b in range(r0, r1):
-            for j in range(H):
-                ds0[0, b, j] = dh_gemm[b - r0, j] + dh_skip[b - r0, j]
+def gru_state_grads(dh_out, dxp, W_hh, cache):
+    """Total dL/dh_s (T, B, H) float64 for s = 1..T: dh_out[s] plus what step s+1 sends back,
+    da_{s+1} @ W_hh + dh_{s+1} * z_{s+1} (the formulas above), rebuilt from gru_backward's dxp
+    (da is dxp with its n block times r). Plain NumPy, for inspection."""
+    gates = cache[0]                                   # (T, B, 3H) post-activation r, z, n
+    H = W_hh.shape[1]
+    D = np.array(dh_out, dtype=np.float64)
+    da = dxp.copy()
+    da[..., 2 * H:] *= gates[..., :H]
+    rec = da @ W_hh                                    # (T, B, H)
+    for s in range(D.shape[0] - 2, -1, -1):
+        D[s] += rec[s + 1] + D[s + 1] * gates[s + 1, :, H:2 * H]
+    return D

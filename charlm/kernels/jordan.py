@@ -10,12 +10,23 @@ past hidden state (one-layer form: h_t = tanh(W_ih x_t + W_yh p_{t-1} + b)):
     h^l_t   = tanh(h^{l-1}_t @ W_ih^lᵀ + b_ih^l + p_{t-1} @ W_yh^lᵀ + b_yh^l)      l = 2..L
     z_t     = W_dec h^L_t + b_dec       (the logits: the loss reads them, p_t = softmax(z_t))
 
+Why the softmax output and not a separate per-layer projection y = W_hy h fed back through W_yh:
+that would be an Elman network with a factored (low-rank) recurrent matrix, identical in what it
+can compute; the point of Jordan's design is that the only memory is what the output carries.
+W_yh p is a probability-weighted sum of columns of W_yh, i.e. an embedding of the predicted next
+token, so the network remembers its own guess, and anything else it must remember has to be
+smuggled through the shape of that distribution (charlm.inspect.memory shows what that costs).
+
 So the step's cost includes the decoder (B, H) @ (H, V) and (B, V) @ (V, L·H), and the whole stack
-plus the decoder is one recurrence: the generic per-layer loop of the other cells cannot run it.
-These kernels do all layers and the decoder step by step. The carried state is h^L_{t-1} (p_{t-1}
-is a function of it, recomputed at the start of a chunk); lower layers' states are kept only so
-that the state array has the usual (L, 1, B, H) shape. Dropout masks, if any, multiply each
-layer's output where the next layer (or the decoder) reads it.
+plus the decoder is one recurrence: the per-layer kernels cannot run it, and the cell's row says
+so (``feeds_output``). These kernels do all layers and the decoder step by step; ``stack_forward``
+/ ``stack_backward`` at the end are the row's entry for the model. Parameters (no PyTorch twin
+exists, so the names are ours, shaped like ``nn.RNN``'s): ``rnn.weight_ih_l{k}`` (H, I),
+``rnn.weight_yh_l{k}`` (H, V), ``rnn.bias_ih_l{k}`` (H,), ``rnn.bias_yh_l{k}`` (H,), plus the usual
+encoder/decoder. The carried state (L, 1, B, H) holds each layer's last hidden state; only the top
+one matters (p_0 of the next chunk is recomputed from it, so chunked evaluation equals one long
+run). Dropout masks, if any, multiply each layer's output where the next layer (or the decoder)
+reads it.
 
 Backward, one step (dp = dL/dp_t from step t+1, i.e. sum_l da^l_{t+1} @ W_yh^l):
 
@@ -31,6 +42,7 @@ Dimensions: T steps, B batch, H hidden, V vocabulary, L layers.
 import numpy as np
 from numba import njit
 
+from .cells import CELLS
 from .rnn import rnn_step
 
 
@@ -206,3 +218,72 @@ def jordan_feed(table0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, state, token, xp, 
         np.dot(W_yh[l], p, hW)
         rnn_step(xp, hW, b_yh[l], h_new)
         state[l, 0, :] = h_new
+
+
+# -- the row's entry for the model: the whole stack over the parameter dict -------------------------
+
+
+def stacked_weights(params, L: int, dtype):
+    """(W_ih (L-1, H, H), b_ih (L-1, H), W_yh (L, H, V), b_yh (L, H)) as contiguous copies."""
+    H, V = params["rnn.weight_yh_l0"].shape
+
+    def stack(names, shape):
+        return np.ascontiguousarray(np.stack([params[n] for n in names])) if names else np.zeros(shape, dtype)
+
+    return (stack([f"rnn.weight_ih_l{k}" for k in range(1, L)], (0, H, H)),
+            stack([f"rnn.bias_ih_l{k}" for k in range(1, L)], (0, H)),
+            stack([f"rnn.weight_yh_l{k}" for k in range(L)], (0, H, V)),
+            stack([f"rnn.bias_yh_l{k}" for k in range(L)], (0, H)))
+
+
+def stack_forward(params, xp0, s0, masks):
+    """The whole recurrence and decoder over a chunk. xp0 (T, B, H) layer 1's input projections
+    (b_ih^1 included); s0 (L, B, H); masks as for jordan_forward.
+    Returns logits (T*B, V), hs (L, T+1, B, H) and the cache for stack_backward."""
+    L = s0.shape[0]
+    dt = xp0.dtype
+    W_ih, b_ih, W_yh, b_yh = stacked_weights(params, L, dt)
+    W_dec = np.ascontiguousarray(params["decoder.weight"])
+    hs, logits, probs = CELLS["jordan"].forward(np.ascontiguousarray(xp0), W_ih, b_ih, W_yh, b_yh, W_dec,
+                                                np.ascontiguousarray(params["decoder.bias"]), s0, masks)
+    T, B, V = logits.shape
+    return logits.reshape(T * B, V), hs, (hs, probs, masks, W_ih, W_yh, W_dec)
+
+
+def stack_backward(grads, dlogits, cache):
+    """From dL/dlogits (T*B, V): writes the gradients of every layer's output-to-hidden weights and
+    bias, of layers 2..L's input weights and biases and of decoder.bias, and adds decoder.weight's
+    (into encoder.weight's when tied). Returns dxp0 (T*B, H), the gradient of layer 1's input
+    projection, from which the caller makes those of encoder.weight, W_ih^1 and b_ih^1."""
+    hs, probs, masks, W_ih, W_yh, W_dec = cache
+    L, T1, B, H = hs.shape
+    T = T1 - 1
+    dsT = np.zeros((L, B, H), hs.dtype)
+    da, dz, _ = CELLS["jordan"].backward(np.ascontiguousarray(dlogits).reshape(T, B, -1), dsT, W_ih, W_yh, W_dec,
+                                         hs, probs, masks)
+    dW_ih, db_ih, dW_yh, db_yh, dW_dec, db_dec = jordan_weight_grads(da, dz, hs, probs, masks)
+    for l in range(L):
+        grads[f"rnn.weight_yh_l{l}"][...] = dW_yh[l]
+        grads[f"rnn.bias_yh_l{l}"][...] = db_yh[l]
+        if l > 0:
+            grads[f"rnn.weight_ih_l{l}"][...] = dW_ih[l - 1]
+            grads[f"rnn.bias_ih_l{l}"][...] = db_ih[l - 1]
+    grads["decoder.weight"][...] += dW_dec
+    grads["decoder.bias"][...] = db_dec
+    return np.ascontiguousarray(da[:, :, 0]).reshape(T * B, H)
+
+
+def stack_state_grads(dlogits, cache):
+    """(L, T, B, H) total dL/dh^l_t: the top layer's through the loss and the fed-back output (dz @
+    W_dec), the others' through the layer above (its da @ W_ih)."""
+    hs, probs, masks, W_ih, W_yh, W_dec = cache
+    L, T1, B, H = hs.shape
+    T = T1 - 1
+    dsT = np.zeros((L, B, H), hs.dtype)
+    da, dz, _ = CELLS["jordan"].backward(np.ascontiguousarray(dlogits.reshape(T, B, -1)), dsT, W_ih, W_yh, W_dec,
+                                         hs, probs, masks)
+    out = np.empty((L, T, B, H))
+    out[L - 1] = dz[1:] @ W_dec
+    for l in range(L - 1):
+        out[l] = da[:, :, l + 1] @ W_ih[l]
+    return out

@@ -19,10 +19,9 @@ The cache is (gates, cs): post-activation gates and all cell states; tanh(c_t) i
 backward (cheaper than storing it). Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .activations import STEP_MATH, sigmoid_act, tanh_act
-from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
@@ -129,101 +128,10 @@ def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
     return dxp, dW_hh, db_hh, ds0
 
 
-# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def lstm_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, cs, gates, nchunks, tb):
-    """A whole LSTM layer forward (input projection included) with the B streams split into
-    ``nchunks`` blocks, each block's recurrence on one thread with single-threaded BLAS: no
-    synchronisation per step. Same arithmetic as lstm_forward; writes hs, cs, gates as it returns them.
-
-    The layer's input, one of two ways:
-      x_in (T, B, I) not empty: the input itself (embeddings or the layer below's outputs). Each
-          thread projects ``tb`` steps of its streams at a time, X @ W_ih^T (tb*rows, I) @ (I, 4H),
-          so the (T, B, 4H) projection is never stored whole;
-      x_in empty (layer 0): ``table`` (V, 4H) = E @ W_ih^T, the embedding folded into W_ih, read
-          at row ids[t, b]: the projection is a gather.
-    b_ih, b_hh (4H,) are added in the step; W_ih (4H, I); W_hh (4H, H); s0 (2, B, H)."""
-    T = hs.shape[0] - 1
-    B = hs.shape[1]
-    G = W_hh.shape[0]
-    H = G // 4
-    bias = b_ih + b_hh
-    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per chunk
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        hW = np.empty((R, G), hs.dtype)
-        tmp = np.empty((MR, P.shape[2]), hs.dtype)
-        X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows contiguous
-        XP = np.empty((tb * R if project else 0, G), hs.dtype)  # and their projections
-        for b in range(r0, r1):
-            hs[0, b] = s0[0, b]
-            cs[0, b] = s0[1, b]
-        for t0 in range(0, T if R > 0 else 0, tb):
-            t1 = min(T, t0 + tb)
-            if project:
-                for t in range(t0, t1):
-                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
-            for t in range(t0, t1):
-                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, 4H)
-                for b in range(r0, r1):
-                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
-                    lstm_step(xrow, hW[b - r0], bias, cs[t, b], hs[t + 1, b], cs[t + 1, b], gates[t, b])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def lstm_backward_par(dh_out, dsT, W_hh, hs, gates, cs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab, dx, ds0,
-                      nchunks, tb):
-    """A whole LSTM layer backward with the streams split into ``nchunks`` blocks, one thread each;
-    the weight-gradient GEMMs run per block of ``tb`` steps while its gate gradients are in cache
-    (dxp is never stored whole). Same arithmetic as lstm_backward.
-
-    dh_out (T, B, H) from above, dsT (2, B, H); W_hh, hs, gates, cs as for lstm_backward; x_in, W_ih
-    as given to lstm_forward_par. Thread k writes its partial sums dW_hh[k] (4H, H), dW_ih[k]
-    (4H, I) (x_in not empty), db[k] (4H,) (= its part of both bias gradients) and, when ids (T, B)
-    is not empty, the folded-table gradient dtab[k] (V, 4H) (dtab[k, ids[t, b]] += dxp[t, b]);
-    the caller adds the parts in order. dx (T, B, I), when not empty, receives dL/dx_in; it may be
-    dh_out itself (when I = H): a thread writes its streams' rows of a block of steps only after
-    reading them, and never touches another thread's. ds0 (2, B, H) receives dL/d(h0, c0)."""
-    T, B, H = dh_out.shape
-    G = 4 * H
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    scatter = ids.shape[0] > 0
-    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per chunk
-    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
-        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
-        dX = np.empty((tb * R, G), dh_out.dtype)   # the block's gate gradients (= dxp rows)
-        Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows contiguous
-        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
-        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
-        for b in range(r0, r1):
-            ds0[0, b] = dsT[0, b]
-            ds0[1, b] = dsT[1, b]
-        dh = ds0[0, r0:r1]  # (rows, H) gradient wrt h_t from step t+1; ends as dh0
-        dc = ds0[1, r0:r1]
-        for t1 in range(T if R > 0 else 0, 0, -tb):
-            t0 = max(0, t1 - tb)
-            n = (t1 - t0) * R
-            for t in range(t1 - 1, t0 - 1, -1):
-                j = (t - t0) * R
-                for b in range(r0, r1):
-                    lstm_step_backward(dh_out[t, b], dh[b - r0], dc[b - r0], gates[t, b], cs[t + 1, b], cs[t, b],
-                                       dX[j + b - r0], db[k])
-                    if scatter:
-                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
-                matmul_rec(dX[j:j + R], P, W_hh, False, dh, tmp)  # (rows, H) = (rows, 4H) @ (4H, H)
-            block_weight_grads(dX[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                               P_ih, tmp, dx, t1 == T)
+def lstm_state_grads(dh_out, dxp, W_hh, cache):
+    """Total dL/dh_s (T, B, H) float64 for s = 1..T: dh_out[s] plus what step s+1 sends back,
+    dxp_{s+1} @ W_hh, rebuilt from lstm_backward's dxp (h enters step s+1 only through the gates;
+    c is a separate state). Plain NumPy, for inspection."""
+    D = np.array(dh_out, dtype=np.float64)
+    D[:-1] += dxp[1:] @ W_hh
+    return D

@@ -13,10 +13,9 @@ Backward, one step (dh = dh_out_t + dh coming back from step t+1):
 Nothing is cached beyond hs. Dimensions: T steps, B batch, H hidden.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .activations import STEP_MATH, tanh_act
-from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
 
 
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
@@ -81,77 +80,9 @@ def rnn_backward(dh_out, dsT, W_hh, hs):
     return dxp, dW_hh, db_hh, ds0
 
 
-# -- the batch-parallel pair: same arithmetic, streams split across threads (kernels/parallel.py) ----
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def rnn_forward_par(x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, nchunks, tb):
-    """rnn_forward for a whole layer with the streams split across threads and the input projection
-    done per block of ``tb`` steps, exactly as lstm_forward_par (see it for x_in / table / ids).
-    b_ih, b_hh (H,); s0 (1, B, H). Writes hs (T+1, B, H)."""
-    T = hs.shape[0] - 1
-    B = hs.shape[1]
-    H = W_hh.shape[0]
-    bias = b_ih + b_hh
-    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per chunk
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        hW = np.empty((R, H), hs.dtype)
-        tmp = np.empty((MR, P.shape[2]), hs.dtype)
-        X = np.empty((tb * R if project else 0, I), hs.dtype)
-        XP = np.empty((tb * R if project else 0, H), hs.dtype)
-        for b in range(r0, r1):
-            hs[0, b] = s0[0, b]
-        for t0 in range(0, T if R > 0 else 0, tb):
-            t1 = min(T, t0 + tb)
-            if project:
-                for t in range(t0, t1):
-                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
-            for t in range(t0, t1):
-                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, H)
-                for b in range(r0, r1):
-                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
-                    rnn_step(xrow, hW[b - r0], bias, hs[t + 1, b])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def rnn_backward_par(dh_out, dsT, W_hh, hs, x_in, W_ih, ids, dW_hh, dW_ih, db, dtab, dx, ds0, nchunks, tb):
-    """rnn_backward for a whole layer, streams split across threads, weight gradients per block of
-    ``tb`` steps, as lstm_backward_par (see it for the arguments)."""
-    T, B, H = dh_out.shape
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    scatter = ids.shape[0] > 0
-    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per chunk
-    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
-        R = r1 - r0
-        zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project)
-        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
-        dX = np.empty((tb * R, H), dh_out.dtype)
-        Hp = np.empty((tb * R, H), dh_out.dtype)
-        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
-        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
-        for b in range(r0, r1):
-            ds0[0, b] = dsT[0, b]
-        dh = ds0[0, r0:r1]
-        for t1 in range(T if R > 0 else 0, 0, -tb):
-            t0 = max(0, t1 - tb)
-            n = (t1 - t0) * R
-            for t in range(t1 - 1, t0 - 1, -1):
-                j = (t - t0) * R
-                for b in range(r0, r1):
-                    rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dX[j + b - r0], db[k])
-                    if scatter:
-                        scatter_row(dtab[k, ids[t, b]], dX[j + b - r0])
-                matmul_rec(dX[j:j + R], P, W_hh, False, dh, tmp)  # (rows, H)
-            block_weight_grads(dX[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                               P_ih, tmp, dx, t1 == T)
+def rnn_state_grads(dh_out, dxp, W_hh, cache):
+    """Total dL/dh_s (T, B, H) float64 for s = 1..T: dh_out[s] plus what step s+1 sends back,
+    dxp_{s+1} @ W_hh, rebuilt from rnn_backward's dxp. Plain NumPy, for inspection."""
+    D = np.array(dh_out, dtype=np.float64)
+    D[:-1] += dxp[1:] @ W_hh
+    return D
