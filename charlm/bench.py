@@ -1,14 +1,15 @@
 """Measure training and sampling speed, memory and start-up of one model configuration.
 
-``measure(cfg)`` runs in the current process and returns a dict whose field names are those of
-../shared/bench/torch_baseline.py's JSON line (``train.chars_per_s``, ``train.step_s_median``,
+``measure(cfg)`` runs in the current process and returns a dict whose field names are those the
+PyTorch baseline script prints too (``train.chars_per_s``, ``train.step_s_median``,
 ``sample.chars_per_s``, ``peak_rss_mb``, ``flops_per_char_fwd``, ``train.gflops_achieved``,
 ``train.fraction_of_peak``, ...) plus ``compile_s`` (first step minus a timed one: Numba compiling
 or loading its cache), ``blas`` (the BLAS libraries and kernels in use) and the sampling bound.
 ``measure_isolated(cfg)`` runs it in a fresh interpreter, so that peak RSS belongs to one
-configuration only; ``run_torch_baseline`` does the same for the PyTorch reference script.
+configuration only; ``run_torch_baseline`` does the same for a PyTorch reference script given by
+the caller (``charlm bench --torch-baseline``; ``run_torch_baseline`` lists the flags it is passed).
 
-What is measured, as torch_baseline.py does it:
+What is measured, the same way on both sides:
 - training: B*T characters per step over the median wall time of ``steps`` timed steps after
   ``warmup`` ones; a full step is forward, backward, global-norm clipping (5.0) and Adam, on B
   streams of random tokens with the state carried from step to step;
@@ -34,9 +35,13 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .errors import CharlmError
+
 from .kernels.cells import get_cell
 
-PEAK_GFLOPS = 395.0  # practical float32 GEMM peak of the reference machine at 2 threads (DESIGN.md)
+# float32 GEMM peak assumed for ``train.fraction_of_peak`` (passed to the baseline too, so both
+# sides divide by the same figure); README's Performance section gives the peak measured there.
+PEAK_GFLOPS = 395.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class BenchConfig:
     batch: int = 32             # B, streams per training step
     seq_len: int = 64           # T, truncated-BPTT length
     vocab: int = 65             # V
-    embed: int = 0              # E; 0 = V, the first-layer input width of torch_baseline's one-hot
+    embed: int = 0              # E; 0 = V, the first-layer input width of the baseline's one-hot
     threads: int = 2            # Numba threads for the kernels (charlm.runtime.thread_limits)
     warmup: int = 3             # untimed training steps
     steps: int = 10             # timed training steps
@@ -69,7 +74,7 @@ class BenchConfig:
         return f"{self.cell} {self.layers}x{self.hidden} B{self.batch} T{self.seq_len} V{self.vocab}"
 
 
-# The five configurations of issue #4 (a-e).
+# The five standard configurations (a-e) of README's Performance table.
 STANDARD = {
     "a": BenchConfig("lstm", 1, 128, 32, 64),
     "b": BenchConfig("lstm", 2, 256, 64, 128),
@@ -78,12 +83,12 @@ STANDARD = {
     "e": BenchConfig("rnn", 1, 512, 64, 128),
 }
 
-# Issue #4's targets, as ratios to PyTorch measured side by side (peak RSS: at most this fraction).
+# Speed and memory targets, as ratios to PyTorch measured side by side (peak RSS: at most this fraction).
 TARGETS = {name: {"train": 1.2 if name == "c" else 2.0, "sample": 5.0, "peak_rss": 0.5} for name in STANDARD}
 
 
 def flops_per_char(cell: str, layers: int, hidden: int, vocab: int, in_dim: int) -> int:
-    """Forward matmul FLOPs per character, counted as torch_baseline.py counts them."""
+    """Forward matmul FLOPs per character (module docstring), as the baseline counts them."""
     g = get_cell(cell).gates
     fwd = sum(2 * g * hidden * ((in_dim if l == 0 else hidden) + hidden) for l in range(layers))
     return fwd + 2 * hidden * vocab
@@ -252,8 +257,8 @@ def _numpy_loop_rate(cfg, sampler, tok) -> float:
 
 def sample_bound(cell, layers, hidden, vocab, in_dim, steps=2000, reps=5) -> float:
     """Characters/s if a sampling step were only its matrix-vector products: per layer one GEMV
-    with the stacked [W_ih | W_hh] (G*H, I+H), then the decoder (V, H), by NumPy's BLAS (the
-    bound ../shared/bench/sample_bound.py measures; same shapes, first-layer input width in_dim)."""
+    with the stacked [W_ih | W_hh] (G*H, I+H), then the decoder (V, H), by NumPy's BLAS on one
+    batch-1 step (same shapes as the model, first-layer input width in_dim)."""
     import numpy as np
 
     g = get_cell(cell).gates
@@ -291,8 +296,22 @@ def measure_isolated(cfg: BenchConfig, python: str = sys.executable, env=None) -
     return _run_json([python, "-m", "charlm.bench", args], env)
 
 
+def check_torch_python(python: str) -> None:
+    """Raise CharlmError (one line) unless ``python`` runs and imports PyTorch: checked before
+    any measurement, so a comparison never fails after minutes of charlm's side."""
+    try:
+        proc = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
+    except OSError as e:
+        raise CharlmError(f"cannot run {python} for the PyTorch baseline: {e.strerror or e}") from None
+    if proc.returncode != 0:
+        raise CharlmError(f"PyTorch is not importable by {python}: the baseline needs it "
+                          "(install torch there, or use a Python that has it)")
+
+
 def run_torch_baseline(cfg: BenchConfig, script: str, python: str = sys.executable, env=None) -> dict:
-    """torch_baseline.py on the same configuration (its own process), parsed from its JSON line."""
+    """The PyTorch baseline ``script`` on the same configuration (its own process), parsed from
+    the last JSON line it prints. It is passed the flags below and must print the field names of
+    ``measure`` (at least ``train.chars_per_s``, ``sample.chars_per_s``, ``peak_rss_mb``)."""
     cmd = [python, str(script), "--cell", cfg.cell, "--layers", str(cfg.layers), "--hidden", str(cfg.hidden),
            "--batch", str(cfg.batch), "--seq", str(cfg.seq_len), "--vocab", str(cfg.vocab),
            "--threads", str(cfg.threads), "--warmup", str(cfg.warmup), "--steps", str(cfg.steps),
@@ -305,16 +324,23 @@ def run_torch_baseline(cfg: BenchConfig, script: str, python: str = sys.executab
         cmd.append("--no-train")
     if not cfg.sample:
         cmd.append("--no-sample")
-    return _run_json(cmd, env)
+    return _run_json(cmd, env, CharlmError)
 
 
-def _run_json(cmd, env) -> dict:
+def _run_json(cmd, env, error=RuntimeError) -> dict:
+    """The last JSON line ``cmd`` prints; ``error`` (a charlm bug by default, a CharlmError for
+    the user's baseline script) with the end of its output when it fails or prints none."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}): " + " | ".join(tail))
-    return json.loads(lines[-1])
+    if proc.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except json.JSONDecodeError:
+            pass
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+    tail = "".join(ch if ch.isprintable() else "?" for ch in tail)  # another program's bytes
+    what = f"failed (exit {proc.returncode})" if proc.returncode else "printed no JSON line"
+    raise error(f"{' '.join(cmd[:3])} ... {what}: {tail or 'no output'}")
 
 
 def torch_sample_chars_per_s(t: dict) -> float | None:

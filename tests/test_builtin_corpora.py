@@ -259,3 +259,23 @@ def test_write_corpus_fsyncs_file_and_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", spy)
     path = bc.write_corpus(tmp_path / "new" / "c.txt", "text\n")
     assert path.read_text(encoding="utf-8") == "text\n" and synced == ["file", "dir"]
+
+
+@pytest.mark.parametrize("eos", ["line", "paragraph"])
+def test_tidy_markov_text_reads_back_one_token_per_symbol(tmp_path, eos):
+    """corpora/README.md's claim: charlm's reader turns a tidy chain's text into a one-to-one
+    relabelling of its symbols (line: each newline is one <eos>; paragraph: newlines stay
+    characters), apart from the <eos> that opens the stream and the one that closes it."""
+    from charlm.corpus import build_corpus
+
+    text = bc.markov_corpus(5_000, seed=2)
+    path = tmp_path / "m.txt"
+    path.write_text(text, encoding="utf-8")
+    c = build_corpus([path], eos=eos, val_fraction=0.0)
+    tok = c.tokenizer
+    if eos == "line":
+        body = [tok.eos_id if ch == "\n" else tok.encode(ch)[0] for ch in text]
+        expected = [tok.eos_id] + body + ([] if text.endswith("\n") else [tok.eos_id])
+    else:
+        expected = [tok.eos_id] + tok.encode(text.rstrip("\n")).tolist() + [tok.eos_id]
+    assert c.train.tolist() == expected

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from .common import err
 
-DEFAULT_BASELINE = Path("..") / "shared" / "bench" / "torch_baseline.py"
 CUSTOM_FLAGS = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed")
 
 
@@ -33,9 +31,9 @@ CUSTOM_FLAGS = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed"
 @click.option("--no-train", is_flag=True, help="skip training")
 @click.option("--no-sample", is_flag=True, help="skip sampling")
 @click.option("--compare-torch", is_flag=True,
-              help="also run the PyTorch baseline on each configuration and show the ratios")
-@click.option("--torch-baseline", type=click.Path(dir_okay=False), default=None,
-              help=f"torch_baseline.py to run [default: {DEFAULT_BASELINE}]")
+              help="also run a PyTorch baseline script (--torch-baseline) on each configuration and show the ratios")
+@click.option("--torch-baseline", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the PyTorch baseline script to run beside charlm (implies --compare-torch)")
 @click.option("--torch-python", default=None, help="Python with torch for the baseline [default: this one]")
 def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, steps, warmup, sample_chars,
           repeat, no_train, no_sample, compare_torch, torch_baseline, torch_python):
@@ -44,16 +42,17 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
     Runs the five standard configurations (a: lstm 1x128 B32 T64; b: lstm
     2x256, c: lstm 2x512, d: gru 2x512, e: rnn 1x512, all B64 T128; V=65), or
     one given by --cell/--layers/--hidden/--batch/--seq-len/--vocab, each in a
-    fresh process. One JSON line per configuration goes to stdout, with
-    torch_baseline.py's field names; a table goes to stderr. With
-    --compare-torch the PyTorch baseline runs on the same configuration,
-    interleaved with charlm, and the table shows the ratios. Unset
+    fresh process. One JSON line per configuration goes to stdout; a table
+    goes to stderr. With --compare-torch --torch-baseline SCRIPT, a PyTorch
+    script that takes the same configuration (--cell --layers --hidden --batch
+    --seq --vocab --threads ...) and prints one JSON line with the same field
+    names runs interleaved with charlm, and the table shows the ratios. Unset
     OPENBLAS_CORETYPE for both sides: charlm warns when it slows BLAS down.
 
     \b
     Examples:
-      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE charlm bench --compare-torch
       charlm bench -c b --repeat 3
+      charlm bench --compare-torch --torch-baseline torch_baseline.py --repeat 5
       charlm bench --cell gru --layers 1 --hidden 256 --batch 32 --seq-len 64
     """
     import dataclasses
@@ -73,12 +72,14 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
         configs = {"custom": dataclasses.replace(BenchConfig(), **given, **common)}
     else:
         configs = {n: dataclasses.replace(STANDARD[n], **common) for n in (names or sorted(STANDARD))}
-    baseline = None
-    if compare_torch:
-        baseline = Path(torch_baseline) if torch_baseline else DEFAULT_BASELINE
-        if not baseline.is_file():
-            raise click.UsageError(f"--compare-torch: no PyTorch baseline at {baseline} (give --torch-baseline PATH)")
-    _run(configs, repeat, baseline, torch_python or sys.executable)
+    if compare_torch and torch_baseline is None:
+        raise click.UsageError("--compare-torch needs the PyTorch baseline script: give --torch-baseline PATH")
+    torch_python = torch_python or sys.executable
+    if torch_baseline is not None:
+        from ..bench import check_torch_python
+
+        check_torch_python(torch_python)
+    _run(configs, repeat, torch_baseline, torch_python)
 
 
 def _run(configs, repeat, baseline, torch_python):
@@ -120,7 +121,7 @@ def _torch_sample(t):
 
 def _table(rows):
     """One row per configuration and measure: charlm, PyTorch and their ratio (narrow enough for 80
-    columns), with the targets of issue #4 for the standard configurations."""
+    columns), with the speed targets (bench.TARGETS) for the standard configurations."""
     from rich.table import Table
 
     from ..bench import TARGETS

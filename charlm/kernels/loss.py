@@ -18,8 +18,11 @@ vectorisable float64 exp (range reduction x = n ln2 + r, degree-13 Taylor polyno
 [-708, 0], 1.6 ns per element (6.7x faster). Arguments below -708 return ~3e-308 instead of
 underflowing to 0, which cannot change a sum that contains exp(0) = 1.
 
-Rows run serially: the loop sits between BLAS GEMMs, and DESIGN.md measured prange next to
-2-thread OpenBLAS as slower.
+``cross_entropy_grad`` and ``cross_entropy_rows`` run the rows serially: they are the reference.
+The model trains and evaluates with their twins ``cross_entropy_grad_par`` / ``cross_entropy_rows_par``,
+which split the rows into ``nchunks`` blocks, one Numba thread each (every BLAS call is then
+single-threaded: charlm.runtime), and add the per-block sums in a fixed order, so the result does
+not depend on which thread finishes first. tests/test_bench.py checks each against its twin.
 """
 import math
 

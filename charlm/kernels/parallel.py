@@ -7,8 +7,8 @@ the step (measured here under load: 64-row GEMM 60 GFLOP/s on one thread, 2 GFLO
 Instead charlm splits the *work*: the rows of the batch are independent in the recurrence, so
 each thread runs the whole recurrence over its block of streams (no synchronisation per step),
 and the large GEMMs are split by rows (``matmul_rows``) or by the summed dimension with a fixed-
-order reduction (``matmul_tn``). ``charlm.runtime.set_threads`` therefore limits the BLAS pools to
-one thread and gives Numba the cores.
+order reduction (``matmul_tn``). ``charlm.runtime.thread_limits`` therefore limits the BLAS pools
+to one thread and gives Numba the cores, for the duration of a training, evaluation or sampling call.
 
 ``nchunks`` is the number of blocks (normally the Numba thread count); results depend on it only
 through the order of floating-point sums (``matmul_tn``'s reduction), never on scheduling.
@@ -22,15 +22,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 # SciPy's BLAS (behind numba_xxgemm, which Numba's own np.dot calls too) is imported by
-# charlm.runtime.set_threads before any kernel here runs, not at import: sampling needs no BLAS,
-# and importing SciPy would cost ``charlm sample`` ~0.2 s.
+# charlm.runtime.kernel_threads before any kernel here runs, not at import: sampling needs no
+# BLAS, and importing SciPy would cost ``charlm sample`` ~0.2 s.
 
 
 @intrinsic
 def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """Numba's C entry to SciPy's (column-major, Fortran) ?gemm, the one its np.dot uses, called on
     array data pointers with explicit leading dimensions and beta. Resolved by symbol name, so
-    functions that use it can be cached. SciPy must be imported first (runtime.set_threads)."""
+    functions that use it can be cached. SciPy must be imported first (runtime.kernel_threads)."""
     if not (isinstance(c, types.Array) and c.dtype in (types.float32, types.float64)):
         return None
     dtype = c.dtype
