@@ -8,11 +8,13 @@ import click
 
 from .. import __version__
 from .bench_cmd import bench
+from .classify_cmd import classify
 from .common import CharlmGroup
 from .eval_cmd import eval_
 from .info_cmd import info
 from .inspect_cmd import inspect_
 from .sample_cmd import sample
+from .tag_cmd import tag
 from .train_cmd import train
 
 
@@ -39,3 +41,5 @@ main.add_command(eval_)
 main.add_command(info)
 main.add_command(inspect_)
 main.add_command(bench)
+main.add_command(classify)
+main.add_command(tag)

@@ -73,7 +73,7 @@ class SeqTrainConfig:
     eval_every: int = 0         # steps between dev evaluations and checkpoints (0 = once per epoch)
     max_length: int = 0         # tokens kept per training sequence (0 = all)
     seed: int = 1234            # initialisation, dropout and data order
-    threads: int = 0            # BLAS threads (0 = all cores)
+    threads: int = 0            # BLAS threads while training (0 = as the BLAS library decides)
     dtype: str = "float32"      # float32 for speed, float64 for checks
 
     def validate(self) -> "SeqTrainConfig":

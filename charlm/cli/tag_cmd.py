@@ -1,0 +1,103 @@
+"""``charlm tag train|eval|predict``: one tag per token, from CoNLL files or the restore-spaces task."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .classify_cmd import evaluate_command, run_training, training_options
+from .common import emit, runs_root
+
+
+@click.group("tag")
+def tag():
+    """Sequence tagging: one tag per token (parts of speech, named entities, where spaces go).
+
+    \b
+    Examples:
+      charlm tag train train.conll --dev dev.conll
+      charlm tag train book.txt --format spaces --epochs 3   # learn to restore spaces
+      charlm tag predict "thequickbrownfox"                  # -> the quick brown fox
+    """
+
+
+@tag.command("train")
+@click.argument("train_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(("conll", "spaces")), default="conll", show_default=True,
+              help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
+                   "learn to put its spaces back (tag per character: does a space follow?)")
+@training_options(with_pooling=False)
+def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **options):
+    """Train a tagger on TRAIN_FILE.
+
+    With --format spaces, TRAIN_FILE is plain text: each line, its spaces removed, is a
+    sequence of characters to tag with whether a space followed. No labels needed.
+
+    \b
+    Examples:
+      charlm tag train train.conll --dev dev.conll --epochs 20
+      charlm tag train book.txt --format spaces --time 5m
+    """
+    from ..seqtask.runs import data_spec
+
+    if not resume and train_file is None:
+        raise click.UsageError("give the training file (or --resume RUN)")
+    spec = None if resume else data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt,
+                                         seed=options.get("seed") or 1234)
+    if spec and fmt == "spaces" and not options.get("level"):
+        options["level"] = "char"
+    return run_training("tag", spec, options, run_dir, resume)
+
+
+@tag.command("eval")
+@click.argument("args", nargs=-1, required=True, metavar="[RUN] FILE")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
+def tag_eval(args, as_json):
+    """Score a tagger on a file in its training format: token accuracy, sequence accuracy,
+    macro-F1 and per-tag precision and recall.
+
+    \b
+    Examples:
+      charlm tag eval test.conll
+      charlm tag eval runs/book-20260101-120000 other_book.txt --json
+    """
+    evaluate_command("tag", args, "auto", as_json)
+
+
+@tag.command("predict")
+@click.argument("args", nargs=-1, metavar="[RUN] [TEXT...]")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False), help="tag every line of FILE")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def tag_predict(args, file, as_json):
+    """Tag the whitespace-separated tokens of each TEXT (or line of --file): token/TAG pairs.
+    A restore-spaces tagger prints each text with its spaces put back instead.
+
+    \b
+    Examples:
+      charlm tag predict "The cat sat ."
+      charlm tag predict "itwasthebestoftimes" -f squashed.txt
+    """
+    from ..seqtask.predict import Predictor, read_lines
+    from ..seqtask.runs import find_run, is_run_like
+    from .safe_text import printable
+    from .seqtask_view import tag_lines
+
+    run = args[0] if args and is_run_like(args[0], runs_root()) else None
+    texts = list(args[1:] if run else args) + (read_lines(file) if file else [])
+    if not texts:
+        raise click.UsageError("give texts to tag, or --file FILE")
+    predictor = Predictor.load(find_run(run, runs_root(), "tag"))
+    if predictor.derived_task == "restore-spaces":
+        for text in texts:
+            restored = predictor.restore_spaces(text)
+            emit(json.dumps({"text": text, "restored": restored}, ensure_ascii=False) if as_json
+                 else printable(restored))
+        return
+    tagged = predictor.tag([t.split() for t in texts])
+    if as_json:
+        for item in tagged:
+            emit(json.dumps(item, ensure_ascii=False))
+        return
+    for line in tag_lines(tagged):
+        emit(line)
+
