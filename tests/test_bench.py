@@ -208,7 +208,8 @@ def test_cli_bench_custom_config_with_comparison(tmp_path):
     res = json.loads(lines[0])
     assert res["config"]["cell"] == "gru" and res["config"]["threads"] == 1
     assert res["torch"]["sample_chars_per_s"] == 20.0  # PyTorch's faster sampling path is the one compared
-    assert res["ratio"]["train"] == pytest.approx(res["train"]["chars_per_s"] / 100.0, rel=1e-3)
+    # ratios are rounded to 3 decimals: on a loaded machine the tiny model's ratio can be below 1
+    assert res["ratio"]["train"] == pytest.approx(res["train"]["chars_per_s"] / 100.0, rel=1e-3, abs=5e-4)
     assert len(res["train"]["chars_per_s_repeats"]) == 2
     assert "PyTorch" in result.stderr and "ratio" in result.stderr
 
@@ -243,11 +244,16 @@ def test_median_result_and_ratios():
     assert B.ratios(med, torch) == {"train": 2.0, "sample": 2.0, "peak_rss": 0.5}
 
 
-def test_standard_configurations_are_the_issues():
+def test_standard_configurations_and_their_flop_count():
     assert [(c.cell, c.layers, c.hidden, c.batch, c.seq_len, c.vocab) for c in B.STANDARD.values()] == [
         ("lstm", 1, 128, 32, 64, 65), ("lstm", 2, 256, 64, 128, 65), ("lstm", 2, 512, 64, 128, 65),
         ("gru", 2, 512, 64, 128, 65), ("rnn", 1, 512, 64, 128, 65)]
-    assert sys.executable
+    # per character: each layer's input and recurrent products (2 FLOPs per weight), then the decoder;
+    # the gate count comes from the cell table
+    H, V, E = 8, 5, 3
+    assert B.flops_per_char("gru", 2, H, V, E) == 2 * 3 * H * (E + H) + 2 * 3 * H * (H + H) + 2 * H * V
+    assert B.flops_per_char("lstm", 1, H, V, E) == 2 * 4 * H * (E + H) + 2 * H * V
+    assert B.flops_per_char("rnn", 1, H, V, E) == 2 * H * (E + H) + 2 * H * V
 
 
 # 5. the fused optimiser passes equal the NumPy ones

@@ -420,3 +420,29 @@ def test_activations():
     # the pure-Python fallback (NUMBA_DISABLE_JIT=1) computes the same function
     np.testing.assert_allclose([tanh_act(np.float32(v)) for v in x[::9973]], t32[::9973], atol=1e-7)
     np.testing.assert_allclose([sigmoid_act(np.float32(v)) for v in x[::9973]], s32[::9973], atol=1e-7)
+
+
+# 8. the register-tile micro-kernel (kernels/parallel.py) against np.dot
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, N", [(1, 1, 1), (7, 5, 3), (8, 13, 33), (9, 37, 65), (17, 3, 31), (3, 64, 16)])
+def test_matmul_packed_matches_numpy(M, K, N, dtype):
+    """Rows that are not a multiple of the tile's MR, columns that leave a partial panel, K = 1,
+    both packing layouts (W given as (N, K) for the forward's h @ W^T, as (K, N) for the backward),
+    and operands whose rows are strided views of larger arrays (as a thread's block of streams is)."""
+    from charlm.kernels.parallel import MR, matmul_packed, pack_panels
+
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    A_big = rng.standard_normal((M, K + 5)).astype(dtype)
+    A = A_big[:, 2:2 + K]                                    # row stride K + 5, unit column stride
+    W = rng.standard_normal((K, N)).astype(dtype)
+    ref = A.astype(np.float64) @ W.astype(np.float64)
+    tol = 1e-5 * K if dtype == np.float32 else 1e-12 * K
+    for transposed in (True, False):
+        P = pack_panels(np.ascontiguousarray(W.T) if transposed else W, transposed)
+        assert P.shape[2] * P.dtype.itemsize == 128 and P.shape[0] * P.shape[2] >= N  # two 512-bit vectors
+        C_big = np.full((M, N + 3), np.nan, dtype)
+        C = C_big[:, 1:1 + N]
+        matmul_packed(A, P, C, np.empty((MR, P.shape[2]), dtype))
+        np.testing.assert_allclose(C, ref, rtol=tol, atol=tol, err_msg=f"transposed={transposed}")
+        assert np.isnan(C_big[:, 0]).all() and np.isnan(C_big[:, N + 1:]).all()  # nothing written outside C

@@ -89,8 +89,11 @@ def gemm(A, B, C, trans_a, trans_b, beta):
 # accumulator registers, one k-loop of broadcast + FMA, written as LLVM IR (the loop vectoriser
 # does not keep accumulators in registers across k). Column panels are the outer loop so a panel
 # (K x NR) stays in L1/L2 while every row tile uses it. Measured single-threaded here: 113-131
-# GFLOP/s on (32, 256..2048) @ (256..2048, 512..2048), OpenBLAS 50-57 (tests/test_bench.py checks
-# it against NumPy; the same idea as oneDNN's packed RNN weights).
+# GFLOP/s on (32, 256..2048) @ (256..2048, 512..2048), OpenBLAS 50-57 (tests/test_kernels.py checks
+# it against np.dot; the same idea as oneDNN's packed RNN weights). The vectors are 512-bit: on a
+# CPU without AVX-512 (NUMBA_CPU_NAME=haswell and its features) LLVM splits each in two, so the
+# tile wants 32 accumulators in 16 ymm registers and spills them inside the k-loop: still correct
+# (the tests pass there), but a tile of 256-bit vectors (e.g. 6 rows x 2 vectors) would fit.
 
 MR = 8  # rows per register tile
 
@@ -238,8 +241,8 @@ def matmul_packed(A, P, C, tmp):
 
 
 def block_steps(rows: int, target: int = 512) -> int:
-    """Time steps per block so that a thread's block holds about ``target`` rows (see the cells'
-    *_par kernels): enough rows for an efficient GEMM, small enough to stay out of main memory."""
+    """Time steps per block so that a thread's block holds about ``target`` rows (see the layer
+    kernels, layer.py): enough rows for an efficient GEMM, small enough to stay out of main memory."""
     return max(1, target // max(rows, 1))
 
 
@@ -313,7 +316,7 @@ def sum_blocks(parts, out):
                     out[v, d] += parts[j, v, d]
 
 
-# -- pieces shared by the cells' *_par kernels ------------------------------------------------------
+# -- pieces of the layer kernels (layer.py) ---------------------------------------------------------
 
 
 @njit(cache=True, error_model="numpy")
