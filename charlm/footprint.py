@@ -23,7 +23,7 @@ def parameter_count(model_config, vocab: int) -> int:
     """Parameters of a model (closed form, Python integers: no overflow for absurd sizes)."""
     m, V = model_config, vocab
     G, H, E = m.gates, m.hidden, m.embed
-    fed_back = V if m.cell == "jordan" else H        # a Jordan cell feeds its output back, not h
+    fed_back = V if m.row.feeds_output else H        # a Jordan cell feeds its output back, not h
     first = G * H * (E + fed_back) + 2 * G * H
     rest = (m.layers - 1) * (G * H * (H + fed_back) + 2 * G * H)
     decoder = (0 if m.tie_weights else V * H) + V
