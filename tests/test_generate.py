@@ -62,9 +62,12 @@ def _model(cell, dtype, rng, L=2, H=12, V=9):
 
 
 def _two_threads():
+    """2, or skip: the split loop's threads must run at once (never with NUMBA_DISABLE_JIT)."""
+    import numba
+
     nt = min(rt.kernel_threads(), 2)
-    if nt < 2:
-        pytest.skip("needs two threads")
+    if nt < 2 or numba.config.DISABLE_JIT:
+        pytest.skip("needs two compiled threads")
     return nt
 
 
