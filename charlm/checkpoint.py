@@ -4,8 +4,8 @@ A run directory holds
   model.safetensors   best weights so far (by validation loss): what ``sample``/``eval`` load
   last.safetensors    latest weights + optimiser buffers + the whole training position, for an
                       exact resume. One file, so a crash can never pair weights with the wrong
-                      optimiser state (DESIGN.md sketched optimizer.safetensors + state.json
-                      beside the weights; a single atomic file removes that failure mode).
+                      optimiser state (separate optimiser and state files beside the weights
+                      would allow it; a single atomic file removes that failure mode).
   metrics.jsonl       one JSON object per logged step / evaluation, for plots
 
 Each .safetensors file is self-describing: its metadata carries ``charlm.format``,

@@ -71,10 +71,10 @@ def check_same_corpus(run_dir, corpus) -> None:
     now = corpus_fingerprint(corpus)
     changed = [part for part in ("train", "val") if fingerprint.get(part) != now[part]]
     if changed:
-        what = " and ".join({"train": "training", "val": "validation"}[p] for p in changed)
-        raise ConfigError(f"cannot resume {run_dir}: the {what} text is not the one this run was "
-                          "trained on (its content changed); resume with the original text, or "
-                          "start a new run")
+        what = ("training and validation texts are not the ones" if len(changed) == 2 else
+                f"{'training' if changed == ['train'] else 'validation'} text is not the one")
+        raise ConfigError(f"cannot resume {run_dir}: the {what} this run was trained on (the content "
+                          "changed); resume with the original text, or start a new run")
 
 
 def check_same_model(run_dir) -> None:

@@ -15,8 +15,16 @@ SURPRISAL_TOKENS = 600   # how much of the text the heat map shows
 @click.argument("args", nargs=-1, required=True, metavar="[RUN] FILE...")
 @click.option("--surprisal", is_flag=True,
               help="also show the start of the text coloured by how surprised the model was")
+@click.option("--dynamic", is_flag=True,
+              help="also score with dynamic evaluation (a gradient step after each window; a different protocol)")
+@click.option("--dynamic-lr", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="dynamic evaluation: step size [default: 0.002]")
+@click.option("--dynamic-decay", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="dynamic evaluation: pull back towards the trained weights per step [default: 0.002]")
+@click.option("--dynamic-window", type=click.IntRange(1), default=None,
+              help="dynamic evaluation: tokens per window [default: 64]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
-def eval_(args, surprisal, as_json):
+def eval_(args, surprisal, dynamic, dynamic_lr, dynamic_decay, dynamic_window, as_json):
     """Score text files with a trained model: how well does it predict them?
 
     RUN is a run directory, a run name under ./runs, or a .safetensors file;
@@ -29,6 +37,7 @@ def eval_(args, surprisal, as_json):
       charlm eval held_out.txt                       # the latest run
       charlm eval runs/shakespeare-20250101-120000 act5.txt --surprisal
       charlm eval act5.txt --json | jq .perplexity
+      charlm eval held_out.txt --dynamic             # also the dynamic-evaluation loss
     """
     from .. import runs
     from ..checkpoint import load_checkpoint
@@ -42,7 +51,15 @@ def eval_(args, surprisal, as_json):
     if not files:
         raise click.UsageError(f"{args[0]} is a run; give the text files to evaluate after it")
     checkpoint = load_checkpoint(runs.resolve_run(run, root))
-    result = evaluate(checkpoint, files, surprisal=surprisal)
+    options = None
+    if dynamic or dynamic_lr is not None or dynamic_decay is not None or dynamic_window is not None:
+        from dataclasses import replace
+
+        from ..dynamic_eval import DynamicOptions
+
+        given = {"lr": dynamic_lr, "decay": dynamic_decay, "window": dynamic_window}
+        options = replace(DynamicOptions(), **{k: v for k, v in given.items() if v is not None})
+    result = evaluate(checkpoint, files, surprisal=surprisal, dynamic=options)
     data = result.to_dict() | {"checkpoint": str(checkpoint.path), "files": list(files)}
     if as_json:
         if surprisal:

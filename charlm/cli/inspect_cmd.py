@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from .common import err, out, runs_root
+from .common import emit, err, out, runs_root
+from .safe_text import printable, printable_text
 
 PROPERTY_NAMES = ("in_quotes", "in_brackets", "bracket_depth", "line_position", "after_newline",
                   "after_space", "in_word", "uppercase", "after_punctuation")   # charlm.inspect.neurons
@@ -95,17 +97,21 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
         raise click.UsageError("--fresh measures fresh models only: give a text file, not a run")
     if fresh and not args:
         raise click.UsageError("--fresh needs a text file to measure on")
+    if fresh or compare:
+        _check_fresh_fits(hidden, layers, embed, max_lag, samples, warmup)
     checkpoints = [] if fresh else [load_checkpoint(runs.resolve_run(r, root)) for r in (args[:k] or [None])]
     reports = inspect_gradients(
         checkpoints, args[k:], compare_cells=_cells(cells) if (compare or fresh) else (),
         model_config=replace(ModelConfig(), hidden=hidden, layers=layers, embed=embed),
         **_given(max_lag=max_lag, samples=samples, warmup=warmup, seed=seed))
     if as_json:
-        click.echo(json.dumps({"reports": [{k: v for k, v in r.to_record(0).items() if k not in ("kind", "step")}
+        emit(json.dumps({"reports": [{k: v for k, v in r.to_record(0).items() if k not in ("kind", "step")}
                                            for r in reports]}))
         return
     from .inspect_view import lag_plot, lag_table, spectra_table
 
+    for r in reports:  # labels name runs and files: shown, never obeyed (plotext output is read as ANSI)
+        r.curves.label = printable(r.curves.label)
     console = out()
     console.print(lag_plot([r.curves for r in reports], console.width - 2))
     console.print(lag_table([r.curves for r in reports]))
@@ -146,7 +152,7 @@ def neurons(args, kind, prop, unit, top, chars, bars, as_json):
     report = inspect_neurons(load_checkpoint(runs.resolve_run(run, root)), files, kind=kind, top=top)
     layer, index = _pick_unit(report, unit, prop)
     if as_json:
-        click.echo(json.dumps({"kind": report.kind, "matches": [m.__dict__ for m in report.matches],
+        emit(json.dumps({"kind": report.kind, "matches": [m.__dict__ for m in report.matches],
                                "unit": {"layer": layer + 1, "unit": index},
                                "activations": [round(float(v), 4) for v in report.unit(layer, index)[:chars]]}))
         return
@@ -154,9 +160,11 @@ def neurons(args, kind, prop, unit, top, chars, bars, as_json):
 
     console = out()
     console.print(neuron_table(report))
-    match = next((m for m in report.matches if (m.layer, m.unit) == (layer, index)), None)
+    # the property the unit was picked for (--property), else the one it tracks best
+    mine = [m for m in report.matches if (m.layer, m.unit) == (layer, index)]
+    match = next((m for m in mine if m.property == prop), None) or max(mine, key=lambda m: abs(m.r), default=None)
     why = f" (tracks {match.property}, r = {match.r:+.2f})" if match else ""
-    console.print(neuron_text(report.tokens[:chars], report.unit(layer, index)[:chars],
+    console.print(neuron_text([printable_text(t) for t in report.tokens[:chars]], report.unit(layer, index)[:chars],
                               f"\nunit L{layer + 1}:{index}, {report.kind}{why}",
                               bars=bars or console.color_system is None))
 
@@ -218,6 +226,10 @@ def memory(cells, distances, steps, hidden, seq_len, batch_size, lr, per_distanc
                                  param_hint="--distances") from None
     if min(dists) < 2:
         raise click.BadParameter("every distance must be >= 2", param_hint="--distances")
+    if run_dir and os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        raise click.BadParameter(f"{run_dir} is not an empty directory: inspect memory writes its texts "
+                                 "and runs into a new or empty one", param_hint="--run-dir")
+    _check_memory_fits(cell_list, dists, per_distance, hidden, seq_len, batch_size)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -237,7 +249,7 @@ def memory(cells, distances, steps, hidden, seq_len, batch_size, lr, per_distanc
                                                                    batch_size=batch_size, lr=lr, seed=seed,
                                                                    threads=threads))
     if as_json:
-        click.echo(json.dumps({"cells": result.cells, "distances": result.distances.tolist(),
+        emit(json.dumps({"cells": result.cells, "distances": result.distances.tolist(),
                                "accuracy": result.accuracy.tolist(), "prob": result.prob.tolist(),
                                "parameters": result.parameters, "chance": result.chance,
                                "settings": result.settings}))
@@ -247,3 +259,36 @@ def memory(cells, distances, steps, hidden, seq_len, batch_size, lr, per_distanc
     console = out()
     console.print(memory_table(result))
     console.print(memory_plot(result, console.width - 2))
+
+
+def _check_fresh_fits(hidden, layers, embed, max_lag, samples, warmup) -> None:
+    """Refuse fresh models (--fresh/--compare) too big for memory before building them."""
+    from ..config import ModelConfig, TrainConfig, replace
+    from ..footprint import check_training_fits
+
+    model = replace(ModelConfig(vocab_size=256), hidden=hidden, layers=layers, embed=embed)
+    # the measurement keeps every step of `samples` windows of warm-up + lag for the backward pass
+    check_training_fits(model, TrainConfig(batch_size=samples or 64, seq_len=(max_lag or 50) + (warmup or 32)))
+
+
+def _check_memory_fits(cells, distances, per_distance, hidden, seq_len, batch_size) -> None:
+    """Refuse an experiment whose texts or models cannot fit in memory, before writing anything:
+    its training text holds ``train_lines`` lines of mean length d, its evaluation text
+    ``eval_lines`` lines per d, scored with a row of logits per character."""
+    import inspect as pyinspect
+
+    from ..config import ModelConfig, TrainConfig, replace
+    from ..footprint import check_fits, check_training_fits
+    from ..inspect.memory import run_memory_experiment
+
+    defaults = {k: p.default for k, p in pyinspect.signature(run_memory_experiment).parameters.items()}
+    ds = sorted(set(distances))
+    groups = [[d] for d in ds] if per_distance else [ds]
+    text_bytes = max(defaults["train_lines"] * (sum(g) / len(g) + 2) * 16
+                     + defaults["eval_lines"] * sum(d + 2 for d in g) * 200 for g in groups)
+    check_fits(int(text_bytes), f"--distances up to {max(ds):,} (the texts and their scores)")
+    for cell in cells:
+        check_training_fits(replace(ModelConfig(cell=cell, layers=1, embed=defaults["embed"],
+                                                hidden=defaults["hidden"], vocab_size=20), hidden=hidden),
+                            replace(TrainConfig(seq_len=defaults["seq_len"], batch_size=defaults["batch_size"]),
+                                    seq_len=seq_len, batch_size=batch_size))

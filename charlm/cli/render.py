@@ -133,6 +133,13 @@ def eval_table(result: dict, checkpoint: str, files) -> list:
                   f"exp(loss): as unsure as a fair choice among this many {unit}s")
     table.add_row("tokens", f"{result['tokens']:,}", "predictions scored")
     table.add_row("out of vocabulary", f"{result['oov']:,}", "tokens the model has never seen (scored as <unk>)")
+    if result.get("dynamic_loss_nats") is not None:
+        table.add_section()
+        table.add_row("dynamic loss", fmt_num(result["dynamic_loss_nats"], 4),
+                      "another protocol: the model trains on each window after scoring it")
+        if char:
+            table.add_row("dynamic bits/char", fmt_num(result["dynamic_bits_per_char"], 4),
+                          "dynamic loss / ln 2 (not comparable with static figures)")
     return [Lines(title), table]
 
 

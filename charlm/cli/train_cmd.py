@@ -1,15 +1,14 @@
 """``charlm train``: options mirror ModelConfig/TrainConfig field names; the loop is the Trainer's."""
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from dataclasses import fields
 
 import click
-from rich.markup import escape
+from rich.text import Text
 
 from ..config import CELLS, EOS_MODES, LEVELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
-from .common import EXIT_INTERRUPTED, Duration, err, runs_root, show_path
+from .common import Duration, err, runs_root, show_path
+from .stop_signals import StopSignals
 
 _DEFAULTS = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
 
@@ -25,7 +24,8 @@ OPTIONS = [
     ("layers", "--layers", POSITIVE, "stacked recurrent layers"),
     ("hidden", "--hidden", POSITIVE, "hidden state width of every layer"),
     ("embed", "--embed", POSITIVE, "embedding width"),
-    ("dropout", "--dropout", FRACTION, "dropout between layers (training only)"),
+    ("dropout", "--dropout", FRACTION, "dropout between layers and before the decoder, one mask per window"),
+    ("weight_dropout", "--weight-dropout", FRACTION, "DropConnect on the recurrent weights W_hh"),
     ("tie_weights", "--tie-weights/--no-tie-weights", None,
      "share the embedding and decoder (needs embed = hidden)"),
     ("eos", "--eos", click.Choice(EOS_MODES), "what ends a sequence: a line, a paragraph, nothing, or guess"),
@@ -47,7 +47,7 @@ OPTIONS = [
     ("steps", "--steps", NON_NEG, "stop after this many steps"),
     ("epochs", "--epochs", NON_NEG_F, "stop after this many passes over the corpus"),
     ("time_budget", "--time", Duration(), "stop after this long, e.g. 90s, 10m, 1h30m"),
-    ("eval_every", "--eval-every", POSITIVE, "steps between validation passes and checkpoints"),
+    ("eval_every", "--eval-every", str, "validate and checkpoint: auto, every N steps (500) or every duration (30s)"),
     ("sample_every", "--sample-every", NON_NEG, "steps between short samples in the view (0 = off)"),
     ("track_gradients", "--track-gradients/--no-track-gradients", None,
      "log gradient lag curves at each evaluation (charlm inspect gradients, charlm info)"),
@@ -56,6 +56,7 @@ OPTIONS = [
     ("dtype", "--dtype", click.Choice(("float32", "float64")), "float32 for speed, float64 for checks"),
 ]
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+OPTION_NAMES = {name: decl.split("/")[0] for name, decl, _, _ in OPTIONS}   # field -> --option
 
 
 def _default_text(name) -> str:
@@ -76,16 +77,21 @@ def config_options(func):
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(dir_okay=True))
 @config_options
-@click.option("--run-dir", type=click.Path(file_okay=False), help="where the run goes [default: runs/<corpus>-<time>]")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="where the run goes: a new or empty directory [default: runs/<corpus>-<time>]")
+@click.option("--overwrite", is_flag=True,
+              help="let --run-dir replace an earlier run there (its checkpoints and metrics; other files stay)")
 @click.option("--resume", "resume", metavar="RUN", help="continue a run from its last checkpoint (budgets may grow)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="settings from a TOML file (same names as the options; options override it)")
-def train(corpus, run_dir, resume, config_file, **options):
+def train(corpus, run_dir, overwrite, resume, config_file, **options):
     """Train a language model on CORPUS (text files) and save it under runs/.
 
     With no CORPUS, trains for 4 minutes on the Python standard library's own
     source (about 1.5 MB of code and docstrings that every Python install has).
-    Ctrl-C stops after the current step, saves the run and prints how to resume.
+    Ctrl-C, SIGTERM or SIGHUP stops after the current step, saves the run and
+    prints how to resume (exit status 130, 143, 129). CORPUS and --val-file must
+    be regular files (not pipes such as /dev/stdin: the text is read twice).
 
     \b
     Examples:
@@ -95,25 +101,33 @@ def train(corpus, run_dir, resume, config_file, **options):
       charlm train --resume runs/shakespeare-20250101-120000 --time 20m
     """
     from .. import runs
-    from ..config import load_config_file
+    from .config_keys import read_config_file
 
-    values = load_config_file(config_file) if config_file else {}
+    if resume and run_dir:
+        raise click.UsageError("--resume RUN continues RUN in its own directory; --run-dir cannot move it "
+                               "(copy the run directory first, then resume the copy)")
+    if resume and overwrite:
+        raise click.UsageError("--overwrite is for a new run in --run-dir; --resume continues a run")
+    values = read_config_file(config_file, OPTION_NAMES) if config_file else {}
     values.update({k: v for k, v in options.items() if v is not None})
     console = err()
-    if resume:
-        run = runs.resolve_run(resume, runs_root())
-        trainer = runs.resume_training(run, values, corpus)
-        console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
-                      highlight=False)
-    else:
-        if not corpus:
-            console.print("no corpus given: training on the Python standard library's own source "
-                          "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)
-        trainer = runs.start_training(corpus, values, run_dir=run_dir, root=runs_root())
-    return _run(trainer, console)
+    with StopSignals() as signals:
+        if resume:
+            run = runs.resolve_run(resume, runs_root())
+            trainer = runs.resume_training(run, values, corpus)
+            console.print(Text(f"resuming {show_path(trainer.run_dir)} at step {trainer.pos.step:,}"),
+                          soft_wrap=True)
+        else:
+            if not corpus:
+                console.print("no corpus given: training on the Python standard library's own source "
+                              "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)
+            trainer = runs.start_training(corpus, values, run_dir=run_dir, root=runs_root(),
+                                          overwrite=overwrite)
+        return _run(trainer, console, signals)
 
 
-def _run(trainer, console) -> int:
+def _run(trainer, console, signals) -> int:
+    from ..budget import EvalCadence
     from .render import corpus_line, fmt_time, model_line
     from .train_view import TrainView, summary_table
 
@@ -121,48 +135,26 @@ def _run(trainer, console) -> int:
     t = trainer.tcfg
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{fmt_time(t.time_budget)} of training") if b) or "one epoch"
-    console.print(f"[bold]charlm train[/] → {escape(run)}", highlight=False)
+    console.print(Text.assemble(("charlm train", "bold"), f" → {run}"), soft_wrap=True)
     console.print(f"  model   {model_line(trainer.mcfg, trainer.model.num_parameters)}", markup=False,
                   highlight=False)
-    console.print(f"  corpus  {', '.join(show_path(p) for p in trainer.corpus.sources)}: "
-                  f"{corpus_line(trainer.corpus.stats())}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  budget  {budget} · eval every {t.eval_every} steps · batch {t.batch_size}×{t.seq_len}",
-                  highlight=False)
+    console.print(Text(f"  corpus  {', '.join(show_path(p) for p in trainer.corpus.sources)}: "
+                       f"{corpus_line(trainer.corpus.stats())}"), soft_wrap=True)
+    console.print(f"  budget  {budget} · evaluate {EvalCadence(t.eval_every).describe()} · "
+                  f"batch {t.batch_size}×{t.seq_len}", highlight=False)
     view = TrainView(console, trainer, live=console.is_terminal)
-    with view, _stop_on_ctrl_c(trainer, view):
+    signals.training(trainer, view)
+    with view:
         for event in trainer.events():
             view.update(event)
-    console.print(summary_table(view, run, trainer.model.num_parameters))
+    console.print(summary_table(view, run, trainer.model.num_parameters), soft_wrap=True)
     done = view.done
     if done.reason == "stopped":
-        console.print(f"[yellow]stopped.[/] continue with: [bold]charlm train --resume {escape(run)}[/]",
-                      highlight=False)
-        return EXIT_INTERRUPTED
+        console.print(Text.assemble(("stopped.", "yellow"), " continue with: ",
+                                    (f"charlm train --resume {run}", "bold")), soft_wrap=True)
+        return signals.exit_code
     if done.reason == "diverged":
         from ..errors import CharlmError
 
         raise CharlmError(f"training diverged: {done.message}")
     return 0
-
-
-@contextmanager
-def _stop_on_ctrl_c(trainer, view):
-    """First Ctrl-C: finish the step, save, stop. Second: abort at once (the last checkpoint stays)."""
-    stopping = []
-
-    def handler(signum, frame):
-        if stopping:
-            raise KeyboardInterrupt
-        stopping.append(True)
-        trainer.request_stop()
-        view.note("stopping after this step and saving… (Ctrl-C again to abort)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not in the main thread: leave Ctrl-C alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

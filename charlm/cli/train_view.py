@@ -3,7 +3,7 @@
 ``TrainView.update(event)`` takes the Trainer's events as they come. On a terminal a
 ``rich.live.Live`` redraws the stats, a budget bar, the learning curve (rebuilt at each
 evaluation) and the latest sample four times a second; elsewhere (CI, a pipe, a file) each
-evaluation and every ``log_every``-th step is one plain line.
+evaluation and a step every ``LOG_SECONDS`` of training is one plain line.
 """
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
+from .safe_text import printable, printable_text
 from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot
 
 PLOT_HEIGHT = 14
-MAX_TRAIN_POINTS = 300   # step losses are averaged into at most this many points for the plot
+MAX_TRAIN_POINTS = 300
+LOG_SECONDS = 10.0       # without a terminal: one step line this often   # step losses are averaged into at most this many points for the plot
 
 
 class TrainView:
@@ -29,7 +31,9 @@ class TrainView:
         self.console, self.trainer, self.live = console, trainer, live
         self.char = trainer.corpus.tokenizer.level == "char"
         self.unit = "chars/s" if self.char else "tokens/s"
-        self.log_every = max(1, trainer.tcfg.eval_every // 4)
+        # without held-out text the Trainer judges by the training loss: never call that "val"
+        self.val = "val" if trainer.corpus.val.size > 1 else "avg train"
+        self.last_line = -math.inf       # elapsed seconds at the last plain step line
         self.step: StepEvent | None = None
         self.eval: EvalEvent | None = None
         self.best: EvalEvent | None = None
@@ -59,7 +63,7 @@ class TrainView:
         """A one-line notice (e.g. 'stopping after this step')."""
         self.notice = message
         if not self.live:
-            self.console.print(f"[yellow]{message}[/]")
+            self.console.print(Text(message, style="yellow"), soft_wrap=True)
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -68,7 +72,8 @@ class TrainView:
             self.step = event
             self.rate = event.tokens_per_s if self.rate is None else 0.9 * self.rate + 0.1 * event.tokens_per_s
             self.losses.append((event.step, event.loss))
-            if not self.live and event.step % self.log_every == 0:
+            if not self.live and (event.elapsed - self.last_line >= LOG_SECONDS or event.step == 1):
+                self.last_line = event.elapsed
                 self.console.print(self._step_line(), soft_wrap=True, highlight=False)
         elif isinstance(event, EvalEvent):
             self.eval = event
@@ -83,19 +88,17 @@ class TrainView:
             self.sample = event
             if not self.live:
                 self.console.print(f"sample at step {event.step}:", highlight=False)
-                self.console.print(Text("  " + event.text.replace("\n", "\n  ")), soft_wrap=True)
+                self.console.print(Text("  " + printable_text(event.text).replace("\n", "\n  ")), soft_wrap=True)
         elif isinstance(event, WarningEvent):
-            self.console.print(Text.assemble(("warning: ", "yellow"), event.message), soft_wrap=True)
+            self.console.print(Text.assemble(("warning: ", "yellow"), printable(event.message)), soft_wrap=True)
         elif isinstance(event, DoneEvent):
             self.done = event
         elif isinstance(event, CheckpointEvent):
             pass
 
     def _validating(self) -> bool:
-        """The Trainer validates after the step that hits ``eval_every`` or ends the budget."""
-        s, e = self.step, self.eval
-        due = s is not None and (s.step % self.trainer.tcfg.eval_every == 0 or self._progress() >= 1)
-        return due and (e is None or e.step < s.step) and self.done is None
+        """The Trainer says when it evaluates (its cadence is its own: steps, time or auto)."""
+        return bool(getattr(self.trainer, "evaluating", False)) and self.done is None
 
     def _train_points(self):
         from ..runs import bucket_means
@@ -122,7 +125,7 @@ class TrainView:
         e = self.eval
         bpc = f" | bpc {e.val_bpc:.3f}" if e.val_bpc is not None else ""
         mark = " | new best" if e.improved else f" | best {e.best_val_loss:.4f}"
-        return (f"eval step {e.step:,} | train {e.train_loss:.4f} | val {e.val_loss:.4f}{bpc} | "
+        return (f"eval step {e.step:,} | train {e.train_loss:.4f} | {self.val} {e.val_loss:.4f}{bpc} | "
                 f"ppl {e.val_ppl:.3f}{mark}")
 
     # -- live display ---------------------------------------------------------------------------
@@ -137,8 +140,8 @@ class TrainView:
             stats.add_column(justify="right", no_wrap=True)
         val = "–" if e is None else f"{e.val_loss:.4f}"
         best = "–" if e is None else f"{e.best_val_loss:.4f}"
-        stats.add_row("step", f"{s.step:,}", "train loss", f"{s.loss:.4f}", "val loss", val,
-                      "best val", best)
+        stats.add_row("step", f"{s.step:,}", "train loss", f"{s.loss:.4f}", f"{self.val} loss", val,
+                      f"best {self.val}", best)
         stats.add_row("epoch", f"{s.epoch:.2f}", "perplexity", "–" if e is None else fmt_num(e.val_ppl),
                       "bits/char", "–" if e is None or e.val_bpc is None else fmt_num(e.val_bpc),
                       self.unit, fmt_count(self.rate))
@@ -150,16 +153,28 @@ class TrainView:
         bar.add_row(ProgressBar(total=1.0, completed=self._progress(), width=self.console.width - 10),
                     f"{self._progress():4.0%}")
         parts = [stats, bar, self.plot]
+        if e is not None and e.time_split is not None:
+            parts.append(Text("time    " + split_line(e.time_split, e.elapsed), style="dim"))
         if self.sample is not None:
             text = self.sample.text.strip("\n")
             lines = text.split("\n")[:6]
-            parts.append(Panel(Text("\n".join(lines)), title=f"sample at step {self.sample.step:,}",
+            parts.append(Panel(Text(printable_text("\n".join(lines))), title=f"sample at step {self.sample.step:,}",
                                title_align="left", border_style="dim"))
         if self._validating():
-            parts.append(Text("measuring the validation loss…", style="dim"))
+            parts.append(Text("measuring the validation loss…" if self.val == "val" else "evaluating…",
+                              style="dim"))
         if self.notice:
             parts.append(Text(self.notice, style="yellow"))
         return Group(*parts)
+
+
+def split_line(split, elapsed: float) -> str:
+    """'training 94% · evaluation 3% · checkpoints 1% · other 2% (+ 0.4s compiling)'."""
+    parts = [("training", split.train), ("evaluation", split.eval), ("checkpoints", split.checkpoint)]
+    other = elapsed - sum(v for _, v in parts)
+    parts.append(("other", max(other, 0.0)))
+    text = " · ".join(f"{name} {v / elapsed:.0%}" for name, v in parts) if elapsed > 0 else "–"
+    return text + (f" (+ {fmt_time(split.compile)} loading kernels)" if split.compile >= 1 else "")
 
 
 def summary_table(view: TrainView, run: str, parameters: int) -> Table:
@@ -171,16 +186,17 @@ def summary_table(view: TrainView, run: str, parameters: int) -> Table:
         ("finished", d.message),
         ("steps", f"{d.step:,}"),
         ("time", fmt_time(d.elapsed)),
+        ("time split", None if d.time_split is None else split_line(d.time_split, d.elapsed)),
         ("parameters", f"{parameters:,}"),
     ]
     if b is None and math.isfinite(d.best_val_loss):  # resumed, and no better than before
-        rows += [("best val loss", f"{d.best_val_loss:.4f} nats per token (before this resume)")]
+        rows += [(f"best {view.val} loss", f"{d.best_val_loss:.4f} nats per token (before this resume)")]
     if b is not None:
-        rows += [("best val loss", f"{b.val_loss:.4f} nats per token (step {b.step:,})"),
+        rows += [(f"best {view.val} loss", f"{b.val_loss:.4f} nats per token (step {b.step:,})"),
                  ("best perplexity", fmt_num(b.val_ppl)),
                  ("best bits/char", None if b.val_bpc is None else fmt_num(b.val_bpc))]
-    files = {name: Path(run) / name for name in (MODEL_FILE, LAST_FILE)}
-    rows += [("best model", str(files[MODEL_FILE]) if files[MODEL_FILE].exists() else None),
-             ("resume from", str(files[LAST_FILE]) if files[LAST_FILE].exists() else None),
-             ("sample it", Text(f"charlm sample {run}", style="bold green"))]
+    saved = {name: (view.trainer.run_dir / name).exists() for name in (MODEL_FILE, LAST_FILE)}
+    rows += [("best model", str(Path(run) / MODEL_FILE) if saved[MODEL_FILE] else None),
+             ("resume from", str(Path(run) / LAST_FILE) if saved[LAST_FILE] else None),
+             ("sample it", Text(f"charlm sample {run}", style="bold green") if saved[MODEL_FILE] else None)]
     return kv_table(rows, title="training summary")

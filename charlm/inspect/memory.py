@@ -95,6 +95,8 @@ def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DIST
     """
     from ..config import ModelConfig, TrainConfig
     from ..corpus import build_corpus
+    from ..fsutil import write_new_text
+    from ..rundir import claim_new_run
     from ..train import EvalEvent, Trainer
 
     distances = np.array(sorted(set(int(d) for d in distances)))
@@ -111,14 +113,15 @@ def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DIST
             run_dir = root / name if per_distance else root
             run_dir.mkdir(parents=True, exist_ok=True)
             train_path, eval_path = run_dir / "train.txt", run_dir / "eval.txt"
-            train_path.write_text(memory_text(train_lines, tuple(distances[cols]), seed), encoding="utf-8")
-            eval_path.write_text("".join(line + "\n" for line in
-                                         memory_lines(np.repeat(distances[cols], eval_lines), seed + 10_000)),
-                                 encoding="utf-8")
+            # created, never overwritten: run_root may be a directory of the user's
+            write_new_text(train_path, memory_text(train_lines, tuple(distances[cols]), seed))
+            write_new_text(eval_path, "".join(line + "\n" for line in
+                                              memory_lines(np.repeat(distances[cols], eval_lines), seed + 10_000)))
             corpus = build_corpus([train_path], eos="line", val_fraction=0.0)
             ids = build_corpus([eval_path], eos="line", val_fraction=0.0, tokenizer=corpus.tokenizer).train
             positions, dists, expected = dependency_positions(ids, corpus.tokenizer)
             for i, cell in enumerate(cells):
+                lock = claim_new_run(run_dir / cell)  # noqa: F841 (held while this model trains)
                 trainer = Trainer(corpus, ModelConfig(cell=cell, embed=embed, hidden=hidden, layers=1), tcfg,
                                   run_dir / cell)
                 t0 = time.perf_counter()
