@@ -29,7 +29,9 @@ class ModelConfig:
     embed: int = 64             # E, embedding width
     hidden: int = 256           # H, hidden (and cell) state width of every layer
     layers: int = 2             # L, stacked recurrent layers
-    dropout: float = 0.0        # dropout on the inputs of layers 2..L and of the decoder (training only)
+    dropout: float = 0.0        # dropout on the inputs of layers 2..L and of the decoder: one mask per
+                                # stream and window, the same at every step (training only)
+    weight_dropout: float = 0.0 # DropConnect on every W_hh: one mask per window (training only)
     tie_weights: bool = False   # share encoder.weight and decoder.weight (needs embed == hidden)
 
     @property
@@ -53,8 +55,12 @@ class ModelConfig:
         _positive_int("embed", self.embed)
         _positive_int("hidden", self.hidden)
         _positive_int("layers", self.layers)
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "weight_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        if self.weight_dropout and self.row.recurrent != "hh":
+            raise ConfigError(f"weight_dropout applies to W_hh, which the {self.cell} cell does not have")
         if self.tie_weights and self.embed != self.hidden:
             raise ConfigError(
                 f"--tie-weights needs embed == hidden (got embed={self.embed}, hidden={self.hidden})")

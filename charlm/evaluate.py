@@ -133,6 +133,6 @@ def _without_dropout(checkpoint):
     from .config import replace
     from .model import Model
 
-    model = Model(replace(checkpoint.config, dropout=0.0), dtype=checkpoint.dtype)
+    model = Model(replace(checkpoint.config, dropout=0.0, weight_dropout=0.0), dtype=checkpoint.dtype)
     model.load_state_dict(checkpoint.tensors)
     return model

@@ -30,19 +30,26 @@ class LayerStack:
         self.cell = model.config.row
 
     def init_recurrent(self, w_hh, rng: np.random.Generator) -> None:
-        """Orthogonal W_hh blocks, so that the recurrence neither shrinks nor blows up gradients at
-        the start (Saxe et al. 2014; Le et al. 2015)."""
-        H = self.model.config.hidden
-        for g in range(self.cell.gates):
-            w_hh[g * H:(g + 1) * H] = _orthogonal(H, rng)
+        """U(±1/√H), PyTorch's default (orthogonal blocks trained slower: Model.init_weights)."""
+        bound = 1.0 / np.sqrt(self.model.config.hidden)
+        w_hh[...] = rng.uniform(-bound, bound, w_hh.shape)
 
     def forward(self, x, state, train, rng, ws):
         """(logits (T*B, V), new_state (L, S, B, H), cache) with arrays from ``ws``.
 
-        The cache is (x, emb, layers, (top, top_mask)) with layers[l] = (inp, hs, cell_cache):
-        inp None for layer 0, else (input, dropout mask or None); cell_cache the arrays named by
-        the cell's ``cache``, as its serial backward takes them; emb the gathered embeddings, or
-        None when layer 0 reads the folded table."""
+        The cache is (x, emb, layers, (top, top_mask), recurrent) with layers[l] = (inp, hs,
+        cell_cache): inp None for layer 0, else (input, dropout mask or None); cell_cache the
+        arrays named by the cell's ``cache``, as its serial backward takes them; emb the gathered
+        embeddings, or None when layer 0 reads the folded table; recurrent[l] = (the W_hh the
+        recurrence used, its DropConnect mask or None).
+
+        Regularisation (training only): ``dropout`` on the inputs of layers 2..L and of the
+        decoder with one mask per stream for the whole window, the same at every step
+        (variational dropout, Gal & Ghahramani 2016: a unit dropped at one step and kept at the
+        next only adds noise to the memory); ``weight_dropout`` drops entries of every W_hh, one
+        mask per window shared by all streams and steps (DropConnect on the recurrent weights,
+        Merity et al. 2017, AWD-LSTM): it regularises the recurrence itself, which dropout on
+        activations cannot reach without breaking the cell's memory."""
         from .kernels.layer import layer_forward
         from .kernels.parallel import block_steps, matmul_rows_bias
         from .runtime import kernel_threads
@@ -54,6 +61,7 @@ class LayerStack:
         N, H, GH = T * B, c.hidden, c.gates * c.hidden
         tb = block_steps(-(-B // nc))
         drop = c.dropout if train else 0.0
+        drop_w = c.weight_dropout if train else 0.0
         ids = ws.get("ids", (T, B), np.int64)
         ids[...] = x
         none2, none3 = np.zeros((0, 0), dt), np.zeros((0, 0, 0), dt)
@@ -68,24 +76,29 @@ class LayerStack:
         else:
             emb = E[ids.reshape(-1)]                                    # (T*B, E)
             table, x_in = none2, emb.reshape(T, B, -1)
-        inp, hs = None, None
+        inp, hs, recurrent = None, None, []
         for layer in range(c.layers):
             if layer > 0:  # input: the previous layer's outputs (T*B, H), after dropout
-                inp = dropout(hs[1:].reshape(N, H), drop, rng)
+                inp = dropout(hs[1:], drop, rng)
                 table, x_in = none2, inp[0].reshape(T, B, H)
+            W_hh, w_mask = p[f"rnn.weight_hh_l{layer}"], None
+            if drop_w > 0:
+                w_mask = (rng.random(W_hh.shape) >= drop_w).astype(dt) / dt.type(1 - drop_w)
+                W_hh = W_hh * w_mask
+            recurrent.append((W_hh, w_mask))
             s0 = np.ascontiguousarray(state[layer])
             hs = ws.get(f"hs{layer}", (T + 1, B, H), dt)
             arrays = {name: ws.get(f"{name}{layer}", shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
             layer_forward(cell.id, x_in, table, ids, p[f"rnn.weight_ih_l{layer}"], p[f"rnn.bias_ih_l{layer}"],
-                          p[f"rnn.weight_hh_l{layer}"], p[f"rnn.bias_hh_l{layer}"], s0, hs, *arrays.values(), nc, tb)
+                          W_hh, p[f"rnn.bias_hh_l{layer}"], s0, hs, *arrays.values(), nc, tb)
             new_state[layer, 0] = hs[T]
             if c.states > 1:  # the second state is the cell state c
                 new_state[layer, 1] = arrays["cs"][T]
             layers.append((inp, hs, tuple(arrays[name] for name in cell.cache)))
-        top = dropout(hs[1:].reshape(N, H), drop, rng)
+        top = dropout(hs[1:], drop, rng)
         logits = ws.get("logits", (N, c.vocab_size), dt)
         matmul_rows_bias(top[0], p["decoder.weight"].T, p["decoder.bias"], logits, nc)
-        return logits, new_state, (x, emb, layers, top)
+        return logits, new_state, (x, emb, layers, top, recurrent)
 
     def backward(self, dlogits, cache, ws, db_dec) -> None:
         """Gradients into the model's ``grads`` from dL/dlogits (T*B, V) C-contiguous; ``db_dec`` is
@@ -98,7 +111,7 @@ class LayerStack:
         m, cell = self.model, self.cell
         c, p, g, dt = m.config, m.params, m.grads, m.dtype
         nc = kernel_threads()
-        x, emb, layers, (top, top_mask) = cache
+        x, emb, layers, (top, top_mask), recurrent = cache
         T, B = x.shape
         N, H, G, V = T * B, c.hidden, c.gates * c.hidden, c.vocab_size
         tb = block_steps(-(-B // nc))
@@ -139,10 +152,13 @@ class LayerStack:
                 x_in, mask = emb.reshape(T, B, -1), None
                 dx = ws.get("demb", x_in.shape, dt)
             dW_ih = ws.get(f"dW_ih_p{x_in.shape[2]}", (nc, G, x_in.shape[2]), dt)
-            layer_backward(cell.id, dh, dsT, p[f"rnn.weight_hh_l{layer}"], hs, *cache_args, x_in, W_ih,
+            W_hh, w_mask = recurrent[layer]
+            layer_backward(cell.id, dh, dsT, W_hh, hs, *cache_args, x_in, W_ih,
                            ids if layer == 0 and folded else no_ids, dW_hh, dW_ih, db_hh, db_ih, dtab, dx, ds0,
                            nc, tb)
             sum_blocks(dW_hh, g[f"rnn.weight_hh_l{layer}"])
+            if w_mask is not None:  # dL/dW_hh = dL/d(W_hh * mask) * mask
+                g[f"rnn.weight_hh_l{layer}"][...] *= w_mask
             g[f"rnn.bias_hh_l{layer}"][...] = db_hh.sum(axis=0)
             g[f"rnn.bias_ih_l{layer}"][...] = db_ih.sum(axis=0)
             if x_in.shape[0]:
@@ -165,7 +181,7 @@ class LayerStack:
         the recurrent part rebuilt by the cell (``Cell.state_grads``)."""
         m, cell = self.model, self.cell
         c, p = m.config, m.params
-        x, _, layers, _ = cache
+        x, _, layers, _, _ = cache
         T, B = x.shape
         out = np.empty((c.layers, T, B, c.hidden))
         dh_out = (dlogits @ p["decoder.weight"]).reshape(T, B, -1)   # (T, B, H) from the decoder
@@ -193,14 +209,11 @@ class LayerStack:
 
 
 def dropout(a, p, rng):
-    """Inverted dropout on a (N, H) array; returns (output, mask or None)."""
+    """Variational inverted dropout on a (T, B, H) array: one mask per stream (B, H), the same at
+    every step. Returns (output (T*B, H) C-contiguous, mask (T*B, H) or None)."""
+    T, B, H = a.shape
     if p <= 0:
-        return a if a.flags.c_contiguous else np.ascontiguousarray(a), None
-    mask = (rng.random(a.shape) >= p).astype(a.dtype) / a.dtype.type(1 - p)
-    return a * mask, mask
-
-
-def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return q * np.sign(np.diag(r))  # sign fix makes the draw uniform over orthogonal matrices
-
+        return np.ascontiguousarray(a).reshape(T * B, H), None
+    mask = np.broadcast_to((rng.random((B, H)) >= p).astype(a.dtype) / a.dtype.type(1 - p), (T, B, H))
+    mask = mask.reshape(T * B, H)  # a copy: the backward multiplies by it row for row
+    return (a * mask.reshape(T, B, H)).reshape(T * B, H), mask

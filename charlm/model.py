@@ -78,13 +78,14 @@ class Model:
     # -- parameters -------------------------------------------------------------------------
 
     def init_weights(self, rng: np.random.Generator) -> "Model":
-        """Initialise in place.
+        """Initialise in place: PyTorch's defaults, U(±1/√H) for every recurrent weight and bias
+        and for the decoder, N(0, 1) for the embedding (the output-fed row initialises its own
+        recurrent weights: ``stack.init_recurrent``).
 
-        PyTorch's defaults (U(±1/√H) everywhere in the RNN, N(0,1) embedding) plus two
-        changes that are known to help recurrent LMs: orthogonal W_hh blocks, so that the
-        recurrence neither shrinks nor blows up gradients at the start (Saxe et al. 2014;
-        Le et al. 2015), and LSTM forget-gate bias 1 so early training remembers
-        (Jozefowicz et al. 2015). The decoder uses U(±1/√H) like ``nn.Linear``.
+        Measured, not assumed: on tinyshakespeare (LSTM 2×256, B32 T64, Adam 2e-3, cosine over
+        400 steps) these defaults reached 1.919 nats/char on the held-out text, against 1.998
+        with orthogonal W_hh blocks plus LSTM forget-gate bias 1, 1.975 with orthogonal W_hh
+        alone and 2.054 with the forget-gate bias alone (README, "Initialisation").
         """
         c, p = self.config, self.params
         H, G, rec = c.hidden, c.gates, self.cell.recurrent
@@ -98,13 +99,9 @@ class Model:
             self.stack.init_recurrent(p[f"rnn.weight_{rec}_l{layer}"], rng)
             p[f"rnn.bias_ih_l{layer}"][...] = rng.uniform(-bound, bound, G * H)
             p[f"rnn.bias_{rec}_l{layer}"][...] = rng.uniform(-bound, bound, G * H)
-            f = self.cell.forget_gate  # its two biases add: 0.5 each
-            if f >= 0:
-                p[f"rnn.bias_ih_l{layer}"][f * H:(f + 1) * H] = 0.5
-                p[f"rnn.bias_{rec}_l{layer}"][f * H:(f + 1) * H] = 0.5
         if not c.tie_weights:
             p["decoder.weight"][...] = rng.uniform(-bound, bound, p["decoder.weight"].shape)
-        p["decoder.bias"][...] = 0.0
+        p["decoder.bias"][...] = rng.uniform(-bound, bound, c.vocab_size)
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:

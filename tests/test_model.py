@@ -27,14 +27,39 @@ def test_model_gradient_matches_finite_differences(cell, layers, V):
                                         model.grad_flat.copy(), "every parameter", rtol=1e-5)
 
 
-@pytest.mark.parametrize("options", [{"dropout": 0.3}, {"tie": True, "E": 3, "H": 3}])
-def test_model_gradient_with_dropout_and_tied_weights(options):
-    model = make_model("lstm", 2, V=6, **options)
+@pytest.mark.parametrize("cell, options", [("lstm", {"dropout": 0.3}), ("lstm", {"tie": True, "E": 3, "H": 3}),
+                                           ("lstm", {"weight_dropout": 0.4}),
+                                           ("gru", {"weight_dropout": 0.3, "dropout": 0.2}),
+                                           ("rnn", {"weight_dropout": 0.5})])
+def test_model_gradient_with_dropout_and_tied_weights(cell, options):
+    model = make_model(cell, 2, V=6, **options)
     x, y = batch(6)
     state = model.init_state(2)
     mean_loss(model, x, y, state, 42)  # same seed each call: same dropout masks
     assert_gradient_matches_finite_diff(lambda: mean_loss(model, x, y, state, 42), model.flat,
                                         model.grad_flat.copy(), "every parameter", rtol=1e-5)
+
+
+def test_dropout_masks_hold_over_time_and_drop_connect_masks_w_hh():
+    model = make_model("lstm", 2, V=6, H=8, dropout=0.5, weight_dropout=0.5)
+    x, _ = batch(6, T=5, B=3)
+    _, _, cache = model.forward(x, model.init_state(3), train=True, rng=np.random.default_rng(1))
+    _, _, layers, (_, top_mask), recurrent = cache
+    for mask in (layers[1][0][1], top_mask):  # layer 2's input, the decoder's input: (T*B, H)
+        per_step = mask.reshape(5, 3, 8)
+        assert (per_step == per_step[0]).all() and set(np.unique(per_step)) == {0.0, 2.0}
+    W_used, w_mask = recurrent[0]
+    np.testing.assert_array_equal(W_used, model.params["rnn.weight_hh_l0"] * w_mask)
+    assert 0.2 < (w_mask == 0).mean() < 0.8
+    _, _, cache = model.forward(x, model.init_state(3))  # evaluation: no masks at all
+    assert cache[3][1] is None and all(m is None for _, m in cache[4])
+
+
+def test_weight_dropout_needs_a_w_hh():
+    from charlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weight_dropout"):
+        ModelConfig(cell="jordan", vocab_size=5, weight_dropout=0.2).validate()
 
 
 def torch_reference(model):
@@ -112,6 +137,8 @@ def test_initialisation_is_seeded_and_sensible():
     b = make_model("lstm", 2, V=9, E=4, H=6, seed=5)
     np.testing.assert_array_equal(a.flat, b.flat)
     fresh = Model(a.config, np.float64).init_weights(np.random.default_rng(0))
-    w = fresh.params["rnn.weight_hh_l0"][:6]
-    np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-10)  # orthogonal recurrent blocks
-    assert np.all(fresh.params["rnn.bias_ih_l0"][6:12] + fresh.params["rnn.bias_hh_l0"][6:12] == 1.0)
+    bound = 1 / np.sqrt(6)  # PyTorch's defaults: U(±1/√H) for every recurrent weight and bias
+    for name in ("rnn.weight_hh_l0", "rnn.weight_ih_l1", "rnn.bias_ih_l0", "rnn.bias_hh_l1", "decoder.weight"):
+        w = fresh.params[name]
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound and abs(w.mean()) < bound / 2
+    assert fresh.params["encoder.weight"].std() == pytest.approx(1.0, abs=0.35)  # N(0, 1), 36 draws
