@@ -13,6 +13,7 @@ from .common import CharlmGroup
 from .eval_cmd import eval_
 from .info_cmd import info
 from .inspect_cmd import inspect_
+from .quality_cmd import bench_quality
 from .sample_cmd import sample
 from .tag_cmd import tag
 from .train_cmd import train
@@ -41,5 +42,6 @@ main.add_command(eval_)
 main.add_command(info)
 main.add_command(inspect_)
 main.add_command(bench)
+main.add_command(bench_quality)
 main.add_command(classify)
 main.add_command(tag)
