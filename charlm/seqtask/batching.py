@@ -87,16 +87,22 @@ def encode_examples(examples, tokenizer: Tokenizer, labels: list[str], task: str
     return Encoded(inputs, targets, np.array([len(i) for i in inputs], np.int64))
 
 
-def pad(encoded: Encoded, index, task: str):
-    """(ids (T, B), lengths (B,), targets (B,) or (T, B)) of the examples at ``index``."""
+def pad_inputs(encoded: Encoded, index):
+    """(ids (T, B) right-padded with 0, lengths (B,)) of the examples at ``index``."""
     lengths = encoded.lengths[index]
-    T, B = int(lengths.max()), len(index)
-    ids = np.zeros((T, B), np.int64)
+    ids = np.zeros((int(lengths.max()), len(index)), np.int64)
     for b, i in enumerate(index):
         ids[:lengths[b], b] = encoded.inputs[i]
+    return ids, lengths
+
+
+def pad(encoded: Encoded, index, task: str):
+    """(ids (T, B), lengths (B,), targets (B,) or (T, B)) of the examples at ``index``."""
+    ids, lengths = pad_inputs(encoded, index)
+    T = ids.shape[0]
     if task == "classify":
         return ids, lengths, np.array([encoded.targets[i] for i in index], np.int64)
-    tags = np.zeros((T, B), np.int64)
+    tags = np.zeros((T, len(index)), np.int64)
     for b, i in enumerate(index):
         tags[:lengths[b], b] = encoded.targets[i]
     return ids, lengths, tags

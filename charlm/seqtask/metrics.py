@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batching import Encoded, pad, sorted_batches
+from .batching import Encoded, pad_inputs, sorted_batches
 
 EVAL_BATCH = 256
 
@@ -14,7 +14,7 @@ def predict_logits(model, encoded: Encoded, batch_size: int = EVAL_BATCH) -> lis
     task = model.config.task
     result = [None] * len(encoded)
     for index in sorted_batches(encoded.lengths, batch_size):
-        ids, lengths, _ = pad(encoded, index, "classify")
+        ids, lengths = pad_inputs(encoded, index)
         logits, _ = model.forward(ids, lengths)
         for b, i in enumerate(index):
             result[i] = logits[b] if task == "classify" else logits[:lengths[b], b]
