@@ -97,6 +97,7 @@ def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DIST
     from ..corpus import build_corpus
     from ..fsutil import write_new_text
     from ..rundir import claim_new_run
+    from ..runtime import thread_limits
     from ..train import EvalEvent, Trainer
 
     distances = np.array(sorted(set(int(d) for d in distances)))
@@ -132,7 +133,8 @@ def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DIST
                         progress(cell, int(distances[cols[0]]) if per_distance else None, event)
                 seconds[i, cols] = (time.perf_counter() - t0) / len(cols)
                 params[i] = trainer.model.num_parameters
-                correct, p = dependent_accuracy(trainer.model, ids, positions, expected)
+                with thread_limits(threads):  # as the training had them, undone after scoring
+                    correct, p = dependent_accuracy(trainer.model, ids, positions, expected)
                 for j in cols:
                     sel = dists == distances[j]
                     acc[i, j], prob[i, j] = correct[sel].mean(), p[sel].mean()
