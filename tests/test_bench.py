@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlm import bench as B
+from charlm import bench_compare as C
 from charlm.kernels import get_cell
 from charlm.kernels.embedding import scatter_add_rows
 from charlm.kernels.loss import cross_entropy_grad, cross_entropy_grad_par, cross_entropy_rows, \
@@ -224,24 +225,24 @@ def test_cli_bench_rejects_bad_combinations(tmp_path):
 
 
 def test_blas_warning_names_a_slow_kernel(monkeypatch):
-    monkeypatch.setattr(B, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(C, "_cpu_flags", lambda: {"avx2", "avx512f"})
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    msg = B.blas_warning([{"internal_api": "openblas", "architecture": "Haswell"}])
+    msg = C.blas_warning([{"internal_api": "openblas", "architecture": "Haswell"}])
     assert "Haswell" in msg and "AVX-512" in msg and "OPENBLAS_CORETYPE" in msg
-    assert B.blas_warning([{"internal_api": "openblas", "architecture": "SkylakeX"}]) is None
-    monkeypatch.setattr(B, "_cpu_flags", lambda: {"avx2"})
-    assert B.blas_warning([{"internal_api": "openblas", "architecture": "Haswell"}]) is None
+    assert C.blas_warning([{"internal_api": "openblas", "architecture": "SkylakeX"}]) is None
+    monkeypatch.setattr(C, "_cpu_flags", lambda: {"avx2"})
+    assert C.blas_warning([{"internal_api": "openblas", "architecture": "Haswell"}]) is None
 
 
 def test_median_result_and_ratios():
     runs = [{"train": {"chars_per_s": v}, "sample": {"chars_per_s": 2 * v}, "peak_rss_mb": 10.0 + v}
             for v in (3.0, 1.0, 2.0)]
-    med = B.median_result(runs)
+    med = C.median_result(runs)
     assert med["train"]["chars_per_s"] == 2.0 and med["sample"]["chars_per_s"] == 4.0
     assert med["peak_rss_mb"] == 12.0
     torch = {"train": {"chars_per_s": 1.0}, "sample": {"chars_per_s": 1.0}, "sample_mkldnn_off": {"chars_per_s": 2.0},
              "peak_rss_mb": 24.0}
-    assert B.ratios(med, torch) == {"train": 2.0, "sample": 2.0, "peak_rss": 0.5}
+    assert C.ratios(med, torch) == {"train": 2.0, "sample": 2.0, "peak_rss": 0.5}
 
 
 def test_standard_configurations_and_their_flop_count():

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlm import bench as B
+from charlm import bench_compare as C
 from charlm.cli import main
 from charlm.errors import CharlmError
 
@@ -49,10 +50,10 @@ def test_a_failing_baseline_is_the_users_error_not_a_bug(tmp_path):
     script = tmp_path / "baseline.py"
     script.write_text("import sys\nsys.stderr.write('no \\x1b[31mGPU\\n')\nsys.exit(3)\n")
     with pytest.raises(CharlmError, match=r"exit 3\): no \?\[31mGPU"):  # escape byte shown as '?'
-        B.run_torch_baseline(TINY, script)
+        C.run_torch_baseline(TINY, script)
     script.write_text("print('not json')\n")
     with pytest.raises(CharlmError, match="printed no JSON line: not json"):
-        B.run_torch_baseline(TINY, script)
+        C.run_torch_baseline(TINY, script)
 
 
 def test_the_product_speaks_of_itself_only():

@@ -76,14 +76,14 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
         raise click.UsageError("--compare-torch needs the PyTorch baseline script: give --torch-baseline PATH")
     torch_python = torch_python or sys.executable
     if torch_baseline is not None:
-        from ..bench import check_torch_python
+        from ..bench_compare import check_torch_python
 
         check_torch_python(torch_python)
     _run(configs, repeat, torch_baseline, torch_python)
 
 
 def _run(configs, repeat, baseline, torch_python):
-    from ..bench import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
+    from ..bench_compare import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
 
     console = err()
     rows, warned = [], False
@@ -114,7 +114,7 @@ def _run(configs, repeat, baseline, torch_python):
 
 
 def _torch_sample(t):
-    from ..bench import torch_sample_chars_per_s
+    from ..bench_compare import torch_sample_chars_per_s
 
     return torch_sample_chars_per_s(t)
 
