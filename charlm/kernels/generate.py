@@ -139,7 +139,7 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
     """The token loop as thread ``tid`` of ``nthreads`` runs it. Weights (n, ...) as split_weights
     returns them (n = 1: the whole model); hbuf (B, L, S, H) the state: B = 1 is updated in place,
     B = 2 is double-buffered (token k reads hbuf[k % 2] and writes the other, since threads read
-    units that others are writing); logits (V,) shared by the threads. Returns the ids written."""
+    units that others are writing); logits (V,) shared by the threads. Returns how many ids it wrote."""
     V, H = W_dec.shape
     u0 = tid * H // nthreads
     v0, v1 = tid * V // nthreads, (tid + 1) * V // nthreads
