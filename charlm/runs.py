@@ -158,6 +158,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     directory is locked for this process (rundir.py) before anything is read or written; if
     setting up fails, a directory made here is removed again.
     """
+    from .autoconfig import choose_model
     from .builtin_corpora import default_corpus_path
     from .config import DEFAULT_CORPUS_TIME_BUDGET, replace
     from .footprint import check_training_fits
@@ -176,8 +177,10 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
             if not (train_config.steps or train_config.epochs or train_config.time_budget):
                 train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
         corpus = corpus_for(train_config, paths)
+        model_config, choice = choose_model(model_config, train_config, corpus, set(values))
         check_training_fits(model_config, train_config, len(corpus.tokenizer))
         trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
+        trainer.auto_choice = None if choice is None else choice.to_dict()
     except BaseException:
         release_new(lock)
         raise

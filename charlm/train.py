@@ -64,6 +64,7 @@ class Trainer:
         self.metrics = files.MetricsBuffer(self.run_dir)
         self.clock = clock
         self.evaluating = False      # an evaluation is running (the live view shows it)
+        self.auto_choice = None      # autoconfig.Choice.to_dict() when the model was chosen for the budget
         self._stop = False
         self._warm = False           # kernels compiled/loaded in this process
         self._saved_step = None      # step of the newest last.safetensors written or resumed from

@@ -41,7 +41,8 @@ def metadata(trainer) -> dict:
     return {"train_config": to_dict(trainer.tcfg), "sources": list(trainer.corpus.sources),
             "train_tokens": int(trainer.corpus.train.size), "eos": trainer.corpus.eos, "step": pos.step,
             "best_val_loss": finite_or_none(pos.best_val_loss), "start_state": start_state(trainer),
-            "fingerprint": corpus_fingerprint(trainer.corpus)}  # a resume refuses changed text
+            "fingerprint": corpus_fingerprint(trainer.corpus),  # a resume refuses changed text
+            "auto_choice": trainer.auto_choice}
 
 
 def start_state(trainer, context: int = 2048) -> list:
@@ -116,6 +117,7 @@ def _restore_state(trainer, last: ckpt.Checkpoint) -> None:
     trainer.schedule.load_state_dict(meta["schedule"])
     trainer.batcher.load_state_dict(meta["batcher"])
     trainer.rng.bit_generator.state = meta["rng"]
+    trainer.auto_choice = meta.get("auto_choice")
     p = meta["position"]
     best = meta.get("best_val_loss")
     best = math.inf if best is None or not math.isfinite(best) else float(best)

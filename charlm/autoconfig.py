@@ -1,0 +1,113 @@
+"""The model a time budget buys: width, regularisation and learning rate chosen for the corpus.
+
+When ``charlm train`` is given a time budget and no model size, the best model is not a fixed
+one: a short budget wants a small network that sees the text several times, a long one a wide
+network that would otherwise overfit. ``choose`` measures what this machine does (a short
+throughput probe of each candidate width: a few real training steps, compiled kernels
+excluded) and applies a rule fitted to runs recorded in the README ("Choosing the model"):
+
+  1. candidates are LSTM 2xH, H from ``LADDER``; the probe predicts the characters each would
+     train in the budget, ``tokens = rate(H) x seconds``;
+  2. the widest H is kept whose parameters P(H) still see ``tokens >= TOKENS_PER_PARAM x P(H)``
+     (below that, a wider model is undertrained and loses to a narrower one at equal time);
+  3. the epochs it will make, ``tokens / corpus``, set the regularisation: from
+     ``DROPOUT_EPOCHS`` epochs on, dropout between layers and on the decoder's input.
+
+Anything the user gives wins: a field given on the command line or in the config file is never
+changed, and when the width is given nothing is probed. The choice is deterministic given the
+probe's figures (``rate`` may be any function, so tests inject one).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .config import ModelConfig, TrainConfig, replace
+
+LADDER = (128, 192, 256, 384, 512, 768, 1024)   # hidden sizes considered, narrowest first
+TOKENS_PER_PARAM = 6.0      # fitted: characters per parameter below which a wider model loses
+DROPOUT_EPOCHS = 6.0        # fitted: from this many epochs on, the model is regularised
+DROPOUT = 0.2
+PROBE_STEPS = 2             # timed steps per candidate (after one untimed step)
+CHOSEN_FIELDS = ("hidden", "dropout")
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: dict                                   # field -> value chosen (only fields not given)
+    reason: str                                    # one line for the terminal
+    rates: dict = field(default_factory=dict)      # hidden -> probed training tokens per second
+    probe_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"values": self.values, "reason": self.reason,
+                "rates": {str(k): round(v, 1) for k, v in self.rates.items()},
+                "probe_seconds": round(self.probe_seconds, 3)}
+
+
+def lstm_parameters(vocab: int, embed: int, hidden: int, layers: int) -> int:
+    """Parameters of embedding + L-layer LSTM + decoder (PyTorch's count, both LSTM biases)."""
+    G = 4 * hidden
+    rnn = sum(G * ((embed if layer == 0 else hidden) + hidden + 2) for layer in range(layers))
+    return vocab * embed + rnn + hidden * vocab + vocab
+
+
+def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: set, rate) -> Choice | None:
+    """The widths and regularisation for a time budget; None when there is nothing to choose
+    (no time budget, or the user gave the width). ``rate(model_config) -> tokens per second``."""
+    seconds = train.time_budget
+    if not seconds or "hidden" in given or model.cell != "lstm":
+        return None
+    rates, t0 = {}, time.perf_counter()
+    best = LADDER[0]
+    for hidden in LADDER:
+        candidate = replace(model, hidden=hidden)
+        rates[hidden] = rate(candidate)
+        params = lstm_parameters(model.vocab_size, model.embed, hidden, model.layers)
+        if rates[hidden] * seconds < TOKENS_PER_PARAM * params:
+            break  # wider ones are slower still and larger: undertrained too
+        best = hidden
+    tokens = rates[best] * seconds
+    epochs = tokens / max(corpus_tokens, 1)
+    values = {"hidden": best}
+    if "dropout" not in given and epochs >= DROPOUT_EPOCHS:
+        values["dropout"] = DROPOUT
+    reason = (f"{model.layers}x{best} LSTM: ~{tokens / 1e6:.1f}M {'tokens'} in {seconds:g}s "
+              f"({epochs:.1f} epochs)" + (f", dropout {values['dropout']:g}" if "dropout" in values else ""))
+    return Choice(values, reason, rates, time.perf_counter() - t0)
+
+
+def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS) -> float:
+    """Training tokens per second of ``model`` at ``train``'s batch and window on this machine:
+    forward, backward, clipping and the optimiser step on random ids, timed after one untimed
+    step (which loads the compiled kernels and sizes the workspace)."""
+    import numpy as np
+
+    from .model import Model
+    from .optim import clip_grad_norm, make_optimizer
+    from .runtime import thread_limits
+
+    rng = np.random.default_rng(0)
+    net = Model(replace(model, dropout=0.0)).init_weights(rng)
+    opt = make_optimizer(train.optimizer, net.size, net.dtype, weight_decay=train.weight_decay)
+    T, B = train.seq_len, train.batch_size
+    x = rng.integers(0, model.vocab_size, (T, B))
+    y = rng.integers(0, model.vocab_size, (T, B))
+    state = net.init_state(B)
+    with thread_limits(train.threads):
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            net.loss_and_grad(x, y, state, rng)
+            clip_grad_norm(net.grad_flat, train.clip_norm)
+            opt.step(net.flat, net.grad_flat, 0.0)
+            times.append(time.perf_counter() - t0)
+    return T * B / min(times[1:])
+
+
+def choose_model(model: ModelConfig, train: TrainConfig, corpus, given: set):
+    """(model config with the choice applied, Choice or None) for a new run on ``corpus``: the
+    probe runs on this machine, with the run's batch, window and thread count."""
+    sized = replace(model, vocab_size=len(corpus.tokenizer))
+    choice = choose(sized, train, int(corpus.train.size), given, lambda m: probe_rate(m, train))
+    return (model if choice is None else replace(model, **choice.values)), choice

@@ -1,0 +1,73 @@
+"""The model chosen for a time budget: deterministic given the probe's figures; flags win."""
+import pytest
+
+from charlm.autoconfig import (DROPOUT, DROPOUT_EPOCHS, LADDER, TOKENS_PER_PARAM, choose, lstm_parameters)
+from charlm.config import ModelConfig, TrainConfig
+
+MODEL = ModelConfig(vocab_size=65)
+
+
+def flops_rate(model):
+    """A made-up machine: tokens per second inversely proportional to the parameters."""
+    return 4e11 / (lstm_parameters(65, 64, model.hidden, 2) * 6)
+
+
+def test_the_widest_model_that_still_sees_enough_tokens_per_parameter():
+    seconds = 180.0
+    choice = choose(MODEL, TrainConfig(time_budget=seconds), corpus_tokens=10**9, given=set(), rate=flops_rate)
+    H = choice.values["hidden"]
+    assert flops_rate(ModelConfig(hidden=H)) * seconds >= TOKENS_PER_PARAM * lstm_parameters(65, 64, H, 2)
+    wider = LADDER[LADDER.index(H) + 1]
+    assert flops_rate(ModelConfig(hidden=wider)) * seconds < TOKENS_PER_PARAM * lstm_parameters(65, 64, wider, 2)
+    assert "dropout" not in choice.values  # a billion tokens: not even one epoch
+    again = choose(MODEL, TrainConfig(time_budget=seconds), 10**9, set(), flops_rate)  # deterministic
+    assert (again.values, again.reason, again.rates) == (choice.values, choice.reason, choice.rates)
+    longer = choose(MODEL, TrainConfig(time_budget=10 * seconds), 10**9, set(), flops_rate)
+    assert longer.values["hidden"] > H
+
+
+def test_many_epochs_bring_dropout_and_given_fields_are_never_changed():
+    small_corpus = 10**5
+    choice = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, set(), flops_rate)
+    assert choice.values["dropout"] == DROPOUT
+    tokens = flops_rate(ModelConfig(hidden=choice.values["hidden"])) * 600
+    assert tokens / small_corpus >= DROPOUT_EPOCHS
+    kept = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"dropout"}, flops_rate)
+    assert "dropout" not in kept.values
+    assert choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"hidden"}, flops_rate) is None
+    assert choose(MODEL, TrainConfig(steps=100), small_corpus, set(), flops_rate) is None  # no time budget
+    assert choose(ModelConfig(cell="gru", vocab_size=65), TrainConfig(time_budget=60.0), 10**6, set(),
+                  flops_rate) is None
+
+
+def test_a_slow_machine_gets_the_narrowest_model():
+    choice = choose(MODEL, TrainConfig(time_budget=1.0), 10**6, set(), lambda m: 10.0)
+    assert choice.values["hidden"] == LADDER[0] and list(choice.rates) == [LADDER[0]]
+
+
+def test_the_parameter_count_is_pytorchs(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = [torch.nn.Embedding(65, 64), torch.nn.LSTM(64, 96, num_layers=2), torch.nn.Linear(96, 65)]
+    assert lstm_parameters(65, 64, 96, 2) == sum(p.numel() for m in net for p in m.parameters())
+
+
+def test_train_with_only_a_time_budget_prints_and_stores_its_choice(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from charlm import checkpoint as ckpt
+    from charlm.cli import main
+
+    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"line {i % 31}: a small text to train on\n" for i in range(300)), encoding="utf-8")
+    result = CliRunner().invoke(main, ["train", str(corpus), "--time", "2s", "--batch-size", "4", "--seq-len", "16",
+                                       "--run-dir", str(tmp_path / "auto")])
+    assert result.exit_code == 0, result.output
+    assert "chosen" in result.output and "LSTM" in result.output
+    meta = ckpt.load_checkpoint(tmp_path / "auto" / ckpt.LAST_FILE).metadata
+    chosen = meta["auto_choice"]["values"]["hidden"]
+    assert chosen in LADDER and ckpt.load_checkpoint(tmp_path / "auto").config.hidden == chosen
+    given = CliRunner().invoke(main, ["train", str(corpus), "--time", "2s", "--batch-size", "4", "--seq-len", "16",
+                                      "--hidden", "24", "--run-dir", str(tmp_path / "given")])
+    assert given.exit_code == 0 and "chosen" not in given.output
+    assert ckpt.load_checkpoint(tmp_path / "given").config.hidden == 24
