@@ -51,13 +51,14 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p,
                    max_length=max_length).validate()
     tokenizer = checkpoint.tokenizer
+    unk = tokenizer.tokens[tokenizer.unk_id]
+    if tokenizer.level == "word" and unk in prime:  # a known token, but it means "unknown word"
+        raise VocabError(f"--prime {prime!r}: {unk} stands for words the model never saw; "
+                         "it cannot start a sample")
     try:  # refuse an unknown prime before anything is printed
-        ids = tokenizer.encode(prime, strict=True)
+        tokenizer.encode(prime, strict=True)
     except VocabError as e:
         raise VocabError(f"--prime {prime!r}: {e}") from None
-    if (ids == tokenizer.unk_id).any():  # the literal word <unk>: known, but means "unknown"
-        raise VocabError(f"--prime {prime!r}: {tokenizer.tokens[tokenizer.unk_id]} stands for words the "
-                         "model never saw; it cannot start a sample")
     step = checkpoint.metadata.get("step")
     err().print(Text(f"sampling from {show_path(checkpoint.path)}"
                      + (f" (step {step:,})" if isinstance(step, int) else "")
