@@ -113,6 +113,7 @@ def describe_run(path) -> dict:
                   "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},
         "best": None if best is None else {k: best.get(k) for k in ("step", "val_loss", "val_bpc", "val_ppl")},
         "elapsed": (evals or steps or [{}])[-1].get("elapsed"),
+        "time_split": _time_split(evals),
         "history": {"eval": evals, "step": [{"step": step, "loss": loss} for step, loss in
                                             bucket_means([(r["step"], r["loss"]) for r in steps], 400)]},
         "files": files,
@@ -137,6 +138,16 @@ def _steps_trained(run_dir: Path, meta: dict, metrics: list) -> int | None:
         pass
     steps += [r["step"] for r in metrics[-1:]]
     return max(steps, default=None)
+
+
+def _time_split(evals: list) -> dict | None:
+    """Seconds of training, evaluation, checkpoints and kernel loading at the last evaluation
+    that recorded them (None for a run from before they were recorded)."""
+    keys = ("train_s", "eval_s", "checkpoint_s", "compile_s")
+    for record in reversed(evals):
+        if all(_finite(record.get(k)) for k in keys) and _finite(record.get("elapsed")):
+            return {k: record[k] for k in keys} | {"elapsed": record["elapsed"]}
+    return None
 
 
 def bucket_means(points: list, n: int) -> list:

@@ -170,6 +170,19 @@ def _heat(bits: float) -> str:
     return f"black on #{r:02x}{g:02x}30"
 
 
+def split_text(split: dict | None) -> str | None:
+    """'training 94% · evaluation 3% · checkpoints 1% · other 2%' from seconds ``train_s``,
+    ``eval_s``, ``checkpoint_s``, ``compile_s`` (shown apart: not part of the budget) and the
+    ``elapsed`` total."""
+    if not split or not split["elapsed"]:
+        return None
+    total = split["elapsed"]
+    parts = [("training", split["train_s"]), ("evaluation", split["eval_s"]), ("checkpoints", split["checkpoint_s"])]
+    parts.append(("other", max(total - sum(v for _, v in parts), 0.0)))
+    return " · ".join(f"{name} {v / total:.0%}" for name, v in parts) + (
+        f" (+ {fmt_time(split['compile_s'])} loading kernels)" if split["compile_s"] >= 1 else "")
+
+
 def info_view(info: dict, width: int) -> list:
     """``charlm info``: configuration, vocabulary, training history, files (print with ``show``)."""
     from ..config import ModelConfig, from_dict
@@ -185,6 +198,7 @@ def info_view(info: dict, width: int) -> list:
          f"loss {fmt_num(best['val_loss'], 4)} nats · perplexity {fmt_num(best['val_ppl'])}"
          + (f" · {fmt_num(best['val_bpc'])} bits/char" if best.get("val_bpc") is not None else "")
          + f" (step {best['step']:,})"),
+        ("time split", split_text(info.get("time_split"))),
         ("corpus", ", ".join(info["sources"]) or None),
         ("vocabulary", f"{vocab['size']} {vocab['level']} tokens, <eos> per {vocab['eos']}: "
                        + " ".join(VISIBLE.get(t, t) for t in vocab["first_tokens"])

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from ..train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
 from .safe_text import printable, printable_text
-from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot
+from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot, split_text
 
 PLOT_HEIGHT = 14
 MAX_TRAIN_POINTS = 300
@@ -169,12 +169,8 @@ class TrainView:
 
 
 def split_line(split, elapsed: float) -> str:
-    """'training 94% · evaluation 3% · checkpoints 1% · other 2% (+ 0.4s compiling)'."""
-    parts = [("training", split.train), ("evaluation", split.eval), ("checkpoints", split.checkpoint)]
-    other = elapsed - sum(v for _, v in parts)
-    parts.append(("other", max(other, 0.0)))
-    text = " · ".join(f"{name} {v / elapsed:.0%}" for name, v in parts) if elapsed > 0 else "–"
-    return text + (f" (+ {fmt_time(split.compile)} loading kernels)" if split.compile >= 1 else "")
+    """How the run's time split (a train_events.TimeSplit), as ``charlm info`` shows it."""
+    return split_text(split.to_dict() | {"elapsed": elapsed}) or "–"
 
 
 def summary_table(view: TrainView, run: str, parameters: int) -> Table:
