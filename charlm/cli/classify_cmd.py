@@ -43,7 +43,6 @@ TRAIN_OPTIONS = [
     ("eval_every", "--eval-every", NON_NEG, "steps between dev evaluations and checkpoints (0 = each epoch)"),
     ("max_length", "--max-length", NON_NEG, "tokens kept per training sequence (0 = all)"),
     ("seed", "--seed", NON_NEG, "seed of initialisation, dropout, data order and the dev hold-out"),
-    ("threads", "--threads", NON_NEG, "BLAS threads (0 = as the library decides)"),
     ("dtype", "--dtype", click.Choice(("float32", "float64")), "float32 for speed, float64 for checks"),
 ]
 

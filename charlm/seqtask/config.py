@@ -73,7 +73,6 @@ class SeqTrainConfig:
     eval_every: int = 0         # steps between dev evaluations and checkpoints (0 = once per epoch)
     max_length: int = 0         # tokens kept per training sequence (0 = all)
     seed: int = 1234            # initialisation, dropout and data order
-    threads: int = 0            # BLAS threads while training (0 = as the BLAS library decides)
     dtype: str = "float32"      # float32 for speed, float64 for checks
 
     def validate(self) -> "SeqTrainConfig":
@@ -81,7 +80,7 @@ class SeqTrainConfig:
         _choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("batch_size",):
             _positive_int(name, getattr(self, name))
-        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
+        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed"):
             _positive_int(name, getattr(self, name), minimum=0)
         for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
             value = getattr(self, name)

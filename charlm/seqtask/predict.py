@@ -11,6 +11,7 @@ from ..errors import ConfigError, CorpusError
 from . import data, store
 from .batching import Encoded, encode_examples, encode_tokens
 from .metrics import log_probs, predict_logits, score
+from .model import kernel_scope
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Predictor:
         c = self.checkpoint
         inputs = [encode_tokens(c.tokenizer, t, self.task) for t in token_lists]
         encoded = Encoded(inputs, [0] * len(inputs), np.array([len(i) for i in inputs], np.int64))
-        return predict_logits(self._model(), encoded)
+        with kernel_scope():
+            return predict_logits(self._model(), encoded)
 
     def classify(self, texts: list[str], top_k: int = 3) -> list[dict]:
         """For each text, its ``top_k`` labels with probabilities, likeliest first."""
@@ -89,7 +91,8 @@ class Predictor:
         examples = read_examples(path, self.task, self.derived_task, header=header,
                                  known_labels=c.labels)
         encoded = encode_examples(examples, c.tokenizer, c.labels, self.task, where=f"{path}: ")
-        return score(self._model(), encoded, c.labels) | {"file": str(path)}
+        with kernel_scope():
+            return score(self._model(), encoded, c.labels) | {"file": str(path)}
 
 
 def read_examples(path, task: str, derived: str | None = None, *, header: str = "auto", known_labels=None):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from . import store
 from .batching import encode_examples, epoch_batches, fit_labels, fit_vocabulary, pad
 from .config import SeqModelConfig, SeqTrainConfig
 from .metrics import score
+from .model import kernel_scope
 
 MAX_BAD_STEPS = 5
 
@@ -123,12 +123,12 @@ class SeqTrainer:
             tcfg = from_dict(SeqTrainConfig, last.metadata["train_config"]).validate()
         except (KeyError, TypeError, ConfigError):
             raise CheckpointError(f"{run_dir}: last checkpoint has no valid training state") from None
-        allowed = {"steps", "epochs", "time_budget", "eval_every", "threads"}
+        allowed = {"steps", "epochs", "time_budget", "eval_every"}
         changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed
                          and v != getattr(tcfg, k, v))
         if changed:
-            raise ConfigError(f"cannot change {', '.join(changed)} when resuming (only the budget, "
-                              "eval_every and threads)")
+            raise ConfigError(f"cannot change {', '.join(changed)} when resuming (only the budget "
+                              "and eval_every)")
         tcfg = replace(tcfg, **{k: v for k, v in overrides.items() if v is not None and k in allowed}).validate()
         trainer = cls(train, dev, last.config, tcfg, run_dir, data_spec=last.metadata.get("data"), _resume=last)
         if last.metadata.get("train_examples") != len(trainer.train):
@@ -188,7 +188,7 @@ class SeqTrainer:
 
     def events(self):
         """Train until a budget is reached or a stop is requested, yielding events."""
-        with blas_threads(self.tcfg.threads):
+        with kernel_scope():
             yield from self._events()
 
     def _events(self):
@@ -276,20 +276,6 @@ class SeqTrainer:
                                   f"({type(e).__name__})") from None
         self._saved_step = self.pos.step
         ckpt.truncate_metrics(self.run_dir, self.pos.step)
-
-
-@contextmanager
-def blas_threads(n: int):
-    """BLAS pools limited to ``n`` threads (0: left alone) for the duration of the block only."""
-    if not n:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS, which the kernels' np.dot calls, must be loaded to be limited)
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
 
 
 def _brief(scores: dict) -> dict:
