@@ -9,7 +9,8 @@ from charlm import checkpoint as ckpt
 from charlm.config import ModelConfig, TrainConfig
 from charlm.corpus import build_corpus
 from charlm.evaluate import score_ids
-from charlm.kernels import CELL_IDS, advance, generate, get_cell, jordan_weight_grads
+from charlm.kernels import CELL_IDS, get_cell, jordan_weight_grads
+from charlm.kernels.generate import advance, generate
 from charlm.model import Model, parameter_shapes
 from charlm.sample import SampleOptions, Sampler
 from charlm.train import StepEvent, Trainer

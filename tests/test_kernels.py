@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from charlm.kernels import CELL_IDS, CELLS, advance, cross_entropy_grad, cross_entropy_rows, \
-    generate, get_cell
+from charlm.kernels import CELL_IDS, CELLS, cross_entropy_grad, cross_entropy_rows, get_cell
+from charlm.kernels.generate import advance, generate
 from charlm.kernels import generate_numpy
 from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, \
     tanh_act
@@ -80,7 +80,7 @@ def torch_run(cell, x, h0, c0, W_ih, W_hh, b_ih, b_hh, w_out, w_h, w_c):
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = torch.float64 if x.dtype == np.float64 else torch.float32
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H, dtype=dtype)
+    module = getattr(torch.nn, CELLS[cell].torch_module)(I, H, dtype=dtype)  # the twin the table names
     with torch.no_grad():
         for name, value in (("weight_ih_l0", W_ih), ("weight_hh_l0", W_hh),
                             ("bias_ih_l0", b_ih), ("bias_hh_l0", b_hh)):

@@ -9,14 +9,11 @@ gradient checks) on first use and then loaded from Numba's on-disk cache.
 Shapes, layouts and gate orders are PyTorch's (see each cell's module docstring).
 """
 import importlib
-import sys
-import types
 
 from .cells import CELL_IDS, CELLS, Cell, get_cell
 
 # name -> module that defines it, imported on first access (PEP 562)
 _LAZY = {
-    "advance": "generate", "generate": "generate",
     "cross_entropy_grad": "loss", "cross_entropy_rows": "loss",
     "lstm_forward": "lstm", "lstm_backward": "lstm",
     "gru_forward": "gru", "gru_backward": "gru",
@@ -30,19 +27,6 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-
-
-class _Package(types.ModuleType):
-    """``charlm.kernels.generate`` is both a module and the function callers mean by it: importing
-    the module must not bind the package's name ``generate`` to the module (import the module's
-    contents with ``from charlm.kernels.generate import ...``)."""
-
-    def __setattr__(self, name, value):
-        if not (name in _LAZY and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = ["CELL_IDS", "CELLS", "Cell", "get_cell", *_LAZY]
