@@ -37,8 +37,9 @@ class RunBusyError(CharlmError):
 class RunLock:
     """An open lock file holding ``flock(LOCK_EX)``; closing it (or exiting) releases the lock."""
 
-    def __init__(self, run_dir: Path, fd: int | None, created: bool):
-        self.run_dir, self.fd, self.created = run_dir, fd, created
+    def __init__(self, run_dir: Path, fd: int | None, created: bool, made_file: bool = False):
+        self.run_dir, self.fd, self.created, self.made_file = run_dir, fd, created, made_file
+        self.created_parents: list[Path] = []   # directories above run_dir made for it, innermost first
 
     def release(self) -> None:
         if self.fd is not None:
@@ -67,6 +68,7 @@ def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
         _held[key] = lock
         return lock
     path = run_dir / LOCK_FILE
+    made_file = not path.exists()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except PermissionError:
@@ -88,7 +90,7 @@ def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError:
         pass
-    lock = RunLock(run_dir, fd, created)
+    lock = RunLock(run_dir, fd, created, made_file)
     _held[key] = lock
     return lock
 
@@ -115,18 +117,26 @@ def claim_new_run(run_dir, *, overwrite: bool = False) -> RunLock:
     created = not run_dir.exists()
     if not created:
         _refuse_unless_empty(run_dir, overwrite)  # before the lock file is made: a refusal writes nothing
+    parents = _missing_parents(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    had_lock_file = (run_dir / LOCK_FILE).exists()
     lock = lock_run_dir(run_dir, created=created)
+    lock.created_parents = parents
     try:  # again under the lock: another process may have written here in between
         for name in _refuse_unless_empty(run_dir, overwrite):
             (run_dir / name).unlink()
     except BaseException:
         release_new(lock)
-        if not had_lock_file:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
         raise
     return lock
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The directories above ``path`` that do not exist yet, innermost first."""
+    missing, parent = [], Path(path).parent
+    while parent != parent.parent and not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    return missing
 
 
 def _refuse_unless_empty(run_dir: Path, overwrite: bool) -> list[str]:
@@ -157,6 +167,7 @@ def _ours(name: str) -> bool:
 def make_run_dir(root, stem: str) -> RunLock:
     """Create and lock a fresh ``<root>/<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)."""
     root = Path(root)
+    parents = _missing_parents(root / "x")
     root.mkdir(parents=True, exist_ok=True)
     base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     n = 1
@@ -167,20 +178,22 @@ def make_run_dir(root, stem: str) -> RunLock:
         except FileExistsError:
             n += 1
             continue
-        return lock_run_dir(path, created=True)
+        lock = lock_run_dir(path, created=True)
+        lock.created_parents = parents
+        return lock
 
 
 def release_new(lock: RunLock) -> None:
-    """Undo a claim that was not used (setting up the run failed): release the lock, and remove
-    the directory if this process created it and it holds nothing but the lock file."""
+    """Undo a claim that was not used (setting up or resuming the run failed): release the lock
+    and remove what the claim made, if nothing else was put there since: the lock file, the
+    run directory, the directories above it."""
     run_dir = lock.run_dir
     lock.release()
     _held.pop(os.path.realpath(run_dir), None)
-    if not lock.created:
-        return
     try:
-        if [p.name for p in run_dir.iterdir()] in ([], [LOCK_FILE]):
+        if lock.made_file:
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
-            run_dir.rmdir()
+        for made in ([run_dir] if lock.created else []) + lock.created_parents:
+            made.rmdir()  # only if empty (OSError otherwise: then it is kept)
     except OSError:
         pass

@@ -174,12 +174,15 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     from .config import DEFAULT_CORPUS_TIME_BUDGET, replace
     from .footprint import check_training_fits
     from .rundir import claim_new_run, make_run_dir, release_new
+    from .text_files import check_path
     from .train import Trainer
 
     model_config, train_config = make_configs(values)
     check_training_fits(model_config, train_config)  # before any reading: the vocabulary comes later
     if train_config.val_file:
         train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
+    for path in paths:  # a missing or unreadable file is refused before a directory is made
+        check_path(path)
     stem = Path(paths[0]).stem if paths else "stdlib"
     lock = claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem))
     try:
@@ -208,7 +211,7 @@ def resume_training(run, values: dict, paths=()):
     never continue one run at once.
     """
     from .fingerprint import check_same_corpus, check_same_model
-    from .rundir import claim_run
+    from .rundir import claim_run, release_new
     from .train import Trainer
 
     run_dir = Path(run)
@@ -229,6 +232,11 @@ def resume_training(run, values: dict, paths=()):
         check_same_corpus(run_dir, corpus)
         return corpus
 
-    trainer = Trainer.resume(run_dir, builder, **overrides)
+    try:
+        trainer = Trainer.resume(run_dir, builder, **overrides)
+    except BaseException:
+        if lock is not None:
+            release_new(lock)  # a refused resume leaves no lock file behind
+        raise
     trainer.run_lock = lock  # held as long as the trainer lives
     return trainer

@@ -231,7 +231,7 @@ def test_neurons_heading_names_the_property_asked_for(tmp_path, run):
     result = invoke("inspect", "neurons", run, text, "--property", "line_position", "--top", 8)
     assert result.exit_code == 0, result.output
     heading = next(line for line in result.stdout.splitlines() if line.startswith("unit L"))
-    assert "tracks line_position" in heading or "tracks" not in heading
+    assert "tracks line_position" in heading
 
 
 # -- 11. damaged bookkeeping --------------------------------------------------------------------------

@@ -35,6 +35,8 @@ def poison(monkeypatch, bad_calls, *, what="loss"):
     original, calls = Model.loss_and_grad, {"n": 0}
 
     def loss_and_grad(self, x, y, state, rng=None):
+        if x.shape == (2, 2):  # the Trainer's kernel warm-up before the budget starts: not a step
+            return original(self, x, y, state, rng)
         calls["n"] += 1
         loss, new_state = original(self, x, y, state, rng)
         if calls["n"] in bad_calls:
