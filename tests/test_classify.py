@@ -53,11 +53,12 @@ def test_separable_task_learned_to_100_percent(tmp_path):
     assert abs(sum(x["probability"] for x in result[0]["labels"]) - 1.0) < 1e-6
 
 
-def test_checkpoint_loads_into_pytorch_with_the_same_logits(tmp_path):
+@pytest.mark.parametrize("pooling", ["final", "mean"])
+def test_checkpoint_loads_into_pytorch_with_the_same_logits(tmp_path, pooling):
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    train_toy(tmp_path, epochs=1, layers=2, pooling="mean")
+    train_toy(tmp_path, epochs=1, layers=2, pooling=pooling)
     ck = store.load(tmp_path / "run" / store.MODEL_FILE)
     c = ck.config
     module = torch.nn.ModuleDict({
@@ -73,8 +74,10 @@ def test_checkpoint_loads_into_pytorch_with_the_same_logits(tmp_path):
         padded[:len(i), b] = torch.from_numpy(i)
     with torch.no_grad():
         packed = pack_padded_sequence(module["embedding"](padded), lengths, enforce_sorted=False)
-        out, _ = pad_packed_sequence(module["rnn"](packed)[0])
-        logits_t = module["head"](out.sum(0) / lengths[:, None]).numpy()
+        out, (h_n, _) = module["rnn"](packed)
+        out, _ = pad_packed_sequence(out)
+        pooled = torch.cat([h_n[-2], h_n[-1]], 1) if pooling == "final" else out.sum(0) / lengths[:, None]
+        logits_t = module["head"](pooled).numpy()
     model = ck.build_model(np.float64)
     logits, _ = model.forward(np.stack([np.pad(i, (0, int(lengths.max()) - len(i))) for i in ids], 1), lengths.numpy())
     np.testing.assert_allclose(logits, logits_t, rtol=1e-5, atol=1e-5)

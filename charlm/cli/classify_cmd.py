@@ -27,8 +27,8 @@ MODEL_OPTIONS = [
     ("bidirectional", "--bidirectional/--unidirectional", None, "read each sequence both ways, or forward only"),
     ("dropout", "--dropout", FRACTION, "dropout between layers and before the head (training only)"),
 ]
-POOLING_OPTION = ("pooling", "--pooling", click.Choice(("mean", "max", "final")),
-                  "how a sequence becomes one vector: mean or max over its steps, or the final states")
+POOLING_OPTION = ("pooling", "--pooling", click.Choice(("final", "mean", "max")),
+                  "how a sequence becomes one vector: the final states, or the mean or max over its steps")
 TRAIN_OPTIONS = [
     ("batch_size", "--batch-size", POSITIVE, "sequences per step"),
     ("lr", "--lr", POSITIVE_F, "peak learning rate (Adam)"),
