@@ -126,7 +126,7 @@ class TrainView:
         bpc = f" | bpc {e.val_bpc:.3f}" if e.val_bpc is not None else ""
         mark = " | new best" if e.improved else f" | best {e.best_val_loss:.4f}"
         return (f"eval step {e.step:,} | train {e.train_loss:.4f} | {self.val} {e.val_loss:.4f}{bpc} | "
-                f"ppl {e.val_ppl:.3f}{mark}")
+                f"ppl {fmt_num(e.val_ppl)}{mark}")
 
     # -- live display ---------------------------------------------------------------------------
 
