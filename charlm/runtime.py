@@ -114,7 +114,7 @@ def _numba_threads() -> int:
 
 def _load_blas() -> None:
     """Load SciPy's OpenBLAS (so that threadpoolctl sees it) and let Numba's BLAS calls
-    (``np.dot`` in @njit, kernels/parallel.py) find it: before any kernel that uses BLAS runs."""
+    (``np.dot`` in @njit, kernels/blas.py) find it: before any kernel that uses BLAS runs."""
     import scipy.linalg  # noqa: F401
     from numba.np.linalg import ensure_blas
 

@@ -422,7 +422,7 @@ def test_activations():
     np.testing.assert_allclose([sigmoid_act(np.float32(v)) for v in x[::9973]], s32[::9973], atol=1e-7)
 
 
-# 8. the register-tile micro-kernel (kernels/parallel.py) against np.dot
+# 8. the register-tile micro-kernel (kernels/tile.py) against np.dot
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M, K, N", [(1, 1, 1), (7, 5, 3), (8, 13, 33), (9, 37, 65), (17, 3, 31), (3, 64, 16)])
@@ -430,7 +430,7 @@ def test_matmul_packed_matches_numpy(M, K, N, dtype):
     """Rows that are not a multiple of the tile's MR, columns that leave a partial panel, K = 1,
     both packing layouts (W given as (N, K) for the forward's h @ W^T, as (K, N) for the backward),
     and operands whose rows are strided views of larger arrays (as a thread's block of streams is)."""
-    from charlm.kernels.parallel import MR, matmul_packed, pack_panels
+    from charlm.kernels.tile import MR, matmul_packed, pack_panels
 
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
     A_big = rng.standard_normal((M, K + 5)).astype(dtype)

@@ -25,8 +25,9 @@ from numba import njit, prange
 from .cells import CELLS
 from .gru import gru_step, gru_step_backward
 from .lstm import lstm_step, lstm_step_backward
-from .parallel import MR, block_weight_grads, matmul_packed, matmul_rec, pack_panels, scatter_row, zero_parts
+from .blas import gemm
 from .rnn import rnn_step, rnn_step_backward
+from .tile import MR, matmul_packed, matmul_rec, pack_panels
 
 LSTM, GRU = CELLS["lstm"].id, CELLS["gru"].id   # every other per-layer id runs the Elman step
 
@@ -150,3 +151,47 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
         # b_ih's gradient is b_hh's, except the GRU's n block (dxp there, not da: step_backward wrote it)
         for g in range(2 * (G // 3) if gru else G):
             db_ih[k, g] = db_hh[k, g]
+
+
+# -- pieces of both directions ----------------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project):
+    """Zero what thread k accumulates into (its first block overwrites the weight gradients)."""
+    db[k, :] = 0
+    if scatter:
+        dtab[k, :, :] = 0
+    if R == 0:  # a thread with no streams (more blocks than streams) still owns its parts
+        dW_hh[k, :, :] = 0
+        if project:
+            dW_ih[k, :, :] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def scatter_row(dst, src):
+    for j in range(src.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(cache=True, error_model="numpy")
+def block_weight_grads(dA, dX, hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih, tmp, dx, first):
+    """One thread's block of steps [t0, t1) x streams [r0, r1): dW_hh += dA^T @ h_{t-1},
+    dW_ih += dX^T @ x_in and dx = dX @ W_ih (when x_in / dx are not empty; P_ih is W_ih packed by
+    pack_panels). dA are the gradients of the recurrent pre-activations, dX of the input
+    projections (equal except for the GRU). The two weight-gradient GEMMs stay with BLAS: packing
+    their operands per block costs more than the micro-kernel saves."""
+    R = r1 - r0
+    n = (t1 - t0) * R
+    beta = 0.0 if first else 1.0
+    for t in range(t0, t1):
+        Hp[(t - t0) * R:(t - t0 + 1) * R] = hs[t, r0:r1]
+    gemm(dA, Hp[:n], dW_hh, True, False, beta)
+    if x_in.shape[0] > 0:
+        for t in range(t0, t1):
+            Xg[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
+        gemm(dX, Xg[:n], dW_ih, True, False, beta)
+    if dx.shape[0] > 0:
+        matmul_packed(dX, P_ih, DX[:n], tmp)
+        for t in range(t0, t1):
+            dx[t, r0:r1] = DX[(t - t0) * R:(t - t0 + 1) * R]
