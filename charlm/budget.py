@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import parse_duration
-from .errors import ConfigError
+from .config import parse_eval_every  # re-exported: the cadence is parsed where config is validated
 
 AUTO_EVALS = 8          # evaluations per run with eval_every = "auto" (the last at the end)
 MAX_EVAL_SHARE = 0.04   # auto cadence: evaluation time / time between evaluations, at most
@@ -61,32 +60,6 @@ class Budget:
         if self.unbounded and epoch >= 1:
             return "epochs"
         return None
-
-
-def parse_eval_every(value) -> tuple[str, float]:
-    """("auto", 0), ("steps", n) or ("seconds", s) from ``eval_every``: "auto", an integer
-    number of steps (int or digits), or a duration such as "30s" or "5m"."""
-    if isinstance(value, bool):
-        raise ConfigError(f"eval_every must be auto, a number of steps or a duration like 30s; got {value!r}")
-    if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"eval_every must be at least 1 step, got {value}")
-        return "steps", float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"eval_every must be auto, a number of steps or a duration like 30s; got {value!r}")
-    text = value.strip().lower()
-    if text == "auto":
-        return "auto", 0.0
-    if text.isdigit():
-        return parse_eval_every(int(text))
-    try:
-        seconds = parse_duration(text)
-    except ConfigError:
-        raise ConfigError(f"eval_every must be auto, a number of steps (500) or a duration (30s, 5m); "
-                          f"got {value!r}") from None
-    if seconds <= 0:
-        raise ConfigError(f"eval_every must be a duration longer than 0s, got {value!r}")
-    return "seconds", seconds
 
 
 class EvalCadence:

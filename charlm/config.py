@@ -112,8 +112,6 @@ class TrainConfig:
         _positive_int("seed", self.seed, minimum=0)
         _positive_int("seq_len", self.seq_len)
         _positive_int("batch_size", self.batch_size)
-        from .budget import parse_eval_every
-
         parse_eval_every(self.eval_every)
         _positive_int("min_count", self.min_count)
         for name in ("max_vocab", "steps", "warmup_steps", "threads", "sample_every"):
@@ -177,6 +175,32 @@ def parse_duration(value) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigError(f"time must be a finite duration >= 0, got {value!r}")
     return seconds
+
+
+def parse_eval_every(value) -> tuple[str, float]:
+    """("auto", 0), ("steps", n) or ("seconds", s) from ``eval_every``: "auto", an integer
+    number of steps (int or digits), or a duration such as "30s" or "5m"."""
+    if isinstance(value, bool):
+        raise ConfigError(f"eval_every must be auto, a number of steps or a duration like 30s; got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"eval_every must be at least 1 step, got {value}")
+        return "steps", float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"eval_every must be auto, a number of steps or a duration like 30s; got {value!r}")
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto", 0.0
+    if text.isdigit():
+        return parse_eval_every(int(text))
+    try:
+        seconds = parse_duration(text)
+    except ConfigError:
+        raise ConfigError(f"eval_every must be auto, a number of steps (500) or a duration (30s, 5m); "
+                          f"got {value!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"eval_every must be a duration longer than 0s, got {value!r}")
+    return "seconds", seconds
 
 
 def load_config_file(path) -> dict:

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from charlm.budget import AUTO_EVALS, Budget, EvalCadence, parse_eval_every
+from charlm.budget import AUTO_EVALS, Budget, EvalCadence
+from charlm.config import parse_eval_every
 from charlm.config import ModelConfig, TrainConfig, make_configs
 from charlm.corpus import build_corpus
 from charlm.errors import ConfigError
