@@ -157,16 +157,28 @@ def test_cli_train_eval_predict(tmp_path, monkeypatch):
     (["classify", "predict", "x"], "no classify runs"),
     (["classify", "train", "train.tsv", "--cell", "jordan"], "Invalid value for '--cell'"),
     (["classify", "train", "--resume", "nowhere"], "nowhere: no such run"),
+    (["classify", "predict", "junk.safetensors", "x"], "not a safetensors file"),
+    (["classify", "train", "train.tsv", "--dev-fraction", "0.5", "--hidden", "0"], "Invalid value for '--hidden'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
     write_tsv(tmp_path / "train.tsv", toy_examples(20))
     (tmp_path / "bad.tsv").write_text("no tab\n")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0
     assert message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_language_model_checkpoint_is_named_as_such(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"encoder.weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "lm.safetensors"),
+              metadata={"charlm.format": "1", "charlm.config": "{}"})
+    with pytest.raises(Exception, match="not a classifier or tagger checkpoint \\(a language model\\)"):
+        store.load(tmp_path / "lm.safetensors")
 
 
 def test_eval_refuses_unknown_labels_and_the_wrong_task(tmp_path, monkeypatch):

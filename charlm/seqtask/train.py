@@ -9,6 +9,7 @@ dev split, the training data is scored instead, and the events say so.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -248,7 +249,7 @@ class SeqTrainer:
     # -- checkpoints -----------------------------------------------------------------------------
 
     def _save(self, name, extra=None, **metadata):
-        meta = {"train_config": self.tcfg.__dict__, "data": self.data_spec, "step": self.pos.step,
+        meta = {"train_config": dataclasses.asdict(self.tcfg), "data": self.data_spec, "step": self.pos.step,
                 "train_examples": len(self.train)} | metadata
         return store.save(self.run_dir / name, self.mcfg, self.tokenizer, self.labels,
                           self.model.state_dict(), extra=extra, metadata=meta)
