@@ -55,11 +55,15 @@ def score_ids(model, ids: np.ndarray, *, window: int = 256, context: int = CONTE
     n = len(ids) - 1
     if n < 1:
         return np.zeros(0)
-    S = streams or max(1, min(MAX_STREAMS, n // MIN_STREAM))
-    S = min(S, n)
+    spans = stream_spans(n, context=context, streams=streams)
+    return score_spans(model, ids, spans, model.init_state(len(spans)), window=window)
+
+
+def stream_spans(n: int, *, context: int = CONTEXT, streams: int | None = None) -> list[tuple[int, int, int]]:
+    """The (begin, first, end) spans ``score_ids`` scores n >= 1 targets with (see score_spans)."""
+    S = min(streams or max(1, min(MAX_STREAMS, n // MIN_STREAM)), n)
     cuts = [s * n // S for s in range(S + 1)]
-    spans = [(max(0, cuts[s] - context), cuts[s], cuts[s + 1]) for s in range(S)]
-    return score_spans(model, ids, spans, model.init_state(S), window=window)
+    return [(max(0, cuts[s] - context), cuts[s], cuts[s + 1]) for s in range(S)]
 
 
 def score_spans(model, ids, spans, state, *, window: int = 256) -> np.ndarray:

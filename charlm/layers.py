@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .distributed.streams import stream_uniform
 from .kernels.cells import LAYER_CACHE
 
 
@@ -214,6 +215,6 @@ def dropout(a, p, rng):
     T, B, H = a.shape
     if p <= 0:
         return np.ascontiguousarray(a).reshape(T * B, H), None
-    mask = np.broadcast_to((rng.random((B, H)) >= p).astype(a.dtype) / a.dtype.type(1 - p), (T, B, H))
+    mask = np.broadcast_to((stream_uniform(rng, (B, H), 0) >= p).astype(a.dtype) / a.dtype.type(1 - p), (T, B, H))
     mask = mask.reshape(T * B, H)  # a copy: the backward multiplies by it row for row
     return (a * mask.reshape(T, B, H)).reshape(T * B, H), mask

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .distributed.streams import stream_uniform
+
 
 class OutputFedStack:
     """Forward, backward and gradient inspection of a Model whose cell ``feeds_output``."""
@@ -35,7 +37,7 @@ class OutputFedStack:
         drop = c.dropout if train else 0.0
         xp0, emb = _layer0_input(m.params, x, c.vocab_size)
         if drop > 0:
-            masks = (rng.random((L, T, B, H)) >= drop).astype(dt) / dt.type(1 - drop)
+            masks = (stream_uniform(rng, (L, T, B, H), 2) >= drop).astype(dt) / dt.type(1 - drop)
         else:
             masks = np.zeros((0, 0, 0, 0), dt)
         logits, hs, kcache = self.cell.kernels.stack_forward(m.params, xp0.astype(dt, copy=False),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, make_configs, to_dict
+from .distributed import on_rank0
 from .errors import CharlmError, CheckpointError, ConfigError
 from .checkpoint_header import json_or_none
 from .metrics import METRICS_FILE, read_metrics_checked
@@ -184,7 +185,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     for path in paths:  # a missing or unreadable file is refused before a directory is made
         check_path(path)
     stem = Path(paths[0]).stem if paths else "stdlib"
-    lock = claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem))
+    lock = on_rank0(lambda: claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem)))
     try:
         if not paths:
             paths = [default_corpus_path()]
@@ -224,7 +225,7 @@ def resume_training(run, values: dict, paths=()):
     overrides = {k: getattr(checked, k) for k, v in values.items() if v is not None}
     if overrides.get("val_file"):
         overrides["val_file"] = os.path.abspath(overrides["val_file"])
-    lock = claim_run(run_dir) if run_dir.is_dir() else None  # (a missing run is reported below)
+    lock = on_rank0(lambda: claim_run(run_dir) if run_dir.is_dir() else None)  # (a missing run is reported below)
 
     def builder(tokenizer, train_config, sources):
         check_same_model(run_dir)

@@ -26,8 +26,8 @@ from .batches import StreamBatcher
 from .budget import Budget, EvalCadence
 from .config import ModelConfig, TrainConfig, from_dict, replace
 from .corpus import Corpus
+from .distributed import attach
 from .errors import CheckpointError, ConfigError
-from .evaluate import score_ids
 from .train_events import (CheckpointEvent, DoneEvent, EvalEvent, Position, SampleEvent, StepEvent,
                            TimeSplit, WarningEvent)
 
@@ -74,6 +74,7 @@ class Trainer:
         else:
             files.restore(self, _resume)
             self._saved_step = self.pos.step
+        self.comm = attach(self)     # alone: Solo; under mpiexec: one model trained by every rank
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class Trainer:
             x, y = self.batcher.next_batch()
             t0 = clock()
             with np.errstate(all="ignore"):  # non-finite values are handled below, not warned about
-                loss, new_state = model.loss_and_grad(x, y, self.state, self.rng)
+                loss, new_state = self.comm.loss_and_grad(self, x, y)
                 norm = self._clip()
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 # Skip the update, keep the old state, and cool the learning rate down.
@@ -193,7 +194,7 @@ class Trainer:
             pos.train_loss_sum += loss
             pos.train_loss_count += 1
             self.metrics.add({"kind": "step", "step": pos.step, "loss": loss, "grad_norm": norm, "lr": lr,
-                              "elapsed": pos.elapsed})
+                              "elapsed": pos.elapsed} | self.comm.step_record())
             progress = self.progress(pos.step, self.epoch, pos.elapsed)
             self.evaluating = (self.budget.reason(pos.step, self.epoch, pos.elapsed) is not None
                                or cadence.due(pos.step, progress, pos.elapsed))
@@ -255,7 +256,7 @@ class Trainer:
         t0 = clock()
         if held_out:
             with np.errstate(all="ignore"):
-                val_loss = float(score_ids(model, np.asarray(self.corpus.val)).mean())
+                val_loss = self.comm.mean_nll(model, np.asarray(self.corpus.val))
         else:  # no held-out text: judge by the training loss, and say so in the event
             val_loss = train_loss
         self._last_eval_seconds = clock() - t0

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .config import to_dict
+from .distributed import world
 from .errors import CheckpointError
 from .fingerprint import corpus_fingerprint
 from .train_events import Position, TimeSplit
@@ -69,7 +70,10 @@ def save_last(trainer) -> Path:
     """Write last.safetensors: weights, optimiser buffers and the whole position."""
     arrays, scalars = trainer.optimizer.state_dict()
     extra = dict(arrays)
-    extra["train_state"] = trainer.state
+    extra["train_state"] = trainer.comm.full_state(trainer.state)   # every rank's streams
+    path = trainer.run_dir / ckpt.LAST_FILE
+    if not trainer.comm.writes:
+        return path
     pos = trainer.pos
     meta = metadata(trainer) | {
         "optimizer": scalars, "schedule": trainer.schedule.state_dict(),
@@ -78,7 +82,6 @@ def save_last(trainer) -> Path:
                      "train_loss_sum": pos.train_loss_sum, "train_loss_count": pos.train_loss_count,
                      "time_split": pos.split.to_dict()},
     }
-    path = trainer.run_dir / ckpt.LAST_FILE
     ckpt.save_checkpoint(path, trainer.mcfg, trainer.corpus.tokenizer, trainer.model.state_dict(),
                          extra_tensors=extra, metadata=meta)
     return path
@@ -86,6 +89,8 @@ def save_last(trainer) -> Path:
 
 def save_best(trainer, val_loss: float) -> Path:
     path = trainer.run_dir / ckpt.MODEL_FILE
+    if not trainer.comm.writes:
+        return path
     ckpt.save_checkpoint(path, trainer.mcfg, trainer.corpus.tokenizer, trainer.model.state_dict(),
                          metadata=metadata(trainer) | {"val_loss": finite_or_none(val_loss)})
     return path
@@ -101,8 +106,9 @@ def restore(trainer, last: ckpt.Checkpoint) -> None:
     # model.safetensors may be newer than last.safetensors (a crash between the two writes,
     # which happen in that order): never let the resumed run replace it with a worse model.
     trainer.pos.best_val_loss = min(trainer.pos.best_val_loss, saved_val_loss(trainer.run_dir))
-    ckpt.remove_stale_temp_files(trainer.run_dir)
-    ckpt.truncate_metrics(trainer.run_dir, trainer.pos.step)
+    if world().writes:  # under mpiexec, rank 0 alone touches the run directory
+        ckpt.remove_stale_temp_files(trainer.run_dir)
+        ckpt.truncate_metrics(trainer.run_dir, trainer.pos.step)
 
 
 def _restore_state(trainer, last: ckpt.Checkpoint) -> None:

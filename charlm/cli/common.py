@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..distributed.launch import rank_failed
 from ..errors import CharlmError
 from .safe_text import printable
 
@@ -175,7 +176,7 @@ class CharlmGroup(click.Group):
             if sys.stdout is not None:  # buffered results: a full disk shows only here
                 CheckedStdout(sys.stdout).flush()
         except BaseException as e:  # noqa: BLE001 - this is the one place that decides
-            code = report(e)
+            code = report(rank_failed(e))  # under mpiexec: names the rank, stops the job
             if code is None:
                 raise
             _exit(code)

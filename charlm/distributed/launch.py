@@ -1,0 +1,123 @@
+"""Which process of a job this is. mpi4py is imported only when an MPI launcher started us.
+
+``mpiexec`` (MPICH's Hydra, Open MPI, Slurm's PMI) tells each process the job's size in its
+environment, so a process started any other way knows it is alone without importing anything:
+``world()`` is then a ``Solo``. Ranks other than 0 send their stdout and stderr to /dev/null
+(rank 0 speaks for the job); a rank that fails gets its stderr back, prints its one line
+prefixed with its rank, and aborts the whole job, because MPI lets the other ranks wait in
+their next collective forever otherwise.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+from pathlib import Path
+
+from ..errors import CharlmError, ConfigError
+
+INSTALL_HINT = "pip install 'charlm[mpi]'"
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+_world = None
+
+
+def launched_size() -> int:
+    """The number of processes the launcher started (1 when no launcher did)."""
+    for name in SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+class Solo:
+    """The world of a process that trains alone: every collective is the identity."""
+
+    rank, size, writes = 0, 1, True
+
+    def loss_and_grad(self, trainer, x, y):
+        return trainer.model.loss_and_grad(x, y, trainer.state, trainer.rng)
+
+    def mean_nll(self, model, ids) -> float:
+        from ..evaluate import score_ids
+
+        return float(score_ids(model, ids).mean())
+
+    def full_state(self, state):
+        return state
+
+    def step_record(self) -> dict:
+        return {}
+
+
+class MpiWorld:
+    """MPI_COMM_WORLD and what this process does in it."""
+
+    def __init__(self, comm):
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.writes = self.rank == 0
+        self._stderr = None
+        if self.rank > 0:  # rank 0 speaks for the job
+            self._stderr = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+
+    def speak(self) -> None:
+        """Give this rank its stderr back (to report why it fails)."""
+        if self._stderr is not None:
+            os.dup2(self._stderr, 2)
+
+
+def world():
+    """This process's world: ``Solo`` unless launched as one of several MPI ranks."""
+    global _world
+    if _world is None:
+        size = launched_size()
+        if size <= 1:
+            _world = Solo()
+        else:
+            try:
+                from mpi4py import MPI
+            except ImportError:
+                raise ConfigError(f"started by an MPI launcher as one of {size} ranks, but mpi4py is "
+                                  f"not installed: {INSTALL_HINT}") from None
+            _world = MpiWorld(MPI.COMM_WORLD)
+    return _world
+
+
+def rank_failed(error: BaseException) -> BaseException:
+    """The error to report for ``error`` on this rank (named by rank when it is not rank 0),
+    and the job set to abort at exit. Outside a multi-rank job: ``error`` unchanged."""
+    w = _world
+    if not isinstance(w, MpiWorld) or isinstance(error, SystemExit):
+        return error
+    w.speak()
+    atexit.register(w.comm.Abort, 1)  # runs before mpi4py's MPI_Finalize (registered earlier)
+    if w.rank > 0 and isinstance(error, CharlmError):
+        return type(error)(f"rank {w.rank}: {error}")
+    return error
+
+
+def on_rank0(claim):
+    """Rank 0 runs ``claim()`` (claiming a run directory, which only one process may hold) and
+    the others get a lock-less stand-in for the same directory; alone, just ``claim()``.
+    If rank 0 fails, it reports why and the others leave quietly."""
+    w = world()
+    if w.size == 1:
+        return claim()
+    from ..rundir import RunLock
+
+    lock, path = None, None
+    if w.rank == 0:
+        try:
+            lock = claim()
+        finally:  # the others wait for this broadcast: always send one, failed or not
+            path = "" if lock is None else str(lock.run_dir)
+            w.comm.bcast(path, root=0)
+        return lock
+    path = w.comm.bcast(None, root=0)
+    if not path:
+        raise SystemExit(1)
+    return RunLock(Path(path), None, False)

@@ -1,0 +1,133 @@
+"""The collectives of data-parallel training: a step, an evaluation, a checkpoint, the clock.
+
+A step (``loss_and_grad``):
+  1. this rank runs forward and backward on its block of the batch's streams (streams.py), from
+     its block of the carried state, with dropout masks drawn for the whole batch;
+  2. it scales its gradient, the mean over its T*b tokens, by b/B, so that the sum over ranks is
+     the mean over all T*B tokens, and writes its share of the loss and its stop request into
+     two slots that follow the gradient in the same buffer;
+  3. one in-place ``Allreduce`` (sum) of that buffer: every rank now holds the gradient, the
+     loss and the stop decision of the whole batch, and clips and steps identically.
+The carried state stays global on every rank (each rank updates its own block): a checkpoint
+gathers the blocks to rank 0, and a resume on any number of ranks slices it anew.
+
+Every decision the loop takes from the clock (time budget, schedule, evaluation cadence) must
+be the same on every rank, so the clock is rank 0's, broadcast at each reading.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import ConfigError
+from .streams import BlockRandom, block
+
+TAIL = 2   # slots after the gradient: [loss share, stop requests]
+
+
+class Ranks:
+    """``trainer`` trained by ``world.size`` ranks; the same interface as ``launch.Solo``."""
+
+    def __init__(self, world, trainer):
+        self.comm, self.rank, self.size, self.writes = world.comm, world.rank, world.size, world.writes
+        batch = trainer.tcfg.batch_size
+        if batch < self.size:
+            raise ConfigError(f"batch_size {batch} is smaller than the {self.size} ranks: every rank "
+                              "needs at least one stream (raise --batch-size or use fewer ranks)")
+        self.begin, self.end = block(batch, self.rank, self.size)
+        self.batch = batch
+        self.buffer = _gradients_with_tail(trainer.model)
+        self.stop_asked = False
+        self.compute_s = self.allreduce_s = 0.0
+        trainer.clock = self.clock
+        trainer.request_stop = self.request_stop   # a signal on any rank stops all at one step
+        if not self.writes:
+            trainer.metrics = _Discard()
+
+    # -- the trainer's hooks ---------------------------------------------------------------------
+
+    def clock(self) -> float:
+        return self.comm.bcast(time.perf_counter() if self.rank == 0 else None, root=0)
+
+    def request_stop(self) -> None:
+        self.stop_asked = True
+
+    def loss_and_grad(self, trainer, x, y):
+        """(loss over the whole batch, new global state); the gradient of the whole batch in
+        ``trainer.model.grad_flat`` on every rank."""
+        model, b0, b1 = trainer.model, self.begin, self.end
+        t0 = time.perf_counter()
+        rng = BlockRandom(trainer.rng, b0, b1, self.batch)
+        state = np.ascontiguousarray(trainer.state[:, :, b0:b1])
+        loss, mine = model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
+                                         state, rng)
+        share = (b1 - b0) / self.batch
+        buf = self.buffer
+        buf[:-TAIL] *= buf.dtype.type(share)
+        buf[-TAIL:] = (loss * share, 1.0 if self.stop_asked else 0.0)
+        t1 = time.perf_counter()
+        self.comm.Allreduce(_in_place(), buf)
+        self.compute_s, self.allreduce_s = t1 - t0, time.perf_counter() - t1
+        if buf[-1] > 0:
+            trainer._stop = True
+        new_state = trainer.state.copy()
+        new_state[:, :, b0:b1] = mine
+        return float(buf[-2]), new_state
+
+    def step_record(self) -> dict:
+        """Rank 0's split of the last step: its own forward/backward, and the all-reduce (which
+        includes waiting for the slowest rank)."""
+        return {"compute_s": round(self.compute_s, 6), "allreduce_s": round(self.allreduce_s, 6)}
+
+    def mean_nll(self, model, ids) -> float:
+        """Mean per-token NLL of ``ids`` as one process computes it: each rank scores a block of
+        the evaluation's streams, and every rank gathers all the NLLs in order."""
+        from ..evaluate import score_spans, stream_spans
+
+        spans = stream_spans(len(ids) - 1)
+        blocks = [block(len(spans), r, self.size) for r in range(self.size)]
+        counts = [sum(end - first for _, first, end in spans[a:b]) for a, b in blocks]
+        a, b = blocks[self.rank]
+        mine = spans[a:b]
+        local = score_spans(model, ids, mine, model.init_state(len(mine))) if mine else np.zeros(0)
+        every = np.empty(sum(counts), np.float64)
+        self.comm.Allgatherv(np.ascontiguousarray(local, np.float64), [every, counts])
+        return float(every.mean())
+
+    def full_state(self, state):
+        """The carried state of all B streams on rank 0 (its own array elsewhere)."""
+        parts = self.comm.gather(np.ascontiguousarray(state[:, :, self.begin:self.end]), root=0)
+        return np.concatenate(parts, axis=2) if self.rank == 0 else state
+
+
+def _gradients_with_tail(model) -> np.ndarray:
+    """Move the model's gradients into a buffer with TAIL more slots, so the step's loss and
+    stop requests travel in the gradient's one Allreduce; returns that buffer."""
+    buf = np.zeros(model.size + TAIL, model.dtype)
+    buf[:model.size] = model.grad_flat
+    model.grad_flat = buf[:model.size]
+    offset = 0
+    for name, shape in model.shapes:
+        size = int(np.prod(shape))
+        model.grads[name] = model.grad_flat[offset:offset + size].reshape(shape)
+        offset += size
+    if model.config.tie_weights:
+        model.grads["decoder.weight"] = model.grads["encoder.weight"]
+    return buf
+
+
+def _in_place():
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
+
+
+class _Discard:
+    """Metrics of a rank that does not write: dropped."""
+
+    def add(self, record: dict) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
