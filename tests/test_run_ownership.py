@@ -166,6 +166,30 @@ def test_stop_signals_map_to_their_exit_status():
     assert report(StopSignal(signal.SIGINT)) == 130
 
 
+def test_a_signal_while_setting_up_stops_at_once_and_one_while_training_stops_gracefully():
+    from charlm.cli.common import StopSignal
+    from charlm.cli.stop_signals import StopSignals
+
+    with pytest.raises(StopSignal) as stopped:
+        with StopSignals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)                       # (interrupted by the handler)
+    assert stopped.value.signum == signal.SIGTERM
+    asked, notes = [], []
+    trainer = type("T", (), {"request_stop": lambda self: asked.append(True)})()
+    view = type("V", (), {"note": lambda self, message: notes.append(message)})()
+    with pytest.raises(StopSignal) as again:
+        with StopSignals() as signals:
+            signals.training(trainer, view)
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+            assert asked == [True] and "SIGHUP" in notes[0] and signals.exit_code == 129
+            os.kill(os.getpid(), signal.SIGHUP)  # a second one aborts
+            time.sleep(5)
+    assert again.value.signum == signal.SIGHUP
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL   # handlers restored
+
+
 # -- 3. stale directories ------------------------------------------------------------------------
 
 
