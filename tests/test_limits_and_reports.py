@@ -117,6 +117,8 @@ def test_an_absurd_toml_size_is_refused_not_an_internal_error(tmp_path):
     (["inspect", "memory", "--distances", "2,100000000"], "--distances"),
     (["inspect", "memory", "--hidden", "10000000"], "--hidden"),
     (["inspect", "gradients", "--fresh", "ok.txt", "--hidden", "10000000"], "--hidden"),
+    (["bench", "--vocab", "100000000000"], "--vocab 100000000000"),
+    (["bench", "--hidden", "1000000", "--batch", "4"], "--hidden 1000000"),
 ])
 def test_inspect_sizes_are_capped_before_anything_is_allocated(tmp_path, args, option):
     write(tmp_path / "ok.txt")

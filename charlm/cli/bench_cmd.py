@@ -72,6 +72,14 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
         configs = {"custom": dataclasses.replace(BenchConfig(), **given, **common)}
     else:
         configs = {n: dataclasses.replace(STANDARD[n], **common) for n in (names or sorted(STANDARD))}
+    from ..config import ModelConfig, TrainConfig
+    from ..footprint import check_fits, training_bytes
+
+    for cfg in configs.values():  # refuse a size that cannot fit before a measuring process fails on it
+        check_fits(training_bytes(ModelConfig(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                                              embed=cfg.embed or cfg.vocab),
+                                  TrainConfig(batch_size=cfg.batch, seq_len=cfg.seq_len), cfg.vocab),
+                   " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items()) or "this configuration")
     if compare_torch and torch_baseline is None:
         raise click.UsageError("--compare-torch needs the PyTorch baseline script: give --torch-baseline PATH")
     torch_python = torch_python or sys.executable
