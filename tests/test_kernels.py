@@ -446,3 +446,28 @@ def test_matmul_packed_matches_numpy(M, K, N, dtype):
         matmul_packed(A, P, C, np.empty((MR, P.shape[2]), dtype))
         np.testing.assert_allclose(C, ref, rtol=tol, atol=tol, err_msg=f"transposed={transposed}")
         assert np.isnan(C_big[:, 0]).all() and np.isnan(C_big[:, N + 1:]).all()  # nothing written outside C
+
+
+# 9. the cell table: reading it loads no Numba, and every row's kernel file has what the row promises
+
+def test_reading_the_cell_table_imports_no_numba():
+    import subprocess
+    import sys
+
+    code = ("import sys, charlm.config, charlm.kernels as k\n"
+            "assert [c.gates for c in k.CELLS.values()] and charlm.config.ModelConfig(cell='gru').states == 1\n"
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_every_row_names_its_kernels(name):
+    cell = CELLS[name]
+    assert CELL_IDS[name] == cell.id and sorted(CELL_IDS.values()) == list(range(len(CELLS)))
+    assert len(cell.gate_order) == cell.gates and (cell.states == 2) == ("cs" in cell.cache)
+    entries = ["forward", "backward"] + (["stack_forward", "stack_backward", "stack_state_grads"]
+                                         if cell.feeds_output else ["step", "step_backward", "state_grads"])
+    for entry in entries:
+        fn = f"{name}_{entry}" if not entry.startswith("stack") else entry
+        assert callable(getattr(cell.kernels, fn)), fn
