@@ -90,8 +90,11 @@ def world():
 def rank_failed(error: BaseException) -> BaseException:
     """The error to report for ``error`` on this rank (named by rank when it is not rank 0),
     and the job set to abort at exit. Outside a multi-rank job: ``error`` unchanged."""
-    w = _world
-    if not isinstance(w, MpiWorld) or isinstance(error, SystemExit):
+    if isinstance(error, SystemExit) or launched_size() <= 1:
+        return error
+    try:  # a rank may fail before it ever joined the job: join now, so that it can stop the others
+        w = world()
+    except ConfigError:
         return error
     w.speak()
     atexit.register(w.comm.Abort, 1)  # runs before mpi4py's MPI_Finalize (registered earlier)
