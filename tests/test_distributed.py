@@ -170,17 +170,24 @@ def test_a_rank_that_cannot_read_the_corpus_is_named(corpus, tmp_path):
     assert len(named) == 1 and "missing.txt" in named[0], done.stderr
 
 
-def _start(args, ranks):
-    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "charlm", *map(str, args)]
+def _train_until_checkpointed(run: Path, eval_every: int, fault, corpus) -> subprocess.Popen:
+    """Start a long 2-rank run, wait for its first checkpoint, call ``fault(proc)``, and give the
+    job 30 s to end (it is killed after that, and the test fails)."""
+    args = ["train", corpus, *TINY, "--steps", "100000", "--eval-every", eval_every, "--run-dir", run]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_"))}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _wait_for(path: Path, proc, seconds=60):
-    end = time.monotonic() + seconds
-    while not path.exists():
-        assert proc.poll() is None and time.monotonic() < end, "no checkpoint appeared"
-        time.sleep(0.2)
+    proc = subprocess.Popen([str(MPIEXEC), "-n", "2", sys.executable, "-m", "charlm", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        end = time.monotonic() + 60
+        while not (run / "last.safetensors").exists():
+            assert proc.poll() is None and time.monotonic() < end, "no checkpoint appeared"
+            time.sleep(0.2)
+        fault(proc)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc
 
 
 def _rank_pid(rank: int) -> int:
@@ -202,15 +209,8 @@ def test_a_killed_rank_stops_every_rank_and_the_checkpoint_stays_loadable(corpus
     from charlm.checkpoint import load_checkpoint
 
     run = tmp_path / "r"
-    proc = _start(["train", corpus, *TINY, "--steps", "100000", "--eval-every", "3", "--run-dir", run], 2)
-    try:
-        _wait_for(run / "last.safetensors", proc)
-        os.kill(_rank_pid(1), signal.SIGKILL)
-        proc.wait(timeout=30)  # the launcher takes the other rank down with it
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
+    proc = _train_until_checkpointed(run, 3, lambda _: os.kill(_rank_pid(1), signal.SIGKILL), corpus)
+    assert proc.returncode != 0  # the launcher took the other rank down with it
     assert load_checkpoint(run / "last.safetensors").metadata["step"] > 0
 
 
@@ -219,14 +219,7 @@ def test_sigterm_to_the_launcher_stops_all_ranks_at_one_step_and_resumes(corpus,
     from charlm.checkpoint import load_checkpoint
 
     run = tmp_path / "r"
-    proc = _start(["train", corpus, *TINY, "--steps", "100000", "--eval-every", "50", "--run-dir", run], 2)
-    try:
-        _wait_for(run / "last.safetensors", proc)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = _train_until_checkpointed(run, 50, lambda p: p.send_signal(signal.SIGTERM), corpus)
     stopped = load_checkpoint(run / "last.safetensors").metadata["step"]
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read()
     assert stopped == records(run, "step")[-1]["step"]  # saved at the step all ranks stopped after
