@@ -15,6 +15,7 @@ from .info_cmd import info
 from .inspect_cmd import inspect_
 from .quality_cmd import bench_quality
 from .sample_cmd import sample
+from .sweep_cmd import sweep
 from .tag_cmd import tag
 from .train_cmd import train
 
@@ -45,3 +46,4 @@ main.add_command(bench)
 main.add_command(bench_quality)
 main.add_command(classify)
 main.add_command(tag)
+main.add_command(sweep)
