@@ -6,7 +6,8 @@ network that would otherwise overfit. ``choose`` measures what this machine does
 throughput probe of each candidate width: a few real training steps, compiled kernels
 excluded) and applies a rule fitted to runs recorded in the README ("Choosing the model"):
 
-  1. candidates are LSTM 2xH, H from ``LADDER``; the probe predicts the characters each would
+  1. candidates are the model asked for (cell, layers: by default an LSTM 2xH) at each width H
+     from ``LADDER``; the probe predicts the characters each would
      train in the budget, ``tokens = rate(H) x seconds``;
   2. the widest H is kept whose parameters P(H) still see ``tokens >= TOKENS_PER_PARAM x P(H)``
      (below that, a wider model is undertrained and loses to a narrower one at equal time);
@@ -45,9 +46,10 @@ class Choice:
                 "probe_seconds": round(self.probe_seconds, 3)}
 
 
-def lstm_parameters(vocab: int, embed: int, hidden: int, layers: int) -> int:
-    """Parameters of embedding + L-layer LSTM + decoder (PyTorch's count, both LSTM biases)."""
-    G = 4 * hidden
+def stack_parameters(vocab: int, embed: int, hidden: int, layers: int, gates: int = 4) -> int:
+    """Parameters of embedding + L recurrent layers of ``gates`` blocks + decoder (PyTorch's
+    count, both biases per layer)."""
+    G = gates * hidden
     rnn = sum(G * ((embed if layer == 0 else hidden) + hidden + 2) for layer in range(layers))
     return vocab * embed + rnn + hidden * vocab + vocab
 
@@ -56,14 +58,14 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     """The widths and regularisation for a time budget; None when there is nothing to choose
     (no time budget, or the user gave the width). ``rate(model_config) -> tokens per second``."""
     seconds = train.time_budget
-    if not seconds or "hidden" in given or model.cell != "lstm":
-        return None
+    if not seconds or "hidden" in given or model.row.feeds_output:
+        return None  # the output-fed row's recurrence runs through the decoder: no such rule for it
     rates, t0 = {}, time.perf_counter()
     best = LADDER[0]
     for hidden in LADDER:
         candidate = replace(model, hidden=hidden)
         rates[hidden] = rate(candidate)
-        params = lstm_parameters(model.vocab_size, model.embed, hidden, model.layers)
+        params = stack_parameters(model.vocab_size, model.embed, hidden, model.layers, model.gates)
         if rates[hidden] * seconds < TOKENS_PER_PARAM * params:
             break  # wider ones are slower still and larger: undertrained too
         best = hidden
@@ -72,7 +74,7 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     values = {"hidden": best}
     if "dropout" not in given and epochs >= DROPOUT_EPOCHS:
         values["dropout"] = DROPOUT
-    reason = (f"{model.layers}x{best} LSTM: ~{tokens / 1e6:.1f}M {'tokens'} in {seconds:g}s "
+    reason = (f"{model.layers}x{best} {model.row.torch_module}: ~{tokens / 1e6:.1f}M {'tokens'} in {seconds:g}s "
               f"({epochs:.1f} epochs)" + (f", dropout {values['dropout']:g}" if "dropout" in values else ""))
     return Choice(values, reason, rates, time.perf_counter() - t0)
 
