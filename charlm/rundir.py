@@ -124,6 +124,9 @@ def claim_new_run(run_dir, *, overwrite: bool = False) -> RunLock:
     try:  # again under the lock: another process may have written here in between
         for name in _refuse_unless_empty(run_dir, overwrite):
             (run_dir / name).unlink()
+        for path in run_dir.iterdir():  # temporary files of a killed writer: charlm's own garbage
+            if path.name != LOCK_FILE and _ours(path.name):
+                path.unlink()
     except BaseException:
         release_new(lock)
         raise

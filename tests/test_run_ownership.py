@@ -223,6 +223,16 @@ def test_a_finished_run_is_refused_with_the_resume_hint_and_replaced_only_with_o
     assert (run / "notes.txt").read_text() == "kept"    # --overwrite replaces only the run's files
 
 
+def test_overwrite_replaces_a_killed_runs_leftovers_including_its_temporary_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "step", "step": 1, "loss": 9.0}\n')
+    (run / ".last.safetensors.x1y2.tmp").write_bytes(b"torn")
+    train(run, write(tmp_path / "ok.txt"), "--overwrite", steps=2)
+    assert not list(run.glob(".*.tmp"))
+    assert [r["loss"] for r in ckpt.read_metrics(run) if r["kind"] == "step"][0] != 9.0
+
+
 def test_a_run_dir_that_is_a_file_and_a_failed_setup_leave_nothing_behind(tmp_path):
     write(tmp_path / "afile", "x")
     line = one_red_line(invoke("train", write(tmp_path / "ok.txt"), "--run-dir", tmp_path / "afile"), code=2)

@@ -41,6 +41,7 @@ def eval_(args, surprisal, dynamic, dynamic_lr, dynamic_decay, dynamic_window, a
     """
     from .. import runs
     from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
     from ..evaluate import evaluate
 
     root = runs_root()
@@ -50,6 +51,10 @@ def eval_(args, surprisal, dynamic, dynamic_lr, dynamic_decay, dynamic_window, a
     run, files = (args[0], args[1:]) if first_is_run else (None, args)
     if not files:
         raise click.UsageError(f"{args[0]} is a run; give the text files to evaluate after it")
+    if run is not None and not os.path.lexists(run) and not (root / run).exists():  # a typo: of which?
+        names = ", ".join(p.name for p in runs.list_runs(root)[-5:])
+        raise CheckpointError(f"{run}: no such run directory, checkpoint or text file"
+                              + (f" (recent runs in {root}: {names})" if names else ""))
     checkpoint = load_checkpoint(runs.resolve_run(run, root))
     options = None
     if dynamic or dynamic_lr is not None or dynamic_decay is not None or dynamic_window is not None:
