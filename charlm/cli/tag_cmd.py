@@ -91,7 +91,7 @@ def tag_predict(args, file, as_json):
         for text in texts:
             restored = predictor.restore_spaces(text)
             emit(json.dumps({"text": text, "restored": restored}, ensure_ascii=False) if as_json
-                 else printable(restored))
+                 else "\n".join(printable(line) for line in restored.split("\n")))
         return
     tagged = predictor.tag([t.split() for t in texts])
     if as_json:
