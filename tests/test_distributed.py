@@ -92,19 +92,40 @@ def test_without_a_launcher_charlm_never_imports_mpi4py(corpus, tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_ranks_without_mpi4py_say_how_to_install_it(corpus, tmp_path):
+def without_mpi4py(tmp_path) -> dict:
+    """An environment in which ``import mpi4py`` fails, installed or not."""
     fake = tmp_path / "fake"
     (fake / "mpi4py").mkdir(parents=True)
     (fake / "mpi4py" / "__init__.py").write_text("raise ImportError('no mpi4py here')\n")
+    return {"PYTHONPATH": str(fake)}
+
+
+def test_ranks_without_mpi4py_say_how_to_install_it(corpus, tmp_path):
     done = charlm(["train", corpus, *TINY, "--steps", "2", "--run-dir", tmp_path / "r"],
-                  env={"PMI_SIZE": "2", "PMI_RANK": "0", "PYTHONPATH": str(fake)})
+                  env={"PMI_SIZE": "2", "PMI_RANK": "0"} | without_mpi4py(tmp_path))
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'charlm[mpi]'" in lines[0], done.stderr
     assert not (tmp_path / "r").exists()
 
 
+def test_asking_for_ranks_without_mpi4py_says_how_to_install_it(corpus, tmp_path):
+    done = charlm(["train", corpus, *TINY, "--ranks", "2", "--steps", "2", "--run-dir", tmp_path / "r"],
+                  env=without_mpi4py(tmp_path))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "--ranks needs mpi4py" in done.stderr and "pip install 'charlm[mpi]'" in done.stderr
+
+
 # -- under mpiexec ----------------------------------------------------------------------------------
+
+@needs_mpi
+def test_ranks_option_launches_mpiexec_and_trains_the_same_run(corpus, tmp_path):
+    args = ["train", corpus, *TINY, "--steps", "4", "--eval-every", "2", "--dtype", "float64", "--dropout", "0.2"]
+    assert charlm([*args, "--run-dir", tmp_path / "alone"]).returncode == 0
+    done = charlm([*args, "--ranks", "2", "--run-dir", tmp_path / "two"])
+    assert done.returncode == 0, done.stderr
+    assert_same_run(tmp_path / "alone", tmp_path / "two", 1e-10)
+    assert "allreduce_s" in records(tmp_path / "two", "step")[0]
 
 @needs_mpi
 def test_one_two_three_ranks_train_the_run_of_one_process_float64(corpus, tmp_path):

@@ -7,6 +7,7 @@ import click
 from rich.text import Text
 
 from ..config import CELLS, EOS_MODES, LEVELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
+from ..distributed.launch import launch_ranks
 from .common import Duration, err, runs_root, show_path
 from .stop_signals import StopSignals
 
@@ -84,6 +85,7 @@ def config_options(func):
 @click.option("--resume", "resume", metavar="RUN", help="continue a run from its last checkpoint (budgets may grow)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="settings from a TOML file (same names as the options; options override it)")
+@click.option("--ranks", type=click.IntRange(1), help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")
 def train(corpus, run_dir, overwrite, resume, config_file, **options):
     """Train a language model on CORPUS (text files) and save it under runs/.
 
@@ -102,6 +104,8 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
     """
     from .. import runs
     from .config_keys import read_config_file
+
+    launch_ranks(options.pop("ranks"))  # --ranks N: this process becomes mpiexec -n N charlm train ...
 
     if resume and run_dir:
         raise click.UsageError("--resume RUN continues RUN in its own directory; --run-dir cannot move it "

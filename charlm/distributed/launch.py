@@ -130,3 +130,33 @@ def on_rank0(claim):
     if not path:
         raise SystemExit(1)
     return RunLock(Path(path), None, False)
+
+
+def launch_ranks(ranks: int | None, argv: list[str] | None = None) -> None:
+    """``charlm train --ranks N``: replace this process by ``mpiexec -n N`` running the same
+    command without ``--ranks`` (with ``--threads`` set to share this machine's cores, unless
+    given). Nothing to do for no ``--ranks``, or inside a job already."""
+    import shutil
+    import sys
+
+    if ranks is None or launched_size() > 1:
+        return
+    try:
+        import mpi4py  # noqa: F401 - only whether it is there (MPI itself starts in the ranks)
+    except ImportError:
+        raise ConfigError(f"--ranks needs mpi4py and an MPI launcher: {INSTALL_HINT}") from None
+    beside = Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise ConfigError(f"--ranks needs an mpiexec (none beside {sys.executable} or on PATH): {INSTALL_HINT}")
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--ranks":
+            del args[i:i + 2]
+            break
+        if arg.startswith("--ranks="):
+            del args[i]
+            break
+    if not any(a == "--threads" or a.startswith("--threads=") for a in args):
+        args += ["--threads", str(max(1, (os.cpu_count() or 1) // ranks))]
+    os.execv(mpiexec, [mpiexec, "-n", str(ranks), sys.executable, "-m", "charlm", *args])
