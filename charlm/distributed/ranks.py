@@ -16,11 +16,12 @@ be the same on every rank, so the clock is rank 0's, broadcast at each reading.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .streams import BlockRandom, block
 
 TAIL = 2   # slots after the gradient: [loss share, stop requests]
@@ -37,6 +38,7 @@ class Ranks:
                               "needs at least one stream (raise --batch-size or use fewer ranks)")
         self.begin, self.end = block(batch, self.rank, self.size)
         self.batch = batch
+        self.model = trainer.model
         self.buffer = _gradients_with_tail(trainer.model)
         self.stop_asked = False
         self.compute_s = self.allreduce_s = 0.0
@@ -96,9 +98,19 @@ class Ranks:
         return float(every.mean())
 
     def full_state(self, state):
-        """The carried state of all B streams on rank 0 (its own array elsewhere)."""
-        parts = self.comm.gather(np.ascontiguousarray(state[:, :, self.begin:self.end]), root=0)
-        return np.concatenate(parts, axis=2) if self.rank == 0 else state
+        """The carried state of all B streams on rank 0 (its own array elsewhere). Rank 0 also
+        checks that every rank still holds its weights bit for bit: MPI does not promise that
+        every rank receives the same rounding of a sum, and a drift would grow unseen."""
+        mine = np.ascontiguousarray(state[:, :, self.begin:self.end])
+        parts = self.comm.gather((mine, _digest(self.model.flat)), root=0)
+        if self.rank != 0:
+            return state
+        drifted = [str(r) for r, (_, digest) in enumerate(parts) if digest != parts[0][1]]
+        if drifted:
+            raise CheckpointError(f"the weights of rank {', '.join(drifted)} no longer equal rank 0's ("
+                                  "differently rounded sums, or a faulty node); the last checkpoint is intact: "
+                                  "resume from it")
+        return np.concatenate([block for block, _ in parts], axis=2)
 
 
 def _gradients_with_tail(model) -> np.ndarray:
@@ -115,6 +127,10 @@ def _gradients_with_tail(model) -> np.ndarray:
     if model.config.tie_weights:
         model.grads["decoder.weight"] = model.grads["encoder.weight"]
     return buf
+
+
+def _digest(flat: np.ndarray) -> str:
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(flat)).cast("B"), digest_size=16).hexdigest()
 
 
 def _in_place():
