@@ -182,6 +182,16 @@ def test_a_rank_reading_different_text_stops_the_job_before_training(corpus, tmp
 
 
 @needs_mpi
+def test_a_rank_running_another_charlm_version_is_named(corpus, tmp_path):
+    args = ["train", *TINY, "--steps", "3", "--run-dir", str(tmp_path / "r"), str(corpus)]
+    other = "import charlm, sys; charlm.__version__ = '9.9.9'; from charlm.cli import main; main()"
+    done = subprocess.run([str(MPIEXEC), "-n", "1", sys.executable, "-m", "charlm", *args, ":",
+                           "-n", "1", sys.executable, "-c", other, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "rank 1 runs charlm 9.9.9 and rank 0 charlm" in done.stderr, done.stderr
+
+
+@needs_mpi
 def test_a_rank_that_cannot_read_the_corpus_is_named(corpus, tmp_path):
     cmd = [sys.executable, "-m", "charlm", "train", *TINY, "--steps", "3", "--run-dir", str(tmp_path / "r")]
     done = subprocess.run([str(MPIEXEC), "-n", "1", *cmd, str(corpus), ":", "-n", "1", *cmd,
