@@ -187,7 +187,7 @@ def test_a_rank_running_another_charlm_version_is_named(corpus, tmp_path):
     other = "import charlm, sys; charlm.__version__ = '9.9.9'; from charlm.cli import main; main()"
     done = subprocess.run([str(MPIEXEC), "-n", "1", sys.executable, "-m", "charlm", *args, ":",
                            "-n", "1", sys.executable, "-c", other, *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
+    assert done.returncode != 0, done.stderr
     assert "rank 1 runs charlm 9.9.9 and rank 0 charlm" in done.stderr, done.stderr
 
 

@@ -13,9 +13,9 @@ run directory and the terminal.
 """
 from __future__ import annotations
 
-from .launch import INSTALL_HINT, Solo, on_rank0, rank_failed, world
+from .launch import INSTALL_HINT, Solo, from_rank0, on_rank0, rank_failed, world
 
-__all__ = ["INSTALL_HINT", "Solo", "attach", "on_rank0", "rank_failed", "world"]
+__all__ = ["INSTALL_HINT", "Solo", "attach", "from_rank0", "on_rank0", "rank_failed", "world"]
 
 
 def attach(trainer):

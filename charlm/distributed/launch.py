@@ -109,26 +109,42 @@ def rank_failed(error: BaseException) -> BaseException:
     return error
 
 
-def on_rank0(claim):
-    """Rank 0 runs ``claim()`` (claiming a run directory, which only one process may hold) and
-    the others get a lock-less stand-in for the same directory; alone, just ``claim()``.
-    If rank 0 fails, it reports why and the others leave quietly."""
+def from_rank0(compute):
+    """``compute()`` run by rank 0 alone, its (picklable) result sent to every rank: for a
+    choice that must be the same everywhere, such as a model width measured by a probe.
+    Alone, just ``compute()``. If rank 0 fails, it reports why and the others leave quietly."""
     w = world()
     if w.size == 1:
-        return claim()
+        return compute()
+    if w.rank > 0:
+        ok, value = w.comm.bcast(None, root=0)
+        if not ok:
+            raise SystemExit(1)
+        return value
+    ok, value = False, None
+    try:
+        value, ok = compute(), True
+    finally:  # the others wait for this broadcast: always send one, failed or not
+        w.comm.bcast((ok, value), root=0)
+    return value
+
+
+def on_rank0(claim):
+    """Rank 0 runs ``claim()`` (claiming a run directory, which only one process may hold) and
+    the others get a lock-less stand-in for the same directory; alone, just ``claim()``."""
+    held = []
+
+    def claim_and_name():
+        held.append(claim())
+        return None if held[0] is None else str(held[0].run_dir)
+
+    path = from_rank0(claim_and_name)
+    if held:
+        return held[0]
+    if path is None:  # rank 0 goes on to report that the run does not exist
+        raise SystemExit(1)
     from ..rundir import RunLock
 
-    lock, path = None, None
-    if w.rank == 0:
-        try:
-            lock = claim()
-        finally:  # the others wait for this broadcast: always send one, failed or not
-            path = "" if lock is None else str(lock.run_dir)
-            w.comm.bcast(path, root=0)
-        return lock
-    path = w.comm.bcast(None, root=0)
-    if not path:
-        raise SystemExit(1)
     return RunLock(Path(path), None, False)
 
 
