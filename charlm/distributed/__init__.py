@@ -6,7 +6,8 @@ blocks' gradients, and every rank then applies the identical clipping and optimi
 the run is the one a single process would make, up to float rounding. Rank 0 alone writes the
 run directory and the terminal.
 
-  launch.py     which rank this is (no MPI: a ``Solo`` world, and mpi4py is never imported)
+  launch.py     which rank this is (no MPI: a ``Solo`` world, and mpi4py is never imported);
+                rank 0 decides, the others follow; ``--ranks N`` becomes ``mpiexec -n N``
   streams.py    the block of streams a rank owns, and random draws made for the global batch
   ranks.py      the collectives of one training step, an evaluation and a checkpoint
   agreement.py  before training: same charlm, same text, same configuration on every rank
@@ -24,7 +25,7 @@ def attach(trainer):
     checkpoints, clock and stop requests through ``ranks.Ranks``."""
     comm = world()
     if comm.size == 1:
-        return comm
+        return Solo()  # its own: it keeps the trainer's last step time
     from .agreement import check_agreement
     from .ranks import Ranks
 
