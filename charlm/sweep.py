@@ -182,10 +182,15 @@ def _on_processes(workers: int, jobs):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = [pool.submit(run_trial, *job) for job in jobs]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:  # Ctrl-C: trials not yet started never start
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _on_dask(scheduler: str, jobs):
