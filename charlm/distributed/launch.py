@@ -31,6 +31,15 @@ def launched_size() -> int:
     return 1
 
 
+def local_ranks() -> int:
+    """How many ranks of the job run on this machine (1 when the launcher does not say)."""
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 class Solo:
     """The world of a process that trains alone: every collective is the identity."""
 
@@ -150,8 +159,7 @@ def on_rank0(claim):
 
 def launch_ranks(ranks: int | None, argv: list[str] | None = None) -> None:
     """``charlm train --ranks N``: replace this process by ``mpiexec -n N`` running the same
-    command without ``--ranks`` (with ``--threads`` set to share this machine's cores, unless
-    given). Nothing to do for no ``--ranks``, or inside a job already."""
+    command without ``--ranks``. Nothing to do for no ``--ranks``, or inside a job already."""
     import shutil
     import sys
 
@@ -173,6 +181,4 @@ def launch_ranks(ranks: int | None, argv: list[str] | None = None) -> None:
         if arg.startswith("--ranks="):
             del args[i]
             break
-    if not any(a == "--threads" or a.startswith("--threads=") for a in args):
-        args += ["--threads", str(max(1, (os.cpu_count() or 1) // ranks))]
     os.execv(mpiexec, [mpiexec, "-n", str(ranks), sys.executable, "-m", "charlm", *args])

@@ -17,11 +17,14 @@ be the same on every rank, so the clock is rank 0's, broadcast at each reading.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import numpy as np
 
+from ..config import replace
 from ..errors import CheckpointError, ConfigError
+from .launch import local_ranks
 from .streams import BlockRandom, block
 
 TAIL = 2   # slots after the gradient: [loss share, stop requests]
@@ -38,6 +41,8 @@ class Ranks:
                               "needs at least one stream (raise --batch-size or use fewer ranks)")
         self.begin, self.end = block(batch, self.rank, self.size)
         self.batch = batch
+        if trainer.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
+            trainer.tcfg = replace(trainer.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
         self.model = trainer.model
         self.buffer = _gradients_with_tail(trainer.model)
         self.stop_asked = False
