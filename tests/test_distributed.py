@@ -120,12 +120,18 @@ def test_asking_for_ranks_without_mpi4py_says_how_to_install_it(corpus, tmp_path
 
 @needs_mpi
 def test_ranks_option_launches_mpiexec_and_trains_the_same_run(corpus, tmp_path):
-    args = ["train", corpus, *TINY, "--steps", "4", "--eval-every", "2", "--dtype", "float64", "--dropout", "0.2"]
-    assert charlm([*args, "--run-dir", tmp_path / "alone"]).returncode == 0
+    from charlm.checkpoint import load_checkpoint
+
+    i = TINY.index("--threads")
+    unthreaded = TINY[:i] + TINY[i + 2:]
+    args = ["train", corpus, *unthreaded, "--steps", "4", "--eval-every", "2", "--dtype", "float64", "--dropout", "0.2"]
+    assert charlm([*args, "--threads", "1", "--run-dir", tmp_path / "alone"]).returncode == 0
     done = charlm([*args, "--ranks", "2", "--run-dir", tmp_path / "two"])
     assert done.returncode == 0, done.stderr
     assert_same_run(tmp_path / "alone", tmp_path / "two", 1e-10)
     assert "allreduce_s" in records(tmp_path / "two", "step")[0]
+    threads = load_checkpoint(tmp_path / "two" / "last.safetensors").metadata["train_config"]["threads"]
+    assert threads == max(1, (os.cpu_count() or 1) // 2)  # the two ranks share the cores
 
 @needs_mpi
 def test_one_two_three_ranks_train_the_run_of_one_process_float64(corpus, tmp_path):
