@@ -152,6 +152,16 @@ def test_one_two_three_ranks_train_the_run_of_one_process_float64(corpus, tmp_pa
 
 
 @needs_mpi
+def test_an_output_fed_cell_draws_its_masks_for_the_whole_batch_too(corpus, tmp_path):
+    args = ["train", corpus, *TINY, "--cell", "jordan", "--steps", "6", "--eval-every", "3", "--dropout", "0.3",
+            "--dtype", "float64"]
+    assert charlm([*args, "--run-dir", tmp_path / "alone"]).returncode == 0
+    done = charlm([*args, "--run-dir", tmp_path / "two"], ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert_same_run(tmp_path / "alone", tmp_path / "two", 1e-10)
+
+
+@needs_mpi
 def test_three_ranks_float32_over_fifty_steps(corpus, tmp_path):
     args = ["train", corpus, *TINY, "--steps", "50", "--eval-every", "25", "--dropout", "0.1", "--dtype", "float32"]
     assert charlm([*args, "--run-dir", tmp_path / "alone"]).returncode == 0
