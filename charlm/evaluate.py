@@ -44,8 +44,8 @@ class EvalResult:
 
 
 MAX_STREAMS = 64    # streams scored side by side
-MIN_STREAM = 2048   # targets per stream at least (so the warm-up context costs <= 1/8 more work)
-CONTEXT = 256       # tokens read before a stream's first target to build its starting state
+MIN_STREAM = 1024   # targets per stream at least (so the warm-up context costs <= 1/8 more work)
+CONTEXT = 128       # tokens read before a stream's first target to build its starting state
 
 
 def score_ids(model, ids: np.ndarray, *, window: int = 256, context: int = CONTEXT,
