@@ -84,7 +84,7 @@ class TrainConfig:
     lr: float = 2e-3                  # peak learning rate
     weight_decay: float = 0.0         # L2 (adamw: decoupled) weight decay
     momentum: float = 0.9             # sgd momentum
-    schedule: str = "constant"        # constant | cosine (decays over the budget) | plateau (reduce on plateau)
+    schedule: str = "cosine"          # cosine (decays over the budget) | constant | plateau (reduce on plateau)
     warmup_steps: int = 0             # linear warm-up steps (any schedule)
     min_lr: float = 0.0               # cosine: learning rate at the end of the budget
     clip_norm: float = 5.0            # global gradient-norm clip (0 = off)

@@ -16,7 +16,7 @@ from charlm.train import MAX_BAD_STEPS, CheckpointEvent, DoneEvent, StepEvent, T
 
 TEXT = "".join(f"line {i % 13} says {'abc'[i % 3] * (i % 5 + 1)} to the model\n" for i in range(200))
 MCFG = ModelConfig(cell="gru", embed=8, hidden=16, layers=2, dropout=0.1)
-TCFG = TrainConfig(steps=12, seq_len=8, batch_size=4, eval_every=3, lr=5e-3, threads=1, seed=11)
+TCFG = TrainConfig(steps=12, seq_len=8, batch_size=4, eval_every=3, lr=5e-3, threads=1, seed=11, schedule="constant")
 
 
 @pytest.fixture(scope="module")
