@@ -261,6 +261,7 @@ class Trainer:
             val_loss = train_loss
         self._last_eval_seconds = clock() - t0
         pos.split.eval += self._last_eval_seconds
+        pos.elapsed += self._last_eval_seconds  # the record's elapsed includes the evaluation it reports
         improved = val_loss < pos.best_val_loss
         if improved:
             pos.best_val_loss = val_loss
