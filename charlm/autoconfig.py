@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .config import ModelConfig, TrainConfig, replace
 
 LADDER = (128, 192, 256, 384, 512, 768, 1024)   # hidden sizes considered, narrowest first
-TOKENS_PER_PARAM = 6.0      # fitted: characters per parameter below which a wider model loses
+TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wider model loses
 DROPOUT_EPOCHS = 15.0       # fitted: from this many epochs on, dropout helps (below, it only slows)
 DROPOUT = 0.1
 PROBE_STEPS = 2             # timed steps per candidate (after one untimed step)

@@ -24,7 +24,7 @@ SCHEDULES = ("constant", "cosine", "plateau")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "lstm"          # recurrent cell: lstm | gru | rnn (Elman, tanh) | jordan (output fed back)
+    cell: str = "gru"           # recurrent cell: gru | lstm | rnn (Elman, tanh) | jordan (output fed back)
     vocab_size: int = 0         # V, set from the tokenizer when the model is built
     embed: int = 64             # E, embedding width
     hidden: int = 256           # H, hidden (and cell) state width of every layer

@@ -4,7 +4,7 @@ import pytest
 from charlm.autoconfig import (DROPOUT, DROPOUT_EPOCHS, LADDER, TOKENS_PER_PARAM, choose, stack_parameters)
 from charlm.config import ModelConfig, TrainConfig
 
-MODEL = ModelConfig(vocab_size=65)
+MODEL = ModelConfig(cell="lstm", vocab_size=65)
 
 
 def flops_rate(model):
@@ -16,9 +16,9 @@ def test_the_widest_model_that_still_sees_enough_tokens_per_parameter():
     seconds = 180.0
     choice = choose(MODEL, TrainConfig(time_budget=seconds), corpus_tokens=10**9, given=set(), rate=flops_rate)
     H = choice.values["hidden"]
-    assert flops_rate(ModelConfig(hidden=H)) * seconds >= TOKENS_PER_PARAM * stack_parameters(65, 64, H, 2)
+    assert flops_rate(ModelConfig(cell="lstm", hidden=H)) * seconds >= TOKENS_PER_PARAM * stack_parameters(65, 64, H, 2)
     wider = LADDER[LADDER.index(H) + 1]
-    assert flops_rate(ModelConfig(hidden=wider)) * seconds < TOKENS_PER_PARAM * stack_parameters(65, 64, wider, 2)
+    assert flops_rate(ModelConfig(cell="lstm", hidden=wider)) * seconds < TOKENS_PER_PARAM * stack_parameters(65, 64, wider, 2)
     assert "dropout" not in choice.values  # a billion tokens: not even one epoch
     again = choose(MODEL, TrainConfig(time_budget=seconds), 10**9, set(), flops_rate)  # deterministic
     assert (again.values, again.reason, again.rates) == (choice.values, choice.reason, choice.rates)
@@ -30,7 +30,7 @@ def test_many_epochs_bring_dropout_and_given_fields_are_never_changed():
     small_corpus = 10**5
     choice = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, set(), flops_rate)
     assert choice.values["dropout"] == DROPOUT
-    tokens = flops_rate(ModelConfig(hidden=choice.values["hidden"])) * 600
+    tokens = flops_rate(ModelConfig(cell="lstm", hidden=choice.values["hidden"])) * 600
     assert tokens / small_corpus >= DROPOUT_EPOCHS
     kept = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"dropout"}, flops_rate)
     assert "dropout" not in kept.values
@@ -65,7 +65,7 @@ def test_train_with_only_a_time_budget_prints_and_stores_its_choice(tmp_path, mo
     result = CliRunner().invoke(main, ["train", str(corpus), "--time", "2s", "--batch-size", "4", "--seq-len", "16",
                                        "--run-dir", str(tmp_path / "auto")])
     assert result.exit_code == 0, result.output
-    assert "chosen" in result.output and "LSTM" in result.output
+    assert "chosen" in result.output and ModelConfig().row.torch_module in result.output  # the default cell
     meta = ckpt.load_checkpoint(tmp_path / "auto" / ckpt.LAST_FILE).metadata
     chosen = meta["auto_choice"]["values"]["hidden"]
     assert chosen in LADDER and ckpt.load_checkpoint(tmp_path / "auto").config.hidden == chosen

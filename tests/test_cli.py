@@ -140,7 +140,8 @@ def test_checkpoint_carries_the_state_sampling_starts_from(trained):
 
     loaded = ckpt.load_checkpoint(trained)
     start = np.array(loaded.metadata["start_state"])
-    assert start.shape == (1, 2, 16) and np.abs(start).sum() > 0
+    c = loaded.config
+    assert start.shape == (c.layers, c.states, c.hidden) == (1, c.states, 16) and np.abs(start).sum() > 0
     np.testing.assert_allclose(Sampler.from_checkpoint(loaded).start_state, start, atol=1e-6)
 
 
