@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .config import parse_eval_every  # re-exported: the cadence is parsed where config is validated
 
 AUTO_EVALS = 8          # evaluations per run with eval_every = "auto" (the last at the end)
-MAX_EVAL_SHARE = 0.03   # auto cadence: evaluation time / time between evaluations, at most
+MAX_EVAL_SHARE = 0.02   # auto cadence: evaluation time / time between evaluations, at most (the final one comes on top)
 
 
 @dataclass(frozen=True)
