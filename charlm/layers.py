@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .distributed.streams import stream_uniform
+from .stream_random import stream_uniform
 from .kernels.cells import LAYER_CACHE
 
 

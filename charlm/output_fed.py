@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .distributed.streams import stream_uniform
+from .stream_random import stream_uniform
 
 
 class OutputFedStack:
