@@ -18,22 +18,15 @@ from click.testing import CliRunner
 from charlm import checkpoint as ckpt
 from charlm.builtin_corpora import pseudo_names
 from charlm.cli import main
+from cli_helpers import invoke
 
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4"]
 TEXT = "".join(f"the {w} fox jumps over the lazy dog number {i % 7}\n"
                for i, w in enumerate(["quick", "slow", "brown", "red"] * 30))
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Runs, caches and crash logs go to tmp_path; the working directory is tmp_path."""
-    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def write(path, text=TEXT):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charlm import checkpoint as ckpt
-from charlm.cli import main
+from cli_helpers import invoke
 from charlm.cli.config_keys import read_config_file
 from charlm.cli.train_cmd import OPTION_NAMES
 from charlm.config import ModelConfig, TrainConfig
@@ -25,11 +24,7 @@ TINY = ["--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--b
 TEXT = "".join(f"line {i % 9} of a \"quoted\" text (with brackets)\n" for i in range(200))
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 @pytest.fixture
@@ -43,9 +38,6 @@ def no_hang():
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
 
-
-def invoke(*args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], **kw)
 
 
 def write(path, text=TEXT):

@@ -16,26 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charlm import checkpoint as ckpt
 from charlm import rundir
-from charlm.cli import main
+from cli_helpers import invoke
 from charlm.fingerprint import ids_digest
 
 TINY = ["--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "2", "--threads", "1"]
 TEXT = "".join(f"line {i % 7} of some text about foxes\n" for i in range(200))
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_red_line(result, code=1):
