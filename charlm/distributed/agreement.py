@@ -51,4 +51,9 @@ def check_agreement(world, trainer) -> None:
     if problem is not None:
         if world.rank == 0:
             raise (CorpusError if " text from rank 0 " in problem else ConfigError)(problem)
+        # Give rank 0 time to print the line and abort the job: a rank that exited first could
+        # have the launcher kill rank 0 before it said why.
+        import time
+
+        time.sleep(10)
         raise SystemExit(1)
