@@ -81,9 +81,9 @@ from charlm.seqtask.model import SeqModel  # noqa: E402
 
 
 def tiny_model(cell="lstm", task="classify", pooling="mean", bidirectional=True, layers=2, seed=0,
-               dtype=np.float64, dropout=0.0):
+               dtype=np.float64, dropout=0.0, ngrams=0):
     config = SeqModelConfig(task=task, cell=cell, vocab_size=7, num_labels=3, embed=3, hidden=4, layers=layers,
-                            bidirectional=bidirectional, dropout=dropout, pooling=pooling)
+                            bidirectional=bidirectional, dropout=dropout, pooling=pooling, ngrams=ngrams, buckets=11)
     model = SeqModel(config, dtype).init_weights(np.random.default_rng(seed))
     model.flat[...] = np.random.default_rng(seed + 1).uniform(-0.6, 0.6, model.size)  # no symmetric ties
     return model
@@ -96,11 +96,13 @@ def tiny_batch(task, rng, lengths=(2, 5, 3, 5)):
     return ids, np.array(lengths), labels
 
 
-@pytest.mark.parametrize("cell, task, pooling", [("lstm", "classify", "mean"), ("gru", "classify", "max"),
-                                                 ("rnn", "classify", "final"), ("lstm", "classify", "final"),
-                                                 ("gru", "tag", "mean")])
-def test_gradcheck_through_encoder_pooling_and_head(cell, task, pooling):
-    model = tiny_model(cell, task, pooling)
+@pytest.mark.parametrize("cell, task, pooling, ngrams", [
+    ("lstm", "classify", "mean", 0), ("gru", "classify", "max", 0), ("rnn", "classify", "final", 0),
+    ("lstm", "classify", "final", 0), ("gru", "tag", "mean", 0),
+    ("lstm", "classify", "final", 3), ("gru", "classify", "max", 4), ("lstm", "tag", "mean", 3)])
+def test_gradcheck_through_encoder_pooling_and_head(cell, task, pooling, ngrams):
+    """(With ``ngrams``: through the hashed n-gram embeddings too.)"""
+    model = tiny_model(cell, task, pooling, ngrams=ngrams)
     ids, lengths, labels = tiny_batch(task, np.random.default_rng(2))
 
     def loss():
@@ -141,3 +143,25 @@ def test_batch_order_does_not_matter():
     perm = np.array([2, 0, 3, 1])
     logits_p, _ = model.forward(ids[:, perm], lengths[perm])
     np.testing.assert_allclose(logits_p, logits[perm], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell, dtype", [("lstm", np.float32), ("gru", np.float64), ("rnn", np.float32)])
+def test_two_threads_give_the_serial_results_bit_for_bit(cell, dtype):
+    """The reverse direction on its own thread: same logits, loss and gradients as one thread."""
+    from charlm.seqtask.model import kernel_scope
+
+    results = []
+    for threads in (1, 2):
+        model = tiny_model(cell, "classify", "final", dropout=0.3, dtype=dtype)
+        rng = np.random.default_rng(6)
+        ids, lengths, labels = tiny_batch("classify", np.random.default_rng(5), lengths=(7, 3, 6, 1, 7, 2))
+        with kernel_scope(threads):
+            assert (model._direction_pool() is not None) == (threads == 2)
+            loss = model.loss_and_grad(ids, lengths, labels, rng)
+            logits, _ = model.forward(ids, lengths)
+        results.append((loss, logits, model.grad_flat.copy()))
+    (loss1, logits1, grad1), (loss2, logits2, grad2) = results
+    assert loss1 == loss2
+    np.testing.assert_array_equal(logits1, logits2)
+    np.testing.assert_array_equal(grad1, grad2)
+    assert np.abs(grad1).max() > 0

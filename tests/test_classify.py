@@ -159,6 +159,9 @@ def test_cli_train_eval_predict(tmp_path, monkeypatch):
     (["classify", "train", "--resume", "nowhere"], "nowhere: no such run"),
     (["classify", "predict", "junk.safetensors", "x"], "not a safetensors file"),
     (["classify", "train", "train.tsv", "--dev-fraction", "0.5", "--hidden", "0"], "Invalid value for '--hidden'"),
+    (["classify", "train", "train.tsv", "--ngrams", "1"], "ngrams must be 0 (none) or from 2 to 8, got 1"),
+    (["classify", "train", "train.tsv", "--ngrams", "3", "--buckets", "0"], "Invalid value for '--buckets'"),
+    (["classify", "train", "train.tsv", "--threads", "-1"], "Invalid value for '--threads'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -26,6 +26,8 @@ MODEL_OPTIONS = [
     ("layers", "--layers", POSITIVE, "stacked layers"),
     ("bidirectional", "--bidirectional/--unidirectional", None, "read each sequence both ways, or forward only"),
     ("dropout", "--dropout", FRACTION, "dropout between layers and before the head (training only)"),
+    ("ngrams", "--ngrams", NON_NEG, "add hashed embeddings of the 2..N-grams ending at each token (0 = none)"),
+    ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
 ]
 POOLING_OPTION = ("pooling", "--pooling", click.Choice(("final", "mean", "max")),
                   "how a sequence becomes one vector: the final states, or the mean or max over its steps")
@@ -44,6 +46,7 @@ TRAIN_OPTIONS = [
     ("max_length", "--max-length", NON_NEG, "tokens kept per training sequence (0 = all)"),
     ("seed", "--seed", NON_NEG, "seed of initialisation, dropout, data order and the dev hold-out"),
     ("dtype", "--dtype", click.Choice(("float32", "float64")), "float32 for speed, float64 for checks"),
+    ("threads", "--threads", NON_NEG, "cores to use (0 = all; a bidirectional layer runs its two directions at once)"),
 ]
 
 

@@ -47,7 +47,7 @@ def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
         hn[j] = a_n
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def gru_forward(xp, W_hh, b_hh, s0):
     """
     xp:   (T, B, 3H) input projections x_t @ W_ih^T + b_ih
@@ -104,7 +104,7 @@ def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db, 
         dh_skip[j] = dh * z
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def gru_backward(dh_out, dsT, W_hh, hs, gates, hn):
     """
     dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence

@@ -44,7 +44,7 @@ def lstm_step(xp, hW, bias, c_prev, h_next, c_next, gates):
         gates[3 * H + j] = o
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def lstm_forward(xp, W_hh, b_hh, s0):
     """
     xp:   (T, B, 4H) input projections x_t @ W_ih^T + b_ih
@@ -102,7 +102,7 @@ def lstm_step_backward(dh_out, dh, dc, gates, c, c_prev, da, db):
         dc[j] = dc_t * f
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
     """
     dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence

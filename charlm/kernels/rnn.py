@@ -25,7 +25,7 @@ def rnn_step(xp, hW, bias, h_next):
         h_next[j] = tanh_act(xp[j] + hW[j] + bias[j])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def rnn_forward(xp, W_hh, b_hh, s0):
     """
     xp:   (T, B, H) input projections x_t @ W_ih^T + b_ih
@@ -57,7 +57,7 @@ def rnn_step_backward(dh_out, dh, h, da, db):
         db[j] += d
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def rnn_backward(dh_out, dsT, W_hh, hs):
     """
     dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence

@@ -122,11 +122,53 @@ def direction_backward(cell, dout, dfinal, W_hh, spans: Spans, caches):
     return dxp, dW_hh, db_hh
 
 
+def _layer_direction_forward(cell, params, inp, spans: Spans, name, d: int):
+    """One direction of one layer: its outputs (T, B, H) in the forward order, final states, cache."""
+    T, B, _ = inp.shape
+    src = spans.flip(inp) if d else inp
+    xp = (src.reshape(T * B, -1) @ params[name("weight_ih")].T + params[name("bias_ih")]).reshape(T, B, -1)
+    out, final, caches = direction_forward(cell, xp, params[name("weight_hh")], params[name("bias_hh")], spans)
+    return (spans.flip(out) if d else out), final, (src, caches)
+
+
+def _layer_direction_backward(cell, params, dout_d, dfinal, spans: Spans, name, d: int, direction_cache):
+    """Gradients of one direction of one layer: ((name, gradient) pairs, dL/d(layer input))."""
+    T, B, _ = dout_d.shape
+    src, caches = direction_cache
+    dout_d = dout_d * spans.mask[:, :, None]
+    if d:
+        dout_d = spans.flip(dout_d)
+    dxp, dW_hh, db_hh = direction_backward(cell, dout_d, dfinal, params[name("weight_hh")], spans, caches)
+    dxp2 = dxp.reshape(T * B, -1)
+    grads = [(name("weight_hh"), dW_hh), (name("bias_hh"), db_hh),
+             (name("weight_ih"), dxp2.T @ src.reshape(T * B, -1)), (name("bias_ih"), dxp2.sum(axis=0))]
+    dsrc = (dxp2 @ params[name("weight_ih")]).reshape(T, B, -1)
+    return grads, (spans.flip(dsrc) if d else dsrc)
+
+
+def _each_direction(run, directions: int, pool):
+    """[run(0), run(1), ...]: with a ``pool`` (an executor), the reverse direction runs on its
+    thread while this one runs the forward direction; the kernels release the GIL, and the two
+    directions share no array they write, so the results are the same either way."""
+    if pool is None or directions == 1:
+        return [run(d) for d in range(directions)]
+    later = pool.submit(run, 1)
+    try:
+        first = run(0)
+    finally:
+        second = later.result()
+    return [first, second]
+
+
+def _names(prefix: str, k: int, d: int):
+    return lambda kind: f"{prefix}{kind}_l{k}{DIRECTION_SUFFIXES[d]}"
+
+
 def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int, *,
-                    dropout: float = 0.0, rng=None, prefix: str = "rnn."):
+                    dropout: float = 0.0, rng=None, prefix: str = "rnn.", pool=None):
     """x (T, B, I) -> out (T, B, D*H) (0 at padded steps), finals (L*D, S, B, H), cache.
-    ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does."""
-    T, B, _ = x.shape
+    ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does.
+    ``pool``: an executor that runs the reverse direction beside the forward one."""
     finals, cache = [], []
     inp = x
     for k in range(layers):
@@ -135,46 +177,37 @@ def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int,
             keep = 1.0 - dropout
             mask = ((rng.random(inp.shape) < keep) / keep).astype(inp.dtype)
             inp = inp * mask
-        outs, layer_cache = [], []
-        for d, sfx in enumerate(DIRECTION_SUFFIXES[:directions]):
-            W_ih, W_hh = params[f"{prefix}weight_ih_l{k}{sfx}"], params[f"{prefix}weight_hh_l{k}{sfx}"]
-            b_ih, b_hh = params[f"{prefix}bias_ih_l{k}{sfx}"], params[f"{prefix}bias_hh_l{k}{sfx}"]
-            src = spans.flip(inp) if d else inp
-            xp = (src.reshape(T * B, -1) @ W_ih.T + b_ih).reshape(T, B, -1)  # (T, B, GH)
-            out, final, caches = direction_forward(cell, xp, W_hh, b_hh, spans)
-            outs.append(spans.flip(out) if d else out)
-            finals.append(final)
-            layer_cache.append((src, caches))
-        cache.append((inp, mask, layer_cache))
-        inp = np.concatenate(outs, axis=2) if directions > 1 else outs[0]
+        layer_inp = inp
+        results = _each_direction(
+            lambda d: _layer_direction_forward(cell, params, layer_inp, spans, _names(prefix, k, d), d),
+            directions, pool)
+        finals += [final for _, final, _ in results]
+        cache.append((inp, mask, [c for _, _, c in results]))
+        inp = np.concatenate([out for out, _, _ in results], axis=2) if directions > 1 else results[0][0]
     return inp, np.stack(finals), cache
 
 
 def encoder_backward(cell, params, grads, dout, dfinals, spans: Spans, cache, layers: int,
-                     directions: int, prefix: str = "rnn."):
+                     directions: int, prefix: str = "rnn.", pool=None):
     """Accumulate parameter gradients into ``grads`` (same names as ``params``) and return dL/dx
     (T, B, I). dout (T, B, D*H) wrt the top layer's outputs; dfinals (L*D, S, B, H) or None."""
     T, B, _ = dout.shape
     for k in range(layers - 1, -1, -1):
         inp, mask, layer_cache = cache[k]
         H = params[f"{prefix}weight_hh_l{k}"].shape[1]
-        dinp = np.zeros_like(inp)
-        for d, sfx in enumerate(DIRECTION_SUFFIXES[:directions]):
-            name = lambda kind: f"{prefix}{kind}_l{k}{sfx}"  # noqa: E731
-            src, caches = layer_cache[d]
-            dout_d = dout[:, :, d * H:(d + 1) * H] * spans.mask[:, :, None]
-            if d:
-                dout_d = spans.flip(dout_d)
+        layer_dout = dout
+
+        def run(d):
             dfinal = (dfinals[k * directions + d] if dfinals is not None
-                      else np.zeros((cell.states, B, H), dout.dtype))
-            dxp, dW_hh, db_hh = direction_backward(cell, dout_d, dfinal, params[name("weight_hh")], spans, caches)
-            dxp2 = dxp.reshape(T * B, -1)
-            grads[name("weight_hh")] += dW_hh
-            grads[name("bias_hh")] += db_hh
-            grads[name("weight_ih")] += dxp2.T @ src.reshape(T * B, -1)
-            grads[name("bias_ih")] += dxp2.sum(axis=0)
-            dsrc = (dxp2 @ params[name("weight_ih")]).reshape(T, B, -1)
-            dinp += spans.flip(dsrc) if d else dsrc
+                      else np.zeros((cell.states, B, H), layer_dout.dtype))
+            return _layer_direction_backward(cell, params, layer_dout[:, :, d * H:(d + 1) * H], dfinal, spans,
+                                             _names(prefix, k, d), d, layer_cache[d])
+
+        dinp = np.zeros_like(inp)
+        for named, dsrc in _each_direction(run, directions, pool):  # summed in a fixed order
+            for name, g in named:
+                grads[name] += g
+            dinp += dsrc
         if mask is not None:
             dinp *= mask
         dout = dinp

@@ -18,6 +18,7 @@ TASKS = ("classify", "tag")
 # a mean over all steps blurs them.
 POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
+MAX_NGRAM = 8
 
 
 def per_layer_cells() -> tuple[str, ...]:
@@ -41,6 +42,8 @@ class SeqModelConfig:
     bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
     dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
     pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
+    ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
+    buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
 
     @property
     def directions(self) -> int:
@@ -53,8 +56,11 @@ class SeqModelConfig:
         _choice("pooling", self.pooling, POOLINGS)
         _positive_int("vocab_size", self.vocab_size, minimum=2)
         _positive_int("num_labels", self.num_labels, minimum=1)
-        for name in ("embed", "hidden", "layers"):
+        for name in ("embed", "hidden", "layers", "buckets"):
             _positive_int(name, getattr(self, name))
+        _positive_int("ngrams", self.ngrams, minimum=0)
+        if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
+            raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if not isinstance(self.bidirectional, bool):
             raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
@@ -78,13 +84,14 @@ class SeqTrainConfig:
     max_length: int = 0         # tokens kept per training sequence (0 = all)
     seed: int = 1234            # initialisation, dropout and data order
     dtype: str = "float32"      # float32 for speed, float64 for checks
+    threads: int = 0            # cores used (0 = all): a bidirectional layer runs its directions on two
 
     def validate(self) -> "SeqTrainConfig":
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("batch_size",):
             _positive_int(name, getattr(self, name))
-        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed"):
+        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
             _positive_int(name, getattr(self, name), minimum=0)
         for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
             value = getattr(self, name)

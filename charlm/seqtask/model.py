@@ -1,12 +1,14 @@
 """Sequence classifier and tagger: embedding -> L (bi)directional layers -> head.
 
+input:    each token's embedding, plus with ``ngrams`` the hashed embeddings of the n-grams ending there
 classify: pooling over valid steps -> dropout -> linear -> softmax over C labels (one per sequence)
 tag:      dropout -> linear on every valid step -> softmax over C tags (one per token)
 
 Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/RNN`` with
 ``bidirectional`` as configured (``rnn.weight_ih_l0``, ``rnn.weight_ih_l0_reverse``, ...) and
 ``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
-into another) so that the optimiser works on a single array, as for the language model.
+into another) so that the optimiser works on a single array, as for the language model. The
+n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py).
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
@@ -19,19 +21,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import heads
+from . import heads, ngrams
 from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from .config import SeqModelConfig
 
 
 @contextmanager
-def kernel_scope():
-    """Run the block with every BLAS pool on one thread (restored on exit). The serial kernels
-    call BLAS once per step on (B, H) blocks: a second BLAS thread gains nothing there, and
-    under load its spinning workers made a step 70x slower (measured: 35 ms -> 2.4 s)."""
+def kernel_scope(threads: int = 0):
+    """Run the block with every BLAS pool on one thread and ``threads`` threads for the model
+    (0 = all cores; restored on exit). The serial kernels call BLAS once per step on (B, H)
+    blocks: a second BLAS thread gains nothing there, and under load its spinning workers made
+    a step 70x slower (measured: 35 ms -> 2.4 s). With two threads or more, a bidirectional
+    layer runs its two directions at once, one per thread."""
     from ..runtime import kernel_threads, thread_limits
 
-    with thread_limits(1):
+    with thread_limits(threads):
         kernel_threads()  # applies the limits now (they otherwise wait for a parallel kernel)
         yield
 
@@ -41,7 +45,8 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
 
     c = config
     F = c.directions * c.hidden
-    return ([("embedding.weight", (c.vocab_size, c.embed))]
+    ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
+    return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
             + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
 
@@ -62,6 +67,20 @@ class SeqModel:
             self.params[name] = self.flat[offset:offset + n].reshape(shape)
             self.grads[name] = self.grad_flat[offset:offset + n].reshape(shape)
             offset += n
+        self._executor = None
+
+    def _direction_pool(self):
+        """The executor that runs reverse directions beside forward ones, or None: a
+        unidirectional model, or one kernel thread (``kernel_scope``)."""
+        from ..runtime import kernel_threads
+
+        if self.config.directions < 2 or kernel_threads() < 2:
+            return None
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-reverse")
+        return self._executor
 
     @property
     def cell(self):
@@ -88,6 +107,8 @@ class SeqModel:
         head_bound = 1.0 / math.sqrt(c.directions * c.hidden)
         p["head.weight"][...] = rng.uniform(-head_bound, head_bound, p["head.weight"].shape)
         p["head.bias"][...] = 0.0
+        if c.ngrams:  # drawn last: a model without n-grams starts as it always did
+            p["ngram_embedding.weight"][...] = rng.normal(0.0, 0.1, p["ngram_embedding.weight"].shape)
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -110,9 +131,13 @@ class SeqModel:
         ids_s = np.ascontiguousarray(np.asarray(ids)[:T, order])
         spans = Spans.of(lengths_s)
         x = p["embedding.weight"][ids_s]                                       # (T, B, E)
+        grams = None
+        if c.ngrams:
+            grams = ngrams.ngram_ids(ids_s, c.vocab_size, c.ngrams, c.buckets)  # (N-1, T, B)
+            ngrams.embed(p["ngram_embedding.weight"], grams, x)
         drop = c.dropout if rng is not None else 0.0
         out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
-                                            dropout=drop, rng=rng)
+                                            dropout=drop, rng=rng, pool=self._direction_pool())
         if c.task == "classify":
             feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
         else:
@@ -124,14 +149,14 @@ class SeqModel:
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
-        cache = (order, inverse, lengths_s, ids_s, spans, enc_cache, out.shape, arg, mask, h)
+        cache = (order, inverse, lengths_s, ids_s, grams, spans, enc_cache, out.shape, arg, mask, h)
         return logits, cache
 
     def backward(self, dlogits, cache) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
         in the caller's order (zero wherever the loss does not look)."""
         c, p, g = self.config, self.params, self.grads
-        order, inverse, lengths_s, ids_s, spans, enc_cache, out_shape, arg, mask, h = cache
+        order, inverse, lengths_s, ids_s, grams, spans, enc_cache, out_shape, arg, mask, h = cache
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         F = out_shape[2]
@@ -144,9 +169,12 @@ class SeqModel:
             dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
         else:
             dout = dh
-        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions)
+        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
+                              pool=self._direction_pool())
         from ..kernels.embedding import scatter_add_rows
 
+        if grams is not None:
+            ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx, spans.mask)
         dx = np.ascontiguousarray(dx.reshape(-1, dx.shape[-1])[spans.mask.reshape(-1)])
         scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
 

@@ -124,12 +124,12 @@ class SeqTrainer:
             tcfg = from_dict(SeqTrainConfig, last.metadata["train_config"]).validate()
         except (KeyError, TypeError, ConfigError):
             raise CheckpointError(f"{run_dir}: last checkpoint has no valid training state") from None
-        allowed = {"steps", "epochs", "time_budget", "eval_every"}
+        allowed = {"steps", "epochs", "time_budget", "eval_every", "threads"}
         changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed
                          and v != getattr(tcfg, k, v))
         if changed:
-            raise ConfigError(f"cannot change {', '.join(changed)} when resuming (only the budget "
-                              "and eval_every)")
+            raise ConfigError(f"cannot change {', '.join(changed)} when resuming (only the budget, "
+                              "eval_every and threads)")
         tcfg = replace(tcfg, **{k: v for k, v in overrides.items() if v is not None and k in allowed}).validate()
         trainer = cls(train, dev, last.config, tcfg, run_dir, data_spec=last.metadata.get("data"), _resume=last)
         if last.metadata.get("train_examples") != len(trainer.train):
@@ -189,7 +189,7 @@ class SeqTrainer:
 
     def events(self):
         """Train until a budget is reached or a stop is requested, yielding events."""
-        with kernel_scope():
+        with kernel_scope(self.tcfg.threads):
             yield from self._events()
 
     def _events(self):

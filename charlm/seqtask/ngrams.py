@@ -1,0 +1,53 @@
+"""Hashed n-gram embeddings: the input of step t is the embedding of token t plus the embeddings
+of the n-grams (n = 2..N) that end at token t, each hashed into one of K shared buckets (the
+subword buckets of fastText, Bojanowski et al. 2017, https://arxiv.org/abs/1607.04606).
+
+At the character level this hands the recurrent layers the letter sequences a linear n-gram
+classifier weighs ("sch", "ij", "ção") at the step where they complete, so the network need not
+discover them one character at a time from a few thousand words per class.
+
+An n-gram may reach one step before the sequence: that step is a boundary marker (id V), so
+"<th" (the word starts with "th") differs from "th" inside it; grams reaching further back are
+left out. The hash of the ids g_1..g_n is the polynomial sum (g_i + 1) * 1000003^(n-i) modulo
+the prime 2^31 - 1, then modulo K: fixed arithmetic, so a stored model hashes the same anywhere.
+Collisions only make two n-grams share a vector.
+
+Dimensions: T steps, B batch, N the largest n, K buckets, E embedding width.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MULTIPLIER, MODULUS = 1_000_003, 2_147_483_647
+
+
+def ngram_ids(ids: np.ndarray, vocab_size: int, max_n: int, buckets: int) -> np.ndarray:
+    """(N-1, T, B) bucket of the n-gram (n = 2..N) ending at each step of ids (T, B), or -1 where
+    it would reach more than one step before the sequence. Padded steps get buckets too (of
+    whatever ids they hold); the model never reads them."""
+    T, B = ids.shape
+    marked = np.concatenate([np.full((1, B), vocab_size, np.int64), ids.astype(np.int64)])  # (T+1, B)
+    h = marked[1:] + 1                   # (T, B) hash of the 1-gram ending at each step
+    result = np.full((max_n - 1, T, B), -1, np.int64)
+    for n in range(2, min(max_n, T + 1) + 1):
+        first = n - 2                    # the first step whose n-gram starts at the marker
+        head = marked[:T - first] + 1    # token t-n+1 of steps t = first..T-1 (marked is 1 ahead)
+        h[first:] = (head * pow(MULTIPLIER, n - 1, MODULUS) + h[first:]) % MODULUS
+        result[n - 2, first:] = h[first:] % buckets
+    return result
+
+
+def embed(table: np.ndarray, grams: np.ndarray, x: np.ndarray) -> None:
+    """x (T, B, E) += table[grams[k]] for every n-gram order k where the bucket is >= 0."""
+    for k in range(grams.shape[0]):
+        valid = grams[k] >= 0                            # (T, B)
+        x[valid] += table[grams[k][valid]]
+
+
+def embed_backward(dtable: np.ndarray, grams: np.ndarray, dx: np.ndarray, mask: np.ndarray) -> None:
+    """dtable += the rows of dx (T, B, E) at the valid steps (mask (T, B)), by bucket."""
+    from ..kernels.embedding import scatter_add_rows
+
+    for k in range(grams.shape[0]):
+        use = mask & (grams[k] >= 0)
+        scatter_add_rows(dtable, np.ascontiguousarray(grams[k][use]), np.ascontiguousarray(dx[use]))

@@ -1,0 +1,102 @@
+"""Hashed n-gram embeddings of the sequence models: the hash against a plain reference, PyTorch on
+identical weights (logits and every gradient), padding, bad settings. (Finite differences:
+test_bidir.py's gradient check runs with n-grams too.)"""
+import numpy as np
+import pytest
+
+from charlm.errors import ConfigError
+from charlm.seqtask.config import SeqModelConfig
+from charlm.seqtask.model import SeqModel
+from charlm.seqtask.ngrams import ngram_ids
+
+from test_bidir import tiny_batch as batch
+from test_bidir import tiny_model
+
+
+def reference_bucket(tokens, buckets):
+    """Horner's rule on (id + 1), base 1000003, modulo 2^31 - 1, then modulo the buckets."""
+    h = 0
+    for t in tokens:
+        h = (h * 1_000_003 + int(t) + 1) % (2 ** 31 - 1)
+    return h % buckets
+
+
+def test_buckets_match_the_reference_hash():
+    rng = np.random.default_rng(0)
+    V, N, K = 9, 4, 97
+    ids = rng.integers(0, V, (6, 3))
+    grams = ngram_ids(ids, V, N, K)
+    assert grams.shape == (N - 1, 6, 3)
+    for b in range(3):
+        marked = [V] + ids[:, b].tolist()               # the marker stands before step 0
+        for n in range(2, N + 1):
+            for t in range(6):
+                start = t - n + 2                       # index into marked
+                expected = reference_bucket(marked[start:t + 2], K) if start >= 0 else -1
+                assert grams[n - 2, t, b] == expected, (n, t, b)
+
+
+def test_sequences_shorter_than_the_grams():
+    grams = ngram_ids(np.array([[3, 4]]), 5, 5, 13)     # T = 1: only "<x" exists
+    assert (grams[0] >= 0).all() and (grams[1:] == -1).all()
+
+
+def test_matches_pytorch_on_identical_weights():
+    """nn.Embedding (tokens) + nn.Embedding (buckets) summed, packed nn.LSTM, final states, nn.Linear."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = tiny_model("lstm", "classify", "final", ngrams=3)
+    c = model.config
+    ids, lengths, labels = batch("classify", np.random.default_rng(3), lengths=(4, 6, 1, 3, 6))
+    module = torch.nn.ModuleDict({
+        "embedding": torch.nn.Embedding(c.vocab_size, c.embed),
+        "ngram_embedding": torch.nn.Embedding(c.buckets, c.embed),
+        "rnn": torch.nn.LSTM(c.embed, c.hidden, num_layers=c.layers, bidirectional=True),
+        "head": torch.nn.Linear(2 * c.hidden, c.num_labels)}).double()
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}, strict=True)
+    grams = torch.from_numpy(ngram_ids(ids, c.vocab_size, c.ngrams, c.buckets))
+    x = module["embedding"](torch.from_numpy(ids))
+    for k in range(grams.shape[0]):
+        x = x + module["ngram_embedding"](grams[k].clamp(min=0)) * (grams[k] >= 0)[:, :, None]
+    _, (h_n, _) = module["rnn"](pack_padded_sequence(x, torch.from_numpy(lengths), enforce_sorted=False))
+    logits_t = module["head"](torch.cat([h_n[-2], h_n[-1]], 1))
+    torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(labels)).backward()
+
+    loss = model.loss_and_grad(ids, lengths, labels)
+    logits, _ = model.forward(ids, lengths)
+    np.testing.assert_allclose(logits, logits_t.detach().numpy(), rtol=0, atol=1e-12)
+    grads_t = dict(module.named_parameters())
+    for name, grad in model.grads.items():
+        np.testing.assert_allclose(grad, grads_t[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+    assert np.isfinite(loss)
+
+
+def test_padding_changes_nothing_with_ngrams():
+    model = tiny_model("gru", "tag", "mean", ngrams=4)
+    rng = np.random.default_rng(4)
+    ids, lengths, labels = batch("tag", rng)
+    loss = model.loss_and_grad(ids, lengths, labels)
+    grad = model.grad_flat.copy()
+    ids2 = rng.integers(0, 7, (ids.shape[0] + 2, ids.shape[1]))
+    labels2 = rng.integers(0, 3, ids2.shape)
+    for b, n in enumerate(lengths):
+        ids2[:n, b], labels2[:n, b] = ids[:n, b], labels[:n, b]
+    assert model.loss_and_grad(ids2, lengths, labels2) == loss
+    np.testing.assert_array_equal(model.grad_flat, grad)
+
+
+def test_without_ngrams_the_model_is_unchanged():
+    """No n-gram table, and the same initial weights as before the option existed."""
+    base = SeqModelConfig(vocab_size=7, num_labels=3, embed=3, hidden=4)
+    plain = SeqModel(base).init_weights(np.random.default_rng(0))
+    assert "ngram_embedding.weight" not in plain.params
+    with_ngrams = SeqModel(SeqModelConfig(**{**base.__dict__, "ngrams": 2})).init_weights(np.random.default_rng(0))
+    for name, value in plain.params.items():
+        np.testing.assert_array_equal(with_ngrams.params[name], value)
+
+
+@pytest.mark.parametrize("bad", [dict(ngrams=1), dict(ngrams=9), dict(ngrams=-1), dict(ngrams=3, buckets=0)])
+def test_bad_ngram_settings_are_one_clear_error(bad):
+    with pytest.raises(ConfigError, match="ngrams|buckets"):
+        SeqModelConfig(vocab_size=7, num_labels=3, **bad).validate()
