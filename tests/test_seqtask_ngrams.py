@@ -1,6 +1,8 @@
 """Hashed n-gram embeddings of the sequence models: the hash against a plain reference, PyTorch on
 identical weights (logits and every gradient), padding, bad settings. (Finite differences:
 test_bidir.py's gradient check runs with n-grams too.)"""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from charlm.seqtask.config import SeqModelConfig
 from charlm.seqtask.model import SeqModel
 from charlm.seqtask.ngrams import ngram_ids
 
+from gradcheck import assert_gradient_matches_finite_diff
 from test_bidir import tiny_batch as batch
 from test_bidir import tiny_model
 
@@ -41,14 +44,13 @@ def test_sequences_shorter_than_the_grams():
     assert (grams[0] >= 0).all() and (grams[1:] == -1).all()
 
 
-def test_matches_pytorch_on_identical_weights():
-    """nn.Embedding (tokens) + nn.Embedding (buckets) summed, packed nn.LSTM, final states, nn.Linear."""
+def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None):
+    """nn.Embedding (tokens) + nn.Embedding (buckets) summed (times the input-dropout multipliers
+    when given), a packed nn.LSTM, both final states, nn.Linear: (logits, gradients by name)."""
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    model = tiny_model("lstm", "classify", "final", ngrams=3)
     c = model.config
-    ids, lengths, labels = batch("classify", np.random.default_rng(3), lengths=(4, 6, 1, 3, 6))
     module = torch.nn.ModuleDict({
         "embedding": torch.nn.Embedding(c.vocab_size, c.embed),
         "ngram_embedding": torch.nn.Embedding(c.buckets, c.embed),
@@ -57,19 +59,50 @@ def test_matches_pytorch_on_identical_weights():
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}, strict=True)
     grams = torch.from_numpy(ngram_ids(ids, c.vocab_size, c.ngrams, c.buckets))
     x = module["embedding"](torch.from_numpy(ids))
+    if token_keep is not None:
+        x = x * torch.from_numpy(token_keep)[:, :, None]
     for k in range(grams.shape[0]):
-        x = x + module["ngram_embedding"](grams[k].clamp(min=0)) * (grams[k] >= 0)[:, :, None]
+        weight = (grams[k] >= 0).double() * (1.0 if gram_keep is None else torch.from_numpy(gram_keep[k]))
+        x = x + module["ngram_embedding"](grams[k].clamp(min=0)) * weight[:, :, None]
     _, (h_n, _) = module["rnn"](pack_padded_sequence(x, torch.from_numpy(lengths), enforce_sorted=False))
-    logits_t = module["head"](torch.cat([h_n[-2], h_n[-1]], 1))
-    torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(labels)).backward()
+    logits = module["head"](torch.cat([h_n[-2], h_n[-1]], 1))
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
+    return logits.detach().numpy(), {name: p.grad.numpy() for name, p in module.named_parameters()}
 
-    loss = model.loss_and_grad(ids, lengths, labels)
+
+def test_matches_pytorch_on_identical_weights():
+    model = tiny_model("lstm", "classify", "final", ngrams=3)
+    ids, lengths, labels = batch("classify", np.random.default_rng(3), lengths=(4, 6, 1, 3, 6))
+    logits_t, grads_t = torch_reference(model, ids, lengths, labels)
+    model.loss_and_grad(ids, lengths, labels)
     logits, _ = model.forward(ids, lengths)
-    np.testing.assert_allclose(logits, logits_t.detach().numpy(), rtol=0, atol=1e-12)
-    grads_t = dict(module.named_parameters())
+    np.testing.assert_allclose(logits, logits_t, rtol=0, atol=1e-12)
     for name, grad in model.grads.items():
-        np.testing.assert_allclose(grad, grads_t[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
-    assert np.isfinite(loss)
+        np.testing.assert_allclose(grad, grads_t[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_input_dropout_matches_pytorch_and_finite_differences():
+    """Whole token and n-gram vectors dropped: the same multipliers in PyTorch give the same
+    gradients, and the gradient is that of the loss with those multipliers held fixed."""
+    model = tiny_model("lstm", "classify", "final", ngrams=3)
+    model.config = dataclasses.replace(model.config, input_dropout=0.4)
+    ids, lengths, labels = batch("classify", np.random.default_rng(3), lengths=(6, 6, 4, 3, 1))  # sorted
+    logits, cache = model.forward(ids, lengths, rng=np.random.default_rng(8))
+    token_keep, gram_keep = cache[5], cache[6]
+    assert (token_keep == 0).any() and (gram_keep == 0).any() and (gram_keep > 1).any()
+    logits_t, grads_t = torch_reference(model, ids, lengths, labels, token_keep, gram_keep)
+    np.testing.assert_allclose(logits, logits_t, rtol=0, atol=1e-12)
+    loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(8))
+    for name, grad in model.grads.items():
+        np.testing.assert_allclose(grad, grads_t[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+    def dropped_loss():
+        z, _ = model.forward(ids, lengths, rng=np.random.default_rng(8))
+        return model.loss(z, labels, lengths)[0]
+
+    assert dropped_loss() == loss
+    assert_gradient_matches_finite_diff(dropped_loss, model.flat, model.grad_flat.copy(), "input dropout",
+                                        rtol=1e-5, atol=1e-8)
 
 
 def test_padding_changes_nothing_with_ngrams():
@@ -96,7 +129,8 @@ def test_without_ngrams_the_model_is_unchanged():
         np.testing.assert_array_equal(with_ngrams.params[name], value)
 
 
-@pytest.mark.parametrize("bad", [dict(ngrams=1), dict(ngrams=9), dict(ngrams=-1), dict(ngrams=3, buckets=0)])
-def test_bad_ngram_settings_are_one_clear_error(bad):
-    with pytest.raises(ConfigError, match="ngrams|buckets"):
+@pytest.mark.parametrize("bad", [dict(ngrams=1), dict(ngrams=9), dict(ngrams=-1), dict(ngrams=3, buckets=0),
+                                 dict(input_dropout=1.0), dict(input_dropout=-0.1), dict(input_dropout=True)])
+def test_bad_input_settings_are_one_clear_error(bad):
+    with pytest.raises(ConfigError, match="ngrams|buckets|input_dropout"):
         SeqModelConfig(vocab_size=7, num_labels=3, **bad).validate()

@@ -41,6 +41,7 @@ class SeqModelConfig:
     layers: int = 1             # L, stacked layers
     bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
     dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
+    input_dropout: float = 0.0  # drops whole token (and n-gram) embeddings at the input (training only)
     pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
@@ -63,8 +64,10 @@ class SeqModelConfig:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if not isinstance(self.bidirectional, bool):
             raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         return self
 
 

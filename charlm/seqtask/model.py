@@ -131,10 +131,16 @@ class SeqModel:
         ids_s = np.ascontiguousarray(np.asarray(ids)[:T, order])
         spans = Spans.of(lengths_s)
         x = p["embedding.weight"][ids_s]                                       # (T, B, E)
-        grams = None
+        drop_in = c.input_dropout if rng is not None else 0.0
+        token_keep = gram_keep = grams = None
+        if drop_in:  # whole vectors: a dropped character or n-gram is simply not seen this time
+            token_keep = heads.dropout_mask(ids_s.shape, drop_in, rng, x.dtype)  # (T, B)
+            x *= token_keep[:, :, None]
         if c.ngrams:
             grams = ngrams.ngram_ids(ids_s, c.vocab_size, c.ngrams, c.buckets)  # (N-1, T, B)
-            ngrams.embed(p["ngram_embedding.weight"], grams, x)
+            if drop_in:
+                gram_keep = heads.dropout_mask(grams.shape, drop_in, rng, x.dtype)
+            ngrams.embed(p["ngram_embedding.weight"], grams, x, gram_keep)
         drop = c.dropout if rng is not None else 0.0
         out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
                                             dropout=drop, rng=rng, pool=self._direction_pool())
@@ -149,14 +155,16 @@ class SeqModel:
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
-        cache = (order, inverse, lengths_s, ids_s, grams, spans, enc_cache, out.shape, arg, mask, h)
+        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out.shape,
+                 arg, mask, h)
         return logits, cache
 
     def backward(self, dlogits, cache) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
         in the caller's order (zero wherever the loss does not look)."""
         c, p, g = self.config, self.params, self.grads
-        order, inverse, lengths_s, ids_s, grams, spans, enc_cache, out_shape, arg, mask, h = cache
+        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
+         arg, mask, h) = cache
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         F = out_shape[2]
@@ -174,7 +182,9 @@ class SeqModel:
         from ..kernels.embedding import scatter_add_rows
 
         if grams is not None:
-            ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx, spans.mask)
+            ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx, spans.mask, gram_keep)
+        if token_keep is not None:
+            dx = dx * token_keep[:, :, None]
         dx = np.ascontiguousarray(dx.reshape(-1, dx.shape[-1])[spans.mask.reshape(-1)])
         scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
 

@@ -37,17 +37,20 @@ def ngram_ids(ids: np.ndarray, vocab_size: int, max_n: int, buckets: int) -> np.
     return result
 
 
-def embed(table: np.ndarray, grams: np.ndarray, x: np.ndarray) -> None:
-    """x (T, B, E) += table[grams[k]] for every n-gram order k where the bucket is >= 0."""
+def embed(table: np.ndarray, grams: np.ndarray, x: np.ndarray, keep=None) -> None:
+    """x (T, B, E) += keep[k] * table[grams[k]] for every n-gram order k where the bucket is >= 0;
+    keep (N-1, T, B) are input-dropout multipliers, or None (all 1)."""
     for k in range(grams.shape[0]):
         valid = grams[k] >= 0                            # (T, B)
-        x[valid] += table[grams[k][valid]]
+        rows = table[grams[k][valid]]
+        x[valid] += rows if keep is None else rows * keep[k][valid][:, None]
 
 
-def embed_backward(dtable: np.ndarray, grams: np.ndarray, dx: np.ndarray, mask: np.ndarray) -> None:
-    """dtable += the rows of dx (T, B, E) at the valid steps (mask (T, B)), by bucket."""
+def embed_backward(dtable: np.ndarray, grams: np.ndarray, dx: np.ndarray, mask: np.ndarray, keep=None) -> None:
+    """dtable += the rows of dx (T, B, E) (times ``keep``) at the valid steps (mask (T, B)), by bucket."""
     from ..kernels.embedding import scatter_add_rows
 
     for k in range(grams.shape[0]):
         use = mask & (grams[k] >= 0)
-        scatter_add_rows(dtable, np.ascontiguousarray(grams[k][use]), np.ascontiguousarray(dx[use]))
+        rows = dx[use] if keep is None else dx[use] * keep[k][use][:, None]
+        scatter_add_rows(dtable, np.ascontiguousarray(grams[k][use]), np.ascontiguousarray(rows))
