@@ -132,7 +132,7 @@ def run_training(task: str, spec, options: dict, run_dir, resume) -> int:
             console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                           highlight=False)
         else:
-            trainer = runs.start(spec, options, runs.new_run_dir(runs_root(), spec["train"], run_dir))
+            trainer = runs.start(spec, options, runs_root(), run_dir)
         run = show_path(trainer.run_dir)
         console.print(f"[bold]charlm {task} train[/] → {escape(run)}", highlight=False)
         for line in header_lines(trainer):

@@ -64,6 +64,15 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def digest(self) -> str:
+        """A content fingerprint: the ids, lengths and targets of every example, in order (a resume
+        refuses data whose digest differs: a changed letter or label, not only a changed count)."""
+        from ..fingerprint import ids_digest
+
+        parts = [self.lengths, np.concatenate(self.inputs) if self.inputs else np.zeros(0, np.int64),
+                 np.concatenate([np.atleast_1d(t) for t in self.targets]) if self.targets else np.zeros(0, np.int64)]
+        return "-".join(ids_digest(p) for p in parts)
+
 
 def encode_examples(examples, tokenizer: Tokenizer, labels: list[str], task: str, *,
                     max_length: int = 0, where: str = "") -> Encoded:

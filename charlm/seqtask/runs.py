@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +62,13 @@ def load_data(spec: dict) -> tuple[list, list]:
     return ([e for i, e in enumerate(train) if i not in dev_idx], [train[i] for i in sorted(dev_idx)])
 
 
-def start(spec: dict, values: dict, run_dir):
-    """A new SeqTrainer for ``spec`` with settings ``values`` (field name -> value; None = default)."""
+def start(spec: dict, values: dict, root, run_dir=None):
+    """A new SeqTrainer for ``spec`` with settings ``values`` (field name -> value; None = default),
+    in ``run_dir`` or a fresh directory under ``root``. The settings are checked first; then the
+    directory is claimed for this process (rundir.py: a directory that holds anything is refused,
+    and a second process cannot write it); if reading the data fails, what the claim made is
+    removed again."""
+    from ..rundir import claim_new_run, make_run_dir, release_new
     from .train import SeqTrainer
 
     values = {k: v for k, v in values.items() if v is not None}
@@ -74,44 +78,47 @@ def start(spec: dict, values: dict, run_dir):
     model = SeqModelConfig(task=spec["task"], **{k: v for k, v in values.items() if k in _MODEL_FIELDS})
     train_config = SeqTrainConfig(**{k: v for k, v in values.items() if k in _TRAIN_FIELDS}).validate()
     dataclasses.replace(model, vocab_size=2, num_labels=1).validate()  # before reading any data
-    train, dev = load_data(spec)
-    if spec["format"] == "spaces":
-        spec = spec | {"derived_task": "restore-spaces"}
-    return SeqTrainer(train, dev, model, train_config, run_dir, data_spec=spec)
+    lock = claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"]))
+    try:
+        train, dev = load_data(spec)
+        if spec["format"] == "spaces":
+            spec = spec | {"derived_task": "restore-spaces"}
+        trainer = SeqTrainer(train, dev, model, train_config, lock.run_dir, data_spec=spec)
+    except BaseException:
+        release_new(lock)
+        raise
+    trainer.run_lock = lock  # held as long as the trainer lives
+    return trainer
 
 
 def resume(run_dir, overrides: dict):
-    """The SeqTrainer of a stopped run, its data re-read from the stored description."""
+    """The SeqTrainer of a stopped run, its data re-read from the stored description (and refused
+    if its content is not what the run trained on). The run is locked for this process first."""
+    from ..rundir import claim_run, release_new
     from .train import SeqTrainer
 
-    last = Path(run_dir) / store.LAST_FILE
+    run_dir = Path(run_dir)
+    run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir
+    last = run_dir / store.LAST_FILE
     if not last.exists():
         raise CheckpointError(f"{run_dir}: no {store.LAST_FILE} to resume from")
-    spec = store.load(last).metadata.get("data")
-    if not isinstance(spec, dict) or "train" not in spec:
-        raise CheckpointError(f"{last}: no description of the training data to resume with")
-    train, dev = load_data(spec)
-    return SeqTrainer.resume(run_dir, train, dev, **overrides)
+    lock = claim_run(run_dir)
+    try:
+        spec = store.load(last).metadata.get("data")
+        if not isinstance(spec, dict) or "train" not in spec:
+            raise CheckpointError(f"{last}: no description of the training data to resume with")
+        train, dev = load_data(spec)
+        trainer = SeqTrainer.resume(run_dir, train, dev, **overrides)
+    except BaseException:
+        release_new(lock)  # a refused resume leaves no lock file behind
+        raise
+    trainer.run_lock = lock
+    return trainer
 
 
-def new_run_dir(root, train_file, run_dir=None) -> Path:
-    """Where a new run goes: ``run_dir`` (refused if it already holds a run), else a fresh
-    ``<file stem>-<YYYYmmdd-HHMMSS>`` under ``root``."""
-    if run_dir is not None:
-        path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"{path} is a file, not a run directory")
-        if any((path / n).exists() for n in (store.MODEL_FILE, store.LAST_FILE)):
-            raise ConfigError(f"{path} already holds a run: continue it with --resume {path} "
-                              "or choose another --run-dir")
-        return path
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(train_file).stem).strip("-.") or "run"
-    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+def run_stem(train_file) -> str:
+    """A run's default name: the training file's stem, safe as a directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(train_file).stem).strip("-.") or "run"
 
 
 def task_of(path: Path) -> str | None:
