@@ -29,6 +29,7 @@ MODEL_OPTIONS = [
     ("input_dropout", "--input-dropout", FRACTION, "drop whole token (and n-gram) embeddings at the input (training only)"),
     ("ngrams", "--ngrams", NON_NEG, "add hashed embeddings of the 2..N-grams ending at each token (0 = none)"),
     ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
+    ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
 ]
 POOLING_OPTION = ("pooling", "--pooling", click.Choice(("final", "mean", "max")),
                   "how a sequence becomes one vector: the final states, or the mean or max over its steps")

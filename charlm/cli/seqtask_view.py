@@ -23,12 +23,14 @@ def header_lines(trainer) -> list[str]:
     c, t = trainer.mcfg, trainer.tcfg
     spec = trainer.data_spec
     kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
+    kind = f"{c.members} × ({kind})" if c.members > 1 else kind
+    embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None
            else "no dev split: scores are on the training data")
-    return [f"  model   {c.level}-level, embed {c.embed} → {kind} → {head}{c.num_labels} labels · "
+    return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels · "
             f"{trainer.model.size:,} parameters",
             f"  data    {_p(show_path(spec.get('train', '?')))}: {len(trainer.train):,} examples, "
             f"vocabulary {c.vocab_size:,} · {dev}",

@@ -19,6 +19,7 @@ TASKS = ("classify", "tag")
 POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
+MAX_MEMBERS = 16
 
 
 def per_layer_cells() -> tuple[str, ...]:
@@ -45,6 +46,7 @@ class SeqModelConfig:
     pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
+    members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
 
     @property
     def directions(self) -> int:
@@ -60,6 +62,9 @@ class SeqModelConfig:
         for name in ("embed", "hidden", "layers", "buckets"):
             _positive_int(name, getattr(self, name))
         _positive_int("ngrams", self.ngrams, minimum=0)
+        _positive_int("members", self.members)
+        if self.members > MAX_MEMBERS:
+            raise ConfigError(f"members must be at most {MAX_MEMBERS}, got {self.members}")
         if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if not isinstance(self.bidirectional, bool):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,6 +42,11 @@ def kernel_scope(threads: int = 0):
 
 
 def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes in storage order; an ensemble's members one after another, each under
+    ``members.<k>.`` (ensemble.py)."""
+    if config.members > 1:
+        one = parameter_shapes(replace(config, members=1))
+        return [(f"members.{k}.{name}", shape) for k in range(config.members) for name, shape in one]
     from ..kernels.cells import get_cell
 
     c = config
@@ -54,26 +60,30 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
 class SeqModel:
     """Parameters, forward and backward of one batch. Never prints, never reads files."""
 
-    def __init__(self, config: SeqModelConfig, dtype=np.float32):
+    def __init__(self, config: SeqModelConfig, dtype=np.float32, *, flat=None, grad_flat=None, pool_owner=None):
+        """``flat``, ``grad_flat``: buffers to view (an ensemble's slices) instead of new ones;
+        ``pool_owner``: the model whose thread runs the reverse directions (the ensemble)."""
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
         self.shapes = parameter_shapes(config)
         self.size = sum(math.prod(s) for _, s in self.shapes)
-        self.flat = np.zeros(self.size, self.dtype)
-        self.grad_flat = np.zeros(self.size, self.dtype)
+        self.flat = np.zeros(self.size, self.dtype) if flat is None else flat
+        self.grad_flat = np.zeros(self.size, self.dtype) if grad_flat is None else grad_flat
         self.params, self.grads, offset = {}, {}, 0
         for name, shape in self.shapes:
             n = math.prod(shape)
             self.params[name] = self.flat[offset:offset + n].reshape(shape)
             self.grads[name] = self.grad_flat[offset:offset + n].reshape(shape)
             offset += n
-        self._executor = None
+        self._executor, self._pool_owner = None, pool_owner
 
     def _direction_pool(self):
         """The executor that runs reverse directions beside forward ones, or None: a
         unidirectional model, or one kernel thread (``kernel_scope``)."""
         from ..runtime import kernel_threads
 
+        if self._pool_owner is not None:
+            return self._pool_owner._direction_pool()
         if self.config.directions < 2 or kernel_threads() < 2:
             return None
         if self._executor is None:

@@ -37,9 +37,9 @@ class SeqCheckpoint:
     metadata: dict        # everything else stored under charlm.*
 
     def build_model(self, dtype=np.float32):
-        from .model import SeqModel
+        from .ensemble import build_model
 
-        model = SeqModel(self.config, dtype)
+        model = build_model(self.config, dtype)
         model.load_state_dict(self.tensors)
         return model
 

@@ -83,7 +83,7 @@ class SeqTrainer:
     def __init__(self, train, dev, model_config: SeqModelConfig, train_config: SeqTrainConfig, run_dir,
                  *, data_spec=None, _resume: store.SeqCheckpoint | None = None):
         from ..optim import make_optimizer
-        from .model import SeqModel
+        from .ensemble import build_model
 
         self.tcfg = train_config.validate()
         task = model_config.task
@@ -100,7 +100,7 @@ class SeqTrainer:
                                      where="training data: ")
         self.dev = encode_examples(dev, tokenizer, labels, task, where="dev data: ") if dev else None
         self.run_dir = Path(run_dir)
-        self.model = SeqModel(self.mcfg, np.dtype(self.tcfg.dtype))
+        self.model = build_model(self.mcfg, np.dtype(self.tcfg.dtype))
         self.optimizer = make_optimizer("adam", self.model.size, self.model.dtype,
                                         weight_decay=self.tcfg.weight_decay)
         self.rng = np.random.default_rng(self.tcfg.seed)

@@ -1,0 +1,82 @@
+"""An ensemble of K sequence models trained side by side: one checkpoint, one optimiser, one run.
+
+Each member is a whole ``SeqModel`` (its own initialisation and dropout draws), a view into one
+slice of the ensemble's flat buffer, stored under ``members.<k>.`` with the usual PyTorch names
+(so each member loads on its own into the same torch modules). Every step trains every member
+on the same batch with its own loss; the training loss is their mean (each member's gradient is
+1/K of its own loss's, a scale Adam's update all but ignores). A prediction averages the members'
+probabilities: ``forward`` returns log(mean_k softmax(logits_k)), which a softmax leaves as it
+is, so everything that reads logits (scores, top-k labels, tags) reads the ensemble.
+
+Members differ only by their random draws, so they make partly different mistakes; averaging
+their probabilities cancels part of them, at K times the cost of a step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from .config import SeqModelConfig
+from .model import SeqModel, parameter_shapes
+
+
+def build_model(config: SeqModelConfig, dtype=np.float32):
+    """The model a configuration describes: a SeqModel, or a SeqEnsemble of ``members``."""
+    return SeqEnsemble(config, dtype) if config.validate().members > 1 else SeqModel(config, dtype)
+
+
+class SeqEnsemble:
+    """K ``SeqModel`` members over one flat buffer; the same interface as ``SeqModel``."""
+
+    def __init__(self, config: SeqModelConfig, dtype=np.float32):
+        self.config = config.validate()
+        self.dtype = np.dtype(dtype)
+        self.shapes = parameter_shapes(config)
+        one = replace(config, members=1)
+        K = config.members
+        self.size = sum(math.prod(shape) for _, shape in self.shapes)
+        self.flat = np.zeros(self.size, self.dtype)
+        self.grad_flat = np.zeros(self.size, self.dtype)
+        m = self.size // K
+        self.members = []
+        for k in range(K):
+            owner = self.members[0] if k else None  # one thread for every member's reverse directions
+            self.members.append(SeqModel(one, dtype, flat=self.flat[k * m:(k + 1) * m],
+                                         grad_flat=self.grad_flat[k * m:(k + 1) * m], pool_owner=owner))
+        self.params = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
+                       for name, a in member.params.items()}
+        self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
+                      for name, a in member.grads.items()}
+
+    def init_weights(self, rng: np.random.Generator) -> "SeqEnsemble":
+        for member in self.members:
+            member.init_weights(rng)
+        return self
+
+    # both read only ``shapes`` and ``params``, which mean the same here
+    state_dict = SeqModel.state_dict
+    load_state_dict = SeqModel.load_state_dict
+
+    def forward(self, ids, lengths, *, rng=None):
+        """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
+        padded steps), and the members' (logits, cache) pairs."""
+        outputs = [member.forward(ids, lengths, rng=rng) for member in self.members]
+        stacked = np.stack([logits for logits, _ in outputs]).astype(np.float64)     # (K, ..., C)
+        shifted = stacked - stacked.max(axis=-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        top = logp.max(axis=0)
+        mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
+        if self.config.task == "tag":
+            T = mean_logp.shape[0]
+            mean_logp *= np.arange(T)[:, None, None] < np.asarray(lengths)[None, :, None]
+        return mean_logp.astype(self.dtype), outputs
+
+    def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
+        """Mean of the members' losses; their gradients (each / K) into ``grads``."""
+        total = 0.0
+        for member in self.members:
+            total += member.loss_and_grad(ids, lengths, labels, rng)
+        self.grad_flat /= len(self.members)
+        return total / len(self.members)

@@ -1,0 +1,95 @@
+"""Ensembles (--members K): the prediction is the mean of the members' probabilities, each member
+the PyTorch model its tensors describe; the gradient is that of the mean of the members' losses;
+training, checkpoints, prediction and exact resume work as for one model."""
+import numpy as np
+import pytest
+
+from charlm.errors import ConfigError
+from charlm.seqtask import store
+from charlm.seqtask.config import SeqModelConfig, SeqTrainConfig
+from charlm.seqtask.ensemble import SeqEnsemble, build_model
+from charlm.seqtask.model import SeqModel
+from charlm.seqtask.predict import Predictor
+from charlm.seqtask.train import SeqTrainer
+
+from gradcheck import assert_gradient_matches_finite_diff
+from test_bidir import tiny_batch
+from test_classify import FAST_TRAIN, toy_examples
+
+
+def ensemble(task="classify", members=3, ngrams=0, seed=0):
+    config = SeqModelConfig(task=task, vocab_size=7, num_labels=3, embed=3, hidden=4, layers=1, dropout=0.0,
+                            pooling="final", members=members, ngrams=ngrams, buckets=11)
+    model = build_model(config, np.float64).init_weights(np.random.default_rng(seed))
+    model.flat[...] = np.random.default_rng(seed + 1).uniform(-0.6, 0.6, model.size)
+    return model
+
+
+def test_a_one_member_configuration_is_a_plain_model():
+    assert isinstance(build_model(SeqModelConfig(vocab_size=7, num_labels=3)), SeqModel)
+
+
+def test_prediction_is_the_mean_of_the_members_pytorch_probabilities():
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = ensemble(members=3)
+    assert isinstance(model, SeqEnsemble)
+    c = model.config
+    ids, lengths, _ = tiny_batch("classify", np.random.default_rng(1))
+    probs = []
+    for k in range(c.members):
+        module = torch.nn.ModuleDict({
+            "embedding": torch.nn.Embedding(c.vocab_size, c.embed),
+            "rnn": torch.nn.LSTM(c.embed, c.hidden, bidirectional=True),
+            "head": torch.nn.Linear(2 * c.hidden, c.num_labels)}).double()
+        prefix = f"members.{k}."
+        module.load_state_dict({name[len(prefix):]: torch.from_numpy(a.copy()) for name, a in
+                                model.state_dict().items() if name.startswith(prefix)}, strict=True)
+        with torch.no_grad():
+            x = module["embedding"](torch.from_numpy(ids))
+            _, (h_n, _) = module["rnn"](pack_padded_sequence(x, torch.from_numpy(lengths), enforce_sorted=False))
+            probs.append(torch.softmax(module["head"](torch.cat([h_n[-2], h_n[-1]], 1)), -1).numpy())
+    logits, _ = model.forward(ids, lengths)
+    np.testing.assert_allclose(logits, np.log(np.mean(probs, axis=0)), rtol=0, atol=1e-12)
+    assert not np.allclose(probs[0], probs[1])  # the members differ
+
+
+@pytest.mark.parametrize("task, ngrams", [("classify", 3), ("tag", 0)])
+def test_gradient_is_that_of_the_mean_member_loss(task, ngrams):
+    model = ensemble(task, members=2, ngrams=ngrams)
+    ids, lengths, labels = tiny_batch(task, np.random.default_rng(2))
+
+    def mean_member_loss():
+        return np.mean([m.loss(m.forward(ids, lengths)[0], labels, lengths)[0] for m in model.members])
+
+    loss = model.loss_and_grad(ids, lengths, labels)
+    assert loss == pytest.approx(mean_member_loss(), abs=1e-14)
+    assert_gradient_matches_finite_diff(mean_member_loss, model.flat, model.grad_flat.copy(), "ensemble",
+                                        rtol=1e-5, atol=1e-8)
+
+
+def test_an_ensemble_trains_saves_predicts_and_resumes_exactly(tmp_path):
+    config = SeqModelConfig(hidden=12, embed=6, dropout=0.2, members=2)
+    train_config = SeqTrainConfig(epochs=4, **FAST_TRAIN)
+    straight = SeqTrainer(toy_examples(200), toy_examples(60, 1), config, train_config, tmp_path / "a")
+    events = list(straight.events())
+    assert events[-1].best_accuracy == 1.0
+    checkpoint = store.load(tmp_path / "a" / store.MODEL_FILE)
+    assert checkpoint.config.members == 2 and "members.1.head.bias" in checkpoint.tensors
+    result = Predictor.load(tmp_path / "a").classify(["aeiou", "bcd"], top_k=1)
+    assert [r["labels"][0]["label"] for r in result] == ["vowel", "cons"]
+
+    stopped = SeqTrainer(toy_examples(200), toy_examples(60, 1), config, train_config, tmp_path / "b")
+    for event in stopped.events():
+        if getattr(event, "step", 0) == 20:
+            stopped.request_stop()
+    resumed = SeqTrainer.resume(tmp_path / "b", toy_examples(200), toy_examples(60, 1))
+    list(resumed.events())
+    np.testing.assert_array_equal(resumed.model.flat, straight.model.flat)
+
+
+@pytest.mark.parametrize("members", [0, 17, -1])
+def test_bad_member_counts_are_one_clear_error(members):
+    with pytest.raises(ConfigError, match="members"):
+        SeqModelConfig(vocab_size=7, num_labels=3, members=members).validate()
