@@ -11,7 +11,7 @@ from dataclasses import fields
 import click
 from rich.markup import escape
 
-from ..seqtask.config import per_layer_cells
+from ..seqtask.config import POOLINGS, per_layer_cells
 from .common import Duration, emit, err, out, runs_root, show_path
 
 POSITIVE, NON_NEG = click.IntRange(1), click.IntRange(0)
@@ -31,8 +31,8 @@ MODEL_OPTIONS = [
     ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
     ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
 ]
-POOLING_OPTION = ("pooling", "--pooling", click.Choice(("final", "mean", "max")),
-                  "how a sequence becomes one vector: the final states, or the mean or max over its steps")
+POOLING_OPTION = ("pooling", "--pooling", click.Choice(POOLINGS),
+                  "how a sequence becomes one vector: the final states, the mean or max over its steps, or final and max side by side")
 TRAIN_OPTIONS = [
     ("batch_size", "--batch-size", POSITIVE, "sequences per step"),
     ("lr", "--lr", POSITIVE_F, "peak learning rate (Adam)"),

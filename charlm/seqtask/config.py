@@ -16,7 +16,9 @@ TASKS = ("classify", "tag")
 # equal settings (dev accuracy 0.776 vs 0.756 vs 0.741 after 3 epochs, bidirectional LSTM 128).
 # Each direction ends on one edge of the word (suffix, prefix), the strongest cues there;
 # a mean over all steps blurs them.
-POOLINGS = ("final", "mean", "max")
+# "final+max" sets the maximum over the steps beside the final states: a direct path to a cue
+# anywhere in the sequence, which the final state may have let fade.
+POOLINGS = ("final", "mean", "max", "final+max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
 MAX_MEMBERS = 16
@@ -43,7 +45,7 @@ class SeqModelConfig:
     bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
     dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
     input_dropout: float = 0.0  # drops whole token (and n-gram) embeddings at the input (training only)
-    pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
+    pooling: str = "final"      # classify: final states (both directions' last), mean | max over valid steps, final+max
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
@@ -51,6 +53,12 @@ class SeqModelConfig:
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def features(self) -> int:
+        """Width of what the head reads: D*H per step (tag), times the poolings side by side (classify)."""
+        parts = len(self.pooling.split("+")) if self.task == "classify" else 1
+        return parts * self.directions * self.hidden
 
     def validate(self) -> "SeqModelConfig":
         _choice("task", self.task, TASKS)

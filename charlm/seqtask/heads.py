@@ -15,7 +15,11 @@ def pool(kind: str, out, lengths, mask, directions: int):
     mean: the average of the outputs over the valid steps.
     max: the element-wise maximum over the valid steps.
     final: the forward direction's output at the last valid step beside the reverse direction's
-           at step 0, i.e. both directions' final h of the top layer (PyTorch's h_n[-2:])."""
+           at step 0, i.e. both directions' final h of the top layer (PyTorch's h_n[-2:]).
+    final+max: both, side by side (B, 2F)."""
+    if "+" in kind:  # both poolings side by side: (B, 2F)
+        parts = [pool(part, out, lengths, mask, directions) for part in kind.split("+")]
+        return np.concatenate([feats for feats, _ in parts], axis=1), [arg for _, arg in parts]
     T, B, F = out.shape
     rows = np.arange(B)
     if kind == "mean":
@@ -32,8 +36,11 @@ def pool(kind: str, out, lengths, mask, directions: int):
 
 
 def pool_backward(kind: str, dfeats, out_shape, lengths, mask, arg, directions: int):
-    """dL/d(out) (T, B, F), zero at padded steps, from dL/d(features) (B, F)."""
+    """dL/d(out) (T, B, F), zero at padded steps, from dL/d(features) (B, F) (or (B, 2F): final+max)."""
     T, B, F = out_shape
+    if "+" in kind:
+        return sum(pool_backward(part, dfeats[:, i * F:(i + 1) * F], out_shape, lengths, mask, arg[i], directions)
+                   for i, part in enumerate(kind.split("+")))
     dout = np.zeros(out_shape, dfeats.dtype)
     rows = np.arange(B)
     if kind == "mean":

@@ -50,7 +50,7 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     from ..kernels.cells import get_cell
 
     c = config
-    F = c.directions * c.hidden
+    F = c.features
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
     return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
@@ -114,7 +114,7 @@ class SeqModel:
                 if name.startswith("rnn.bias_"):
                     p[name][forget * H:(forget + 1) * H] = 0.5  # two biases: 1 in sum
         p["embedding.weight"][...] = rng.normal(0.0, 0.1, p["embedding.weight"].shape)
-        head_bound = 1.0 / math.sqrt(c.directions * c.hidden)
+        head_bound = 1.0 / math.sqrt(c.features)
         p["head.weight"][...] = rng.uniform(-head_bound, head_bound, p["head.weight"].shape)
         p["head.bias"][...] = 0.0
         if c.ngrams:  # drawn last: a model without n-grams starts as it always did
@@ -177,8 +177,7 @@ class SeqModel:
          arg, mask, h) = cache
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
-        F = out_shape[2]
-        g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, F)
+        g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, h.shape[-1])
         g["head.bias"][...] = dl.reshape(-1, dl.shape[-1]).sum(axis=0)
         dh = dl @ p["head.weight"]
         if mask is not None:
