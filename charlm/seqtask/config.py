@@ -45,6 +45,7 @@ class SeqModelConfig:
     bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
     dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
     input_dropout: float = 0.0  # drops whole token (and n-gram) embeddings at the input (training only)
+    label_smoothing: float = 0.0  # training target (1 - e)·onehot + e/C (scores stay the plain cross-entropy)
     pooling: str = "final"      # classify: final states (both directions' last), mean | max over valid steps, final+max
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
@@ -77,7 +78,7 @@ class SeqModelConfig:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if not isinstance(self.bidirectional, bool):
             raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
-        for name in ("dropout", "input_dropout"):
+        for name in ("dropout", "input_dropout", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")

@@ -60,17 +60,21 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def cross_entropy(logits, labels, weights=None):
-    """Mean −log p(label) over rows (weighted: sum w·nll / sum w) and dL/dlogits.
-    logits (N, C), labels (N,) int, weights (N,) or None."""
+def cross_entropy(logits, labels, weights=None, smoothing: float = 0.0):
+    """Mean cross-entropy over rows (weighted: sum w·loss / sum w) and dL/dlogits.
+    logits (N, C), labels (N,) int, weights (N,) or None. With ``smoothing`` e the target is
+    (1 - e)·onehot + e/C (label smoothing, Szegedy et al. 2016: https://arxiv.org/abs/1512.00567),
+    so a row's loss is (1 - e)·(−log p(label)) + e·mean_c(−log p(c)), as torch's label_smoothing."""
     logp = log_softmax(logits.astype(np.float64))
-    n = logits.shape[0]
+    n, C = logits.shape
     nll = -logp[np.arange(n), labels]
+    if smoothing:
+        nll = (1.0 - smoothing) * nll - smoothing * logp.mean(axis=1)
     w = np.ones(n) if weights is None else weights.astype(np.float64)
     total = w.sum()
     loss = float((nll * w).sum() / total)
-    dlogits = np.exp(logp)
-    dlogits[np.arange(n), labels] -= 1.0
+    dlogits = np.exp(logp) - smoothing / C
+    dlogits[np.arange(n), labels] -= 1.0 - smoothing
     dlogits *= (w / total)[:, None]
     return loss, dlogits.astype(logits.dtype)
 

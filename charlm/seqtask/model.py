@@ -198,14 +198,16 @@ class SeqModel:
         scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
 
     def loss(self, logits, labels, lengths):
-        """(mean loss, dL/dlogits). classify: labels (B,); tag: labels (T, B), padded steps ignored."""
+        """(mean training loss, dL/dlogits): the cross-entropy, label-smoothed as configured.
+        classify: labels (B,); tag: labels (T, B), padded steps ignored."""
+        smoothing = self.config.label_smoothing
         if self.config.task == "classify":
-            return heads.cross_entropy(logits, np.asarray(labels))
+            return heads.cross_entropy(logits, np.asarray(labels), smoothing=smoothing)
         T, B, C = logits.shape
         valid = (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
         labels = np.asarray(labels)[:T].reshape(-1)
         loss, dlogits = heads.cross_entropy(logits.reshape(-1, C), np.where(valid, labels, 0),
-                                            valid.astype(np.float64))
+                                            valid.astype(np.float64), smoothing)
         return loss, dlogits.reshape(T, B, C)
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
