@@ -2,8 +2,10 @@
 (bi)directional recurrent encoders.
 
 Modules, one job each: ``bidir`` (the encoder over variable-length batches), ``model``
-(embedding, encoder, head), ``heads`` (pooling and losses), ``data`` (TSV, CoNLL and the
+(embedding, encoder, head), ``ngrams`` (hashed n-gram input embeddings), ``ensemble`` (K models
+trained side by side, probabilities averaged), ``heads`` (pooling and losses), ``data`` (TSV, CoNLL and the
 restore-spaces task), ``batching`` (vocabularies, encoding, length buckets), ``metrics``,
-``store`` (checkpoints), ``train`` (the loop), ``predict`` (using a trained model). Importing
+``store`` (checkpoints), ``runs`` (run directories), ``train`` (the loop), ``predict`` (using a
+trained model). Importing
 this package is light; Numba loads with the first forward pass.
 """
