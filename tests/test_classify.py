@@ -53,7 +53,7 @@ def test_separable_task_learned_to_100_percent(tmp_path):
     assert abs(sum(x["probability"] for x in result[0]["labels"]) - 1.0) < 1e-6
 
 
-@pytest.mark.parametrize("pooling", ["final", "mean", "final+max"])
+@pytest.mark.parametrize("pooling", ["final", "mean", "final+max", "final+bag"])
 def test_checkpoint_loads_into_pytorch_with_the_same_logits(tmp_path, pooling):
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -78,8 +78,10 @@ def test_checkpoint_loads_into_pytorch_with_the_same_logits(tmp_path, pooling):
         out, _ = pad_packed_sequence(out_packed)
         final = torch.cat([h_n[-2], h_n[-1]], 1)
         highest = pad_packed_sequence(out_packed, padding_value=-float("inf"))[0].max(0).values
+        valid = (torch.arange(padded.shape[0])[:, None] < lengths[None, :])[:, :, None]
+        bag = (module["embedding"](padded) * valid).sum(0) / lengths[:, None]
         pooled = {"final": final, "mean": out.sum(0) / lengths[:, None],
-                  "final+max": torch.cat([final, highest], 1)}[pooling]
+                  "final+max": torch.cat([final, highest], 1), "final+bag": torch.cat([final, bag], 1)}[pooling]
         logits_t = module["head"](pooled).numpy()
     model = ck.build_model(np.float64)
     logits, _ = model.forward(np.stack([np.pad(i, (0, int(lengths.max()) - len(i))) for i in ids], 1), lengths.numpy())

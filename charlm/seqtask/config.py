@@ -18,7 +18,9 @@ TASKS = ("classify", "tag")
 # a mean over all steps blurs them.
 # "final+max" sets the maximum over the steps beside the final states: a direct path to a cue
 # anywhere in the sequence, which the final state may have let fade.
-POOLINGS = ("final", "mean", "max", "final+max")
+# "final+bag" sets the mean input vector (character + n-gram embeddings) beside the final
+# states: a bag of n-grams read linearly, as fastText's classifier does, next to the recurrence.
+POOLINGS = ("final", "mean", "max", "final+max", "final+bag")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
 MAX_MEMBERS = 16
@@ -56,10 +58,23 @@ class SeqModelConfig:
         return 2 if self.bidirectional else 1
 
     @property
+    def bag(self) -> bool:
+        """Whether the head also reads the mean input vector (pooling final+bag)."""
+        return self.task == "classify" and self.pooling.endswith("+bag")
+
+    @property
+    def recurrent_pooling(self) -> str:
+        """The pooling of the recurrent outputs (final+bag: final)."""
+        return self.pooling[:-len("+bag")] if self.bag else self.pooling
+
+    @property
     def features(self) -> int:
-        """Width of what the head reads: D*H per step (tag), times the poolings side by side (classify)."""
-        parts = len(self.pooling.split("+")) if self.task == "classify" else 1
-        return parts * self.directions * self.hidden
+        """Width of what the head reads: D*H per step (tag); per sequence (classify) D*H per
+        pooling of the outputs, plus E for the bag."""
+        if self.task != "classify":
+            return self.directions * self.hidden
+        parts = len(self.recurrent_pooling.split("+"))
+        return parts * self.directions * self.hidden + (self.embed if self.bag else 0)
 
     def validate(self) -> "SeqModelConfig":
         _choice("task", self.task, TASKS)

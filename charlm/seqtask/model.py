@@ -155,7 +155,10 @@ class SeqModel:
         out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
                                             dropout=drop, rng=rng, pool=self._direction_pool())
         if c.task == "classify":
-            feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
+            feats, arg = heads.pool(c.recurrent_pooling, out, lengths_s, spans.mask, c.directions)
+            if c.bag:  # the mean input vector beside the recurrent features: a direct, linear path
+                bag, _ = heads.pool("mean", x * spans.mask[:, :, None], lengths_s, spans.mask, c.directions)
+                feats = np.concatenate([feats, bag], axis=1)                   # (B, F + E)
         else:
             feats, arg = out, None
         mask = heads.dropout_mask(feats.shape, drop, rng, feats.dtype) if drop else None
@@ -183,11 +186,15 @@ class SeqModel:
         if mask is not None:
             dh *= mask
         if c.task == "classify":
-            dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
+            F = c.features - (c.embed if c.bag else 0)
+            dout = heads.pool_backward(c.recurrent_pooling, dh[:, :F], out_shape, lengths_s, spans.mask, arg,
+                                       c.directions)
         else:
             dout = dh
         dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
                               pool=self._direction_pool())
+        if c.task == "classify" and c.bag:
+            dx += heads.pool_backward("mean", dh[:, F:], dx.shape, lengths_s, spans.mask, None, c.directions)
         from ..kernels.embedding import scatter_add_rows
 
         if grams is not None:
