@@ -37,6 +37,18 @@ def test_synthetic_rule_learned_by_a_bidirectional_tagger(tmp_path):
     assert tagged["tags"] == ["V", "-", "-"]
 
 
+def test_an_ensemble_tagger_with_ngrams_learns_the_rule(tmp_path):
+    """The tag path through hashed n-grams, input dropout and two members, end to end."""
+    config = SeqModelConfig(task="tag", hidden=12, embed=6, dropout=0.0, ngrams=3, buckets=64,
+                            input_dropout=0.1, members=2)
+    trainer = SeqTrainer(next_is_vowel_examples(300), next_is_vowel_examples(60, 1), config,
+                         SeqTrainConfig(epochs=8, lr=0.02, warmup_steps=0, batch_size=16), tmp_path / "run")
+    events = list(trainer.events())
+    assert [e for e in events if hasattr(e, "scores")][-1].scores["accuracy"] >= 0.97
+    (tagged,) = Predictor.load(tmp_path / "run").tag([list("cab")])
+    assert tagged["tags"] == ["V", "-", "-"]
+
+
 def test_restore_spaces_examples_and_back():
     text = "the  cat sat\n\non the mat\n" + "word " * 30
     examples = data.restore_spaces_examples(text, max_chars=40)
