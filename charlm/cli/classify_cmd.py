@@ -27,13 +27,12 @@ MODEL_OPTIONS = [
     ("bidirectional", "--bidirectional/--unidirectional", None, "read each sequence both ways, or forward only"),
     ("dropout", "--dropout", FRACTION, "dropout between layers and before the head (training only)"),
     ("input_dropout", "--input-dropout", FRACTION, "drop whole token (and n-gram) embeddings at the input (training only)"),
-    ("label_smoothing", "--label-smoothing", FRACTION, "train towards (1 - e) on the label and e spread over all labels"),
     ("ngrams", "--ngrams", NON_NEG, "add hashed embeddings of the 2..N-grams ending at each token (0 = none)"),
     ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
     ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
 ]
 POOLING_OPTION = ("pooling", "--pooling", click.Choice(POOLINGS),
-                  "how a sequence becomes one vector: the final states, the mean or max over its steps, or final and max side by side")
+                  "how a sequence becomes one vector: the final states, or the mean or max over its steps")
 TRAIN_OPTIONS = [
     ("batch_size", "--batch-size", POSITIVE, "sequences per step"),
     ("lr", "--lr", POSITIVE_F, "peak learning rate (Adam)"),

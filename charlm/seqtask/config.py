@@ -16,11 +16,7 @@ TASKS = ("classify", "tag")
 # equal settings (dev accuracy 0.776 vs 0.756 vs 0.741 after 3 epochs, bidirectional LSTM 128).
 # Each direction ends on one edge of the word (suffix, prefix), the strongest cues there;
 # a mean over all steps blurs them.
-# "final+max" sets the maximum over the steps beside the final states: a direct path to a cue
-# anywhere in the sequence, which the final state may have let fade.
-# "final+bag" sets the mean input vector (character + n-gram embeddings) beside the final
-# states: a bag of n-grams read linearly, as fastText's classifier does, next to the recurrence.
-POOLINGS = ("final", "mean", "max", "final+max", "final+bag")
+POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
 MAX_MEMBERS = 16
@@ -47,8 +43,7 @@ class SeqModelConfig:
     bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
     dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
     input_dropout: float = 0.0  # drops whole token (and n-gram) embeddings at the input (training only)
-    label_smoothing: float = 0.0  # training target (1 - e)·onehot + e/C (scores stay the plain cross-entropy)
-    pooling: str = "final"      # classify: final states (both directions' last), mean | max over valid steps, final+max
+    pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
@@ -56,25 +51,6 @@ class SeqModelConfig:
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
-
-    @property
-    def bag(self) -> bool:
-        """Whether the head also reads the mean input vector (pooling final+bag)."""
-        return self.task == "classify" and self.pooling.endswith("+bag")
-
-    @property
-    def recurrent_pooling(self) -> str:
-        """The pooling of the recurrent outputs (final+bag: final)."""
-        return self.pooling[:-len("+bag")] if self.bag else self.pooling
-
-    @property
-    def features(self) -> int:
-        """Width of what the head reads: D*H per step (tag); per sequence (classify) D*H per
-        pooling of the outputs, plus E for the bag."""
-        if self.task != "classify":
-            return self.directions * self.hidden
-        parts = len(self.recurrent_pooling.split("+"))
-        return parts * self.directions * self.hidden + (self.embed if self.bag else 0)
 
     def validate(self) -> "SeqModelConfig":
         _choice("task", self.task, TASKS)
@@ -93,7 +69,7 @@ class SeqModelConfig:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if not isinstance(self.bidirectional, bool):
             raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
-        for name in ("dropout", "input_dropout", "label_smoothing"):
+        for name in ("dropout", "input_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")

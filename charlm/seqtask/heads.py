@@ -15,11 +15,7 @@ def pool(kind: str, out, lengths, mask, directions: int):
     mean: the average of the outputs over the valid steps.
     max: the element-wise maximum over the valid steps.
     final: the forward direction's output at the last valid step beside the reverse direction's
-           at step 0, i.e. both directions' final h of the top layer (PyTorch's h_n[-2:]).
-    final+max: both, side by side (B, 2F)."""
-    if "+" in kind:  # both poolings side by side: (B, 2F)
-        parts = [pool(part, out, lengths, mask, directions) for part in kind.split("+")]
-        return np.concatenate([feats for feats, _ in parts], axis=1), [arg for _, arg in parts]
+           at step 0, i.e. both directions' final h of the top layer (PyTorch's h_n[-2:])."""
     T, B, F = out.shape
     rows = np.arange(B)
     if kind == "mean":
@@ -36,11 +32,8 @@ def pool(kind: str, out, lengths, mask, directions: int):
 
 
 def pool_backward(kind: str, dfeats, out_shape, lengths, mask, arg, directions: int):
-    """dL/d(out) (T, B, F), zero at padded steps, from dL/d(features) (B, F) (or (B, 2F): final+max)."""
+    """dL/d(out) (T, B, F), zero at padded steps, from dL/d(features) (B, F)."""
     T, B, F = out_shape
-    if "+" in kind:
-        return sum(pool_backward(part, dfeats[:, i * F:(i + 1) * F], out_shape, lengths, mask, arg[i], directions)
-                   for i, part in enumerate(kind.split("+")))
     dout = np.zeros(out_shape, dfeats.dtype)
     rows = np.arange(B)
     if kind == "mean":
@@ -60,21 +53,17 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def cross_entropy(logits, labels, weights=None, smoothing: float = 0.0):
-    """Mean cross-entropy over rows (weighted: sum w·loss / sum w) and dL/dlogits.
-    logits (N, C), labels (N,) int, weights (N,) or None. With ``smoothing`` e the target is
-    (1 - e)·onehot + e/C (label smoothing, Szegedy et al. 2016: https://arxiv.org/abs/1512.00567),
-    so a row's loss is (1 - e)·(−log p(label)) + e·mean_c(−log p(c)), as torch's label_smoothing."""
+def cross_entropy(logits, labels, weights=None):
+    """Mean −log p(label) over rows (weighted: sum w·nll / sum w) and dL/dlogits.
+    logits (N, C), labels (N,) int, weights (N,) or None."""
     logp = log_softmax(logits.astype(np.float64))
-    n, C = logits.shape
+    n = logits.shape[0]
     nll = -logp[np.arange(n), labels]
-    if smoothing:
-        nll = (1.0 - smoothing) * nll - smoothing * logp.mean(axis=1)
     w = np.ones(n) if weights is None else weights.astype(np.float64)
     total = w.sum()
     loss = float((nll * w).sum() / total)
-    dlogits = np.exp(logp) - smoothing / C
-    dlogits[np.arange(n), labels] -= 1.0 - smoothing
+    dlogits = np.exp(logp)
+    dlogits[np.arange(n), labels] -= 1.0
     dlogits *= (w / total)[:, None]
     return loss, dlogits.astype(logits.dtype)
 

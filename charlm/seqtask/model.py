@@ -50,7 +50,7 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     from ..kernels.cells import get_cell
 
     c = config
-    F = c.features
+    F = c.directions * c.hidden
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
     return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
@@ -114,7 +114,7 @@ class SeqModel:
                 if name.startswith("rnn.bias_"):
                     p[name][forget * H:(forget + 1) * H] = 0.5  # two biases: 1 in sum
         p["embedding.weight"][...] = rng.normal(0.0, 0.1, p["embedding.weight"].shape)
-        head_bound = 1.0 / math.sqrt(c.features)
+        head_bound = 1.0 / math.sqrt(c.directions * c.hidden)
         p["head.weight"][...] = rng.uniform(-head_bound, head_bound, p["head.weight"].shape)
         p["head.bias"][...] = 0.0
         if c.ngrams:  # drawn last: a model without n-grams starts as it always did
@@ -155,10 +155,7 @@ class SeqModel:
         out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
                                             dropout=drop, rng=rng, pool=self._direction_pool())
         if c.task == "classify":
-            feats, arg = heads.pool(c.recurrent_pooling, out, lengths_s, spans.mask, c.directions)
-            if c.bag:  # the mean input vector beside the recurrent features: a direct, linear path
-                bag, _ = heads.pool("mean", x * spans.mask[:, :, None], lengths_s, spans.mask, c.directions)
-                feats = np.concatenate([feats, bag], axis=1)                   # (B, F + E)
+            feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
         else:
             feats, arg = out, None
         mask = heads.dropout_mask(feats.shape, drop, rng, feats.dtype) if drop else None
@@ -180,21 +177,18 @@ class SeqModel:
          arg, mask, h) = cache
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
-        g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, h.shape[-1])
+        F = out_shape[2]
+        g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, F)
         g["head.bias"][...] = dl.reshape(-1, dl.shape[-1]).sum(axis=0)
         dh = dl @ p["head.weight"]
         if mask is not None:
             dh *= mask
         if c.task == "classify":
-            F = c.features - (c.embed if c.bag else 0)
-            dout = heads.pool_backward(c.recurrent_pooling, dh[:, :F], out_shape, lengths_s, spans.mask, arg,
-                                       c.directions)
+            dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
         else:
             dout = dh
         dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
                               pool=self._direction_pool())
-        if c.task == "classify" and c.bag:
-            dx += heads.pool_backward("mean", dh[:, F:], dx.shape, lengths_s, spans.mask, None, c.directions)
         from ..kernels.embedding import scatter_add_rows
 
         if grams is not None:
@@ -205,16 +199,14 @@ class SeqModel:
         scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
 
     def loss(self, logits, labels, lengths):
-        """(mean training loss, dL/dlogits): the cross-entropy, label-smoothed as configured.
-        classify: labels (B,); tag: labels (T, B), padded steps ignored."""
-        smoothing = self.config.label_smoothing
+        """(mean loss, dL/dlogits). classify: labels (B,); tag: labels (T, B), padded steps ignored."""
         if self.config.task == "classify":
-            return heads.cross_entropy(logits, np.asarray(labels), smoothing=smoothing)
+            return heads.cross_entropy(logits, np.asarray(labels))
         T, B, C = logits.shape
         valid = (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
         labels = np.asarray(labels)[:T].reshape(-1)
         loss, dlogits = heads.cross_entropy(logits.reshape(-1, C), np.where(valid, labels, 0),
-                                            valid.astype(np.float64), smoothing)
+                                            valid.astype(np.float64))
         return loss, dlogits.reshape(T, B, C)
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
