@@ -115,7 +115,8 @@ class SeqTrainer:
 
     @classmethod
     def resume(cls, run_dir, train, dev, **overrides) -> "SeqTrainer":
-        """Continue a run from its last.safetensors; ``overrides`` may extend the budget only."""
+        """Continue a run from its last.safetensors; ``overrides`` may change the budget, the
+        evaluation cadence and the thread count (which never changes the results), nothing else."""
         run_dir = Path(run_dir)
         if not (run_dir / store.LAST_FILE).exists():
             raise CheckpointError(f"{run_dir}: no {store.LAST_FILE} to resume from")
