@@ -6,13 +6,18 @@ network that would otherwise overfit. ``choose`` measures what this machine does
 throughput probe of each candidate width: a few real training steps, compiled kernels
 excluded) and applies a rule fitted to runs recorded in the README ("Choosing the model"):
 
-  1. candidates are the model asked for (cell, layers: by default an LSTM 2xH) at each width H
-     from ``LADDER``; the probe predicts the characters each would
-     train in the budget, ``tokens = rate(H) x seconds``;
-  2. the widest H is kept whose parameters P(H) still see ``tokens >= TOKENS_PER_PARAM x P(H)``
-     (below that, a wider model is undertrained and loses to a narrower one at equal time);
-  3. the epochs it will make, ``tokens / corpus``, set the regularisation: from
-     ``DROPOUT_EPOCHS`` epochs on, dropout between layers and on the decoder's input.
+  1. candidates are the model asked for (cell, layers: by default a GRU 2xH) at each width H
+     from ``LADDER``; the probe predicts the characters each would train in the budget,
+     ``tokens = rate(H) x seconds``;
+  2. the budget's overfitting pressure, ``tokens x P(H) / corpus**2`` (epochs times parameters
+     per training character; nearly the same for every width, as a wider model trains fewer
+     tokens), decides the regime: from ``PRESSURE_FOR_DROPOUT`` on, the run will memorise the
+     text unless regularised, so it gets variational dropout ``DROPOUT`` between layers and on
+     the decoder's input; below, dropout costs more than it saves;
+  3. the widest H is kept whose parameters P(H) still see ``tokens >= k x P(H)``, with
+     k = ``TOKENS_PER_PARAM`` (below that, a wider model is undertrained and loses to a narrower
+     one at equal time), or the smaller ``TOKENS_PER_PARAM_REGULARISED`` when dropout is on
+     (the wider model's extra capacity then goes to generalising instead of memorising).
 
 Anything the user gives wins: a field given on the command line or in the config file is never
 changed, and when the width is given nothing is probed. The choice is deterministic given the
@@ -27,8 +32,9 @@ from .config import ModelConfig, TrainConfig, replace
 
 LADDER = (128, 192, 256, 384, 512, 768, 1024)   # hidden sizes considered, narrowest first
 TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wider model loses
-DROPOUT_EPOCHS = 15.0       # fitted: from this many epochs on, dropout helps (below, it only slows)
-DROPOUT = 0.1
+TOKENS_PER_PARAM_REGULARISED = 2.5   # fitted: the same with dropout on
+PRESSURE_FOR_DROPOUT = 8.0  # fitted: epochs x parameters per character from which dropout wins
+DROPOUT = 0.25
 PROBE_STEPS = 2             # timed steps per candidate (after one untimed step)
 CHOSEN_FIELDS = ("hidden", "dropout")
 
@@ -54,6 +60,12 @@ def stack_parameters(vocab: int, embed: int, hidden: int, layers: int, gates: in
     return vocab * embed + rnn + hidden * vocab + vocab
 
 
+def overfitting_pressure(tokens: float, params: int, corpus_tokens: int) -> float:
+    """Epochs times parameters per training character: how far a run can go towards memorising
+    its text (a few: it generalises; tens: it memorises unless regularised)."""
+    return (tokens / corpus_tokens) * (params / corpus_tokens)
+
+
 def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: set, rate) -> Choice | None:
     """The widths and regularisation for a time budget; None when there is nothing to choose
     (no time budget, or the user gave the width). ``rate(model_config) -> tokens per second``."""
@@ -61,18 +73,23 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     if not seconds or "hidden" in given or model.row.feeds_output:
         return None  # the output-fed row's recurrence runs through the decoder: no such rule for it
     rates, t0 = {}, time.perf_counter()
-    best = LADDER[0]
+    corpus = max(corpus_tokens, 1)
+    best, dropout_at = LADDER[0], {}
     for hidden in LADDER:
         candidate = replace(model, hidden=hidden)
         rates[hidden] = rate(candidate)
         params = stack_parameters(model.vocab_size, model.embed, hidden, model.layers, model.gates)
-        if rates[hidden] * seconds < TOKENS_PER_PARAM * params:
+        tokens = rates[hidden] * seconds
+        dropout_at[hidden] = (model.dropout > 0 if "dropout" in given
+                              else overfitting_pressure(tokens, params, corpus) >= PRESSURE_FOR_DROPOUT)
+        needed = TOKENS_PER_PARAM_REGULARISED if dropout_at[hidden] else TOKENS_PER_PARAM
+        if tokens < needed * params:
             break  # wider ones are slower still and larger: undertrained too
         best = hidden
     tokens = rates[best] * seconds
-    epochs = tokens / max(corpus_tokens, 1)
+    epochs = tokens / corpus
     values = {"hidden": best}
-    if "dropout" not in given and epochs >= DROPOUT_EPOCHS:
+    if "dropout" not in given and dropout_at[best]:
         values["dropout"] = DROPOUT
     reason = (f"{model.layers}x{best} {model.row.torch_module}: ~{tokens / 1e6:.1f}M {'tokens'} in {seconds:g}s "
               f"({epochs:.1f} epochs)" + (f", dropout {values['dropout']:g}" if "dropout" in values else ""))

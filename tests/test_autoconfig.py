@@ -1,7 +1,8 @@
 """The model chosen for a time budget: deterministic given the probe's figures; flags win."""
 import pytest
 
-from charlm.autoconfig import (DROPOUT, DROPOUT_EPOCHS, LADDER, TOKENS_PER_PARAM, choose, stack_parameters)
+from charlm.autoconfig import (DROPOUT, LADDER, PRESSURE_FOR_DROPOUT, TOKENS_PER_PARAM, TOKENS_PER_PARAM_REGULARISED,
+                               choose, overfitting_pressure, stack_parameters)
 from charlm.config import ModelConfig, TrainConfig
 
 MODEL = ModelConfig(cell="lstm", vocab_size=65)
@@ -30,8 +31,10 @@ def test_many_epochs_bring_dropout_and_given_fields_are_never_changed():
     small_corpus = 10**5
     choice = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, set(), flops_rate)
     assert choice.values["dropout"] == DROPOUT
-    tokens = flops_rate(ModelConfig(cell="lstm", hidden=choice.values["hidden"])) * 600
-    assert tokens / small_corpus >= DROPOUT_EPOCHS
+    H = choice.values["hidden"]
+    params = stack_parameters(65, 64, H, 2)
+    tokens = flops_rate(ModelConfig(cell="lstm", hidden=H)) * 600
+    assert overfitting_pressure(tokens, params, small_corpus) >= PRESSURE_FOR_DROPOUT
     kept = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"dropout"}, flops_rate)
     assert "dropout" not in kept.values
     assert choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"hidden"}, flops_rate) is None
@@ -40,6 +43,19 @@ def test_many_epochs_bring_dropout_and_given_fields_are_never_changed():
                   flops_rate) is None  # its recurrence runs through the decoder: no rule for it
     gru = choose(ModelConfig(cell="gru", vocab_size=65), TrainConfig(time_budget=60.0), 10**6, set(), flops_rate)
     assert gru.values["hidden"] in LADDER and "GRU" in gru.reason
+
+
+def test_dropout_lets_a_wider_model_train_on_fewer_tokens_per_parameter():
+    """Where the budget would memorise the corpus, the wider model wins once regularised; the
+    same budget without dropout (the user said --dropout 0) keeps the narrower one."""
+    corpus, seconds = 2 * 10**5, 600.0
+    regularised = choose(MODEL, TrainConfig(time_budget=seconds), corpus, set(), flops_rate)
+    plain = choose(MODEL, TrainConfig(time_budget=seconds), corpus, {"dropout"}, flops_rate)
+    assert regularised.values["dropout"] == DROPOUT and "dropout" not in plain.values
+    assert regularised.values["hidden"] > plain.values["hidden"]
+    for choice, k in ((regularised, TOKENS_PER_PARAM_REGULARISED), (plain, TOKENS_PER_PARAM)):
+        H = choice.values["hidden"]
+        assert flops_rate(ModelConfig(cell="lstm", hidden=H)) * seconds >= k * stack_parameters(65, 64, H, 2)
 
 
 def test_a_slow_machine_gets_the_narrowest_model():
