@@ -51,9 +51,10 @@ def check_agreement(world, trainer) -> None:
     if problem is not None:
         if world.rank == 0:
             raise (CorpusError if " text from rank 0 " in problem else ConfigError)(problem)
-        # Give rank 0 time to print the line and abort the job: a rank that exited first could
-        # have the launcher kill rank 0 before it said why.
+        # Give rank 0 time to print the line and abort the job (which ends this wait at once): a
+        # rank that exited first could have the launcher kill rank 0 before it said why. Ten
+        # seconds was once not enough on a loaded machine; a minute only bounds a rank 0 that died.
         import time
 
-        time.sleep(10)
+        time.sleep(60)
         raise SystemExit(1)
