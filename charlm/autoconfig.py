@@ -91,7 +91,7 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     values = {"hidden": best}
     if "dropout" not in given and dropout_at[best]:
         values["dropout"] = DROPOUT
-    reason = (f"{model.layers}x{best} {model.row.torch_module}: ~{tokens / 1e6:.1f}M {'tokens'} in {seconds:g}s "
+    reason = (f"{model.layers}x{best} {model.row.torch_module}: ~{tokens / 1e6:.1f}M tokens in {seconds:g}s "
               f"({epochs:.1f} epochs)" + (f", dropout {values['dropout']:g}" if "dropout" in values else ""))
     return Choice(values, reason, rates, time.perf_counter() - t0)
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from .config import SeqModelConfig
+from .heads import log_softmax
 from .model import SeqModel, parameter_shapes
 
 
@@ -63,9 +64,7 @@ class SeqEnsemble:
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
         padded steps), and the members' (logits, cache) pairs."""
         outputs = [member.forward(ids, lengths, rng=rng) for member in self.members]
-        stacked = np.stack([logits for logits, _ in outputs]).astype(np.float64)     # (K, ..., C)
-        shifted = stacked - stacked.max(axis=-1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
         if self.config.task == "tag":

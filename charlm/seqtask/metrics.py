@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .batching import Encoded, pad_inputs, sorted_batches
+from .heads import log_softmax
 
 EVAL_BATCH = 256
 
@@ -22,9 +23,8 @@ def predict_logits(model, encoded: Encoded, batch_size: int = EVAL_BATCH) -> lis
 
 
 def log_probs(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    """Log-probabilities in float64, whatever the logits' precision."""
+    return log_softmax(logits.astype(np.float64))
 
 
 def score(model, encoded: Encoded, labels: list[str]) -> dict:

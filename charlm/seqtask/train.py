@@ -10,6 +10,7 @@ dev split, the training data is scored instead, and the events say so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -138,19 +139,17 @@ class SeqTrainer:
                               f"examples now, {last.metadata.get('train_examples')} before)")
         saved = last.metadata.get("fingerprint")
         if isinstance(saved, dict):  # (checkpoints written before fingerprints: the count only)
-            changed = [name for name, now in trainer.fingerprint().items() if saved.get(name) != now]
+            changed = [name for name, now in trainer.fingerprint.items() if saved.get(name) != now]
             if changed:
                 raise ConfigError(f"cannot resume: the {' and '.join(changed)} data differ from what this run "
                                   "was trained on (same number of examples, other content); resume with "
                                   "the original files, or start a new run")
         return trainer
 
+    @functools.cached_property
     def fingerprint(self) -> dict:
         """Content digests of the training and dev splits, computed once."""
-        if not hasattr(self, "_fingerprint"):
-            self._fingerprint = {"training": self.train.digest(),
-                                 "dev": self.dev.digest() if self.dev is not None else None}
-        return self._fingerprint
+        return {"training": self.train.digest(), "dev": self.dev.digest() if self.dev is not None else None}
 
     # -- budget and schedule -------------------------------------------------------------------
 
@@ -265,7 +264,7 @@ class SeqTrainer:
 
     def _save(self, name, extra=None, **metadata):
         meta = {"train_config": dataclasses.asdict(self.tcfg), "data": self.data_spec, "step": self.pos.step,
-                "train_examples": len(self.train), "fingerprint": self.fingerprint()} | metadata
+                "train_examples": len(self.train), "fingerprint": self.fingerprint} | metadata
         return store.save(self.run_dir / name, self.mcfg, self.tokenizer, self.labels,
                           self.model.state_dict(), extra=extra, metadata=meta)
 
