@@ -25,6 +25,7 @@ def header_lines(trainer) -> list[str]:
     kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
     kind = f"{c.members} × ({kind})" if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
+    embed += " + end marker" if c.end_marker else ""
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
@@ -58,7 +59,7 @@ class TrainProgress:
         self.console.print(f"[yellow]{escape(text)}[/]")
 
     def update(self, event) -> None:
-        from ..seqtask.train import SeqCheckpointEvent, SeqDoneEvent, SeqEvalEvent, SeqStepEvent
+        from ..seqtask.events import SeqCheckpointEvent, SeqDoneEvent, SeqEvalEvent, SeqStepEvent
 
         if isinstance(event, SeqStepEvent):
             self.progress.update(self.task, completed=event.progress,
