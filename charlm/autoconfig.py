@@ -25,6 +25,7 @@ probe's figures (``rate`` may be any function, so tests inject one).
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wid
 TOKENS_PER_PARAM_REGULARISED = 2.5   # fitted: the same with dropout on
 PRESSURE_FOR_DROPOUT = 8.0  # fitted: epochs x parameters per character from which dropout wins
 DROPOUT = 0.25
-PROBE_STEPS = 2             # timed steps per candidate (after one untimed step)
+PROBE_STEPS = 4             # timed steps per candidate (after one untimed step); their median is the rate
 CHOSEN_FIELDS = ("hidden", "dropout")
 
 
@@ -99,7 +100,9 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
 def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS) -> float:
     """Training tokens per second of ``model`` at ``train``'s batch and window on this machine:
     forward, backward, clipping and the optimiser step on random ids, timed after one untimed
-    step (which loads the compiled kernels and sizes the workspace)."""
+    step (which loads the compiled kernels and sizes the workspace). The median step, not the
+    fastest: a training loop's steps scatter 10-15 % above the fastest one on a shared machine,
+    and the predicted tokens should be the ones the run will train."""
     import numpy as np
 
     from .model import Model
@@ -121,7 +124,7 @@ def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS)
             clip_grad_norm(net.grad_flat, train.clip_norm)
             opt.step(net.flat, net.grad_flat, 0.0)
             times.append(time.perf_counter() - t0)
-    return T * B / min(times[1:])
+    return T * B / statistics.median(times[1:])
 
 
 def choose_model(model: ModelConfig, train: TrainConfig, corpus, given: set):
