@@ -45,15 +45,14 @@ def test_sequences_shorter_than_the_grams():
 
 
 def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None):
-    """nn.Embedding (tokens; with the end marker's row) + nn.Embedding (buckets) summed (times the
-    input-dropout multipliers when given), a packed nn.LSTM, both final states, nn.Linear:
-    (logits, gradients by name)."""
+    """nn.Embedding (tokens) + nn.Embedding (buckets) summed (times the input-dropout multipliers
+    when given), a packed nn.LSTM, both final states, nn.Linear: (logits, gradients by name)."""
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence
 
     c = model.config
     module = torch.nn.ModuleDict({
-        "embedding": torch.nn.Embedding(c.vocab_size + c.end_marker, c.embed),
+        "embedding": torch.nn.Embedding(c.vocab_size, c.embed),
         "ngram_embedding": torch.nn.Embedding(c.buckets, c.embed),
         "rnn": torch.nn.LSTM(c.embed, c.hidden, num_layers=c.layers, bidirectional=True),
         "head": torch.nn.Linear(2 * c.hidden, c.num_labels)}).double()

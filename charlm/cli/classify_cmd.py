@@ -31,12 +31,8 @@ MODEL_OPTIONS = [
     ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
     ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
 ]
-CLASSIFY_OPTIONS = [
-    ("pooling", "--pooling", click.Choice(POOLINGS),
-     "how a sequence becomes one vector: the final states, or the mean or max over its steps"),
-    ("end_marker", "--end-marker/--no-end-marker", None,
-     "one more step after each text, a boundary token whose n-grams are its suffixes"),
-]
+POOLING_OPTION = ("pooling", "--pooling", click.Choice(POOLINGS),
+                  "how a sequence becomes one vector: the final states, or the mean or max over its steps")
 TRAIN_OPTIONS = [
     ("batch_size", "--batch-size", POSITIVE, "sequences per step"),
     ("lr", "--lr", POSITIVE_F, "peak learning rate (Adam)"),
@@ -45,8 +41,6 @@ TRAIN_OPTIONS = [
     ("warmup_steps", "--warmup-steps", NON_NEG, "linear warm-up steps"),
     ("weight_decay", "--weight-decay", NON_NEG_F, "L2 weight decay"),
     ("clip_norm", "--clip-norm", NON_NEG_F, "clip the global gradient norm (0 = off)"),
-    ("ema", "--ema", click.FloatRange(0, 1, max_open=True),
-     "evaluate and save a moving average of the weights with this decay, e.g. 0.999 (0 = none)"),
     ("epochs", "--epochs", NON_NEG_F, "stop after this many passes over the training data"),
     ("steps", "--steps", NON_NEG, "stop after this many steps"),
     ("time_budget", "--time", Duration(), "stop after this long, e.g. 90s, 5m"),
@@ -64,8 +58,8 @@ def _defaults():
     return {f.name: f.default for cls in (SeqModelConfig, SeqTrainConfig) for f in fields(cls)}
 
 
-def training_options(classify: bool):
-    options = MODEL_OPTIONS + (CLASSIFY_OPTIONS if classify else []) + TRAIN_OPTIONS
+def training_options(with_pooling: bool):
+    options = MODEL_OPTIONS + ([POOLING_OPTION] if with_pooling else []) + TRAIN_OPTIONS
 
     def decorate(func):
         defaults = _defaults()
@@ -98,7 +92,7 @@ def classify():
 @click.argument("train_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--header", type=click.Choice(("auto", "yes", "no")), default="auto", show_default=True,
               help="whether the first line is a header (auto: it is when its label is a column name such as 'label')")
-@training_options(classify=True)
+@training_options(with_pooling=True)
 def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 

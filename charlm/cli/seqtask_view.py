@@ -25,7 +25,6 @@ def header_lines(trainer) -> list[str]:
     kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
     kind = f"{c.members} × ({kind})" if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
-    embed += " + end marker" if c.end_marker else ""
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"

@@ -26,7 +26,7 @@ def tag():
 @click.option("--format", "fmt", type=click.Choice(("conll", "spaces")), default="conll", show_default=True,
               help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
                    "learn to put its spaces back (tag per character: does a space follow?)")
-@training_options(classify=False)
+@training_options(with_pooling=False)
 def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **options):
     """Train a tagger on TRAIN_FILE.
 

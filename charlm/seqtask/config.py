@@ -47,8 +47,6 @@ class SeqModelConfig:
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
-    end_marker: bool = False    # classify: one more step after each sequence, a boundary token (row V of the
-                                # embedding) whose n-grams are the suffixes ("ung>"); off in older runs
 
     @property
     def directions(self) -> int:
@@ -69,11 +67,8 @@ class SeqModelConfig:
             raise ConfigError(f"members must be at most {MAX_MEMBERS}, got {self.members}")
         if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
-        for name in ("bidirectional", "end_marker"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.end_marker and self.task != "classify":
-            raise ConfigError("end_marker is for classifiers only (a tagger labels each token, and the marker is none)")
+        if not isinstance(self.bidirectional, bool):
+            raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         for name in ("dropout", "input_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
@@ -90,7 +85,6 @@ class SeqTrainConfig:
     warmup_steps: int = 50      # linear warm-up at the start
     weight_decay: float = 0.0   # Adam's coupled L2
     clip_norm: float = 5.0      # global gradient-norm clip (0 = off)
-    ema: float = 0.0            # decay of a moving average of the weights, evaluated and saved (0 = none)
     epochs: float = 0.0         # budgets: the first one reached stops training
     steps: int = 0              # (none set: 10 epochs)
     time_budget: float = 0.0    # wall-clock seconds
@@ -107,15 +101,13 @@ class SeqTrainConfig:
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
             _positive_int(name, getattr(self, name), minimum=0)
-        for name in ("lr", "min_lr", "weight_decay", "clip_norm", "ema", "epochs", "time_budget"):
+        for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.ema >= 1:
-            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         return self
 
     @property

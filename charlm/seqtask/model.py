@@ -9,8 +9,6 @@ Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/
 ``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
 into another) so that the optimiser works on a single array, as for the language model. The
 n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py).
-With ``end_marker`` each sequence gets one more step, the boundary token: the embedding has
-V + 1 rows, and the forward direction ends (the reverse one starts) on the suffix n-grams.
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
@@ -54,7 +52,7 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     c = config
     F = c.directions * c.hidden
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
-    return ([("embedding.weight", (c.vocab_size + c.end_marker, c.embed))] + ngram
+    return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
             + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
 
@@ -141,8 +139,6 @@ class SeqModel:
         lengths_s = lengths[order]
         T = int(lengths_s[0])
         ids_s = np.ascontiguousarray(np.asarray(ids)[:T, order])
-        if c.end_marker:  # id V after each sequence; every step from here on includes it
-            ids_s, lengths_s = ngrams.append_end(ids_s, lengths_s, c.vocab_size)
         spans = Spans.of(lengths_s)
         x = p["embedding.weight"][ids_s]                                       # (T, B, E)
         drop_in = c.input_dropout if rng is not None else 0.0

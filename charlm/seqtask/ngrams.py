@@ -8,12 +8,9 @@ discover them one character at a time from a few thousand words per class.
 
 An n-gram may reach one step before the sequence: that step is a boundary marker (id V), so
 "<th" (the word starts with "th") differs from "th" inside it; grams reaching further back are
-left out. With an end marker (``append_end``) the same boundary id also follows the sequence,
-one step more, so the n-grams ending there are its suffixes: "ung>" (the word ends in "ung"),
-the cues a character n-gram classifier leans on most. The hash of the ids g_1..g_n is the
-polynomial sum (g_i + 1) * 1000003^(n-i) modulo the prime 2^31 - 1, then modulo K: fixed
-arithmetic, so a stored model hashes the same anywhere. Collisions only make two n-grams share
-a vector.
+left out. The hash of the ids g_1..g_n is the polynomial sum (g_i + 1) * 1000003^(n-i) modulo
+the prime 2^31 - 1, then modulo K: fixed arithmetic, so a stored model hashes the same anywhere.
+Collisions only make two n-grams share a vector.
 
 Dimensions: T steps, B batch, N the largest n, K buckets, E embedding width.
 """
@@ -38,16 +35,6 @@ def ngram_ids(ids: np.ndarray, vocab_size: int, max_n: int, buckets: int) -> np.
         h[first:] = (head * pow(MULTIPLIER, n - 1, MODULUS) + h[first:]) % MODULUS
         result[n - 2, first:] = h[first:] % buckets
     return result
-
-
-def append_end(ids: np.ndarray, lengths: np.ndarray, boundary: int):
-    """(ids (T+1, B) with ``boundary`` at each row's own length, lengths + 1): one more step per
-    sequence, the end marker (what lies beyond it stays padding)."""
-    T, B = ids.shape
-    marked = np.zeros((T + 1, B), ids.dtype)
-    marked[:T] = ids
-    marked[lengths, np.arange(B)] = boundary
-    return marked, lengths + 1
 
 
 def embed(table: np.ndarray, grams: np.ndarray, x: np.ndarray, keep=None) -> None:

@@ -22,7 +22,6 @@ from .. import checkpoint as ckpt
 from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
 from . import store
-from .averaging import WeightAverage
 from .batching import encode_examples, epoch_batches, fit_labels, fit_vocabulary, pad
 from .config import SeqModelConfig, SeqTrainConfig
 from .events import SeqCheckpointEvent, SeqDoneEvent, SeqEvalEvent, SeqStepEvent
@@ -73,8 +72,7 @@ class SeqTrainer:
         if _resume is None:
             self.model.init_weights(self.rng)
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.average = WeightAverage(self.tcfg.ema, self.model.flat)  # from the initial weights; a resume loads it
-        if _resume is not None:
+        else:
             self._restore(_resume)
         self._epoch_cache = None
 
@@ -190,7 +188,6 @@ class SeqTrainer:
                 continue
             bad = 0
             self.optimizer.step(model.flat, model.grad_flat, lr)
-            self.average.update(model.flat, p.step)
             p.step += 1
             p.batch += 1
             if p.batch >= self.batches_per_epoch():
@@ -209,8 +206,7 @@ class SeqTrainer:
         p = self.pos
         train_loss = p.loss_sum / max(p.loss_count, 1)
         p.loss_sum, p.loss_count = 0.0, 0
-        with self.average.applied(self.model.flat):
-            scores = score(self.model, self.dev or self.train, self.labels)
+        scores = score(self.model, self.dev or self.train, self.labels)
         key = [scores["accuracy"], scores["loss"]]
         improved = key[0] > p.best[0] or (key[0] == p.best[0] and key[1] < p.best[1])
         if improved:
@@ -223,9 +219,7 @@ class SeqTrainer:
         if not np.isfinite(self.model.flat).all():
             return
         if improved:
-            with self.average.applied(self.model.flat):  # the model kept is the one scored
-                path = self._save(store.MODEL_FILE, scores=_brief(scores))
-            yield SeqCheckpointEvent(p.step, path, True)
+            yield SeqCheckpointEvent(p.step, self._save(store.MODEL_FILE, scores=_brief(scores)), True)
         yield SeqCheckpointEvent(p.step, self.save_last(), False)
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -239,8 +233,7 @@ class SeqTrainer:
     def save_last(self) -> Path:
         arrays, scalars = self.optimizer.state_dict()
         p = self.pos
-        path = self._save(store.LAST_FILE, extra=arrays | self.average.state(), optimizer=scalars,
-                          rng=self.rng.bit_generator.state,
+        path = self._save(store.LAST_FILE, extra=arrays, optimizer=scalars, rng=self.rng.bit_generator.state,
                           position={"epoch": p.epoch, "batch": p.batch, "elapsed": p.elapsed, "best": p.best,
                                     "loss_sum": p.loss_sum, "loss_count": p.loss_count})
         self._saved_step = p.step
@@ -251,7 +244,6 @@ class SeqTrainer:
             meta, q = last.metadata, last.metadata["position"]
             self.model.load_state_dict(last.tensors)
             self.optimizer.load_state_dict(last.extra, meta["optimizer"])
-            self.average.load_state(last.extra)
             self.rng.bit_generator.state = meta["rng"]
             best = [float(q["best"][0]), math.inf if q["best"][1] is None else float(q["best"][1])]
             self.pos = _Position(int(meta["step"]), int(q["epoch"]), int(q["batch"]), float(q["elapsed"]),
