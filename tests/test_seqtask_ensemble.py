@@ -89,6 +89,28 @@ def test_an_ensemble_trains_saves_predicts_and_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(resumed.model.flat, straight.model.flat)
 
 
+def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_path):
+    from dataclasses import replace
+
+    model = ensemble(members=3, ngrams=3)
+    salted = build_model(replace(model.config, member_salts=True), np.float64)
+    salted.flat[...] = model.flat
+    ids, lengths, _ = tiny_batch("classify", np.random.default_rng(1))
+    assert [m.ngram_salt for m in model.members] == [0, 0, 0]
+    assert [m.ngram_salt for m in salted.members] == [0, 1, 2]
+    grams = [m.forward(ids, lengths)[1][4] for m in salted.members]
+    assert (grams[0] != grams[1]).any() and (grams[1] != grams[2]).any()
+    plain_logits, salted_logits = model.forward(ids, lengths)[0], salted.forward(ids, lengths)[0]
+    assert not np.allclose(plain_logits, salted_logits)
+    from charlm.tokenizer import EOS, UNK, Tokenizer
+
+    tokenizer = Tokenizer("char", [EOS, UNK] + list("abcde"))
+    assert len(tokenizer) == salted.config.vocab_size
+    store.save(tmp_path / "m.safetensors", salted.config, tokenizer, ["a", "b", "c"], salted.state_dict())
+    loaded = store.load(tmp_path / "m.safetensors").build_model(np.float64)
+    np.testing.assert_array_equal(loaded.forward(ids, lengths)[0], salted_logits)
+
+
 @pytest.mark.parametrize("members", [0, 17, -1])
 def test_bad_member_counts_are_one_clear_error(members):
     with pytest.raises(ConfigError, match="members"):

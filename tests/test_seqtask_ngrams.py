@@ -39,6 +39,19 @@ def test_buckets_match_the_reference_hash():
                 assert grams[n - 2, t, b] == expected, (n, t, b)
 
 
+def test_a_salt_scatters_the_buckets_and_salt_0_is_the_plain_hash():
+    rng = np.random.default_rng(1)
+    V, N, K = 9, 3, 97
+    ids = rng.integers(0, V, (5, 4))
+    np.testing.assert_array_equal(ngram_ids(ids, V, N, K, salt=0), ngram_ids(ids, V, N, K))
+    salted = ngram_ids(ids, V, N, K, salt=2)
+    marked = [V] + ids[:, 0].tolist()
+    h = reference_bucket(marked[0:3], 2 ** 31 - 1)      # the 3-gram ending at step 1, before the modulo K
+    assert salted[1, 1, 0] == h * 48271 ** 2 % (2 ** 31 - 1) % K
+    assert (salted == -1).sum() == (ngram_ids(ids, V, N, K) == -1).sum()
+    assert (salted != ngram_ids(ids, V, N, K)).mean() > 0.8
+
+
 def test_sequences_shorter_than_the_grams():
     grams = ngram_ids(np.array([[3, 4]]), 5, 5, 13)     # T = 1: only "<x" exists
     assert (grams[0] >= 0).all() and (grams[1:] == -1).all()
@@ -106,8 +119,11 @@ def test_input_dropout_matches_pytorch_and_finite_differences():
 
 
 def test_padding_changes_nothing_with_ngrams():
-    model = tiny_model("gru", "tag", "mean", ngrams=4)
-    rng = np.random.default_rng(4)
+    assert_padding_changes_nothing(tiny_model("gru", "tag", "mean", ngrams=4), np.random.default_rng(4))
+
+
+def assert_padding_changes_nothing(model, rng):
+    """A tagger's loss and gradients with two more padded steps of random ids and labels are the same."""
     ids, lengths, labels = batch("tag", rng)
     loss = model.loss_and_grad(ids, lengths, labels)
     grad = model.grad_flat.copy()

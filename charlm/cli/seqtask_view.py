@@ -23,9 +23,11 @@ def header_lines(trainer) -> list[str]:
     c, t = trainer.mcfg, trainer.tcfg
     spec = trainer.data_spec
     kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
-    kind = f"{c.members} × ({kind})" if c.members > 1 else kind
+    kind = f"{c.members} × ({kind}{', own n-gram hashes' if c.member_salts and c.ngrams else ''})" \
+        if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
+    head = f"(+ next-token loss × {c.lm_weight:g}) {head}" if c.lm_weight else head
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None

@@ -47,6 +47,8 @@ class SeqModelConfig:
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
+    lm_weight: float = 0.0      # weight of an auxiliary next-token (and previous-token) loss (0 = off; lm_loss.py)
+    member_salts: bool = False  # member k hashes its n-grams with salt k (members' collisions differ; ngrams.py)
 
     @property
     def directions(self) -> int:
@@ -67,12 +69,16 @@ class SeqModelConfig:
             raise ConfigError(f"members must be at most {MAX_MEMBERS}, got {self.members}")
         if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
-        if not isinstance(self.bidirectional, bool):
-            raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
+        for name in ("bidirectional", "member_salts"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("dropout", "input_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        w = self.lm_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"lm_weight must be a finite number >= 0, got {w!r}")
         return self
 
 

@@ -8,8 +8,10 @@ on the same batch with its own loss; the training loss is their mean (each membe
 probabilities: ``forward`` returns log(mean_k softmax(logits_k)), which a softmax leaves as it
 is, so everything that reads logits (scores, top-k labels, tags) reads the ensemble.
 
-Members differ only by their random draws, so they make partly different mistakes; averaging
-their probabilities cancels part of them, at K times the cost of a step.
+Members differ by their random draws, and with ``member_salts`` by their n-gram hashes too
+(member k hashes with salt k, fixed by its index, so a stored ensemble hashes as it was trained),
+so they make partly different mistakes; averaging their probabilities cancels part of them, at K
+times the cost of a step.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ class SeqEnsemble:
         for k in range(K):
             owner = self.members[0] if k else None  # one thread for every member's reverse directions
             self.members.append(SeqModel(one, dtype, flat=self.flat[k * m:(k + 1) * m],
-                                         grad_flat=self.grad_flat[k * m:(k + 1) * m], pool_owner=owner))
+                                         grad_flat=self.grad_flat[k * m:(k + 1) * m], pool_owner=owner,
+                                         ngram_salt=k if config.member_salts else 0))
         self.params = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)

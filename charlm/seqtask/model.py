@@ -8,7 +8,9 @@ Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/
 ``bidirectional`` as configured (``rnn.weight_ih_l0``, ``rnn.weight_ih_l0_reverse``, ...) and
 ``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
 into another) so that the optimiser works on a single array, as for the language model. The
-n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py).
+n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py). With
+``lm_weight``, ``lm_head.*`` (and ``lm_head_reverse.*``) follow: the auxiliary language-model heads
+that only training reads (lm_loss.py).
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
@@ -23,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import heads, ngrams
+from .lm_loss import lm_loss, lm_shapes
 from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from .config import SeqModelConfig
 
@@ -54,15 +57,17 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
     return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
-            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
+            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))] + lm_shapes(c))
 
 
 class SeqModel:
     """Parameters, forward and backward of one batch. Never prints, never reads files."""
 
-    def __init__(self, config: SeqModelConfig, dtype=np.float32, *, flat=None, grad_flat=None, pool_owner=None):
+    def __init__(self, config: SeqModelConfig, dtype=np.float32, *, flat=None, grad_flat=None, pool_owner=None,
+                 ngram_salt: int = 0):
         """``flat``, ``grad_flat``: buffers to view (an ensemble's slices) instead of new ones;
-        ``pool_owner``: the model whose thread runs the reverse directions (the ensemble)."""
+        ``pool_owner``: the model whose thread runs the reverse directions (the ensemble);
+        ``ngram_salt``: the salt of this model's n-gram hash (an ensemble member's index, ngrams.py)."""
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
         self.shapes = parameter_shapes(config)
@@ -76,6 +81,7 @@ class SeqModel:
             self.grads[name] = self.grad_flat[offset:offset + n].reshape(shape)
             offset += n
         self._executor, self._pool_owner = None, pool_owner
+        self.ngram_salt = ngram_salt
 
     def _direction_pool(self):
         """The executor that runs reverse directions beside forward ones, or None: a
@@ -119,6 +125,8 @@ class SeqModel:
         p["head.bias"][...] = 0.0
         if c.ngrams:  # drawn last: a model without n-grams starts as it always did
             p["ngram_embedding.weight"][...] = rng.normal(0.0, 0.1, p["ngram_embedding.weight"].shape)
+        for name, shape in lm_shapes(c):  # after everything else, for the same reason
+            p[name][...] = rng.uniform(-bound, bound, shape) if name.endswith(".weight") else 0.0
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -147,7 +155,7 @@ class SeqModel:
             token_keep = heads.dropout_mask(ids_s.shape, drop_in, rng, x.dtype)  # (T, B)
             x *= token_keep[:, :, None]
         if c.ngrams:
-            grams = ngrams.ngram_ids(ids_s, c.vocab_size, c.ngrams, c.buckets)  # (N-1, T, B)
+            grams = ngrams.ngram_ids(ids_s, c.vocab_size, c.ngrams, c.buckets, self.ngram_salt)  # (N-1, T, B)
             if drop_in:
                 gram_keep = heads.dropout_mask(grams.shape, drop_in, rng, x.dtype)
             ngrams.embed(p["ngram_embedding.weight"], grams, x, gram_keep)
@@ -165,16 +173,18 @@ class SeqModel:
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
-        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out.shape,
+        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out,
                  arg, mask, h)
         return logits, cache
 
-    def backward(self, dlogits, cache) -> None:
+    def backward(self, dlogits, cache, lm=None) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
-        in the caller's order (zero wherever the loss does not look)."""
+        in the caller's order (zero wherever the loss does not look). ``lm``: the weighted
+        language-model term's (dL/d(encoder output), {head name: gradient}), or None."""
         c, p, g = self.config, self.params, self.grads
-        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
+        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out,
          arg, mask, h) = cache
+        out_shape = out.shape
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         F = out_shape[2]
@@ -187,6 +197,10 @@ class SeqModel:
             dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
         else:
             dout = dh
+        if lm is not None:
+            dout = dout + lm[0]
+            for name, grad in lm[1].items():
+                g[name][...] = grad
         dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
                               pool=self._direction_pool())
         from ..kernels.embedding import scatter_add_rows
@@ -210,7 +224,14 @@ class SeqModel:
         return loss, dlogits.reshape(T, B, C)
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
+        """Task loss (+ lm_weight x the language-model loss) of a batch; gradients into ``grads``."""
         logits, cache = self.forward(ids, lengths, rng=rng)
         loss, dlogits = self.loss(logits, labels, lengths)
-        self.backward(dlogits, cache)
+        lm, w = None, self.config.lm_weight
+        if w:
+            lengths_s, ids_s, spans, out = cache[2], cache[3], cache[7], cache[9]
+            lm_value, dout, grads = lm_loss(self.params, out, ids_s, lengths_s, spans.mask, self.config)
+            loss += w * lm_value
+            lm = (w * dout, {name: w * grad for name, grad in grads.items()})
+        self.backward(dlogits, cache, lm)
         return loss
