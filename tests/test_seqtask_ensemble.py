@@ -111,6 +111,34 @@ def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_p
     np.testing.assert_array_equal(loaded.forward(ids, lengths)[0], salted_logits)
 
 
+def test_two_threads_give_the_serial_results_bit_for_bit():
+    """Members 0 and 1 side by side, the odd member 2 alone with its directions split: the same
+    loss, gradients and logits as one thread, dropout, salted n-grams and the LM loss included."""
+    import threading
+    from dataclasses import replace
+
+    from charlm.seqtask.model import kernel_scope
+
+    results, where = [], []
+    for threads in (1, 2):
+        base = ensemble(members=3, ngrams=3)
+        model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True, lm_weight=0.5),
+                            np.float64).init_weights(np.random.default_rng(0))
+        own = model.members[1].loss_and_grad
+        model.members[1].loss_and_grad = lambda *a: where.append(threading.current_thread().name) or own(*a)
+        ids, lengths, labels = tiny_batch("classify", np.random.default_rng(5), lengths=(7, 3, 6, 1, 7, 2))
+        with kernel_scope(threads):
+            loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(6))
+            logits, _ = model.forward(ids, lengths)
+        results.append((loss, logits, model.grad_flat.copy()))
+    assert where[0] == threading.current_thread().name and where[1].startswith("charlm-member")
+    (loss1, logits1, grad1), (loss2, logits2, grad2) = results
+    assert loss1 == loss2
+    np.testing.assert_array_equal(logits1, logits2)
+    np.testing.assert_array_equal(grad1, grad2)
+    assert np.abs(grad1).max() > 0
+
+
 @pytest.mark.parametrize("members", [0, 17, -1])
 def test_bad_member_counts_are_one_clear_error(members):
     with pytest.raises(ConfigError, match="members"):

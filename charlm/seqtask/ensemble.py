@@ -12,6 +12,12 @@ Members differ by their random draws, and with ``member_salts`` by their n-gram 
 (member k hashes with salt k, fixed by its index, so a stored ensemble hashes as it was trained),
 so they make partly different mistakes; averaging their probabilities cancels part of them, at K
 times the cost of a step.
+
+Each member draws its dropout from its own generator, seeded from the run's generator in member
+order at every training step, so its draws never depend on when or on which thread it runs. With
+two kernel threads, members run two at a time (2j on this thread, 2j+1 on the other, each its two
+directions in turn); an odd last member runs alone with its directions split as a single model's
+are. Members share no array they write, so the results are those of one thread, bit for bit.
 """
 from __future__ import annotations
 
@@ -43,12 +49,9 @@ class SeqEnsemble:
         self.flat = np.zeros(self.size, self.dtype)
         self.grad_flat = np.zeros(self.size, self.dtype)
         m = self.size // K
-        self.members = []
-        for k in range(K):
-            owner = self.members[0] if k else None  # one thread for every member's reverse directions
-            self.members.append(SeqModel(one, dtype, flat=self.flat[k * m:(k + 1) * m],
-                                         grad_flat=self.grad_flat[k * m:(k + 1) * m], pool_owner=owner,
-                                         ngram_salt=k if config.member_salts else 0))
+        self._executor, self._side_by_side = None, False
+        self.members = [SeqModel(one, dtype, flat=self.flat[k * m:(k + 1) * m], grad_flat=self.grad_flat[k * m:(k + 1) * m],
+                                 pool_owner=self, ngram_salt=k if config.member_salts else 0) for k in range(K)]
         self.params = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
@@ -63,10 +66,59 @@ class SeqEnsemble:
     state_dict = SeqModel.state_dict
     load_state_dict = SeqModel.load_state_dict
 
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _pool(self):
+        """The second thread (members 2j+1, or an odd last member's reverse directions), or None
+        on one kernel thread."""
+        from ..runtime import kernel_threads
+
+        if kernel_threads() < 2:
+            return None
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-member")
+        return self._executor
+
+    def _direction_pool(self):
+        """What a member runs its reverse direction on: nothing while members run side by side
+        (both threads are busy already), else the second thread."""
+        return None if self._side_by_side else self._pool()
+
+    def _each_member(self, run):
+        """[run(0), ..., run(K-1)], two members at a time when there is a second thread."""
+        K, pool = len(self.members), self._pool()
+        if pool is None:
+            return [run(k) for k in range(K)]
+        pairs = K - K % 2
+        results = [None] * K
+        self._side_by_side = True
+        try:
+            later = pool.submit(lambda: [run(k) for k in range(1, pairs, 2)])
+            try:
+                results[0:pairs:2] = [run(k) for k in range(0, pairs, 2)]
+            finally:
+                results[1:pairs:2] = later.result()
+        finally:
+            self._side_by_side = False
+        if K % 2:
+            results[K - 1] = run(K - 1)
+        return results
+
+    def member_generators(self, rng):
+        """One generator per member, seeded from ``rng`` in member order (None: no dropout)."""
+        if rng is None:
+            return [None] * len(self.members)
+        return [np.random.default_rng(seed) for seed in rng.integers(2 ** 63 - 1, size=len(self.members))]
+
+    # -- forward / backward ------------------------------------------------------------------------
+
     def forward(self, ids, lengths, *, rng=None):
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
         padded steps), and the members' (logits, cache) pairs."""
-        outputs = [member.forward(ids, lengths, rng=rng) for member in self.members]
+        rngs = self.member_generators(rng)
+        outputs = self._each_member(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k]))
         logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
@@ -77,8 +129,9 @@ class SeqEnsemble:
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
         """Mean of the members' losses; their gradients (each / K) into ``grads``."""
+        rngs = self.member_generators(rng)
         total = 0.0
-        for member in self.members:
-            total += member.loss_and_grad(ids, lengths, labels, rng)
+        for loss in self._each_member(lambda k: self.members[k].loss_and_grad(ids, lengths, labels, rngs[k])):
+            total += loss
         self.grad_flat /= len(self.members)
         return total / len(self.members)
