@@ -89,6 +89,18 @@ def test_an_ensemble_trains_saves_predicts_and_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(resumed.model.flat, straight.model.flat)
 
 
+def test_configurations_stored_before_salts_load_unsalted():
+    import dataclasses
+
+    from charlm.config import from_dict
+
+    stored = dataclasses.asdict(SeqModelConfig(vocab_size=7, num_labels=3, members=2, ngrams=3))
+    del stored["member_salts"]
+    config = from_dict(SeqModelConfig, stored).validate()
+    assert config.member_salts is False
+    assert [m.ngram_salt for m in build_model(config).members] == [0, 0]
+
+
 def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_path):
     from dataclasses import replace
 
@@ -113,7 +125,7 @@ def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_p
 
 def test_two_threads_give_the_serial_results_bit_for_bit():
     """Members 0 and 1 side by side, the odd member 2 alone with its directions split: the same
-    loss, gradients and logits as one thread, dropout, salted n-grams and the LM loss included."""
+    loss, gradients and logits as one thread, dropout and salted n-grams included."""
     import threading
     from dataclasses import replace
 
@@ -122,7 +134,7 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
     results, where = [], []
     for threads in (1, 2):
         base = ensemble(members=3, ngrams=3)
-        model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True, lm_weight=0.5),
+        model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True),
                             np.float64).init_weights(np.random.default_rng(0))
         own = model.members[1].loss_and_grad
         model.members[1].loss_and_grad = lambda *a: where.append(threading.current_thread().name) or own(*a)

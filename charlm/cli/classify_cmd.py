@@ -30,7 +30,6 @@ MODEL_OPTIONS = [
     ("ngrams", "--ngrams", NON_NEG, "add hashed embeddings of the 2..N-grams ending at each token (0 = none)"),
     ("buckets", "--buckets", POSITIVE, "hash buckets of those n-gram embeddings"),
     ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
-    ("lm_weight", "--lm-weight", NON_NEG_F, "weight of an auxiliary next-token (and previous-token) loss (0 = off)"),
     ("member_salts", "--member-salts/--shared-hashes", None, "each member hashes its n-grams with its own salt"),
 ]
 POOLING_OPTION = ("pooling", "--pooling", click.Choice(POOLINGS),

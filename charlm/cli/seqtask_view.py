@@ -27,7 +27,6 @@ def header_lines(trainer) -> list[str]:
         if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
-    head = f"(+ next-token loss × {c.lm_weight:g}) {head}" if c.lm_weight else head
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None

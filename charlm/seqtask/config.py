@@ -47,7 +47,6 @@ class SeqModelConfig:
     ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
-    lm_weight: float = 0.0      # weight of an auxiliary next-token (and previous-token) loss (0 = off; lm_loss.py)
     member_salts: bool = False  # member k hashes its n-grams with salt k (members' collisions differ; ngrams.py)
 
     @property
@@ -76,9 +75,6 @@ class SeqModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        w = self.lm_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ConfigError(f"lm_weight must be a finite number >= 0, got {w!r}")
         return self
 
 

@@ -8,9 +8,7 @@ Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/
 ``bidirectional`` as configured (``rnn.weight_ih_l0``, ``rnn.weight_ih_l0_reverse``, ...) and
 ``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
 into another) so that the optimiser works on a single array, as for the language model. The
-n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py). With
-``lm_weight``, ``lm_head.*`` (and ``lm_head_reverse.*``) follow: the auxiliary language-model heads
-that only training reads (lm_loss.py).
+n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py).
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
@@ -25,7 +23,6 @@ from dataclasses import replace
 import numpy as np
 
 from . import heads, ngrams
-from .lm_loss import lm_loss, lm_shapes
 from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from .config import SeqModelConfig
 
@@ -57,7 +54,7 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
     return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
-            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))] + lm_shapes(c))
+            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
 
 
 class SeqModel:
@@ -125,8 +122,6 @@ class SeqModel:
         p["head.bias"][...] = 0.0
         if c.ngrams:  # drawn last: a model without n-grams starts as it always did
             p["ngram_embedding.weight"][...] = rng.normal(0.0, 0.1, p["ngram_embedding.weight"].shape)
-        for name, shape in lm_shapes(c):  # after everything else, for the same reason
-            p[name][...] = rng.uniform(-bound, bound, shape) if name.endswith(".weight") else 0.0
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -173,18 +168,16 @@ class SeqModel:
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
-        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out,
+        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out.shape,
                  arg, mask, h)
         return logits, cache
 
-    def backward(self, dlogits, cache, lm=None) -> None:
+    def backward(self, dlogits, cache) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
-        in the caller's order (zero wherever the loss does not look). ``lm``: the weighted
-        language-model term's (dL/d(encoder output), {head name: gradient}), or None."""
+        in the caller's order (zero wherever the loss does not look)."""
         c, p, g = self.config, self.params, self.grads
-        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out,
+        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
          arg, mask, h) = cache
-        out_shape = out.shape
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         F = out_shape[2]
@@ -197,10 +190,6 @@ class SeqModel:
             dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
         else:
             dout = dh
-        if lm is not None:
-            dout = dout + lm[0]
-            for name, grad in lm[1].items():
-                g[name][...] = grad
         dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
                               pool=self._direction_pool())
         from ..kernels.embedding import scatter_add_rows
@@ -224,14 +213,7 @@ class SeqModel:
         return loss, dlogits.reshape(T, B, C)
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
-        """Task loss (+ lm_weight x the language-model loss) of a batch; gradients into ``grads``."""
         logits, cache = self.forward(ids, lengths, rng=rng)
         loss, dlogits = self.loss(logits, labels, lengths)
-        lm, w = None, self.config.lm_weight
-        if w:
-            lengths_s, ids_s, spans, out = cache[2], cache[3], cache[7], cache[9]
-            lm_value, dout, grads = lm_loss(self.params, out, ids_s, lengths_s, spans.mask, self.config)
-            loss += w * lm_value
-            lm = (w * dout, {name: w * grad for name, grad in grads.items()})
-        self.backward(dlogits, cache, lm)
+        self.backward(dlogits, cache)
         return loss
