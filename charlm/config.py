@@ -19,7 +19,7 @@ CELLS = tuple(_CELL_TABLE)   # the --cell choices, in the table's order
 LEVELS = ("char", "word")
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "cosine", "plateau")
+SCHEDULES = ("constant", "cosine", "linear", "plateau")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class TrainConfig:
     lr: float = 2e-3                  # peak learning rate
     weight_decay: float = 0.0         # L2 (adamw: decoupled) weight decay
     momentum: float = 0.9             # sgd momentum
-    schedule: str = "cosine"          # cosine (decays over the budget) | constant | plateau (reduce on plateau)
+    schedule: str = "cosine"          # cosine | linear (decay over the budget) | constant | plateau (reduce on plateau)
     warmup_steps: int = 0             # linear warm-up steps (any schedule)
     min_lr: float = 0.0               # cosine: learning rate at the end of the budget
     clip_norm: float = 5.0            # global gradient-norm clip (0 = off)

@@ -227,7 +227,9 @@ class Schedule:
     whichever ends the run first: ``charlm.budget.Budget.progress``), so a cosine schedule
     reaches ``min_lr`` exactly when the run ends, however the budget was given.
 
-    constant: lr.  cosine: decays from lr to ``min_lr`` as progress goes 0 -> 1.  plateau: lr
+    constant: lr.  cosine: decays from lr to ``min_lr`` as progress goes 0 -> 1.  linear: the
+    same decay in a straight line (it spends less of the budget near the peak and more near
+    the end than cosine does).  plateau: lr
     times ``factor`` each time the validation loss has not improved for ``patience``
     evaluations.  Every schedule starts with a linear warm-up over ``warmup`` steps (a ramp
     multiplied in, so the cosine curve itself is unchanged).  ``scale`` is an extra factor that
@@ -249,6 +251,9 @@ class Schedule:
         if self.kind == "cosine":
             p = min(1.0, max(0.0, progress))
             lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * p))
+        elif self.kind == "linear":
+            p = min(1.0, max(0.0, progress))
+            lr = self.base_lr + (self.min_lr - self.base_lr) * p
         if self.warmup and step < self.warmup:
             lr *= (step + 1) / self.warmup
         return lr * self.scale

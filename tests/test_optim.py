@@ -86,6 +86,15 @@ def test_cosine_schedule_follows_the_budget_fraction_with_a_warm_up_ramp():
     assert s.lr(500, 3.0) == pytest.approx(0.1)
 
 
+def test_linear_schedule_decays_in_a_straight_line_to_min_lr_at_the_end_of_the_budget():
+    s = Schedule("linear", 1.0, min_lr=0.2)
+    assert s.lr(0, 0.0) == pytest.approx(1.0)
+    assert s.lr(30, 0.25) == pytest.approx(0.8)         # cosine would still be at 0.88
+    assert s.lr(60, 0.75) == pytest.approx(0.4)
+    assert s.lr(90, 1.0) == pytest.approx(0.2)
+    assert s.lr(99, 1.5) == pytest.approx(0.2)          # past the budget: stays at min_lr
+
+
 def test_schedule_refuses_min_lr_above_lr():
     with pytest.raises(ConfigError, match="min_lr"):
         Schedule("cosine", 1e-3, min_lr=1e-2)
