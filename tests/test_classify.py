@@ -162,6 +162,8 @@ def test_cli_train_eval_predict(tmp_path, monkeypatch):
     (["classify", "train", "train.tsv", "--ngrams", "1"], "ngrams must be 0 (none) or from 2 to 8, got 1"),
     (["classify", "train", "train.tsv", "--ngrams", "3", "--buckets", "0"], "Invalid value for '--buckets'"),
     (["classify", "train", "train.tsv", "--threads", "-1"], "Invalid value for '--threads'"),
+    (["classify", "train", "train.tsv", "--wide-ngrams", "9"], "wide_ngrams must be from 0 (none) to 8, got 9"),
+    (["classify", "train", "train.tsv", "--wide-dropout", "1"], "Invalid value for '--wide-dropout'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

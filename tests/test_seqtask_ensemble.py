@@ -134,7 +134,8 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
     results, where = [], []
     for threads in (1, 2):
         base = ensemble(members=3, ngrams=3)
-        model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True),
+        model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True, wide_ngrams=3,
+                                    wide_buckets=13, wide_dropout=0.2),
                             np.float64).init_weights(np.random.default_rng(0))
         own = model.members[1].loss_and_grad
         model.members[1].loss_and_grad = lambda *a: where.append(threading.current_thread().name) or own(*a)

@@ -57,9 +57,11 @@ def test_sequences_shorter_than_the_grams():
     assert (grams[0] >= 0).all() and (grams[1:] == -1).all()
 
 
-def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None):
+def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None, wide_bags=None):
     """nn.Embedding (tokens) + nn.Embedding (buckets) summed (times the input-dropout multipliers
-    when given), a packed nn.LSTM, both final states, nn.Linear: (logits, gradients by name)."""
+    when given), a packed nn.LSTM, both final states, nn.Linear: (logits, gradients by name).
+    With a wide path, nn.EmbeddingBag(mode="sum") on ``wide_bags`` (input, offsets, per-sample
+    weights or None) adds its output to the logits."""
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -68,7 +70,10 @@ def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None
         "embedding": torch.nn.Embedding(c.vocab_size, c.embed),
         "ngram_embedding": torch.nn.Embedding(c.buckets, c.embed),
         "rnn": torch.nn.LSTM(c.embed, c.hidden, num_layers=c.layers, bidirectional=True),
-        "head": torch.nn.Linear(2 * c.hidden, c.num_labels)}).double()
+        "head": torch.nn.Linear(2 * c.hidden, c.num_labels)})
+    if c.wide_ngrams:
+        module["wide"] = torch.nn.EmbeddingBag(c.wide_buckets, c.num_labels, mode="sum")
+    module = module.double()
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}, strict=True)
     grams = torch.from_numpy(ngram_ids(ids, c.vocab_size, c.ngrams, c.buckets))
     x = module["embedding"](torch.from_numpy(ids))
@@ -79,6 +84,10 @@ def torch_reference(model, ids, lengths, labels, token_keep=None, gram_keep=None
         x = x + module["ngram_embedding"](grams[k].clamp(min=0)) * weight[:, :, None]
     _, (h_n, _) = module["rnn"](pack_padded_sequence(x, torch.from_numpy(lengths), enforce_sorted=False))
     logits = module["head"](torch.cat([h_n[-2], h_n[-1]], 1))
+    if wide_bags is not None:
+        grams, offsets, weights = wide_bags
+        logits = logits + module["wide"](torch.from_numpy(grams), torch.from_numpy(offsets),
+                                         per_sample_weights=None if weights is None else torch.from_numpy(weights))
     torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
     return logits.detach().numpy(), {name: p.grad.numpy() for name, p in module.named_parameters()}
 
@@ -105,17 +114,22 @@ def test_input_dropout_matches_pytorch_and_finite_differences():
     assert (token_keep == 0).any() and (gram_keep == 0).any() and (gram_keep > 1).any()
     logits_t, grads_t = torch_reference(model, ids, lengths, labels, token_keep, gram_keep)
     np.testing.assert_allclose(logits, logits_t, rtol=0, atol=1e-12)
-    loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(8))
+    assert_gradients_with_fixed_draws(model, ids, lengths, labels, 8, grads_t, "input dropout")
+
+
+def assert_gradients_with_fixed_draws(model, ids, lengths, labels, seed, grads_t, what):
+    """The gradients under the dropout draws of ``seed`` are PyTorch's (``grads_t``, computed with
+    the same multipliers) and those of the loss with the draws held fixed (finite differences)."""
+    loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
     for name, grad in model.grads.items():
         np.testing.assert_allclose(grad, grads_t[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
     def dropped_loss():
-        z, _ = model.forward(ids, lengths, rng=np.random.default_rng(8))
+        z, _ = model.forward(ids, lengths, rng=np.random.default_rng(seed))
         return model.loss(z, labels, lengths)[0]
 
     assert dropped_loss() == loss
-    assert_gradient_matches_finite_diff(dropped_loss, model.flat, model.grad_flat.copy(), "input dropout",
-                                        rtol=1e-5, atol=1e-8)
+    assert_gradient_matches_finite_diff(dropped_loss, model.flat, model.grad_flat.copy(), what, rtol=1e-5, atol=1e-8)
 
 
 def test_padding_changes_nothing_with_ngrams():

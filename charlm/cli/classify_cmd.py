@@ -32,6 +32,12 @@ MODEL_OPTIONS = [
     ("members", "--members", POSITIVE, "models trained side by side, their probabilities averaged (an ensemble)"),
     ("member_salts", "--member-salts/--shared-hashes", None, "each member hashes its n-grams with its own salt"),
 ]
+WIDE_OPTIONS = [
+    ("wide_ngrams", "--wide-ngrams", NON_NEG,
+     "add a linear classifier over the hashed 1..N-grams of the whole text, its logits summed with the head's (0 = none)"),
+    ("wide_buckets", "--wide-buckets", POSITIVE, "hash buckets of that linear classifier"),
+    ("wide_dropout", "--wide-dropout", FRACTION, "drop whole n-grams from its bag (training only)"),
+]
 POOLING_OPTION = ("pooling", "--pooling", click.Choice(POOLINGS),
                   "how a sequence becomes one vector: the final states, or the mean or max over its steps")
 TRAIN_OPTIONS = [
@@ -60,7 +66,7 @@ def _defaults():
 
 
 def training_options(with_pooling: bool):
-    options = MODEL_OPTIONS + ([POOLING_OPTION] if with_pooling else []) + TRAIN_OPTIONS
+    options = MODEL_OPTIONS + ([POOLING_OPTION] + WIDE_OPTIONS if with_pooling else []) + TRAIN_OPTIONS
 
     def decorate(func):
         defaults = _defaults()

@@ -48,6 +48,9 @@ class SeqModelConfig:
     buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
     members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
     member_salts: bool = False  # member k hashes its n-grams with salt k (members' collisions differ; ngrams.py)
+    wide_ngrams: int = 0        # classify: add a linear model over the hashed 1..N-grams of the whole text (0 = none; wide.py)
+    wide_buckets: int = 131072  # hash buckets of that linear model (rows of a buckets x labels table)
+    wide_dropout: float = 0.0   # drops whole n-grams from that bag (training only)
 
     @property
     def directions(self) -> int:
@@ -60,7 +63,7 @@ class SeqModelConfig:
         _choice("pooling", self.pooling, POOLINGS)
         _positive_int("vocab_size", self.vocab_size, minimum=2)
         _positive_int("num_labels", self.num_labels, minimum=1)
-        for name in ("embed", "hidden", "layers", "buckets"):
+        for name in ("embed", "hidden", "layers", "buckets", "wide_buckets"):
             _positive_int(name, getattr(self, name))
         _positive_int("ngrams", self.ngrams, minimum=0)
         _positive_int("members", self.members)
@@ -68,10 +71,15 @@ class SeqModelConfig:
             raise ConfigError(f"members must be at most {MAX_MEMBERS}, got {self.members}")
         if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
+        _positive_int("wide_ngrams", self.wide_ngrams, minimum=0)
+        if self.wide_ngrams > MAX_NGRAM:
+            raise ConfigError(f"wide_ngrams must be from 0 (none) to {MAX_NGRAM}, got {self.wide_ngrams}")
+        if self.wide_ngrams and self.task != "classify":
+            raise ConfigError("wide_ngrams is for classifiers only (one label per text), not taggers")
         for name in ("bidirectional", "member_salts"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("dropout", "input_dropout"):
+        for name in ("dropout", "input_dropout", "wide_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")

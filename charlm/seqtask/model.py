@@ -8,7 +8,9 @@ Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/
 ``bidirectional`` as configured (``rnn.weight_ih_l0``, ``rnn.weight_ih_l0_reverse``, ...) and
 ``nn.Linear`` (``head.weight``, ``head.bias``), all views into one flat buffer (and the gradients
 into another) so that the optimiser works on a single array, as for the language model. The
-n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py).
+n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py); a
+classifier's wide path (``wide.weight``, K x C, see wide.py) is an ``nn.EmbeddingBag(mode="sum")``
+whose output is added to the head's.
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
@@ -22,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import heads, ngrams
+from . import heads, ngrams, wide
 from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from .config import SeqModelConfig
 
@@ -52,9 +54,10 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
     c = config
     F = c.directions * c.hidden
     ngram = [("ngram_embedding.weight", (c.buckets, c.embed))] if c.ngrams else []
+    wide_table = [("wide.weight", (c.wide_buckets, c.num_labels))] if c.wide_ngrams else []
     return ([("embedding.weight", (c.vocab_size, c.embed))] + ngram
             + encoder_shapes(get_cell(c.cell).gates, c.embed, c.hidden, c.layers, c.directions)
-            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))])
+            + [("head.weight", (c.num_labels, F)), ("head.bias", (c.num_labels,))] + wide_table)
 
 
 class SeqModel:
@@ -104,7 +107,8 @@ class SeqModel:
     def init_weights(self, rng: np.random.Generator) -> "SeqModel":
         """PyTorch's defaults (U(±1/√H) in the recurrent layers, U(±1/√fan_in) in the head), an
         embedding of N(0, 0.1²) rows, and the forget-gate bias at 1 where the cell has one
-        (Jozefowicz et al. 2015), so that early training remembers."""
+        (Jozefowicz et al. 2015), so that early training remembers. The wide table starts at 0
+        (the linear model's usual start; it draws nothing, so the rest starts as without it)."""
         c, p = self.config, self.params
         bound = 1.0 / math.sqrt(c.hidden)
         for name, shape in self.shapes:
@@ -164,12 +168,19 @@ class SeqModel:
         mask = heads.dropout_mask(feats.shape, drop, rng, feats.dtype) if drop else None
         h = feats * mask if mask is not None else feats
         logits_s = h @ p["head.weight"].T + p["head.bias"]
+        bag = None
+        if c.wide_ngrams:  # its dropout is drawn last: without it, every other draw is as before
+            buckets, rows = wide.bag(ids_s, lengths_s, c.vocab_size, c.wide_ngrams, c.wide_buckets, self.ngram_salt)
+            drop_wide = c.wide_dropout if rng is not None else 0.0
+            wide_keep = heads.dropout_mask(buckets.shape, drop_wide, rng, x.dtype) if drop_wide else None
+            logits_s = logits_s + wide.logits(p["wide.weight"], buckets, rows, len(lengths_s), wide_keep)
+            bag = (buckets, rows, wide_keep)
         if c.task == "tag":
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
         cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out.shape,
-                 arg, mask, h)
+                 arg, mask, h, bag)
         return logits, cache
 
     def backward(self, dlogits, cache) -> None:
@@ -177,9 +188,11 @@ class SeqModel:
         in the caller's order (zero wherever the loss does not look)."""
         c, p, g = self.config, self.params, self.grads
         (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
-         arg, mask, h) = cache
+         arg, mask, h, bag) = cache
         self.grad_flat[...] = 0
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
+        if bag is not None:
+            wide.backward(g["wide.weight"], *bag[:2], dl, bag[2])
         F = out_shape[2]
         g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, F)
         g["head.bias"][...] = dl.reshape(-1, dl.shape[-1]).sum(axis=0)
