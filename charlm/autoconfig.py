@@ -13,14 +13,16 @@ excluded) and applies a rule fitted to runs recorded in the README ("Choosing th
      per training character; nearly the same for every width, as a wider model trains fewer
      tokens), decides the regime: from ``PRESSURE_FOR_DROPOUT`` on, the run will memorise the
      text unless regularised, so it gets variational dropout ``DROPOUT`` between layers and on
-     the decoder's input; below, dropout costs more than it saves;
+     the decoder's input, and decoupled weight decay ``WEIGHT_DECAY`` (AdamW); below, both cost
+     more than they save;
   3. the widest H is kept whose parameters P(H) still see ``tokens >= k x P(H)``, with
      k = ``TOKENS_PER_PARAM`` (below that, a wider model is undertrained and loses to a narrower
      one at equal time), or the smaller ``TOKENS_PER_PARAM_REGULARISED`` when dropout is on
      (the wider model's extra capacity then goes to generalising instead of memorising).
 
 Anything the user gives wins: a field given on the command line or in the config file is never
-changed, and when the width is given nothing is probed. The choice is deterministic given the
+changed (an optimiser or a weight decay given keeps both as they are), and when the width is
+given nothing is probed. The choice is deterministic given the
 probe's figures (``rate`` may be any function, so tests inject one).
 """
 from __future__ import annotations
@@ -36,13 +38,15 @@ TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wid
 TOKENS_PER_PARAM_REGULARISED = 2.0   # fitted: the same with dropout on
 PRESSURE_FOR_DROPOUT = 8.0  # fitted: epochs x parameters per character from which dropout wins
 DROPOUT = 0.25
+WEIGHT_DECAY = 0.1          # fitted: AdamW's decoupled decay in the regularised regime
 PROBE_STEPS = 4             # timed steps per candidate (after one untimed step); their median is the rate
-CHOSEN_FIELDS = ("hidden", "dropout")
+MODEL_FIELDS, TRAIN_FIELDS = ("hidden", "dropout"), ("optimizer", "weight_decay")
 
 
 @dataclass(frozen=True)
 class Choice:
     values: dict                                   # field -> value chosen (only fields not given)
+                                                   # of the model (MODEL_FIELDS) and of training (TRAIN_FIELDS)
     reason: str                                    # one line for the terminal
     rates: dict = field(default_factory=dict)      # hidden -> probed training tokens per second
     probe_seconds: float = 0.0
@@ -92,8 +96,12 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     values = {"hidden": best}
     if "dropout" not in given and dropout_at[best]:
         values["dropout"] = DROPOUT
+    if dropout_at[best] and not given & set(TRAIN_FIELDS):
+        values.update(optimizer="adamw", weight_decay=WEIGHT_DECAY)
+    regularised = [f"dropout {values['dropout']:g}"] if "dropout" in values else []
+    regularised += [f"weight decay {values['weight_decay']:g}"] if "weight_decay" in values else []
     reason = (f"{model.layers}x{best} {model.row.torch_module}: ~{tokens / 1e6:.1f}M tokens in {seconds:g}s "
-              f"({epochs:.1f} epochs)" + (f", dropout {values['dropout']:g}" if "dropout" in values else ""))
+              f"({epochs:.1f} epochs)" + "".join(", " + r for r in regularised))
     return Choice(values, reason, rates, time.perf_counter() - t0)
 
 
@@ -128,8 +136,12 @@ def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS)
 
 
 def choose_model(model: ModelConfig, train: TrainConfig, corpus, given: set):
-    """(model config with the choice applied, Choice or None) for a new run on ``corpus``: the
-    probe runs on this machine, with the run's batch, window and thread count."""
+    """(model config, training config, Choice or None) for a new run on ``corpus``, the choice
+    applied: the probe runs on this machine, with the run's batch, window and thread count."""
     sized = replace(model, vocab_size=len(corpus.tokenizer))
     choice = choose(sized, train, int(corpus.train.size), given, lambda m: probe_rate(m, train))
-    return (model if choice is None else replace(model, **choice.values)), choice
+    if choice is None:
+        return model, train, None
+    picked = choice.values
+    return (replace(model, **{k: v for k, v in picked.items() if k in MODEL_FIELDS}),
+            replace(train, **{k: v for k, v in picked.items() if k in TRAIN_FIELDS}), choice)

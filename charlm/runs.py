@@ -192,7 +192,8 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
             if not (train_config.steps or train_config.epochs or train_config.time_budget):
                 train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
         corpus = corpus_for(train_config, paths)
-        model_config, choice = from_rank0(lambda: choose_model(model_config, train_config, corpus, set(values)))
+        model_config, train_config, choice = from_rank0(
+            lambda: choose_model(model_config, train_config, corpus, set(values)))
         check_training_fits(model_config, train_config, len(corpus.tokenizer))
         trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
         trainer.auto_choice = None if choice is None else choice.to_dict()

@@ -2,8 +2,8 @@
 import pytest
 
 from charlm.autoconfig import (DROPOUT, LADDER, PRESSURE_FOR_DROPOUT, TOKENS_PER_PARAM, TOKENS_PER_PARAM_REGULARISED,
-                               choose, overfitting_pressure, stack_parameters)
-from charlm.config import ModelConfig, TrainConfig
+                               WEIGHT_DECAY, choose, overfitting_pressure, stack_parameters)
+from charlm.config import ModelConfig, TrainConfig, replace
 
 MODEL = ModelConfig(cell="lstm", vocab_size=65)
 
@@ -20,7 +20,7 @@ def test_the_widest_model_that_still_sees_enough_tokens_per_parameter():
     assert flops_rate(ModelConfig(cell="lstm", hidden=H)) * seconds >= TOKENS_PER_PARAM * stack_parameters(65, 64, H, 2)
     wider = LADDER[LADDER.index(H) + 1]
     assert flops_rate(ModelConfig(cell="lstm", hidden=wider)) * seconds < TOKENS_PER_PARAM * stack_parameters(65, 64, wider, 2)
-    assert "dropout" not in choice.values  # a billion tokens: not even one epoch
+    assert not {"dropout", "weight_decay", "optimizer"} & set(choice.values)  # a billion tokens: not one epoch
     again = choose(MODEL, TrainConfig(time_budget=seconds), 10**9, set(), flops_rate)  # deterministic
     assert (again.values, again.reason, again.rates) == (choice.values, choice.reason, choice.rates)
     longer = choose(MODEL, TrainConfig(time_budget=10 * seconds), 10**9, set(), flops_rate)
@@ -35,8 +35,16 @@ def test_many_epochs_bring_dropout_and_given_fields_are_never_changed():
     params = stack_parameters(65, 64, H, 2)
     tokens = flops_rate(ModelConfig(cell="lstm", hidden=H)) * 600
     assert overfitting_pressure(tokens, params, small_corpus) >= PRESSURE_FOR_DROPOUT
+    assert (choice.values["optimizer"], choice.values["weight_decay"]) == ("adamw", WEIGHT_DECAY)
+    assert f"weight decay {WEIGHT_DECAY:g}" in choice.reason
     kept = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"dropout"}, flops_rate)
-    assert "dropout" not in kept.values
+    assert not {"dropout", "weight_decay"} & set(kept.values)  # --dropout 0 given: no regularisation
+    lighter = choose(replace(MODEL, dropout=0.1), TrainConfig(time_budget=600.0), small_corpus, {"dropout"},
+                     flops_rate)
+    assert "dropout" not in lighter.values and lighter.values["weight_decay"] == WEIGHT_DECAY
+    for given in ({"weight_decay"}, {"optimizer"}, {"optimizer", "weight_decay"}):  # either keeps both
+        own = choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, given, flops_rate)
+        assert own.values["dropout"] == DROPOUT and not {"optimizer", "weight_decay"} & set(own.values)
     assert choose(MODEL, TrainConfig(time_budget=600.0), small_corpus, {"hidden"}, flops_rate) is None
     assert choose(MODEL, TrainConfig(steps=100), small_corpus, set(), flops_rate) is None  # no time budget
     assert choose(ModelConfig(cell="jordan", vocab_size=65), TrainConfig(time_budget=60.0), 10**6, set(),
@@ -52,6 +60,7 @@ def test_dropout_lets_a_wider_model_train_on_fewer_tokens_per_parameter():
     regularised = choose(MODEL, TrainConfig(time_budget=seconds), corpus, set(), flops_rate)
     plain = choose(MODEL, TrainConfig(time_budget=seconds), corpus, {"dropout"}, flops_rate)
     assert regularised.values["dropout"] == DROPOUT and "dropout" not in plain.values
+    assert "weight_decay" not in plain.values  # --dropout 0 at low pressure: not regularised
     assert regularised.values["hidden"] > plain.values["hidden"]
     for choice, k in ((regularised, TOKENS_PER_PARAM_REGULARISED), (plain, TOKENS_PER_PARAM)):
         H = choice.values["hidden"]
@@ -85,6 +94,10 @@ def test_train_with_only_a_time_budget_prints_and_stores_its_choice(tmp_path, mo
     meta = ckpt.load_checkpoint(tmp_path / "auto" / ckpt.LAST_FILE).metadata
     chosen = meta["auto_choice"]["values"]["hidden"]
     assert chosen in LADDER and ckpt.load_checkpoint(tmp_path / "auto").config.hidden == chosen
+    trained = meta["train_config"]  # a chosen weight decay reaches the optimiser the run used
+    picked = meta["auto_choice"]["values"]
+    assert (trained["optimizer"], trained["weight_decay"]) == (picked.get("optimizer", "adam"),
+                                                               picked.get("weight_decay", 0.0))
     given = CliRunner().invoke(main, ["train", str(corpus), "--time", "2s", "--batch-size", "4", "--seq-len", "16",
                                       "--hidden", "24", "--run-dir", str(tmp_path / "given")])
     assert given.exit_code == 0 and "chosen" not in given.output
