@@ -143,8 +143,9 @@ def _run(trainer, console, signals) -> int:
     console.print(f"  model   {model_line(trainer.mcfg, trainer.model.num_parameters)}", markup=False,
                   highlight=False)
     if trainer.auto_choice:  # the width (and regularisation) the budget buys: any flag given would have won
+        flags = "--hidden/--dropout" + ("/--weight-decay" if "weight_decay" in trainer.auto_choice["values"] else "")
         console.print(f"  chosen  {trainer.auto_choice['reason']} (probe {trainer.auto_choice['probe_seconds']:.1f}s; "
-                      "--hidden/--dropout/--weight-decay override)", markup=False, highlight=False, soft_wrap=True)
+                      f"{flags} override)", markup=False, highlight=False, soft_wrap=True)
     console.print(Text(f"  corpus  {', '.join(show_path(p) for p in trainer.corpus.sources)}: "
                        f"{corpus_line(trainer.corpus.stats())}"), soft_wrap=True)
     console.print(f"  budget  {budget} · evaluate {EvalCadence(t.eval_every).describe()} · "
