@@ -110,7 +110,7 @@ def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, 
     \b
     Examples:
       charlm classify train words.tsv --dev dev.tsv --hidden 256 --epochs 12
-      charlm classify train words.tsv --dev dev.tsv --ngrams 4 --input-dropout 0.5 --wide-ngrams 5 --members 4 --member-salts --time 5m
+      charlm classify train words.tsv --dev dev.tsv --ngrams 4 --input-dropout 0.5 --wide-ngrams 5 --wide-dropout 0.3 --members 4 --member-salts --time 5m
       charlm classify train reviews.tsv --level word --time 5m
       charlm classify train --resume runs/words-20260101-120000 --epochs 20
     """
