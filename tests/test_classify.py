@@ -149,6 +149,16 @@ def test_cli_train_eval_predict(tmp_path, monkeypatch):
     assert "\x1b" not in r.stdout and "\\x1b" in r.stdout
 
 
+def test_cli_train_names_the_wide_path_in_its_model_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
+    write_tsv(tmp_path / "train.tsv", toy_examples(40))
+    r = run_cli("classify", "train", "train.tsv", "--epochs", "1", "--hidden", "4", "--embed", "4",
+                "--wide-ngrams", "3", "--wide-buckets", "64")
+    assert r.exit_code == 0, r.output
+    assert "a linear model of hashed 1..3-grams, 64 buckets" in r.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["classify", "train", "missing.tsv"], "missing.tsv: no such file"),
     (["classify", "train", "bad.tsv"], "bad.tsv:1: expected text<TAB>label"),

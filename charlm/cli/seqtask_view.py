@@ -27,11 +27,12 @@ def header_lines(trainer) -> list[str]:
         if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
+    wide = f" (+ a linear model of hashed 1..{c.wide_ngrams}-grams, {c.wide_buckets:,} buckets)" if c.wide_ngrams else ""
     budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                    t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None
            else "no dev split: scores are on the training data")
-    return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels · "
+    return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels{wide} · "
             f"{trainer.model.size:,} parameters",
             f"  data    {_p(show_path(spec.get('train', '?')))}: {len(trainer.train):,} examples, "
             f"vocabulary {c.vocab_size:,} · {dev}",
