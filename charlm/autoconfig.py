@@ -35,7 +35,7 @@ from .config import ModelConfig, TrainConfig, replace
 
 LADDER = (128, 192, 256, 384, 512, 768, 1024)   # hidden sizes considered, narrowest first
 TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wider model loses
-TOKENS_PER_PARAM_REGULARISED = 2.0   # fitted: the same with dropout on
+TOKENS_PER_PARAM_REGULARISED = 1.5   # fitted: the same with dropout and weight decay on
 PRESSURE_FOR_DROPOUT = 8.0  # fitted: epochs x parameters per character from which dropout wins
 DROPOUT = 0.25
 WEIGHT_DECAY = 0.1          # fitted: AdamW's decoupled decay in the regularised regime
