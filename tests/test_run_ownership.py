@@ -168,6 +168,7 @@ def test_a_signal_while_setting_up_stops_at_once_and_one_while_training_stops_gr
             time.sleep(5)                       # (interrupted by the handler)
     assert stopped.value.signum == signal.SIGTERM
     asked, notes = [], []
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)   # as in a terminal (the suite may run under nohup)
     trainer = type("T", (), {"request_stop": lambda self: asked.append(True)})()
     view = type("V", (), {"note": lambda self, message: notes.append(message)})()
     with pytest.raises(StopSignal) as again:
@@ -180,6 +181,22 @@ def test_a_signal_while_setting_up_stops_at_once_and_one_while_training_stops_gr
             time.sleep(5)
     assert again.value.signum == signal.SIGHUP
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL   # handlers restored
+    signal.signal(signal.SIGHUP, before)
+
+
+def test_a_hangup_ignored_by_nohup_stays_ignored():
+    from charlm.cli.stop_signals import StopSignals
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)   # what `nohup charlm train ...` starts with
+    try:
+        with StopSignals() as signals:
+            signals.training(type("T", (), {"request_stop": lambda self: pytest.fail("stopped")})(), None)
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signals.received is None
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 # -- 3. stale directories ------------------------------------------------------------------------

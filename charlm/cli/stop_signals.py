@@ -5,7 +5,8 @@ SIGHUP; each deserves what Ctrl-C gets. While the run is being set up (reading t
 compiling) there is nothing to save and the signal stops the command at once. Once training
 runs, the first signal asks the Trainer to finish its step and save the exact position; a
 second one aborts (the last checkpoint stays as it was). The exit status is the shell's
-convention for a process stopped by that signal: 128 + its number (130, 143, 129).
+convention for a process stopped by that signal: 128 + its number (130, 143, 129). A signal
+that was ignored when the command started (SIGHUP under ``nohup``) stays ignored.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class StopSignals:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
+                if signal.getsignal(signum) == signal.SIG_IGN:
+                    continue  # `nohup`, or a shell's background job: the user asked for it to be ignored
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
