@@ -26,30 +26,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ngrams import MODULUS, MULTIPLIER, SALT_BASE
+from .ngrams import MODULUS, SALT_BASE, ngram_ids
 
 
 def bag(ids: np.ndarray, lengths: np.ndarray, vocab_size: int, max_n: int, buckets: int, salt: int = 0):
     """(buckets (M,), rows (M,)): every 1..N-gram of each framed sequence of ids (T, B) (valid up to
-    lengths (B,); padding ignored), as its hash bucket and the column b it comes from."""
+    lengths (B,); padding ignored), as its hash bucket and the column b it comes from. The 2..N-grams
+    are the n-gram embeddings' own (``ngrams.ngram_ids``, which already starts each sequence at the
+    marker V) of the text with its end marker appended; the 1-grams are each id's hash alone."""
     T, B = ids.shape
     lengths = np.asarray(lengths, np.int64)
-    framed = np.zeros((T + 2, B), np.int64)
-    framed[0] = vocab_size
-    framed[1:T + 1] = ids
-    framed[lengths + 1, np.arange(B)] = vocab_size + 1
+    ended = np.zeros((T + 1, B), np.int64)                  # the text, then the end marker
+    ended[:T] = ids
+    ended[lengths, np.arange(B)] = vocab_size + 1
+    inside = np.arange(T + 1)[:, None] <= lengths[None, :]   # steps up to the end marker
     scatter = pow(SALT_BASE, salt, MODULUS)
-    start = np.arange(T + 2)[:, None]
-    h = np.zeros((T + 2, B), np.int64)
-    out_buckets, out_rows = [], []
-    for n in range(1, max_n + 1):
-        P = T + 3 - n                        # start positions p with p + n <= T + 2
-        if P <= 0:
-            break
-        h = (h[:P] * MULTIPLIER + framed[n - 1:n - 1 + P] + 1) % MODULUS   # the n-gram starting at p
-        valid = start[:P] + n <= lengths[None, :] + 2                       # (P, B)
-        out_buckets.append((h[valid] * scatter % MODULUS) % buckets)
-        out_rows.append(np.broadcast_to(np.arange(B), (P, B))[valid])
+    columns = np.broadcast_to(np.arange(B), (T + 1, B))
+    start = np.full(B, (vocab_size + 1) * scatter % MODULUS % buckets)
+    out_buckets = [start, ((ended[inside] + 1) * scatter % MODULUS) % buckets]
+    out_rows = [np.arange(B), columns[inside]]
+    if max_n > 1:
+        grams = ngram_ids(ended, vocab_size, max_n, buckets, salt)   # (N-1, T+1, B), -1 before the start
+        valid = inside & (grams >= 0)
+        out_buckets.append(grams[valid])
+        out_rows.append(np.broadcast_to(columns, grams.shape)[valid])
     return np.concatenate(out_buckets), np.concatenate(out_rows)
 
 
