@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from ..errors import CharlmError, ConfigError
 
 INSTALL_HINT = "pip install 'charlm[mpi]'"
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+# How long a failing rank waits between printing why and aborting the job: the launcher forwards
+# a rank's output and its abort on separate channels, and an abort that overtook the output once
+# lost the line (on a slow, loaded machine). Only a failing job waits.
+REPORT_GRACE_S = 1.0
 
 _world = None
 
@@ -112,10 +118,21 @@ def rank_failed(error: BaseException) -> BaseException:
     except ConfigError:
         return error
     w.speak()
-    atexit.register(w.comm.Abort, 1)  # runs before mpi4py's MPI_Finalize (registered earlier)
+    atexit.register(_abort_job, w.comm)  # runs before mpi4py's MPI_Finalize (registered earlier)
     if w.rank > 0 and isinstance(error, CharlmError):
         return type(error)(f"rank {w.rank}: {error}")
     return error
+
+
+def _abort_job(comm) -> None:
+    """Stop every rank of the job, once what this rank printed is on its way to the launcher."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # a stream closed or gone: nothing to send
+            pass
+    time.sleep(REPORT_GRACE_S)
+    comm.Abort(1)
 
 
 def from_rank0(compute):
