@@ -29,6 +29,7 @@ import numpy as np
 from .config import SeqModelConfig
 from .heads import log_softmax
 from .model import SeqModel, parameter_shapes
+from .sparse_grad import GradLayout, divide
 
 
 def build_model(config: SeqModelConfig, dtype=np.float32):
@@ -56,6 +57,14 @@ class SeqEnsemble:
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                       for name, a in member.grads.items()}
+        self.layout = GradLayout.joined([member.layout for member in self.members], range(0, K * m, m))
+
+    @property
+    def touched(self) -> list[np.ndarray] | None:
+        """The table rows the last backward pass wrote, the members' lists one after another."""
+        if any(member.touched is None for member in self.members):
+            return None
+        return [rows for member in self.members for rows in member.touched]
 
     def init_weights(self, rng: np.random.Generator) -> "SeqEnsemble":
         for member in self.members:
@@ -133,5 +142,5 @@ class SeqEnsemble:
         total = 0.0
         for loss in self._each_member(lambda k: self.members[k].loss_and_grad(ids, lengths, labels, rngs[k])):
             total += loss
-        self.grad_flat /= len(self.members)
+        divide(self.grad_flat, self.layout, self.touched, len(self.members))
         return total / len(self.members)

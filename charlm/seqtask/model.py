@@ -24,9 +24,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import heads, ngrams, wide
+from . import heads, ngrams, sparse_grad, wide
 from .bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from .config import SeqModelConfig
+
+# The hashed tables: a batch touches few of their rows, so their gradients are row-sparse.
+TABLES = ("ngram_embedding.weight", "wide.weight")
 
 
 @contextmanager
@@ -82,6 +85,11 @@ class SeqModel:
             offset += n
         self._executor, self._pool_owner = None, pool_owner
         self.ngram_salt = ngram_salt
+        self.layout = sparse_grad.GradLayout.of(self.shapes, TABLES)
+        self.table_names = [name for name, _ in self.shapes if name in TABLES]
+        # the distinct rows of each table (table_names order) the last backward pass wrote; None
+        # before the first one: the next pass then zeroes the whole gradient
+        self.touched: list[np.ndarray] | None = None
 
     def _direction_pool(self):
         """The executor that runs reverse directions beside forward ones, or None: a
@@ -185,14 +193,20 @@ class SeqModel:
 
     def backward(self, dlogits, cache) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
-        in the caller's order (zero wherever the loss does not look)."""
+        in the caller's order (zero wherever the loss does not look). Only what the previous
+        pass wrote is zeroed first, and ``touched`` lists the table rows this one writes: the
+        rest of each table's gradient stays zero without being visited (sparse_grad.py)."""
         c, p, g = self.config, self.params, self.grads
         (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
          arg, mask, h, bag) = cache
-        self.grad_flat[...] = 0
+        if self.touched is None:
+            self.grad_flat[...] = 0
+        else:
+            sparse_grad.zero(self.grad_flat, self.layout, self.touched)
+        self.touched, touched = None, {}  # (None while half written: a failed pass leaves a full zeroing next)
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         if bag is not None:
-            wide.backward(g["wide.weight"], *bag[:2], dl, bag[2])
+            touched["wide.weight"] = wide.backward(g["wide.weight"], *bag[:2], dl, bag[2])
         F = out_shape[2]
         g["head.weight"][...] = dl.reshape(-1, dl.shape[-1]).T @ h.reshape(-1, F)
         g["head.bias"][...] = dl.reshape(-1, dl.shape[-1]).sum(axis=0)
@@ -208,11 +222,13 @@ class SeqModel:
         from ..kernels.embedding import scatter_add_rows
 
         if grams is not None:
-            ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx, spans.mask, gram_keep)
+            touched["ngram_embedding.weight"] = ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx,
+                                                                      spans.mask, gram_keep)
         if token_keep is not None:
             dx = dx * token_keep[:, :, None]
         dx = np.ascontiguousarray(dx.reshape(-1, dx.shape[-1])[spans.mask.reshape(-1)])
         scatter_add_rows(g["embedding.weight"], ids_s.reshape(-1)[spans.mask.reshape(-1)], dx)
+        self.touched = [touched[name] for name in self.table_names]
 
     def loss(self, logits, labels, lengths):
         """(mean loss, dL/dlogits). classify: labels (B,); tag: labels (T, B), padded steps ignored."""

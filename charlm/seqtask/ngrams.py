@@ -52,11 +52,19 @@ def embed(table: np.ndarray, grams: np.ndarray, x: np.ndarray, keep=None) -> Non
         x[valid] += rows if keep is None else rows * keep[k][valid][:, None]
 
 
-def embed_backward(dtable: np.ndarray, grams: np.ndarray, dx: np.ndarray, mask: np.ndarray, keep=None) -> None:
-    """dtable += the rows of dx (T, B, E) (times ``keep``) at the valid steps (mask (T, B)), by bucket."""
+def embed_backward(dtable: np.ndarray, grams: np.ndarray, dx: np.ndarray, mask: np.ndarray, keep=None) -> np.ndarray:
+    """dtable += the rows of dx (T, B, E) (times ``keep``) at the valid steps (mask (T, B)), by
+    bucket. Returns the distinct buckets written: a dropped n-gram (keep 0) writes nothing, as it
+    was not seen (its share is zero anyway), so its row stays untouched (sparse_grad.py)."""
     from ..kernels.embedding import scatter_add_rows
 
+    written = []
     for k in range(grams.shape[0]):
         use = mask & (grams[k] >= 0)
+        if keep is not None:
+            use &= keep[k] != 0
         rows = dx[use] if keep is None else dx[use] * keep[k][use][:, None]
-        scatter_add_rows(dtable, np.ascontiguousarray(grams[k][use]), np.ascontiguousarray(rows))
+        buckets = np.ascontiguousarray(grams[k][use])
+        scatter_add_rows(dtable, buckets, np.ascontiguousarray(rows))
+        written.append(buckets)
+    return np.unique(np.concatenate(written))

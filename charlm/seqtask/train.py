@@ -169,7 +169,7 @@ class SeqTrainer:
             yield from self._events()
 
     def _events(self):
-        from ..optim import clip_grad_norm
+        from .sparse_grad import clip_norm
 
         p, model = self.pos, self.model
         started, elapsed0 = time.perf_counter(), p.elapsed
@@ -179,7 +179,7 @@ class SeqTrainer:
             lr = self.lr()
             with np.errstate(all="ignore"):
                 loss = model.loss_and_grad(ids, lengths, targets, self.rng)
-                norm = clip_grad_norm(model.grad_flat, self.tcfg.clip_norm)
+                norm = clip_norm(model.grad_flat, model.layout, model.touched, self.tcfg.clip_norm)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 bad += 1
                 if bad >= MAX_BAD_STEPS:

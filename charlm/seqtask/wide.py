@@ -64,9 +64,14 @@ def logits(table: np.ndarray, buckets: np.ndarray, rows: np.ndarray, batch: int,
     return out
 
 
-def backward(dtable: np.ndarray, buckets: np.ndarray, rows: np.ndarray, dlogits: np.ndarray, keep=None) -> None:
-    """dtable += each gram's share of dlogits (B, C): the row of its example (times ``keep``)."""
+def backward(dtable: np.ndarray, buckets: np.ndarray, rows: np.ndarray, dlogits: np.ndarray, keep=None) -> np.ndarray:
+    """dtable += each gram's share of dlogits (B, C): the row of its example (times ``keep``).
+    Returns the distinct buckets written; a dropped gram (keep 0) writes nothing (sparse_grad.py)."""
     from ..kernels.embedding import scatter_add_rows
 
+    if keep is not None:
+        kept = keep != 0
+        buckets, rows, keep = np.ascontiguousarray(buckets[kept]), rows[kept], keep[kept]
     d = dlogits[rows]
     scatter_add_rows(dtable, buckets, np.ascontiguousarray(d if keep is None else d * keep[:, None]))
+    return np.unique(buckets)
