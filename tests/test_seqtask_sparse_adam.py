@@ -1,17 +1,22 @@
 """Row-sparse gradients of the hashed tables: zeroing only what the previous pass wrote leaves the
-full gradient, the norm and clip over dense spans plus touched rows are clip_grad_norm's."""
+full gradient, the norm and clip over dense spans plus touched rows are clip_grad_norm's; lazy Adam
+is torch.optim.SparseAdam on the tables and charlm.optim.Adam on the rest; training resumes exactly."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from charlm.optim import clip_grad_norm
-from charlm.seqtask import sparse_grad
-from charlm.seqtask.config import SeqModelConfig
+from charlm.errors import ConfigError
+from charlm.optim import Adam, clip_grad_norm
+from charlm.seqtask import sparse_grad, store
+from charlm.seqtask.config import SeqModelConfig, SeqTrainConfig
 from charlm.seqtask.ensemble import build_model
+from charlm.seqtask.sparse_adam import LazyAdam
 from charlm.seqtask.sparse_grad import GradLayout
+from charlm.seqtask.train import SeqTrainer
 
 from test_bidir import tiny_batch
+from test_classify import FAST_TRAIN, toy_examples
 
 
 def hashed_model(members=1, dtype=np.float64, **changes):
@@ -74,3 +79,131 @@ def test_a_non_finite_norm_comes_back_unclipped():
     grad[1], grad[3 + 2 * 2] = np.inf, 1.0
     assert sparse_grad.clip_norm(grad, layout, [np.array([2])], 1.0) == np.inf
     assert grad[1] == np.inf and grad[7] == 1.0
+
+
+# -- lazy Adam --------------------------------------------------------------------------------------
+
+# (lookups of one step into a 10-row table: repeated rows sum, rows 0, 7 and 9 never appear, 4 and 5
+# appear at one step only)
+LOOKUPS = [[1, 3, 3, 8], [2, 3, 6, 6, 6, 1], [8, 4, 1], [3, 3, 2, 5], [1, 6, 8, 8]]
+
+
+@pytest.mark.parametrize("eps, rtol", [(1e-30, 1e-13), (1e-8, 1e-4)])
+def test_table_rows_follow_torch_sparse_adam(eps, rtol):
+    """nn.Embedding(sparse=True) + SparseAdam on the same weights and gradients. With a negligible
+    eps the two agree to rounding; at the default eps they differ by where eps is added (the
+    module docstring), far below an update's size."""
+    torch = pytest.importorskip("torch")
+    K, D, lr = 10, 3, 0.05
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 1, (K, D))
+    embedding = torch.nn.Embedding(K, D, sparse=True, dtype=torch.float64)
+    with torch.no_grad():
+        embedding.weight.copy_(torch.from_numpy(weight))
+    reference = torch.optim.SparseAdam(embedding.parameters(), lr=lr, eps=eps)
+    layout = GradLayout.of([("table", (K, D))], ("table",))
+    param, grad = weight.reshape(-1).copy(), np.zeros(K * D)
+    lazy = LazyAdam(layout, K * D, np.float64, eps=eps)
+    for ids in LOOKUPS:
+        coefs = rng.normal(0, 1, (len(ids), D))
+        reference.zero_grad()
+        (embedding(torch.tensor(ids)) * torch.from_numpy(coefs)).sum().backward()
+        reference.step()
+        table = layout.table(grad, 0)
+        table[...] = 0
+        np.add.at(table, ids, coefs)
+        lazy.step(param, grad, lr, [np.unique(ids)])
+    result, expected = layout.table(param, 0), embedding.weight.detach().numpy()
+    np.testing.assert_allclose(result - weight, expected - weight, rtol=rtol, atol=0)
+    np.testing.assert_array_equal(result[[0, 7, 9]], weight[[0, 7, 9]])  # never seen: never moved
+
+
+def dense_and_table_problem(seed=0):
+    """A buffer long enough (> 32768) for charlm.optim.Adam's fused pass: a dense span, a 2000 x 16
+    table, a second dense span."""
+    layout = GradLayout.of([("a", (700,)), ("table", (2000, 16)), ("b", (1300,))], ("table",))
+    size = 700 + 32000 + 1300
+    return layout, size, np.random.default_rng(seed).normal(0, 1, size)
+
+
+def sparse_gradient(layout, size, rng, rows):
+    grad = np.zeros(size)
+    for a, b in layout.dense:
+        grad[a:b] = rng.normal(0, 1, b - a)
+    layout.table(grad, 0)[rows] = rng.normal(0, 1, (len(rows), 16))
+    return grad
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_dense_spans_follow_adam_exactly_and_untouched_rows_stay(weight_decay):
+    layout, size, start = dense_and_table_problem()
+    dense, lazy = start.copy(), start.copy()
+    adam, lazy_adam = Adam(size, np.float64, weight_decay=weight_decay), LazyAdam(layout, size, np.float64,
+                                                                                  weight_decay=weight_decay)
+    rng = np.random.default_rng(1)
+    seen = np.zeros(2000, bool)
+    for step in range(4):
+        rows = np.unique(rng.integers(0, 300, 40))
+        seen[rows] = True
+        grad = sparse_gradient(layout, size, rng, rows)
+        adam.step(dense, grad.copy(), 1e-2)
+        lazy_adam.step(lazy, grad, 1e-2, [rows])
+    for a, b in layout.dense:
+        np.testing.assert_array_equal(lazy[a:b], dense[a:b])
+    table = layout.table(lazy, 0)
+    np.testing.assert_array_equal(table[~seen], layout.table(start, 0)[~seen])
+    assert not np.array_equal(table[seen], layout.table(dense, 0)[seen])  # dense Adam moved them on absent steps
+    np.testing.assert_array_equal(layout.table(lazy_adam.state["v"], 0)[~seen], 0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_rows_touched_at_every_step_follow_dense_adam_bit_for_bit(weight_decay):
+    layout, size, start = dense_and_table_problem(3)
+    dense, lazy = start.copy(), start.copy()
+    adam, lazy_adam = Adam(size, np.float64, weight_decay=weight_decay), LazyAdam(layout, size, np.float64,
+                                                                                  weight_decay=weight_decay)
+    rng = np.random.default_rng(4)
+    every = np.arange(2000)
+    for _ in range(3):
+        grad = sparse_gradient(layout, size, rng, every)
+        adam.step(dense, grad.copy(), 3e-3)
+        lazy_adam.step(lazy, grad, 3e-3, [every])
+    np.testing.assert_array_equal(lazy, dense)
+    np.testing.assert_array_equal(lazy_adam.state["m"], adam.state["m"])
+
+
+def test_state_round_trips_and_a_dense_adam_state_resumes_lazily():
+    layout, size, start = dense_and_table_problem()
+    adam = Adam(size, np.float64)
+    adam.step(start.copy(), np.ones(size), 1e-3)
+    lazy = LazyAdam(layout, size, np.float64)
+    lazy.load_state_dict(*adam.state_dict())
+    assert lazy.t == 1 and np.array_equal(lazy.state["v"], adam.state["v"])
+    arrays, scalars = lazy.state_dict()
+    assert scalars == {"name": "lazy_adam", "t": 1}
+    with pytest.raises(ConfigError, match="sgd"):
+        lazy.load_state_dict(arrays, {"name": "sgd", "t": 1})
+
+
+def test_training_with_hashed_tables_resumes_exactly(tmp_path):
+    """Stopped at step 7 and resumed, the run ends where the uninterrupted one does: weights and
+    both moments bit for bit (the tables' moments are their own rows' history)."""
+    config = SeqModelConfig(hidden=8, embed=6, dropout=0.2, input_dropout=0.3, ngrams=3, buckets=64,
+                            wide_ngrams=3, wide_buckets=128, wide_dropout=0.3, members=2, member_salts=True)
+    train_config = SeqTrainConfig(epochs=2, **FAST_TRAIN)
+    straight = SeqTrainer(toy_examples(200), toy_examples(60, 1), config, train_config, tmp_path / "a")
+    list(straight.events())
+    stopped = SeqTrainer(toy_examples(200), toy_examples(60, 1), config, train_config, tmp_path / "b")
+    for event in stopped.events():
+        if getattr(event, "step", 0) == 7:
+            stopped.request_stop()
+    assert store.load(tmp_path / "b" / store.LAST_FILE).metadata["optimizer"] == {"name": "lazy_adam", "t": 7}
+    resumed = SeqTrainer.resume(tmp_path / "b", toy_examples(200), toy_examples(60, 1))
+    assert resumed.pos.step == 7
+    list(resumed.events())
+    assert resumed.pos.step == straight.pos.step > 7
+    np.testing.assert_array_equal(resumed.model.flat, straight.model.flat)
+    for key in ("m", "v"):
+        np.testing.assert_array_equal(resumed.optimizer.state[key], straight.optimizer.state[key])
+    v = straight.model.layout.table(straight.optimizer.state["v"], 1)  # member 0's wide table
+    assert 0 < (v.sum(axis=1) > 0).sum() < v.shape[0]  # some rows trained, some never touched

@@ -1,5 +1,6 @@
-"""Training a classifier or tagger: bucketed batches, Adam with clipping, a learning rate that
-decays over the budget, dev evaluation, best/last checkpoints, exact resume, stop on request.
+"""Training a classifier or tagger: bucketed batches, Adam with clipping (lazy on the hashed
+tables' rows: sparse_adam.py), a learning rate that decays over the budget, dev evaluation,
+best/last checkpoints, exact resume, stop on request.
 
 ``SeqTrainer.events()`` yields events and never prints. The budget is steps, epochs or wall-clock
 time (the first reached stops; none given: 10 epochs); the cosine schedule follows the fraction
@@ -45,8 +46,8 @@ class _Position:
 class SeqTrainer:
     def __init__(self, train, dev, model_config: SeqModelConfig, train_config: SeqTrainConfig, run_dir,
                  *, data_spec=None, _resume: store.SeqCheckpoint | None = None):
-        from ..optim import make_optimizer
         from .ensemble import build_model
+        from .sparse_adam import LazyAdam
 
         self.tcfg = train_config.validate()
         task = model_config.task
@@ -64,8 +65,8 @@ class SeqTrainer:
         self.dev = encode_examples(dev, tokenizer, labels, task, where="dev data: ") if dev else None
         self.run_dir = Path(run_dir)
         self.model = build_model(self.mcfg, np.dtype(self.tcfg.dtype))
-        self.optimizer = make_optimizer("adam", self.model.size, self.model.dtype,
-                                        weight_decay=self.tcfg.weight_decay)
+        self.optimizer = LazyAdam(self.model.layout, self.model.size, self.model.dtype,
+                                  weight_decay=self.tcfg.weight_decay)
         self.rng = np.random.default_rng(self.tcfg.seed)
         self.pos = _Position()
         self._stop, self._saved_step = False, None
@@ -187,7 +188,7 @@ class SeqTrainer:
                     break
                 continue
             bad = 0
-            self.optimizer.step(model.flat, model.grad_flat, lr)
+            self.optimizer.step(model.flat, model.grad_flat, lr, model.touched)
             p.step += 1
             p.batch += 1
             if p.batch >= self.batches_per_epoch():
