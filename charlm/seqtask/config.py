@@ -93,7 +93,7 @@ class SeqTrainConfig:
     min_lr: float = 1e-4        # where the schedule ends
     schedule: str = "cosine"    # cosine: decays from lr to min_lr over the budget | constant
     warmup_steps: int = 50      # linear warm-up at the start
-    weight_decay: float = 0.0   # Adam's coupled L2 (a hashed table's rows decay on the steps that use them: sparse_adam.py)
+    weight_decay: float = 0.0   # Adam's coupled L2 (a hashed table's rows: on the steps that use them; sparse_adam.py)
     clip_norm: float = 5.0      # global gradient-norm clip (0 = off)
     epochs: float = 0.0         # budgets: the first one reached stops training
     steps: int = 0              # (none set: 10 epochs)

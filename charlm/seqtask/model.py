@@ -10,7 +10,9 @@ Parameters are PyTorch's ``nn.Embedding`` (``embedding.weight``), ``nn.LSTM/GRU/
 into another) so that the optimiser works on a single array, as for the language model. The
 n-gram table (``ngram_embedding.weight``, K x E) is an ``nn.Embedding`` too (see ngrams.py); a
 classifier's wide path (``wide.weight``, K x C, see wide.py) is an ``nn.EmbeddingBag(mode="sum")``
-whose output is added to the head's.
+whose output is added to the head's. A batch touches few rows of these two hashed tables: their
+gradients are row-sparse, and a training step zeroes, clips and updates only the rows touched
+(sparse_grad.py, sparse_adam.py).
 
 A batch is ids (T, B) right-padded with any id, lengths (B,) in any order: it is sorted by length
 here (the encoder needs the sequences still running to be a prefix) and results come back in
