@@ -174,6 +174,7 @@ def test_cli_train_names_the_wide_path_in_its_model_line(tmp_path, monkeypatch):
     (["classify", "train", "train.tsv", "--threads", "-1"], "Invalid value for '--threads'"),
     (["classify", "train", "train.tsv", "--wide-ngrams", "9"], "wide_ngrams must be from 0 (none) to 8, got 9"),
     (["classify", "train", "train.tsv", "--wide-dropout", "1"], "Invalid value for '--wide-dropout'"),
+    (["classify", "train", "train.tsv", "--members", "2", "--member-salts"], "it needs ngrams or wide_ngrams"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

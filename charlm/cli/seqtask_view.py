@@ -23,7 +23,7 @@ def header_lines(trainer) -> list[str]:
     c, t = trainer.mcfg, trainer.tcfg
     spec = trainer.data_spec
     kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
-    kind = f"{c.members} × ({kind}{', own n-gram hashes' if c.member_salts and c.ngrams else ''})" \
+    kind = f"{c.members} × ({kind}{', own n-gram hashes' if c.member_salts and (c.ngrams or c.wide_ngrams) else ''})" \
         if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
