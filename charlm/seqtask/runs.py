@@ -62,6 +62,17 @@ def load_data(spec: dict) -> tuple[list, list]:
     return ([e for i, e in enumerate(train) if i not in dev_idx], [train[i] for i in sorted(dev_idx)])
 
 
+# settings that only shape a path another setting turns on: given alone, they would do nothing
+_NEEDS = {"buckets": ("ngrams", "the n-gram embeddings"), "wide_buckets": ("wide_ngrams", "the wide path"),
+          "wide_dropout": ("wide_ngrams", "the wide path")}
+
+
+def _refuse_settings_without_their_path(values: dict) -> None:
+    for name, (needed, what) in _NEEDS.items():
+        if name in values and not values.get(needed):
+            raise ConfigError(f"{name} is for {what}, which {needed} turns on: give {needed} too")
+
+
 def start(spec: dict, values: dict, root, run_dir=None):
     """A new SeqTrainer for ``spec`` with settings ``values`` (field name -> value; None = default),
     in ``run_dir`` or a fresh directory under ``root``. The settings are checked first; then the
@@ -75,6 +86,7 @@ def start(spec: dict, values: dict, root, run_dir=None):
     unknown = sorted(set(values) - _MODEL_FIELDS - _TRAIN_FIELDS)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    _refuse_settings_without_their_path(values)
     model = SeqModelConfig(task=spec["task"], **{k: v for k, v in values.items() if k in _MODEL_FIELDS})
     train_config = SeqTrainConfig(**{k: v for k, v in values.items() if k in _TRAIN_FIELDS}).validate()
     dataclasses.replace(model, vocab_size=2, num_labels=1).validate()  # before reading any data
