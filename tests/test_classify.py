@@ -174,7 +174,7 @@ def test_cli_train_names_the_wide_path_in_its_model_line(tmp_path, monkeypatch):
     (["classify", "train", "train.tsv", "--threads", "-1"], "Invalid value for '--threads'"),
     (["classify", "train", "train.tsv", "--wide-ngrams", "9"], "wide_ngrams must be from 0 (none) to 8, got 9"),
     (["classify", "train", "train.tsv", "--wide-dropout", "1"], "Invalid value for '--wide-dropout'"),
-    (["classify", "train", "train.tsv", "--members", "2", "--member-salts"], "it needs ngrams or wide_ngrams"),
+    (["classify", "train", "train.tsv", "--members", "2", "--member-salts"], "member_salts salts the members' n-gram hashes: give ngrams or wide_ngrams too"),
     (["classify", "train", "train.tsv", "--buckets", "64"], "buckets is for the n-gram embeddings, which ngrams turns on"),
     (["classify", "train", "train.tsv", "--ngrams", "0", "--buckets", "64"], "give ngrams too"),
     (["classify", "train", "train.tsv", "--wide-buckets", "64"], "wide_buckets is for the wide path"),

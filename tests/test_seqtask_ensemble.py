@@ -101,6 +101,18 @@ def test_configurations_stored_before_salts_load_unsalted():
     assert [m.ngram_salt for m in build_model(config).members] == [0, 0]
 
 
+def test_a_stored_salted_ensemble_without_ngrams_still_loads():
+    """A new run refuses --member-salts without hashed n-grams (runs.py), but models saved before
+    that rule may hold it: their configuration must still load."""
+    import dataclasses
+
+    from charlm.config import from_dict
+
+    stored = dataclasses.asdict(SeqModelConfig(vocab_size=7, num_labels=3, members=2, member_salts=True))
+    config = from_dict(SeqModelConfig, stored).validate()
+    assert config.member_salts and not config.ngrams and len(build_model(config).members) == 2
+
+
 def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_path):
     from dataclasses import replace
 

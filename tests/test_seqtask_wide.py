@@ -169,8 +169,7 @@ def test_checkpoint_loads_into_pytorch_with_strict_names(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (dict(wide_ngrams=9), "wide_ngrams must be from 0"), (dict(wide_ngrams=-1), "wide_ngrams"),
     (dict(wide_ngrams=3, task="tag"), "classifiers only"), (dict(wide_buckets=0), "wide_buckets"),
-    (dict(wide_dropout=1.0), "wide_dropout"), (dict(wide_dropout=True), "wide_dropout"),
-    (dict(members=2, member_salts=True), "needs ngrams or wide_ngrams")])
+    (dict(wide_dropout=1.0), "wide_dropout"), (dict(wide_dropout=True), "wide_dropout")])
 def test_bad_settings_are_one_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
         SeqModelConfig(vocab_size=V, num_labels=3, **bad).validate()

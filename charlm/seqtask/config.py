@@ -79,8 +79,6 @@ class SeqModelConfig:
         for name in ("bidirectional", "member_salts"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.member_salts and not (self.ngrams or self.wide_ngrams):
-            raise ConfigError("member_salts salts the members' n-gram hashes: it needs ngrams or wide_ngrams")
         for name in ("dropout", "input_dropout", "wide_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):

@@ -68,9 +68,12 @@ _NEEDS = {"buckets": ("ngrams", "the n-gram embeddings"), "wide_buckets": ("wide
 
 
 def _refuse_settings_without_their_path(values: dict) -> None:
+    """Refused for a new run only: a stored model is loaded as it was trained, whatever it holds."""
     for name, (needed, what) in _NEEDS.items():
         if name in values and not values.get(needed):
             raise ConfigError(f"{name} is for {what}, which {needed} turns on: give {needed} too")
+    if values.get("member_salts") and not (values.get("ngrams") or values.get("wide_ngrams")):
+        raise ConfigError("member_salts salts the members' n-gram hashes: give ngrams or wide_ngrams too")
 
 
 def start(spec: dict, values: dict, root, run_dir=None):
