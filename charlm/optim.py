@@ -28,9 +28,24 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     measures. A non-finite norm is returned unchanged so the caller can skip the step.
     """
     norm = math.sqrt(_sum_squares(grad))
-    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
-        grad *= grad.dtype.type(max_norm / (norm + 1e-6))
+    factor = clip_factor(norm, max_norm)
+    if factor is not None:
+        grad *= grad.dtype.type(factor)
     return norm
+
+
+def clip_factor(norm: float, max_norm: float) -> float | None:
+    """What a gradient of L2 norm ``norm`` is multiplied by to bring it to ``max_norm``; None when
+    it stays as it is (within the bound, clipping off, or a non-finite norm the caller skips)."""
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        return max_norm / (norm + 1e-6)
+    return None
+
+
+def adam_scales(lr: float, beta1: float, beta2: float, t: int) -> tuple[float, float]:
+    """Adam's bias corrections at step ``t``: (step size lr / (1 - b1^t), 1 / sqrt(1 - b2^t), the
+    scale of sqrt(v) before eps is added)."""
+    return lr / (1 - beta1 ** t), 1.0 / math.sqrt(1 - beta2 ** t)
 
 
 def _sum_squares(grad: np.ndarray) -> float:
@@ -126,8 +141,7 @@ class Adam(Optimizer):
     def _update(self, param, grad, lr):
         m, v = self.state["m"], self.state["v"]
         b1, b2 = self.beta1, self.beta2
-        step = lr / (1 - b1 ** self.t)
-        denom_scale = 1.0 / math.sqrt(1 - b2 ** self.t)
+        step, denom_scale = adam_scales(lr, b1, b2, self.t)
         if param.size >= _FUSED_MIN and param.dtype in (np.float32, np.float64) and all(
                 a.flags.c_contiguous and a.dtype == param.dtype for a in (param, grad, m, v)):
             from .kernels.update import adam_update
@@ -148,8 +162,7 @@ class Adam(Optimizer):
         np.multiply(grad, grad, out=tmp)
         tmp *= 1 - b2
         v += tmp
-        step = lr / (1 - b1 ** self.t)
-        denom_scale = 1.0 / math.sqrt(1 - b2 ** self.t)
+        step, denom_scale = adam_scales(lr, b1, b2, self.t)
         np.sqrt(v, out=tmp)
         tmp *= denom_scale
         tmp += self.eps

@@ -27,11 +27,9 @@ saved while its tables were trained by dense Adam resumes here (and goes on lazi
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..optim import Optimizer
+from ..optim import Optimizer, adam_scales
 from .sparse_grad import GradLayout
 
 
@@ -52,8 +50,7 @@ class LazyAdam(Optimizer):
 
         self.t += 1
         m, v, b1, b2, wd = self.state["m"], self.state["v"], self.beta1, self.beta2, self.weight_decay
-        step = lr / (1 - b1 ** self.t)
-        denom_scale = 1.0 / math.sqrt(1 - b2 ** self.t)
+        step, denom_scale = adam_scales(lr, b1, b2, self.t)
         for a, b in self.layout.dense:
             if wd:  # coupled L2 written into the gradient, as charlm.optim.Optimizer.step does
                 grad[a:b] += wd * param[a:b]

@@ -88,11 +88,12 @@ def clip_norm(grad: np.ndarray, layout: GradLayout, rows, max_norm: float) -> fl
     norm is at most ``max_norm`` (0: only measure), return the norm before clipping; a non-finite
     norm comes back unchanged (the caller skips the step). The norm is the full buffer's (the
     rest is zero), summed in another order, so it agrees to rounding, not bit for bit."""
+    from ..optim import clip_factor
     from .row_kernels import rows_multiply
 
     norm = math.sqrt(sum_squares(grad, layout, rows))
-    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
-        factor = max_norm / (norm + 1e-6)
+    factor = clip_factor(norm, max_norm)
+    if factor is not None:
         for a, b in layout.dense:
             grad[a:b] *= grad.dtype.type(factor)
         for i, r in enumerate(rows):
