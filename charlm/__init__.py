@@ -16,14 +16,14 @@ _EXPORTS = {
     "CharlmError": "errors", "CorpusError": "errors", "VocabError": "errors",
     "ConfigError": "errors", "CheckpointError": "errors",
     "ModelConfig": "config", "TrainConfig": "config",
-    "Tokenizer": "tokenizer",
-    "Corpus": "corpus", "build_corpus": "corpus", "read_text": "text_files", "StreamBatcher": "batches",
-    "Model": "model",
-    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "Trainer": "train", "StepEvent": "train", "EvalEvent": "train", "CheckpointEvent": "train",
-    "DoneEvent": "train",
-    "Sampler": "sample", "generate_text": "sample",
-    "evaluate": "evaluate", "EvalResult": "evaluate",
+    "Tokenizer": "data.tokenizer",
+    "Corpus": "data.corpus", "build_corpus": "data.corpus", "read_text": "data.text_files", "StreamBatcher": "data.batches",
+    "Model": "lm.model",
+    "Checkpoint": "lm.checkpoint", "load_checkpoint": "lm.checkpoint", "save_checkpoint": "lm.checkpoint",
+    "Trainer": "lm.train", "StepEvent": "lm.train", "EvalEvent": "lm.train", "CheckpointEvent": "lm.train",
+    "DoneEvent": "lm.train",
+    "Sampler": "lm.sample", "generate_text": "lm.sample",
+    "evaluate": "lm.evaluate", "EvalResult": "lm.evaluate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

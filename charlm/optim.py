@@ -237,7 +237,7 @@ class Schedule:
     """Learning rate as a function of the budget spent, plus reduce-on-plateau fed by validation loss.
 
     ``progress`` is the fraction of the training budget done (steps, epochs or wall-clock time,
-    whichever ends the run first: ``charlm.budget.Budget.progress``), so a cosine schedule
+    whichever ends the run first: ``charlm.training.budget.Budget.progress``), so a cosine schedule
     reaches ``min_lr`` exactly when the run ends, however the budget was given.
 
     constant: lr.  cosine: decays from lr to ``min_lr`` as progress goes 0 -> 1.  linear: the

@@ -123,8 +123,7 @@ def _load_blas() -> None:
 
 def blas_info() -> list[dict]:
     """What threadpoolctl reports for the loaded BLAS libraries (kernel architecture, threads)."""
-    from threadpoolctl import threadpool_info
-
     import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_info
 
     return [d for d in threadpool_info() if d.get("user_api") == "blas"]

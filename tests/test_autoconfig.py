@@ -1,9 +1,18 @@
 """The model chosen for a time budget: deterministic given the probe's figures; flags win."""
 import pytest
 
-from charlm.autoconfig import (DROPOUT, LADDER, PRESSURE_FOR_DROPOUT, TOKENS_PER_PARAM, TOKENS_PER_PARAM_REGULARISED,
-                               WEIGHT_DECAY, choose, overfitting_pressure, stack_parameters)
 from charlm.config import ModelConfig, TrainConfig, replace
+from charlm.lm.autoconfig import (
+    DROPOUT,
+    LADDER,
+    PRESSURE_FOR_DROPOUT,
+    TOKENS_PER_PARAM,
+    TOKENS_PER_PARAM_REGULARISED,
+    WEIGHT_DECAY,
+    choose,
+    overfitting_pressure,
+    stack_parameters,
+)
 
 MODEL = ModelConfig(cell="lstm", vocab_size=65)
 
@@ -81,8 +90,8 @@ def test_the_parameter_count_is_pytorchs(tmp_path):
 def test_train_with_only_a_time_budget_prints_and_stores_its_choice(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from charlm import checkpoint as ckpt
     from charlm.cli import main
+    from charlm.lm import checkpoint as ckpt
 
     monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
     corpus = tmp_path / "c.txt"

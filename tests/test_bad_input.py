@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
 from charlm.cli import main
+from charlm.lm import checkpoint as ckpt
 
 SMALL = ["--steps", "4", "--batch-size", "2", "--seq-len", "8", "--hidden", "8", "--embed", "4",
          "--layers", "1", "--eval-every", "2", "--threads", "1"]
@@ -285,9 +285,9 @@ def test_100k_distinct_characters_train_and_sample(tmp_path):
     start state is computed with full logits), too slow for this suite; the CLI run was checked by
     hand (exit 0)."""
     from charlm.config import ModelConfig, TrainConfig
-    from charlm.corpus import build_corpus
-    from charlm.sample import SampleOptions, Sampler
-    from charlm.train import StepEvent, Trainer
+    from charlm.data.corpus import build_corpus
+    from charlm.lm.sample import SampleOptions, Sampler
+    from charlm.lm.train import StepEvent, Trainer
 
     path = tmp_path / "corpus.txt"
     cps = list(range(0x4E00, 0x4E00 + 20_000)) + list(range(0x20000, 0x20000 + 81_000))
@@ -309,7 +309,7 @@ def test_100k_distinct_characters_train_and_sample(tmp_path):
 
 
 def test_unknown_failure_is_logged_with_a_hint_not_dumped(ws, monkeypatch):
-    from charlm import sample
+    from charlm.lm import sample
 
     def boom(*a, **k):
         raise ZeroDivisionError("synthetic bug")

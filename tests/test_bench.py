@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlm import bench as B
-from charlm import bench_compare as C
+from charlm.bench import compare as C
+from charlm.bench import speed as B
 from charlm.kernels import get_cell
 from charlm.kernels.embedding import scatter_add_rows
-from charlm.kernels.loss import cross_entropy_grad, cross_entropy_grad_par, cross_entropy_rows, \
-    cross_entropy_rows_par
 from charlm.kernels.layer import layer_backward, layer_forward
+from charlm.kernels.loss import (
+    cross_entropy_grad,
+    cross_entropy_grad_par,
+    cross_entropy_rows,
+    cross_entropy_rows_par,
+)
 from charlm.kernels.parallel import matmul_rows, matmul_rows_bias, matmul_tn, sum_blocks
 
 TINY = B.BenchConfig(cell="lstm", layers=1, hidden=8, batch=4, seq_len=8, vocab=10, threads=2, warmup=1,
@@ -144,7 +148,7 @@ def test_parallel_loss_agrees_with_serial(nchunks, dtype):
 def test_model_is_the_same_for_any_thread_count(cell, V, monkeypatch):
     import charlm.runtime as rt
     from charlm.config import ModelConfig
-    from charlm.model import Model
+    from charlm.lm.model import Model
 
     cfg = ModelConfig(cell=cell, vocab_size=V, embed=6, hidden=7, layers=2)
     model = Model(cfg, np.float64).init_weights(np.random.default_rng(0))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charlm import bench as B
-from charlm import bench_compare as C
+from charlm.bench import compare as C
+from charlm.bench import speed as B
 from charlm.cli import main
 from charlm.errors import CharlmError
 

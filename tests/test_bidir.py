@@ -2,11 +2,10 @@
 weights, finite differences through encoder + pooling + head, padding that changes nothing."""
 import numpy as np
 import pytest
+from gradcheck import assert_gradient_matches_finite_diff
 
 from charlm.kernels import get_cell
 from charlm.seqtask.bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
-
-from gradcheck import assert_gradient_matches_finite_diff
 
 CELL_NAMES = ["lstm", "gru", "rnn"]
 

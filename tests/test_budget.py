@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from charlm.budget import AUTO_EVALS, MAX_EVAL_SHARE, Budget, EvalCadence
-from charlm.config import parse_eval_every
-from charlm.config import ModelConfig, TrainConfig, make_configs
-from charlm.corpus import build_corpus
+from charlm.config import ModelConfig, TrainConfig, make_configs, parse_eval_every
+from charlm.data.corpus import build_corpus
 from charlm.errors import ConfigError
-from charlm.train import DoneEvent, EvalEvent, StepEvent, Trainer
+from charlm.lm.train import DoneEvent, EvalEvent, StepEvent, Trainer
+from charlm.training.budget import AUTO_EVALS, MAX_EVAL_SHARE, Budget, EvalCadence
 
 TEXT = "".join(f"line {i % 23} of a small text, state carried over\n" for i in range(400))
 MCFG = ModelConfig(cell="lstm", embed=8, hidden=16, layers=1)

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from charlm import builtin_corpora as bc
 from charlm import fsutil
-from charlm.builtin_corpora import markov
+from charlm.data import builtin_corpora as bc
+from charlm.data.builtin_corpora import markov
 from charlm.errors import CorpusError
 
 
@@ -228,7 +228,7 @@ def test_registry_errors(tmp_path):
 # --- memory text, floors, durability -----------------------------------------------------------
 
 def test_memory_corpus_is_the_memory_task_text(tmp_path):
-    from charlm.builtin_corpora.memory_task import memory_text
+    from charlm.data.builtin_corpora.memory_task import memory_text
 
     path = bc.builtin_corpus_path("memory", tmp_path, n_lines=50, distances=[3, 7])
     assert path.read_text(encoding="utf-8") == memory_text(50, (3, 7))
@@ -242,11 +242,11 @@ def test_memory_corpus_is_the_memory_task_text(tmp_path):
 def test_builtin_corpora_import_nothing_above_them():
     """Corpora sit on the floor where text is made: importing them loads no reader, trainer or
     inspector (they only need the errors and the filesystem helper)."""
-    code = ("import sys, charlm.builtin_corpora\n"
+    code = ("import sys, charlm.data.builtin_corpora\n"
             "print(sorted(m for m in sys.modules if m.startswith('charlm.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = {m for m in eval(out) if not m.startswith("charlm.builtin_corpora")}
-    assert loaded == {"charlm.errors", "charlm.fsutil"}
+    loaded = {m for m in eval(out) if not m.startswith("charlm.data.builtin_corpora")}
+    assert loaded == {"charlm.data", "charlm.errors", "charlm.fsutil"}
 
 
 def test_write_corpus_fsyncs_file_and_directory(tmp_path, monkeypatch):
@@ -266,7 +266,7 @@ def test_tidy_markov_text_reads_back_one_token_per_symbol(tmp_path, eos):
     """corpora/README.md's claim: charlm's reader turns a tidy chain's text into a one-to-one
     relabelling of its symbols (line: each newline is one <eos>; paragraph: newlines stay
     characters), apart from the <eos> that opens the stream and the one that closes it."""
-    from charlm.corpus import build_corpus
+    from charlm.data.corpus import build_corpus
 
     text = bc.markov_corpus(5_000, seed=2)
     path = tmp_path / "m.txt"

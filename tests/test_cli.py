@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cli_helpers import invoke
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
-from charlm.builtin_corpora import pseudo_names
 from charlm.cli import main
-from cli_helpers import invoke
+from charlm.data.builtin_corpora import pseudo_names
+from charlm.lm import checkpoint as ckpt
 
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4"]
 TEXT = "".join(f"the {w} fox jumps over the lazy dog number {i % 7}\n"
@@ -129,7 +129,7 @@ def test_checkpoint_carries_the_state_sampling_starts_from(trained):
     carried-state model never saw; it is saved in the checkpoint and used by the Sampler."""
     import numpy as np
 
-    from charlm.sample import Sampler
+    from charlm.lm.sample import Sampler
 
     loaded = ckpt.load_checkpoint(trained)
     start = np.array(loaded.metadata["start_state"])
@@ -269,7 +269,7 @@ def test_sample_errors(trained, tmp_path):
 
 
 def test_eval_table_json_and_surprisal(trained, tmp_path):
-    from charlm.evaluate import evaluate
+    from charlm.lm.evaluate import evaluate
 
     held = write(tmp_path / "held.txt", TEXT[:500])
     expected = evaluate(ckpt.load_checkpoint(trained), [held])
@@ -310,28 +310,28 @@ def test_info_text_and_json(trained):
 
 
 def test_os_errors_and_interrupts_are_one_line(trained, monkeypatch):
-    import charlm.runs
+    import charlm.lm.describe
 
     def raise_(exc):
         def f(*a, **k):
             raise exc
         return f
 
-    monkeypatch.setattr(charlm.runs, "describe_run", raise_(PermissionError(13, "Permission denied", "runs/x")))
+    monkeypatch.setattr(charlm.lm.describe, "describe_run", raise_(PermissionError(13, "Permission denied", "runs/x")))
     assert one_red_line(invoke("info", trained)) == "error: runs/x: Permission denied"
-    monkeypatch.setattr(charlm.runs, "describe_run", raise_(OSError(28, "No space left on device")))
+    monkeypatch.setattr(charlm.lm.describe, "describe_run", raise_(OSError(28, "No space left on device")))
     assert "No space left" in one_red_line(invoke("info", trained))
-    monkeypatch.setattr(charlm.runs, "describe_run", raise_(KeyboardInterrupt()))
+    monkeypatch.setattr(charlm.lm.describe, "describe_run", raise_(KeyboardInterrupt()))
     assert "interrupted" in one_red_line(invoke("info", trained), code=130)
 
 
 def test_internal_error_goes_to_a_log_file(trained, tmp_path, monkeypatch):
-    import charlm.runs
+    import charlm.lm.describe
 
     def boom(*a, **k):
         return 1 / 0
 
-    monkeypatch.setattr(charlm.runs, "describe_run", boom)
+    monkeypatch.setattr(charlm.lm.describe, "describe_run", boom)
     line = one_red_line(invoke("info", trained))
     assert "internal error" in line and "ZeroDivisionError" in line and "please report" in line
     log = Path(line.rsplit("details in ", 1)[1].rstrip(")"))
@@ -345,7 +345,7 @@ def test_live_view_renders_on_a_terminal(tmp_path):
     from rich.console import Console
 
     from charlm.cli.train_view import TrainView, summary_table
-    from charlm.train import DoneEvent, EvalEvent, SampleEvent, StepEvent
+    from charlm.lm.train import DoneEvent, EvalEvent, SampleEvent, StepEvent
 
     trainer = SimpleNamespace(corpus=SimpleNamespace(tokenizer=SimpleNamespace(level="char"),
                                                          val=np.zeros(100)),

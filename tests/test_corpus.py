@@ -3,13 +3,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charlm import corpus, text_files
-from charlm.batches import StreamBatcher, sequential_windows
-from charlm.corpus import build_corpus
-from charlm.sequences import resolve_eos, split_sequences, to_sequences_stream
-from charlm.text_files import iter_text, read_text
+from charlm.data import corpus, text_files
+from charlm.data.batches import StreamBatcher, sequential_windows
+from charlm.data.corpus import build_corpus
+from charlm.data.sequences import resolve_eos, split_sequences, to_sequences_stream
+from charlm.data.text_files import iter_text, read_text
+from charlm.data.tokenizer import Tokenizer
 from charlm.errors import CheckpointError, ConfigError, CorpusError
-from charlm.tokenizer import Tokenizer
 
 NAMES = "emma\nolivia\nava\nisabella\nsophia\ncharlotte\nmia\namelia\n"
 

@@ -12,7 +12,7 @@ resumes from the run directory and trains until it is killed:
 - "timer" kills: the driver sends SIGKILL after a random delay (covers resume, steps, evals,
   metric appends and checkpoint writes, as chance has it);
 - "write" kills: the child kills itself with SIGKILL at a chosen point of the write path, by
-  wrapping the ``os`` functions that ``charlm.fsutil`` (atomic writes) and ``charlm.metrics`` call: after the temporary file is
+  wrapping the ``os`` functions that ``charlm.fsutil`` (atomic writes) and ``charlm.runs.metrics`` call: after the temporary file is
   fully written but before its fsync, before the rename over the target, right after the rename
   (for model.safetensors this is the moment between writing the best and the last checkpoint),
   before the directory fsync, and inside a metrics append.
@@ -117,9 +117,9 @@ def _setup(work: Path):
 
 
 def _trainer(run_dir: Path, corpus_path, mcfg, tcfg):
-    from charlm import checkpoint as ckpt
-    from charlm.corpus import build_corpus
-    from charlm.train import Trainer
+    from charlm.data.corpus import build_corpus
+    from charlm.lm import checkpoint as ckpt
+    from charlm.lm.train import Trainer
 
     if (run_dir / ckpt.LAST_FILE).exists():
         return Trainer.resume(run_dir, lambda tok, t, sources: build_corpus(
@@ -131,7 +131,7 @@ def _trainer(run_dir: Path, corpus_path, mcfg, tcfg):
 
 
 class _KillingOs:
-    """Stands in for ``os`` inside charlm.fsutil and charlm.metrics: logs every best-model replacement and,
+    """Stands in for ``os`` inside charlm.fsutil and charlm.runs.metrics: logs every best-model replacement and,
     when ``target`` = (point, file, n) is given, SIGKILLs this process at the n-th time the
     write of ``file`` reaches ``point``."""
 
@@ -161,7 +161,7 @@ class _KillingOs:
         os.fsync(fd)
 
     def replace(self, src, dst):
-        from charlm import checkpoint as ckpt
+        from charlm.lm import checkpoint as ckpt
 
         name = os.path.basename(dst)
         if name == ckpt.MODEL_FILE:  # every best-model replacement, with both losses
@@ -173,7 +173,7 @@ class _KillingOs:
 
 
 def _val_loss(path):
-    from charlm import checkpoint as ckpt
+    from charlm.lm import checkpoint as ckpt
 
     header, _ = ckpt.read_header(Path(path))
     return json.loads(header["__metadata__"]["charlm.val_loss"])
@@ -186,11 +186,12 @@ def _segment(run_dir, setup, log_path, target=None, on_sigint=False):
         return pid
     code = 3
     try:
-        from charlm import checkpoint as ckpt
-        from charlm.train import DoneEvent
+        from charlm.lm import checkpoint as ckpt
+        from charlm.lm.train import DoneEvent
 
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        from charlm import fsutil, metrics
+        from charlm import fsutil
+        from charlm.runs import metrics
 
         fsutil.os = metrics.os = _KillingOs(log_fd, target)  # atomic writes and metrics appends
         stop = {"trainer": None, "asked": False}
@@ -218,7 +219,7 @@ def _segment(run_dir, setup, log_path, target=None, on_sigint=False):
 
 
 def _records(run_dir):
-    from charlm import checkpoint as ckpt
+    from charlm.lm import checkpoint as ckpt
 
     records = ckpt.read_metrics(run_dir)
     steps = {r["step"]: r["loss"] for r in records if r["kind"] == "step"}
@@ -228,8 +229,8 @@ def _records(run_dir):
 
 def _check_after(run_dir, ref_steps, ref_evals):
     """Problems found in the run directory after a segment ended (empty list = all good)."""
-    from charlm import checkpoint as ckpt
     from charlm.errors import CharlmError
+    from charlm.lm import checkpoint as ckpt
 
     problems, last_step, best = [], None, None
     for name in (ckpt.LAST_FILE, ckpt.MODEL_FILE):
@@ -280,7 +281,7 @@ def _read_log(log_path):
 def _content(path):
     """(parsed header, data bytes): the file minus the order of its header's keys, which the
     safetensors writer (a Rust HashMap) varies from process to process."""
-    from charlm import checkpoint as ckpt
+    from charlm.lm import checkpoint as ckpt
 
     header, start = ckpt.read_header(path)
     return header, path.read_bytes()[start:]
@@ -289,7 +290,7 @@ def _content(path):
 def driver(work: Path) -> dict:
     import numpy as np
 
-    from charlm import checkpoint as ckpt
+    from charlm.lm import checkpoint as ckpt
 
     setup = _setup(work)
     rnd = random.Random(20240)

@@ -85,7 +85,7 @@ def test_block_random_draws_the_global_rows_and_keeps_generators_in_step():
 
 
 def test_without_a_launcher_charlm_never_imports_mpi4py(corpus, tmp_path):
-    code = ("import sys, charlm.cli, charlm.train, charlm.distributed as d;"
+    code = ("import sys, charlm.cli, charlm.lm.train, charlm.distributed as d;"
             "assert d.world().size == 1 and 'mpi4py' not in sys.modules, 'imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     done = charlm(["train", corpus, *TINY, "--steps", "2", "--run-dir", tmp_path / "r"])
@@ -120,7 +120,7 @@ def test_asking_for_ranks_without_mpi4py_says_how_to_install_it(corpus, tmp_path
 
 @needs_mpi
 def test_ranks_option_launches_mpiexec_and_trains_the_same_run(corpus, tmp_path):
-    from charlm.checkpoint import load_checkpoint
+    from charlm.lm.checkpoint import load_checkpoint
 
     i = TINY.index("--threads")
     unthreaded = TINY[:i] + TINY[i + 2:]
@@ -172,7 +172,7 @@ def test_three_ranks_float32_over_fifty_steps(corpus, tmp_path):
 
 @needs_mpi
 def test_resume_on_another_number_of_ranks_continues_the_same_run(corpus, tmp_path):
-    from charlm.checkpoint import load_checkpoint
+    from charlm.lm.checkpoint import load_checkpoint
 
     # a constant rate: extending a cosine schedule's budget on resume would (rightly) change it
     args = [*TINY, "--eval-every", "4", "--dropout", "0.2", "--dtype", "float64", "--schedule", "constant"]
@@ -254,7 +254,7 @@ def _rank_pid(rank: int) -> int:
 
 @needs_mpi
 def test_a_killed_rank_stops_every_rank_and_the_checkpoint_stays_loadable(corpus, tmp_path):
-    from charlm.checkpoint import load_checkpoint
+    from charlm.lm.checkpoint import load_checkpoint
 
     run = tmp_path / "r"
     proc = _train_until_checkpointed(run, 3, lambda _: os.kill(_rank_pid(1), signal.SIGKILL), corpus)
@@ -264,7 +264,7 @@ def test_a_killed_rank_stops_every_rank_and_the_checkpoint_stays_loadable(corpus
 
 @needs_mpi
 def test_sigterm_to_the_launcher_stops_all_ranks_at_one_step_and_resumes(corpus, tmp_path):
-    from charlm.checkpoint import load_checkpoint
+    from charlm.lm.checkpoint import load_checkpoint
 
     run = tmp_path / "r"
     proc = _train_until_checkpointed(run, 50, lambda p: p.send_signal(signal.SIGTERM), corpus)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig
-from charlm.evaluate import score_ids, score_spans, state_after
-from charlm.model import Model
+from charlm.lm.evaluate import score_ids, score_spans, state_after
+from charlm.lm.model import Model
 
 
 def small_model(cell="lstm", V=11, seed=0):
@@ -64,7 +64,7 @@ def test_warm_up_context_stands_in_for_the_carried_state():
 
 
 def test_dynamic_evaluation_scores_each_window_before_a_finite_difference_checked_step():
-    from charlm.dynamic_eval import DynamicEvaluator, DynamicOptions
+    from charlm.lm.dynamic_eval import DynamicEvaluator, DynamicOptions
 
     model = small_model("gru", seed=6)
     ids = np.random.default_rng(7).integers(0, 11, 25)
@@ -97,7 +97,7 @@ def test_dynamic_evaluation_scores_each_window_before_a_finite_difference_checke
 
 
 def test_dynamic_evaluation_adapts_to_a_repeated_text_and_restores_the_weights():
-    from charlm.dynamic_eval import DynamicOptions, dynamic_score
+    from charlm.lm.dynamic_eval import DynamicOptions, dynamic_score
 
     model = small_model("lstm", seed=9)
     ids = np.tile(np.random.default_rng(10).integers(0, 11, 9), 40)

@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import charlm
-from charlm import checkpoint as ckpt
 from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
+from charlm.data.corpus import build_corpus
+from charlm.data.tokenizer import Tokenizer
 from charlm.errors import CharlmError, CheckpointError
-from charlm.model import parameter_shapes
-from charlm.sample import Sampler
-from charlm.tokenizer import Tokenizer
-from charlm.train import Trainer
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.model import parameter_shapes
+from charlm.lm.sample import Sampler
+from charlm.lm.train import Trainer
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),

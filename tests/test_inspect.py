@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from charlm import checkpoint as ckpt
 from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
+from charlm.data.corpus import build_corpus
+from charlm.data.tokenizer import Tokenizer
 from charlm.inspect import gradients, memory, neurons
-from charlm.model import Model
-from charlm.tokenizer import Tokenizer
-from charlm.train import StepEvent, Trainer
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.model import Model
+from charlm.lm.train import StepEvent, Trainer
 
 
 def make_model(cell, layers=1, V=6, E=4, H=3, dtype=np.float64, seed=0):

@@ -4,19 +4,19 @@ import functools
 
 import numpy as np
 import pytest
-
-from charlm import checkpoint as ckpt
-from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
-from charlm.evaluate import score_ids
-from charlm.kernels import CELL_IDS, get_cell, jordan_weight_grads
-from charlm.kernels.generate import advance, generate
-from charlm.model import Model, parameter_shapes
-from charlm.sample import SampleOptions, Sampler
-from charlm.train import StepEvent, Trainer
 from gradcheck import assert_gradient_matches_finite_diff
 from tiny_models import batch
 from tiny_models import make_model as make_cell_model
+
+from charlm.config import ModelConfig, TrainConfig
+from charlm.data.corpus import build_corpus
+from charlm.kernels import CELL_IDS, get_cell, jordan_weight_grads
+from charlm.kernels.generate import advance, generate
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.evaluate import score_ids
+from charlm.lm.model import Model, parameter_shapes
+from charlm.lm.sample import SampleOptions, Sampler
+from charlm.lm.train import StepEvent, Trainer
 
 make_model = functools.partial(make_cell_model, "jordan")
 

@@ -8,15 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from numba import njit
-
-from charlm.kernels import CELL_IDS, CELLS, cross_entropy_grad, cross_entropy_rows, get_cell
-from charlm.kernels.generate import advance, generate
-from charlm.kernels import generate_numpy
-from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, \
-    tanh_act
 from gradcheck import assert_gradient_matches_finite_diff
+from numba import njit
 from reference import REFERENCES, step_reference
+
+from charlm.kernels import CELL_IDS, CELLS, cross_entropy_grad, cross_entropy_rows, generate_numpy, get_cell
+from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, tanh_act
+from charlm.kernels.generate import advance, generate
 
 CELL_NAMES = [name for name, c in CELLS.items() if not c.feeds_output]  # per-layer cells
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from charlm import checkpoint as ckpt
 from cli_helpers import invoke
+
 from charlm.cli.config_keys import read_config_file
 from charlm.cli.train_cmd import OPTION_NAMES
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import ConfigError
-from charlm.footprint import check_training_fits, parameter_count, training_bytes
-from charlm.metrics import read_metrics_checked
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.footprint import check_training_fits, parameter_count, training_bytes
+from charlm.runs.metrics import read_metrics_checked
 
 TINY = ["--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "2", "--threads", "1"]
 TEXT = "".join(f"line {i % 9} of a \"quoted\" text (with brackets)\n" for i in range(200))
@@ -120,7 +120,7 @@ def test_inspect_sizes_are_capped_before_anything_is_allocated(tmp_path, args, o
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "jordan"])
 def test_parameter_count_in_closed_form_matches_the_model(cell):
-    from charlm.model import parameter_shapes
+    from charlm.lm.model import parameter_shapes
 
     for layers, tie in ((1, False), (3, False), (2, True)):
         config = ModelConfig(cell=cell, layers=layers, hidden=12, embed=12 if tie else 5, vocab_size=17,
@@ -144,8 +144,9 @@ def test_memory_estimate_grows_with_each_size_and_names_the_culprit():
 
 
 def test_huge_numbers_are_shown_in_scientific_notation():
-    from rich.console import Console
     import io
+
+    from rich.console import Console
 
     from charlm.cli.render import eval_table, fmt_num, show
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 from gradcheck import assert_gradient_matches_finite_diff
+from tiny_models import batch, make_model
 
 from charlm.config import ModelConfig
-from charlm.model import Model, parameter_shapes
-from tiny_models import batch, make_model
+from charlm.lm.model import Model, parameter_shapes
 
 CELLS = ["lstm", "gru", "rnn"]
 

@@ -6,13 +6,13 @@ import warnings
 import numpy as np
 import pytest
 
-from charlm import checkpoint as ckpt
 from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
+from charlm.data.corpus import build_corpus
 from charlm.errors import CharlmError, CheckpointError, ConfigError, VocabError
-from charlm.model import Model
-from charlm.sample import Sampler, generate_text
-from charlm.train import MAX_BAD_STEPS, CheckpointEvent, DoneEvent, StepEvent, Trainer, WarningEvent
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.model import Model
+from charlm.lm.sample import Sampler, generate_text
+from charlm.lm.train import MAX_BAD_STEPS, CheckpointEvent, DoneEvent, StepEvent, Trainer, WarningEvent
 
 TEXT = "".join(f"line {i % 13} says {'abc'[i % 3] * (i % 5 + 1)} to the model\n" for i in range(200))
 MCFG = ModelConfig(cell="gru", embed=8, hidden=16, layers=2, dropout=0.1)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from charlm import checkpoint as ckpt
-from charlm import rundir
 from cli_helpers import invoke
-from charlm.fingerprint import ids_digest
+
+from charlm.lm import checkpoint as ckpt
+from charlm.runs import directory as rundir
+from charlm.runs.fingerprint import ids_digest
 
 TINY = ["--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "2", "--threads", "1"]
 TEXT = "".join(f"line {i % 7} of some text about foxes\n" for i in range(200))
@@ -62,7 +62,7 @@ def cli_process(*args, **kw):
 
 def lock_holder(run: Path):
     """Another process that holds the run's lock until killed; returns it once the lock is held."""
-    code = ("import sys, time; from charlm import rundir; lock = rundir.claim_run(sys.argv[1]); "
+    code = ("import sys, time; from charlm.runs import directory; lock = directory.claim_run(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

@@ -10,9 +10,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from charlm import runtime
 from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
+from charlm.data.corpus import build_corpus
 from charlm.errors import ConfigError
-from charlm.train import StepEvent, Trainer
+from charlm.lm.train import StepEvent, Trainer
 
 numba = pytest.importorskip("numba")
 
@@ -89,7 +89,7 @@ def test_importing_charlm_changes_nothing_process_wide():
         "from threadpoolctl import threadpool_info\n"
         "def blas(): return sorted(d['num_threads'] for d in threadpool_info() if d['user_api'] == 'blas')\n"
         "before = (config.THREADING_LAYER, blas())\n"
-        "import charlm, charlm.kernels, charlm.model, charlm.train, charlm.sample, charlm.evaluate, charlm.runtime\n"
+        "import charlm, charlm.kernels, charlm.lm.model, charlm.lm.train, charlm.lm.sample, charlm.lm.evaluate, charlm.runtime\n"
         "import charlm.kernels.parallel\n"
         "after = (config.THREADING_LAYER, blas())\n"
         "print(json.dumps({'before': before, 'after': after}))\n")

@@ -3,6 +3,9 @@ the PyTorch model its tensors describe; the gradient is that of the mean of the 
 training, checkpoints, prediction and exact resume work as for one model."""
 import numpy as np
 import pytest
+from gradcheck import assert_gradient_matches_finite_diff
+from test_bidir import tiny_batch
+from test_classify import FAST_TRAIN, toy_examples
 
 from charlm.errors import ConfigError
 from charlm.seqtask import store
@@ -11,10 +14,6 @@ from charlm.seqtask.ensemble import SeqEnsemble, build_model
 from charlm.seqtask.model import SeqModel
 from charlm.seqtask.predict import Predictor
 from charlm.seqtask.train import SeqTrainer
-
-from gradcheck import assert_gradient_matches_finite_diff
-from test_bidir import tiny_batch
-from test_classify import FAST_TRAIN, toy_examples
 
 
 def ensemble(task="classify", members=3, ngrams=0, seed=0):
@@ -126,7 +125,7 @@ def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_p
     assert (grams[0] != grams[1]).any() and (grams[1] != grams[2]).any()
     plain_logits, salted_logits = model.forward(ids, lengths)[0], salted.forward(ids, lengths)[0]
     assert not np.allclose(plain_logits, salted_logits)
-    from charlm.tokenizer import EOS, UNK, Tokenizer
+    from charlm.data.tokenizer import EOS, UNK, Tokenizer
 
     tokenizer = Tokenizer("char", [EOS, UNK] + list("abcde"))
     assert len(tokenizer) == salted.config.vocab_size

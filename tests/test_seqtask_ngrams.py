@@ -5,15 +5,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from gradcheck import assert_gradient_matches_finite_diff
+from test_bidir import tiny_batch as batch
+from test_bidir import tiny_model
 
 from charlm.errors import ConfigError
 from charlm.seqtask.config import SeqModelConfig
 from charlm.seqtask.model import SeqModel
 from charlm.seqtask.ngrams import ngram_ids
-
-from gradcheck import assert_gradient_matches_finite_diff
-from test_bidir import tiny_batch as batch
-from test_bidir import tiny_model
 
 
 def reference_bucket(tokens, buckets):

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import invoke
 from test_classify import toy_examples, write_tsv
 
@@ -56,7 +55,7 @@ def test_a_failed_setup_leaves_no_directory_behind(data, tmp_path):
 def test_a_run_locked_by_another_process_is_refused(data, tmp_path):
     run = tmp_path / "run"
     assert train(*data, run, "--steps", "2").exit_code == 0
-    code = ("import sys, time; from charlm import rundir; lock = rundir.claim_run(sys.argv[1]); "
+    code = ("import sys, time; from charlm.runs import directory; lock = directory.claim_run(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))

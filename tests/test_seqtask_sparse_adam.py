@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_bidir import tiny_batch
+from test_classify import FAST_TRAIN, toy_examples
 
 from charlm.errors import ConfigError
 from charlm.optim import Adam, clip_grad_norm
@@ -14,9 +16,6 @@ from charlm.seqtask.ensemble import build_model
 from charlm.seqtask.sparse_adam import LazyAdam
 from charlm.seqtask.sparse_grad import GradLayout
 from charlm.seqtask.train import SeqTrainer
-
-from test_bidir import tiny_batch
-from test_classify import FAST_TRAIN, toy_examples
 
 
 def hashed_model(members=1, dtype=np.float64, **changes):

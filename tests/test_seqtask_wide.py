@@ -6,6 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from gradcheck import assert_gradient_matches_finite_diff
+from test_bidir import tiny_batch as batch
+from test_bidir import tiny_model
+from test_classify import FAST_TRAIN, toy_examples
+from test_seqtask_ngrams import assert_gradients_with_fixed_draws, reference_bucket, torch_reference
 
 from charlm.errors import ConfigError
 from charlm.seqtask import store
@@ -14,12 +19,6 @@ from charlm.seqtask.ensemble import build_model
 from charlm.seqtask.model import SeqModel
 from charlm.seqtask.train import SeqTrainer
 from charlm.seqtask.wide import bag
-
-from gradcheck import assert_gradient_matches_finite_diff
-from test_bidir import tiny_batch as batch
-from test_bidir import tiny_model
-from test_classify import FAST_TRAIN, toy_examples
-from test_seqtask_ngrams import assert_gradients_with_fixed_draws, reference_bucket, torch_reference
 
 V = 7
 

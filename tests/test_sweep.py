@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from charlm.cli import main
 from charlm.errors import ConfigError
-from charlm.sweep import RESULTS_FILE, plan_sweep, run_sweep
+from charlm.lm.sweep import RESULTS_FILE, plan_sweep, run_sweep
 
 WORDS = "a quick brown fox jumps over the lazy dog under grey skies".split()
 TINY = ["layers=1", "embed=8", "batch_size=4", "seq_len=8", "steps=6", "eval_every=3"]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlm.data.tokenizer import EOS, UNK, Tokenizer, byte_counts
 from charlm.errors import CharlmError, ConfigError, VocabError
-from charlm.tokenizer import EOS, UNK, Tokenizer, byte_counts
 
 HARD = "naïve café, Ångström; 日本語の文; emoji 😀🎉 (astral); e\u0301 combining, \t tab\nnew line"
 

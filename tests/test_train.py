@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 
-from charlm import checkpoint as ckpt
 from charlm.config import ModelConfig, TrainConfig
-from charlm.corpus import build_corpus
-from charlm.sample import SampleOptions, Sampler
-from charlm.train import DoneEvent, EvalEvent, StepEvent, Trainer
+from charlm.data.corpus import build_corpus
+from charlm.lm import checkpoint as ckpt
+from charlm.lm.sample import SampleOptions, Sampler
+from charlm.lm.train import DoneEvent, EvalEvent, StepEvent, Trainer
 
 TINY = "the quick brown fox jumps over the lazy dog\n" * 40
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
 from charlm.cli import main
 from charlm.cli.safe_text import printable, printable_text
+from charlm.lm import checkpoint as ckpt
 
 TINY = ["--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "2", "--threads", "1"]
 ESC_TITLE, ESC_CLEAR = "\x1b]0;pwned\x1b\\", "\x1b[2J"
@@ -246,8 +246,9 @@ def test_paths_and_commands_are_never_wrapped_on_a_narrow_terminal(tmp_path):
 
 
 def test_the_resume_command_is_one_line_when_stopped(tmp_path):
-    from rich.console import Console
     import io
+
+    from rich.console import Console
 
     from charlm.cli.render import kv_table, show
 

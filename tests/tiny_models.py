@@ -2,7 +2,7 @@
 import numpy as np
 
 from charlm.config import ModelConfig
-from charlm.model import Model
+from charlm.lm.model import Model
 
 
 def make_model(cell, layers=2, V=5, E=3, H=3, dropout=0.0, tie=False, dtype=np.float64, seed=0,

@@ -58,7 +58,7 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
     import dataclasses
     import sys
 
-    from ..bench import STANDARD, BenchConfig
+    from ..bench.speed import STANDARD, BenchConfig
 
     given = {k: v for k, v in zip(CUSTOM_FLAGS, (cell, layers, hidden, batch, seq_len, vocab, embed))
              if v is not None}
@@ -73,7 +73,7 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
     else:
         configs = {n: dataclasses.replace(STANDARD[n], **common) for n in (names or sorted(STANDARD))}
     from ..config import ModelConfig, TrainConfig
-    from ..footprint import check_fits, training_bytes
+    from ..lm.footprint import check_fits, training_bytes
 
     for cfg in configs.values():  # refuse a size that cannot fit before a measuring process fails on it
         check_fits(training_bytes(ModelConfig(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
@@ -84,14 +84,14 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
         raise click.UsageError("--compare-torch needs the PyTorch baseline script: give --torch-baseline PATH")
     torch_python = torch_python or sys.executable
     if torch_baseline is not None:
-        from ..bench_compare import check_torch_python
+        from ..bench.compare import check_torch_python
 
         check_torch_python(torch_python)
     _run(configs, repeat, torch_baseline, torch_python)
 
 
 def _run(configs, repeat, baseline, torch_python):
-    from ..bench_compare import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
+    from ..bench.compare import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
 
     console = err()
     rows, warned = [], False
@@ -122,7 +122,7 @@ def _run(configs, repeat, baseline, torch_python):
 
 
 def _torch_sample(t):
-    from ..bench_compare import torch_sample_chars_per_s
+    from ..bench.compare import torch_sample_chars_per_s
 
     return torch_sample_chars_per_s(t)
 
@@ -132,7 +132,7 @@ def _table(rows):
     columns), with the speed targets (bench.TARGETS) for the standard configurations."""
     from rich.table import Table
 
-    from ..bench import TARGETS
+    from ..bench.speed import TARGETS
 
     compare = any(t is not None for *_, t in rows)
     table = Table(title="charlm bench" + (" vs PyTorch, same machine, interleaved" if compare else ""),

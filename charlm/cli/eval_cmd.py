@@ -39,28 +39,28 @@ def eval_(args, surprisal, dynamic, dynamic_lr, dynamic_decay, dynamic_window, a
       charlm eval act5.txt --json | jq .perplexity
       charlm eval held_out.txt --dynamic             # also the dynamic-evaluation loss
     """
-    from .. import runs
-    from ..checkpoint import load_checkpoint
     from ..errors import CheckpointError
-    from ..evaluate import evaluate
+    from ..lm.checkpoint import load_checkpoint
+    from ..lm.evaluate import evaluate
+    from ..runs import find as run_find
 
     root = runs_root()
     # A first argument that names no file, followed by files, is a RUN (a mistyped one is
     # reported as a missing run, not as a missing text file).
-    first_is_run = runs.is_run_like(args[0], root) or (len(args) > 1 and not os.path.lexists(args[0]))
+    first_is_run = run_find.is_run_like(args[0], root) or (len(args) > 1 and not os.path.lexists(args[0]))
     run, files = (args[0], args[1:]) if first_is_run else (None, args)
     if not files:
         raise click.UsageError(f"{args[0]} is a run; give the text files to evaluate after it")
     if run is not None and not os.path.lexists(run) and not (root / run).exists():  # a typo: of which?
-        names = ", ".join(p.name for p in runs.list_runs(root)[-5:])
+        names = ", ".join(p.name for p in run_find.list_runs(root)[-5:])
         raise CheckpointError(f"{run}: no such run directory, checkpoint or text file"
                               + (f" (recent runs in {root}: {names})" if names else ""))
-    checkpoint = load_checkpoint(runs.resolve_run(run, root))
+    checkpoint = load_checkpoint(run_find.resolve_run(run, root))
     options = None
     if dynamic or dynamic_lr is not None or dynamic_decay is not None or dynamic_window is not None:
         from dataclasses import replace
 
-        from ..dynamic_eval import DynamicOptions
+        from ..lm.dynamic_eval import DynamicOptions
 
         given = {"lr": dynamic_lr, "decay": dynamic_decay, "window": dynamic_window}
         options = replace(DynamicOptions(), **{k: v for k, v in given.items() if v is not None})

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from rich.text import Text
 
 from .common import emit, err, out, runs_root
@@ -26,12 +25,12 @@ def info(run, as_json):
       charlm info runs/names-20250101-120000
       charlm info --json | jq .best.val_ppl
     """
-    from .. import runs
-
-    from ..checkpoint import read_metrics
     from ..inspect.gradients import gradient_history
+    from ..lm import describe as lm_describe
+    from ..lm.checkpoint import read_metrics
+    from ..runs import find as run_find
 
-    described = runs.describe_run(runs.resolve_run(run, runs_root()))
+    described = lm_describe.describe_run(run_find.resolve_run(run, runs_root()))
     tracked = []   # train --track-gradients: a damaged record is skipped like any damaged line
     for record in read_metrics(described["run"]):
         try:

@@ -29,9 +29,9 @@ def _cells(text: str) -> tuple:
 
 
 def _split_run(args, root, need_file: bool):
-    from .. import runs
+    from ..runs import find as run_find
 
-    if args and runs.is_run_like(args[0], root):
+    if args and run_find.is_run_like(args[0], root):
         run, files = args[0], args[1:]
     else:
         run, files = None, args
@@ -84,14 +84,14 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
       charlm inspect gradients runs/rnn-run runs/lstm-run     # trained models side by side
       charlm inspect gradients --fresh corpus.txt --cells rnn,lstm,jordan --hidden 128
     """
-    from .. import runs
-    from ..checkpoint import load_checkpoint
     from ..config import ModelConfig, replace
     from ..inspect.gradients import inspect_gradients
+    from ..lm.checkpoint import load_checkpoint
+    from ..runs import find as run_find
 
     root = runs_root()
     k = 0
-    while k < len(args) and runs.is_run_like(args[k], root):
+    while k < len(args) and run_find.is_run_like(args[k], root):
         k += 1
     if fresh and k:
         raise click.UsageError("--fresh measures fresh models only: give a text file, not a run")
@@ -99,7 +99,7 @@ def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, lay
         raise click.UsageError("--fresh needs a text file to measure on")
     if fresh or compare:
         _check_fresh_fits(hidden, layers, embed, max_lag, samples, warmup)
-    checkpoints = [] if fresh else [load_checkpoint(runs.resolve_run(r, root)) for r in (args[:k] or [None])]
+    checkpoints = [] if fresh else [load_checkpoint(run_find.resolve_run(r, root)) for r in (args[:k] or [None])]
     reports = inspect_gradients(
         checkpoints, args[k:], compare_cells=_cells(cells) if (compare or fresh) else (),
         model_config=replace(ModelConfig(), hidden=hidden, layers=layers, embed=embed),
@@ -143,13 +143,13 @@ def neurons(args, kind, prop, unit, top, chars, bars, as_json):
       charlm inspect neurons runs/warpeace-20250101-120000 chapter.txt --property line_position
       charlm inspect neurons book.txt --unit 2:17 --kind h
     """
-    from .. import runs
-    from ..checkpoint import load_checkpoint
     from ..inspect.neurons import inspect_neurons
+    from ..lm.checkpoint import load_checkpoint
+    from ..runs import find as run_find
 
     root = runs_root()
     run, files = _split_run(args, root, need_file=True)
-    report = inspect_neurons(load_checkpoint(runs.resolve_run(run, root)), files, kind=kind, top=top)
+    report = inspect_neurons(load_checkpoint(run_find.resolve_run(run, root)), files, kind=kind, top=top)
     layer, index = _pick_unit(report, unit, prop)
     if as_json:
         emit(json.dumps({"kind": report.kind, "matches": [m.__dict__ for m in report.matches],
@@ -216,7 +216,7 @@ def memory(cells, distances, steps, hidden, seq_len, batch_size, lr, per_distanc
       charlm inspect memory --cells rnn,lstm --distances 8,32,128 --seq-len 160 --steps 1500
     """
     from ..inspect.memory import run_memory_experiment
-    from ..train import StepEvent
+    from ..lm.train import StepEvent
 
     cell_list = _cells(cells)
     try:
@@ -264,7 +264,7 @@ def memory(cells, distances, steps, hidden, seq_len, batch_size, lr, per_distanc
 def _check_fresh_fits(hidden, layers, embed, max_lag, samples, warmup) -> None:
     """Refuse fresh models (--fresh/--compare) too big for memory before building them."""
     from ..config import ModelConfig, TrainConfig, replace
-    from ..footprint import check_training_fits
+    from ..lm.footprint import check_training_fits
 
     model = replace(ModelConfig(vocab_size=256), hidden=hidden, layers=layers, embed=embed)
     # the measurement keeps every step of `samples` windows of warm-up + lag for the backward pass
@@ -278,8 +278,8 @@ def _check_memory_fits(cells, distances, per_distance, hidden, seq_len, batch_si
     import inspect as pyinspect
 
     from ..config import ModelConfig, TrainConfig, replace
-    from ..footprint import check_fits, check_training_fits
     from ..inspect.memory import run_memory_experiment
+    from ..lm.footprint import check_fits, check_training_fits
 
     defaults = {k: p.default for k, p in pyinspect.signature(run_memory_experiment).parameters.items()}
     ds = sorted(set(distances))

@@ -30,8 +30,8 @@ def bench_quality(corpus, seconds, script, hiddens, train_args, torch_python, th
     Example:
       charlm bench-quality shakespeare.txt --time 3m --baseline torch_train.py
     """
+    from ..bench.quality import compare
     from ..errors import CharlmError
-    from ..quality_bench import compare
 
     try:
         sizes = tuple(int(h) for h in hiddens.split(",") if h.strip())

@@ -5,7 +5,6 @@ import json
 import secrets
 
 import click
-
 from rich.text import Text
 
 from .common import emit, err, runs_root, show_path
@@ -39,13 +38,13 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
       charlm sample runs/names-20250101-120000 --num-samples 10 -t 0.8
       charlm sample --prime "ROMEO:" -t 0.5 --seed 7 > romeo.txt
     """
-    from .. import runs
-    from ..checkpoint import load_checkpoint
     from ..config import replace
     from ..errors import VocabError
-    from ..sample import SampleOptions, Sampler
+    from ..lm.checkpoint import load_checkpoint
+    from ..lm.sample import SampleOptions, Sampler
+    from ..runs import find as run_find
 
-    path = runs.resolve_run(run, runs_root())
+    path = run_find.resolve_run(run, runs_root())
     checkpoint = load_checkpoint(path)
     seed = secrets.randbelow(2**31) if seed is None else seed
     base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p,

@@ -40,7 +40,7 @@ def sweep(corpus, grid, randoms, trials, workers, scheduler, sweep_dir, seed, as
       charlm sweep names.txt --grid steps=500 --random lr=1e-4:1e-2:log --random dropout=0:0.3 --trials 8
       charlm sweep big.txt --grid hidden=256,512 --grid steps=2000 --scheduler tcp://head:8786
     """
-    from ..sweep import plan_sweep, run_sweep
+    from ..lm.sweep import plan_sweep, run_sweep
 
     plan = plan_sweep(list(grid), list(randoms), trials, seed, workers=None if scheduler else workers)
     where = sweep_dir or runs_root() / time.strftime("sweep-%Y%m%d-%H%M%S")

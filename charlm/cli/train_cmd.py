@@ -102,7 +102,8 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
       charlm train names.txt --eos line --layers 1 --sample-every 200
       charlm train --resume runs/shakespeare-20250101-120000 --time 20m
     """
-    from .. import runs
+    from ..lm import start as lm_start
+    from ..runs import find as run_find
     from .config_keys import read_config_file
 
     launch_ranks(options.pop("ranks"))  # --ranks N: this process becomes mpiexec -n N charlm train ...
@@ -117,21 +118,21 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
     console = err()
     with StopSignals() as signals:
         if resume:
-            run = runs.resolve_run(resume, runs_root())
-            trainer = runs.resume_training(run, values, corpus)
+            run = run_find.resolve_run(resume, runs_root())
+            trainer = lm_start.resume_training(run, values, corpus)
             console.print(Text(f"resuming {show_path(trainer.run_dir)} at step {trainer.pos.step:,}"),
                           soft_wrap=True)
         else:
             if not corpus:
                 console.print("no corpus given: training on the Python standard library's own source "
                               "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)
-            trainer = runs.start_training(corpus, values, run_dir=run_dir, root=runs_root(),
+            trainer = lm_start.start_training(corpus, values, run_dir=run_dir, root=runs_root(),
                                           overwrite=overwrite)
         return _run(trainer, console, signals)
 
 
 def _run(trainer, console, signals) -> int:
-    from ..budget import EvalCadence
+    from ..training.budget import EvalCadence
     from .render import corpus_line, fmt_time, model_line
     from .train_view import TrainView, summary_table
 

@@ -17,9 +17,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
-from .safe_text import printable, printable_text
+from ..lm.train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
 from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot, split_text
+from .safe_text import printable, printable_text
 
 PLOT_HEIGHT = 14
 MAX_TRAIN_POINTS = 300
@@ -101,7 +101,7 @@ class TrainView:
         return bool(getattr(self.trainer, "evaluating", False)) and self.done is None
 
     def _train_points(self):
-        from ..runs import bucket_means
+        from ..lm.describe import bucket_means
 
         return bucket_means(self.losses, MAX_TRAIN_POINTS)
 
@@ -185,7 +185,7 @@ def split_line(split, elapsed: float) -> str:
 
 def summary_table(view: TrainView, run: str, parameters: int) -> Table:
     """The table printed when training ends (``run``: the run directory as the user should type it)."""
-    from ..checkpoint import LAST_FILE, MODEL_FILE
+    from ..runs.find import LAST_FILE, MODEL_FILE
 
     d, b = view.done, view.best
     rows = [

@@ -12,7 +12,7 @@ from ..errors import ConfigError, CorpusError
 def describe(trainer) -> dict:
     from .. import __version__
     from ..config import to_dict
-    from ..fingerprint import corpus_fingerprint
+    from ..runs.fingerprint import corpus_fingerprint
 
     return {"version": __version__, "fingerprint": corpus_fingerprint(trainer.corpus),
             "sources": [str(s) for s in trainer.corpus.sources], "model": to_dict(trainer.mcfg),

@@ -58,11 +58,6 @@ class Solo:
         self.compute_s = time.perf_counter() - t0
         return result
 
-    def mean_nll(self, model, ids) -> float:
-        from ..evaluate import score_ids
-
-        return float(score_ids(model, ids).mean())
-
     def full_state(self, state):
         return state
 
@@ -169,7 +164,7 @@ def on_rank0(claim):
         return held[0]
     if path is None:  # rank 0 goes on to report that the run does not exist
         raise SystemExit(1)
-    from ..rundir import RunLock
+    from ..runs.directory import RunLock
 
     return RunLock(Path(path), None, False)
 

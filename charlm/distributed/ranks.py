@@ -87,20 +87,12 @@ class Ranks:
         includes waiting for the slowest rank)."""
         return {"compute_s": round(self.compute_s, 6), "allreduce_s": round(self.allreduce_s, 6)}
 
-    def mean_nll(self, model, ids) -> float:
-        """Mean per-token NLL of ``ids`` as one process computes it: each rank scores a block of
-        the evaluation's streams, and every rank gathers all the NLLs in order."""
-        from ..evaluate import score_spans, stream_spans
-
-        spans = stream_spans(len(ids) - 1)
-        blocks = [block(len(spans), r, self.size) for r in range(self.size)]
-        counts = [sum(end - first for _, first, end in spans[a:b]) for a, b in blocks]
-        a, b = blocks[self.rank]
-        mine = spans[a:b]
-        local = score_spans(model, ids, mine, model.init_state(len(mine))) if mine else np.zeros(0)
+    def gather_floats(self, local, counts: list[int]) -> np.ndarray:
+        """Every rank's ``local`` values (``counts[r]`` from rank r) concatenated in rank order, on
+        every rank."""
         every = np.empty(sum(counts), np.float64)
         self.comm.Allgatherv(np.ascontiguousarray(local, np.float64), [every, counts])
-        return float(every.mean())
+        return every
 
     def full_state(self, state):
         """The carried state of all B streams on rank 0 (its own array elsewhere). Rank 0 also

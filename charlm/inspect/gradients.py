@@ -1,22 +1,30 @@
 """Gradient flow through time, compared across cells and read back from training runs.
 
 The measurement itself (lag curves ||∂L_t/∂h_{t−k}||, spectra of the recurrent matrices) lives in
-charlm.gradflow, which training also uses; this module adds fresh models of other cells to compare
+charlm.lm.gradflow, which training also uses; this module adds fresh models of other cells to compare
 with, the history a run recorded, and what ``charlm inspect gradients`` shows.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..gradflow import (GradientReport, LagCurves, Spectrum, hidden_state_grads, lag_curves,  # noqa: F401
-                        measure, recurrent_spectra, tracking_record)
+from ..lm.gradflow import (
+    GradientReport,
+    LagCurves,
+    Spectrum,
+    hidden_state_grads,
+    lag_curves,
+    measure,
+    recurrent_spectra,
+    tracking_record,
+)
 
 
 def comparison_models(config, cells=("rnn", "gru", "lstm"), seed: int = 0, dtype=np.float32) -> dict:
     """Freshly initialised models of every cell in ``cells`` with the size of ``config``
     (vocabulary, embedding, hidden, layers), for ``--compare``."""
     from ..config import replace
-    from ..model import Model
+    from ..lm.model import Model
 
     return {cell: Model(replace(config, cell=cell, dropout=0.0), dtype).init_weights(np.random.default_rng(seed))
             for cell in cells}
@@ -41,7 +49,7 @@ def inspect_gradients(checkpoints, paths, *, compare_cells=(), model_config=None
     with the first one's size (or ``model_config``'s, with a character vocabulary fitted on
     ``paths``, when there is no checkpoint). Every model is measured on the same windows."""
     from ..config import replace
-    from ..corpus import build_corpus
+    from ..data.corpus import build_corpus
     from ..errors import ConfigError
     from .text import encode_for, training_sources
 

@@ -2,7 +2,7 @@
 character depends on one seen exactly d characters earlier, and scores that character against d.
 
 The text (a bracket, d − 2 filler letters, a cue, the matching closer) is the built-in ``memory``
-corpus, made in charlm.builtin_corpora.memory_task; its names are re-exported here for the
+corpus, made in charlm.data.builtin_corpora.memory_task; its names are re-exported here for the
 experiment's readers.
 """
 from __future__ import annotations
@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..builtin_corpora.memory_task import CLOSERS, CUE, DISTANCES, FILLER, OPENERS, memory_lines, memory_text
+from ..data.builtin_corpora.memory_task import (
+    CLOSERS,
+    CUE,
+    DISTANCES,
+    FILLER,
+    OPENERS,
+    memory_lines,
+    memory_text,
+)
 
 __all__ = ["CLOSERS", "CUE", "DISTANCES", "FILLER", "OPENERS", "memory_lines", "memory_text",
            "dependency_positions", "dependent_accuracy", "MemoryResult", "run_memory_experiment"]
@@ -44,7 +52,7 @@ def dependency_positions(ids: np.ndarray, tokenizer) -> tuple[np.ndarray, np.nda
 def dependent_accuracy(model, ids, positions, expected, seq_len: int = 256):
     """(correct (P,) bool: argmax at each position is the expected id, prob (P,) of the expected id),
     reading ``ids`` once in order with the state carried, as in generation."""
-    from ..batches import sequential_windows
+    from ..data.batches import sequential_windows
 
     state = model.init_state(1)
     rows = []
@@ -94,11 +102,11 @@ def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DIST
     progress: optional callable(cell, d or None, event) receiving each training event.
     """
     from ..config import ModelConfig, TrainConfig
-    from ..corpus import build_corpus
+    from ..data.corpus import build_corpus
     from ..fsutil import write_new_text
-    from ..rundir import claim_new_run
+    from ..lm.train import EvalEvent, Trainer
+    from ..runs.directory import claim_new_run
     from ..runtime import thread_limits
-    from ..train import EvalEvent, Trainer
 
     distances = np.array(sorted(set(int(d) for d in distances)))
     tmp = tempfile.TemporaryDirectory(prefix="charlm-memory-") if run_root is None else None

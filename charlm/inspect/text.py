@@ -7,7 +7,7 @@ import numpy as np
 def encode_for(checkpoint, paths, *, max_tokens: int | None = None, errors: str = "strict"):
     """(ids, eos mode): ``paths`` encoded with the checkpoint's vocabulary and the sequence
     boundaries it was trained with (as ``charlm eval`` does), cut to ``max_tokens``."""
-    from ..corpus import build_corpus
+    from ..data.corpus import build_corpus
 
     meta = checkpoint.metadata
     eos = meta.get("eos") or (meta.get("train_config") or {}).get("eos", "auto")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.tokenizer import Tokenizer
 from ..errors import CorpusError
-from ..tokenizer import Tokenizer
 
 POOL_BATCHES = 50
 
@@ -67,7 +67,7 @@ class Encoded:
     def digest(self) -> str:
         """A content fingerprint: the ids, lengths and targets of every example, in order (a resume
         refuses data whose digest differs: a changed letter or label, not only a changed count)."""
-        from ..fingerprint import ids_digest
+        from ..runs.fingerprint import ids_digest
 
         parts = [self.lengths, np.concatenate(self.inputs) if self.inputs else np.zeros(0, np.int64),
                  np.concatenate([np.atleast_1d(t) for t in self.targets]) if self.targets else np.zeros(0, np.int64)]

@@ -79,10 +79,10 @@ def _refuse_settings_without_their_path(values: dict) -> None:
 def start(spec: dict, values: dict, root, run_dir=None):
     """A new SeqTrainer for ``spec`` with settings ``values`` (field name -> value; None = default),
     in ``run_dir`` or a fresh directory under ``root``. The settings are checked first; then the
-    directory is claimed for this process (rundir.py: a directory that holds anything is refused,
+    directory is claimed for this process (runs/directory.py: a directory that holds anything is refused,
     and a second process cannot write it); if reading the data fails, what the claim made is
     removed again."""
-    from ..rundir import claim_new_run, make_run_dir, release_new
+    from ..runs.directory import claim_new_run, make_run_dir, release_new
     from .train import SeqTrainer
 
     values = {k: v for k, v in values.items() if v is not None}
@@ -109,7 +109,7 @@ def start(spec: dict, values: dict, root, run_dir=None):
 def resume(run_dir, overrides: dict):
     """The SeqTrainer of a stopped run, its data re-read from the stored description (and refused
     if its content is not what the run trained on). The run is locked for this process first."""
-    from ..rundir import claim_run, release_new
+    from ..runs.directory import claim_run, release_new
     from .train import SeqTrainer
 
     run_dir = Path(run_dir)
@@ -138,7 +138,7 @@ def run_stem(train_file) -> str:
 
 def task_of(path: Path) -> str | None:
     """The task recorded in a run directory's (or checkpoint file's) header, or None."""
-    from ..checkpoint import read_header
+    from ..runs.header import read_header
 
     files = [path] if path.suffix == ".safetensors" else [path / store.MODEL_FILE, path / store.LAST_FILE]
     for file in files:
@@ -155,7 +155,7 @@ def task_of(path: Path) -> str | None:
 def find_run(arg, root, task: str) -> Path:
     """The run or checkpoint meant by ``arg`` (a path or a run name under ``root``), or with
     ``None`` the most recent ``task`` run under ``root``."""
-    from ..runs import list_runs
+    from ..runs.find import list_runs
 
     if arg is None:
         runs = [r for r in list_runs(root) if task_of(r) == task]

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint as ckpt
 from ..config import from_dict
+from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
-from ..tokenizer import Tokenizer
+from ..fsutil import atomic_write_bytes
+from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
+from ..runs.header import one_line, read_header
 from .config import SeqModelConfig
 
 FORMAT = "1"
-MODEL_FILE, LAST_FILE = "model.safetensors", "last.safetensors"
 STATE_PREFIX = "optimizer."
 
 
@@ -57,7 +58,7 @@ def save(path, config: SeqModelConfig, tokenizer: Tokenizer, labels: list, tenso
         meta[f"charlm.{key}"] = json.dumps(value)
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     arrays |= {STATE_PREFIX + name: np.ascontiguousarray(a) for name, a in (extra or {}).items()}
-    ckpt.atomic_write_bytes(Path(path), save_bytes(arrays, metadata=meta))
+    atomic_write_bytes(Path(path), save_bytes(arrays, metadata=meta))
     return Path(path)
 
 
@@ -73,7 +74,7 @@ def load(path) -> SeqCheckpoint:
             raise CheckpointError(f"{path} holds no checkpoint ({MODEL_FILE} or {LAST_FILE})")
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
-    header, _ = ckpt.read_header(path)
+    header, _ = read_header(path)
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or "charlm.task" not in meta:
         what = "a language model" if isinstance(meta, dict) and "charlm.config" in meta else "not a charlm model"
@@ -90,7 +91,7 @@ def load(path) -> SeqCheckpoint:
                   if k.startswith("charlm.") and k[len("charlm."):] not in
                   ("format", "task", "seq_config", "tokenizer", "vocab", "labels")}
     except CharlmError as e:
-        raise CheckpointError(f"{path}: bad metadata: {ckpt.one_line(str(e))}") from None
+        raise CheckpointError(f"{path}: bad metadata: {one_line(str(e))}") from None
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         raise CheckpointError(f"{path}: missing or malformed charlm metadata") from None
     if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
@@ -104,7 +105,7 @@ def load(path) -> SeqCheckpoint:
     try:
         arrays = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - the parser's own errors: one line, never a dump
-        raise CheckpointError(f"{path}: unreadable safetensors data ({ckpt.one_line(str(e))})") from None
+        raise CheckpointError(f"{path}: unreadable safetensors data ({one_line(str(e))})") from None
     for name, a in arrays.items():
         if not np.all(np.isfinite(a)):
             raise CheckpointError(f"{path}: tensor {name[:60]!r} contains NaN or infinite values")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint as ckpt
 from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
+from ..runs.metrics import append_metrics, truncate_metrics
 from . import store
 from .batching import encode_examples, epoch_batches, fit_labels, fit_vocabulary, pad
 from .config import SeqModelConfig, SeqTrainConfig
@@ -214,7 +214,7 @@ class SeqTrainer:
             p.best = key
         yield SeqEvalEvent(p.step, self.epochs_done(), train_loss, scores, improved, p.best[0],
                            self.dev is None, p.elapsed)
-        ckpt.append_metrics(self.run_dir, {"kind": "eval", "step": p.step, "train_loss": train_loss,
+        append_metrics(self.run_dir, {"kind": "eval", "step": p.step, "train_loss": train_loss,
                                            "loss": scores["loss"], "accuracy": scores["accuracy"],
                                            "macro_f1": scores["macro_f1"], "elapsed": p.elapsed})
         if not np.isfinite(self.model.flat).all():
@@ -253,7 +253,7 @@ class SeqTrainer:
             raise CheckpointError(f"{last.path}: training state is incomplete or malformed "
                                   f"({type(e).__name__})") from None
         self._saved_step = self.pos.step
-        ckpt.truncate_metrics(self.run_dir, self.pos.step)
+        truncate_metrics(self.run_dir, self.pos.step)
 
 
 def _brief(scores: dict) -> dict:

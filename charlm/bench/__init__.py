@@ -1,0 +1,1 @@
+"""Benchmarks: training and sampling speed, the comparison with PyTorch, and quality at a time budget."""

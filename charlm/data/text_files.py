@@ -1,0 +1,115 @@
+"""Reading UTF-8 text files: refuse what is not text with one clear line, normalise the rest.
+
+``iter_text`` yields a file's text in pieces of about CHUNK_BYTES bytes, never splitting a
+multi-byte character or a CRLF between pieces: the byte-order mark is stripped, CRLF and lone CR
+become LF, invalid UTF-8 is named by its byte offset, and missing, empty, whitespace-only, binary
+and UTF-16/32 files are refused (CorpusError). ``read_text`` joins the pieces.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError, CorpusError
+from ..fsutil import not_a_regular_file
+
+CHUNK_BYTES = 8 << 20     # bytes read and decoded at a time
+_BOM = b"\xef\xbb\xbf"
+
+
+def check_path(path) -> str:
+    """The path as a string, or CorpusError if it is missing or a directory."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CorpusError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CorpusError(f"{path}: is a directory, not a text file")
+    problem = not_a_regular_file(path)  # a FIFO (or /dev/stdin) would block the read forever
+    if problem:
+        raise CorpusError(f"{path}: {problem}, not a regular text file (save the text to a file first)")
+    return path
+
+
+def read_text(path, *, errors: str = "strict") -> str:
+    """The whole text of a UTF-8 file: BOM stripped, CRLF and lone CR turned into LF.
+
+    Invalid UTF-8 raises CorpusError naming the byte offset of the first bad byte
+    (``errors="replace"`` substitutes U+FFFD instead); see ``iter_text`` for the other checks.
+    """
+    return "".join(iter_text(path, errors=errors))
+
+
+def iter_text(path, *, errors: str = "strict", chunk_bytes: int = 0):
+    """Yield the normalised text of ``path`` in pieces of about ``chunk_bytes`` bytes.
+
+    No multi-byte character and no CRLF is ever split between pieces. Refuses (CorpusError)
+    missing, unreadable, empty and whitespace-only files, and files that look binary or UTF-16/32.
+    """
+    path = check_path(path)
+    if errors not in ("strict", "replace"):
+        raise ConfigError(f"errors must be 'strict' or 'replace', got {errors!r}")
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        head = f.read(8192)
+        _sniff(path, head)
+        offset = 3 if head.startswith(_BOM) else 0  # absolute byte offset of `data[0]`
+        f.seek(offset)
+        start, carry, cr, seen = offset, b"", False, False
+        while True:
+            block = f.read(chunk_bytes)
+            eof = not block
+            data = carry + block
+            cut = len(data) if eof else _utf8_boundary(data)
+            data, carry = data[:cut], data[cut:]
+            try:
+                text = data.decode("utf-8", errors)
+            except UnicodeDecodeError as e:
+                raise CorpusError(
+                    f"{path}: invalid UTF-8 at byte offset {offset + e.start} "
+                    f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8, e.g. "
+                    "iconv -f latin1 -t utf-8") from None
+            offset += len(data)
+            if cr:
+                text = "\r" + text
+            cr = not eof and text.endswith("\r")  # hold a final CR back: an LF may follow
+            if cr:
+                text = text[:-1]
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                seen = seen or not text.isspace()
+                yield text
+            if eof:
+                break
+    if not seen:
+        raise CorpusError(f"{path}: {'contains only whitespace' if offset > start else 'is empty'}")
+
+
+def _sniff(path: str, head: bytes):
+    """Refuse UTF-16/32 and binary files up front with a message that says so."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise CorpusError(f"{path}: looks like UTF-32 text (byte-order mark); convert it to UTF-8")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: looks like UTF-16 text (byte-order mark); convert it to UTF-8")
+    nul = head.count(0)
+    bad = head.decode("utf-8", "replace").count("\ufffd")
+    if nul * 100 > len(head) or (bad >= 8 and bad * 4 > len(head)):  # latin-1 text: a few %
+        raise CorpusError(f"{path}: looks like binary or UTF-16/UTF-32 data, not UTF-8 text "
+                          f"({nul} NUL and {bad} invalid bytes in the first {len(head)})")
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character."""
+    n = len(data)
+    for k in range(1, min(4, n) + 1):
+        b = data[n - k]
+        if b < 0x80:            # ASCII: whatever follows it is complete (or invalid anyway)
+            return n
+        if b >= 0xC0:           # lead byte of a k-byte tail: complete if it needs <= k bytes
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return n - k if need > k else n
+    return n                    # only continuation bytes: invalid, let the decoder say where
+

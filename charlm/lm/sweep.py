@@ -1,0 +1,212 @@
+"""Many small trainings instead of one large one: a grid or random search of settings.
+
+Each trial is an independent ``charlm train`` run in its own directory under the sweep's
+directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by a pool of
+local worker processes or, given a scheduler address, by the workers of a Dask distributed
+cluster (the ``dask`` extra). The results, one JSON line per finished trial in
+``sweep.jsonl``, are ranked by the best validation loss. Nothing here prints.
+
+Settings are ``name=value`` with the names of ``charlm train``'s settings (``hidden``, ``lr``,
+``steps``...). A grid axis lists values, ``hidden=64,128``; a random axis gives a range,
+``lr=1e-4:1e-2:log`` (log-uniform), ``dropout=0:0.3`` (uniform; integers when both ends are).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelConfig, TrainConfig, make_configs
+from ..errors import ConfigError
+
+RESULTS_FILE = "sweep.jsonl"
+_DEFAULTS = {f.name: f.default for c in (ModelConfig, TrainConfig) for f in dataclasses.fields(c)}
+
+
+@dataclass
+class Trial:
+    name: str                 # directory name under the sweep directory
+    values: dict              # settings of this run (field name -> value)
+
+
+@dataclass
+class TrialResult:
+    name: str
+    values: dict
+    run_dir: str
+    best_val_loss: float | None = None   # None: the trial failed, see ``error``
+    best_step: int | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SweepPlan:
+    trials: list[Trial] = field(default_factory=list)
+    threads: int = 1          # kernel threads of each trial (0: all cores of its machine)
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name or not value.strip():
+        raise ConfigError(f"{text!r}: a sweep setting is name=value (e.g. hidden=64,128 or lr=1e-4:1e-2:log)")
+    if name not in _DEFAULTS:
+        raise ConfigError(f"{name!r} is not a training setting (see charlm train -h)")
+    return name, value.strip()
+
+
+def typed(name: str, text: str):
+    """``text`` as the type of setting ``name`` (its default's type)."""
+    kind = type(_DEFAULTS[name])
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if kind is int:
+            return int(text)
+        return float(text) if kind is float else text
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: {name} takes {kind.__name__} values") from None
+
+
+def plan_sweep(grid: list[str], randoms: list[str], trials: int = 0, seed: int = 0,
+               workers: int | None = 1, cores: int | None = None) -> SweepPlan:
+    """The trials: every combination of the grid axes, times ``trials`` random draws of the
+    random axes (one draw per trial when there is no grid). Every trial's settings are
+    validated before any runs. Each trial gets this machine's ``cores`` shared among
+    ``workers``; ``workers=None`` (a cluster's workers): all cores of the machine it runs on."""
+    axes = [(name, [typed(name, v.strip()) for v in value.split(",")])
+            for name, value in map(parse_setting, grid)]
+    ranges = [_range(name, value) for name, value in map(parse_setting, randoms)]
+    if ranges and trials < 1:
+        raise ConfigError("a random search needs --trials N (how many draws)")
+    if not ranges and trials:
+        raise ConfigError("--trials is for random axes (name=low:high); a grid runs every combination")
+    names = [n for n, _ in axes] + [n for n, *_ in ranges]
+    if len(set(names)) != len(names):
+        raise ConfigError("a setting appears twice in the sweep")
+    rng = np.random.default_rng(seed)
+    combos = [dict(zip([n for n, _ in axes], c)) for c in itertools.product(*[v for _, v in axes])]
+    points = [dict(c, **{n: draw(rng) for n, draw in ranges}) for c in combos for _ in range(max(trials, 1))]
+    if len(points) < 1:
+        raise ConfigError("the sweep has no trials")
+    for values in points:
+        make_configs(values)
+    cores = cores or os.cpu_count() or 1
+    threads = 0 if workers is None else max(1, cores // max(1, workers))
+    return SweepPlan([Trial(f"trial-{i:03d}", v) for i, v in enumerate(points, 1)], threads=threads)
+
+
+def _range(name: str, value: str):
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+        raise ConfigError(f"{name}={value!r}: a random axis is low:high or low:high:log")
+    kind = type(_DEFAULTS[name])
+    if kind not in (int, float):
+        raise ConfigError(f"{name} is not a number: list its values instead ({name}=a,b)")
+    low, high = (float(typed(name, p)) for p in parts[:2])
+    log = len(parts) == 3
+    if not low < high or (log and low <= 0):
+        raise ConfigError(f"{name}={value!r}: needs low < high" + (" and low > 0 for :log" if log else ""))
+
+    def draw(rng):
+        x = math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
+        return int(round(x)) if kind is int else float(f"{x:.4g}")
+    return name, draw
+
+
+def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> dict:
+    """Train one trial to the end in this process; its result as a dict (errors included, so
+    that one failing trial does not end the sweep)."""
+    from ..errors import CharlmError
+    from . import start as lm_start
+
+    run_dir = Path(sweep_dir) / trial.name
+    result = TrialResult(trial.name, trial.values, str(run_dir))
+    try:
+        trainer = lm_start.start_training(list(corpus), {"threads": threads} | trial.values, run_dir=run_dir)
+        done = None
+        for event in trainer.events():
+            done = event
+        result.best_val_loss = _finite(done.best_val_loss)
+        result.best_step, result.steps = done.best_step, done.step
+        result.seconds, result.reason = round(done.elapsed, 3), done.reason
+    except CharlmError as e:
+        result.error = str(e)
+    return result.to_dict()
+
+
+def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler: str | None = None,
+              on_result=None) -> list[TrialResult]:
+    """Run every trial of ``plan``, ``workers`` at a time in local processes, or on the Dask
+    cluster at ``scheduler``; each result is appended to ``sweep_dir``/sweep.jsonl as it comes
+    and passed to ``on_result``. Returns the results ranked by best validation loss."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    taken = sorted(t.name for t in plan.trials if (sweep_dir / t.name).exists())
+    if taken:
+        raise ConfigError(f"{sweep_dir} already holds {', '.join(taken[:3])}: choose another --sweep-dir")
+    jobs = [([str(Path(p).resolve()) for p in corpus], t, str(sweep_dir), plan.threads) for t in plan.trials]
+    results = []
+    for record in (_on_dask(scheduler, jobs) if scheduler else _on_processes(workers, jobs)):
+        result = TrialResult(**record)
+        with open(sweep_dir / RESULTS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result.to_dict()) + "\n")
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return ranked(results)
+
+
+def ranked(results: list[TrialResult]) -> list[TrialResult]:
+    """Best validation loss first; failed trials last."""
+    return sorted(results, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0, r.name))
+
+
+def _on_processes(workers: int, jobs):
+    """Fresh (spawned) processes: a forked copy of a process that has loaded Numba's threads
+    is not safe to run kernels in."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(run_trial, *job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:  # Ctrl-C: trials not yet started never start
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _on_dask(scheduler: str, jobs):
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise ConfigError("a sweep on a Dask cluster needs dask: pip install 'charlm[dask]'") from None
+    try:
+        client = Client(scheduler, timeout="10s")
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    with client:
+        futures = [client.submit(run_trial, *job, pure=False) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _finite(x):
+    return float(x) if x is not None and math.isfinite(x) else None

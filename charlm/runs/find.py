@@ -1,0 +1,70 @@
+"""Finding runs: naming new run directories, listing the runs under a root, resolving what a user named.
+
+A run directory is what a trainer writes: its best and last checkpoints (``MODEL_FILE``,
+``LAST_FILE``) and its metrics log. Runs live under a root directory (the CLI uses ``./runs``);
+"the most recent run" is the one whose checkpoint was written last. Nothing here prints.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"   # the best weights so far: what sample, eval and predict load
+LAST_FILE = "last.safetensors"     # the latest weights with the whole training position (resume)
+CHECKPOINT_FILES = (MODEL_FILE, LAST_FILE)
+
+
+def run_stem(stem: str) -> str:
+    """A corpus file's stem made safe as a directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
+
+
+def _last_written(run_dir: Path) -> float:
+    times = [(run_dir / n).stat().st_mtime for n in CHECKPOINT_FILES if (run_dir / n).exists()]
+    return max(times, default=-math.inf)
+
+
+def list_runs(root) -> list[Path]:
+    """Run directories under ``root`` (those holding a checkpoint), most recent last."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    try:
+        runs = [p for p in root.iterdir() if p.is_dir() and _last_written(p) > -math.inf]
+    except OSError as e:
+        raise CheckpointError(f"cannot list the runs in {root}: {e.strerror or e}") from None
+    return sorted(runs, key=lambda p: (_last_written(p), p.name))
+
+
+def resolve_run(arg, root) -> Path:
+    """The run directory or checkpoint file meant by ``arg``: a path, the name of a run under
+    ``root``, or (``None``) the most recent run under ``root``."""
+    root = Path(root)
+    if arg is None:
+        runs = list_runs(root)
+        if not runs:
+            where = "does not exist" if not root.exists() else "holds no runs"
+            raise CheckpointError(f"no runs yet ({root} {where}): train one with `charlm train`, "
+                                  "or name a run directory or checkpoint file")
+        return runs[-1]
+    path = Path(arg)
+    if path.exists():
+        return path
+    if (root / arg).exists():
+        return root / arg
+    names = [p.name for p in list_runs(root)][-5:]
+    known = f" (recent runs in {root}: {', '.join(names)})" if names else ""
+    raise CheckpointError(f"{arg}: no such run directory or checkpoint file{known}")
+
+
+def is_run_like(arg, root) -> bool:
+    """Whether ``arg`` names a run or checkpoint rather than a text file (for ``eval [RUN] FILE...``)."""
+    path = Path(arg)
+    if path.suffix == ".safetensors":
+        return True
+    if path.exists():
+        return path.is_dir() and any((path / n).exists() for n in CHECKPOINT_FILES)
+    return (Path(root) / arg).is_dir()

@@ -1,0 +1,103 @@
+"""The metrics log of a run: ``metrics.jsonl``, one JSON object per step and per evaluation.
+
+It is bookkeeping for plots and ``charlm info``; a resume depends only on the checkpoint. So a
+damaged line (a torn write from a crash, invalid UTF-8, a record of the wrong shape) is skipped
+and reported with its line number, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fsutil import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+
+# What each kind of record must hold for the readers (info, the plots, resume's truncation).
+_NUMBER, _OPTIONAL = "number", "number or null"
+_SCHEMA = {
+    "step": {"loss": _NUMBER},
+    "eval": {"val_loss": _OPTIONAL},
+}
+
+
+@dataclass
+class MetricsProblem:
+    line: int          # 1-based line number in metrics.jsonl
+    reason: str
+
+    def describe(self, path) -> str:
+        return f"{path} line {self.line}: {self.reason}; skipped"
+
+
+def append_metrics(run_dir: Path, *records: dict) -> None:
+    """Append one JSON line per record in one write, flushed and fsynced: a crash loses at most
+    the lines of this call (a torn last line is skipped when read)."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(record) + "\n" for record in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict]:
+    """The well-formed records (damaged lines skipped; see ``read_metrics_checked``)."""
+    return read_metrics_checked(run_dir, up_to_step=up_to_step)[0]
+
+
+def read_metrics_checked(run_dir: Path, *, up_to_step: int | None = None
+                         ) -> tuple[list[dict], list[MetricsProblem]]:
+    """(records, problems): every well-formed record (up to ``up_to_step``), and what was wrong
+    with each line that was skipped. A missing file is no records and no problems."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with open(path, "rb") as f:
+            raw_lines = f.read().split(b"\n")
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    except OSError as e:
+        return [], [MetricsProblem(0, f"cannot be read ({e.strerror or e})")]
+    records, problems = [], []
+    last = len(raw_lines) - 1
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        record, reason = _parse(raw)
+        if reason is not None:
+            if number - 1 == last and reason == "not valid JSON":
+                continue  # the unterminated last line of a write cut short by a crash: expected
+            problems.append(MetricsProblem(number, reason))
+            continue
+        if up_to_step is None or record["step"] <= up_to_step:
+            records.append(record)
+    return records, problems
+
+
+def _parse(raw: bytes) -> tuple[dict | None, str | None]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, "not valid JSON"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return None, "'step' is not a whole number >= 0"
+    for key, want in _SCHEMA.get(record.get("kind"), {}).items():
+        value = record.get(key)
+        if value is None and want == _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"{key!r} is not a number"
+    return record, None
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """On resume, drop records logged after the checkpoint we resume from (and damaged lines)."""
+    records = read_metrics(run_dir, up_to_step=step)
+    atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
