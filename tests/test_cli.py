@@ -257,7 +257,7 @@ def test_names_model_samples_one_name_per_sample(tmp_path):
 
 
 def test_sample_errors(trained, tmp_path):
-    assert "no runs yet" in one_red_line(invoke("sample"))
+    assert "no language-model runs yet" in one_red_line(invoke("sample"))
     assert "--prime" in one_red_line(invoke("sample", trained, "--prime", "QZ€"))
     assert "temperature" in one_red_line(invoke("sample", trained, "-t", "-1"))
     bad = write(tmp_path / "bad.safetensors", "not a checkpoint at all")
@@ -289,7 +289,7 @@ def test_eval_errors(trained, tmp_path):
     assert "is a directory" in one_red_line(invoke("eval", trained, "adir"))
     assert "is empty" in one_red_line(invoke("eval", trained, "empty.txt"))
     assert "give the text files" in one_red_line(invoke("eval", trained), code=2)
-    assert "no runs yet" in one_red_line(invoke("eval", "missing.txt"))
+    assert "no language-model runs yet" in one_red_line(invoke("eval", "missing.txt"))
 
 
 # -- info --------------------------------------------------------------------------------------

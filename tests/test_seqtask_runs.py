@@ -84,3 +84,35 @@ def test_resume_refuses_data_whose_content_changed(data, tmp_path, split):
     one_line_error(invoke("classify", "train", "--resume", run, "--steps", "4"),
                    f"the {split} data differ from what this run was trained on")
     assert files(run) == before
+
+
+def _fake_run(root: Path, name: str, task: str | None, when: float) -> Path:
+    """A run directory whose model.safetensors header records ``task`` (None: a language model's,
+    which names no task), written at time ``when``."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    run = root / name
+    run.mkdir(parents=True)
+    meta = {"charlm.format": "1"} | ({"charlm.task": task} if task else {})
+    save_file({"w": np.zeros(2, np.float32)}, str(run / "model.safetensors"), metadata=meta)
+    os.utime(run / "model.safetensors", (when, when))
+    return run
+
+
+def test_the_latest_run_is_the_latest_of_the_commands_task(tmp_path):
+    from charlm.errors import CheckpointError
+    from charlm.runs.find import resolve_run, task_of
+
+    lm = _fake_run(tmp_path, "a-lm", None, 1_000)
+    cls = _fake_run(tmp_path, "b-cls", "classify", 2_000)
+    tag = _fake_run(tmp_path, "c-tag", "tag", 3_000)
+    assert [task_of(r) for r in (lm, cls, tag)] == ["lm", "classify", "tag"]
+    assert resolve_run(None, tmp_path) == lm             # the newest run is a tagger: not a language model
+    assert resolve_run(None, tmp_path, "classify") == cls
+    assert resolve_run(None, tmp_path, "tag") == tag
+    with pytest.raises(CheckpointError, match="no language-model runs yet"):
+        resolve_run(None, tmp_path / "elsewhere")
+    (tmp_path / "d-junk").mkdir()
+    (tmp_path / "d-junk" / "model.safetensors").write_bytes(b"not a checkpoint")
+    assert task_of(tmp_path / "d-junk") is None and resolve_run(None, tmp_path) == lm

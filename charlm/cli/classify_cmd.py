@@ -130,6 +130,7 @@ def _need_file(path):
 def run_training(task: str, spec, options: dict, run_dir, resume) -> int:
     """Start or resume a run, show its progress, summarise it; shared by classify and tag.
     A stop signal while training finishes the step and saves (see stop_signals.py)."""
+    from ..runs.find import resolve_run
     from ..seqtask import runs
     from .seqtask_view import TrainProgress, header_lines, summary_lines
     from .stop_signals import StopSignals
@@ -137,7 +138,7 @@ def run_training(task: str, spec, options: dict, run_dir, resume) -> int:
     console = err()
     with StopSignals() as signals:
         if resume:
-            trainer = runs.resume(runs.find_run(resume, runs_root(), task), options)
+            trainer = runs.resume(resolve_run(resume, runs_root(), task), options)
             console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                           highlight=False)
         else:
@@ -168,14 +169,14 @@ def split_run_and_file(args, task: str):
     """[RUN] FILE: a first argument that names a run (or no file) is the run."""
     import os
 
-    from ..seqtask.runs import find_run, is_run_like
+    from ..runs.find import is_run_like, resolve_run
 
     root = runs_root()
     if len(args) > 2:
         raise click.UsageError("give at most a RUN and one FILE")
     first_is_run = len(args) == 2 or (len(args) == 1 and is_run_like(args[0], root) and not os.path.isfile(args[0]))
     run, rest = (args[0], args[1:]) if first_is_run else (None, args)
-    return find_run(run, root, task), rest
+    return resolve_run(run, root, task), rest
 
 
 def evaluate_command(task: str, args, header: str, as_json: bool) -> None:
@@ -228,14 +229,14 @@ def classify_predict(args, file, top_k, as_json):
       charlm classify predict runs/words-20260101-120000 -f words.txt --json
     """
     from ..seqtask.predict import Predictor, read_lines
-    from ..seqtask.runs import find_run, is_run_like
+    from ..runs.find import is_run_like, resolve_run
     from .seqtask_view import prediction_lines
 
     run = args[0] if args and is_run_like(args[0], runs_root()) else None
     texts = list(args[1:] if run else args) + (read_lines(file) if file else [])
     if not texts:
         raise click.UsageError("give texts to classify, or --file FILE")
-    predictions = Predictor.load(find_run(run, runs_root(), "classify")).classify(texts, top_k)
+    predictions = Predictor.load(resolve_run(run, runs_root(), "classify")).classify(texts, top_k)
     if as_json:
         for p in predictions:
             emit(json.dumps(p, ensure_ascii=False))

@@ -78,7 +78,7 @@ def tag_predict(args, file, as_json):
       charlm tag predict "itwasthebestoftimes" -f squashed.txt
     """
     from ..seqtask.predict import Predictor, read_lines
-    from ..seqtask.runs import find_run, is_run_like
+    from ..runs.find import is_run_like, resolve_run
     from .safe_text import printable
     from .seqtask_view import tag_lines
 
@@ -86,7 +86,7 @@ def tag_predict(args, file, as_json):
     texts = list(args[1:] if run else args) + (read_lines(file) if file else [])
     if not texts:
         raise click.UsageError("give texts to tag, or --file FILE")
-    predictor = Predictor.load(find_run(run, runs_root(), "tag"))
+    predictor = Predictor.load(resolve_run(run, runs_root(), "tag"))
     if predictor.derived_task == "restore-spaces":
         for text in texts:
             restored = predictor.restore_spaces(text)

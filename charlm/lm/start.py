@@ -46,7 +46,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
         train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
     for path in paths:  # a missing or unreadable file is refused before a directory is made
         check_path(path)
-    stem = Path(paths[0]).stem if paths else "stdlib"
+    stem = paths[0] if paths else "stdlib"
     lock = on_rank0(lambda: claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem)))
     try:
         if not paths:

@@ -15,11 +15,14 @@ from ..errors import CheckpointError
 MODEL_FILE = "model.safetensors"   # the best weights so far: what sample, eval and predict load
 LAST_FILE = "last.safetensors"     # the latest weights with the whole training position (resume)
 CHECKPOINT_FILES = (MODEL_FILE, LAST_FILE)
+# how messages name each task's runs, and the command that trains one
+TASK_NAMES = {"lm": "language-model", "classify": "classify", "tag": "tag"}
+TRAIN_COMMANDS = {"lm": "charlm train", "classify": "charlm classify train", "tag": "charlm tag train"}
 
 
-def run_stem(stem: str) -> str:
-    """A corpus file's stem made safe as a directory name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
+def run_stem(path) -> str:
+    """A new run's default name: its data file's stem, made safe as a directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip("-.") or "run"
 
 
 def _last_written(run_dir: Path) -> float:
@@ -39,16 +42,37 @@ def list_runs(root) -> list[Path]:
     return sorted(runs, key=lambda p: (_last_written(p), p.name))
 
 
-def resolve_run(arg, root) -> Path:
+def task_of(path: Path) -> str | None:
+    """The task a run directory or checkpoint file was trained for: "lm" for a language model (its
+    checkpoints name no task), else the recorded ``charlm.task`` ("classify", "tag", ...); None
+    when no checkpoint there can be read."""
+    from .header import read_header
+
+    path = Path(path)
+    for file in [path] if path.suffix == ".safetensors" else [path / n for n in CHECKPOINT_FILES]:
+        if file.is_file():
+            try:
+                header, _ = read_header(file)
+            except CheckpointError:
+                return None
+            meta = header.get("__metadata__")
+            if not isinstance(meta, dict) or "charlm.format" not in meta:
+                return None
+            task = meta.get("charlm.task", "lm")
+            return task if isinstance(task, str) else None
+    return None
+
+
+def resolve_run(arg, root, task: str = "lm") -> Path:
     """The run directory or checkpoint file meant by ``arg``: a path, the name of a run under
-    ``root``, or (``None``) the most recent run under ``root``."""
+    ``root``, or (``None``) the most recent run of ``task`` under ``root``."""
     root = Path(root)
     if arg is None:
-        runs = list_runs(root)
+        runs = [r for r in list_runs(root) if task_of(r) == task]
         if not runs:
-            where = "does not exist" if not root.exists() else "holds no runs"
-            raise CheckpointError(f"no runs yet ({root} {where}): train one with `charlm train`, "
-                                  "or name a run directory or checkpoint file")
+            where = "does not exist" if not root.exists() else f"holds no {TASK_NAMES[task]} runs"
+            raise CheckpointError(f"no {TASK_NAMES[task]} runs yet ({root} {where}): train one with "
+                                  f"`{TRAIN_COMMANDS[task]}`, or name a run directory or checkpoint file")
         return runs[-1]
     path = Path(arg)
     if path.exists():
@@ -61,10 +85,8 @@ def resolve_run(arg, root) -> Path:
 
 
 def is_run_like(arg, root) -> bool:
-    """Whether ``arg`` names a run or checkpoint rather than a text file (for ``eval [RUN] FILE...``)."""
+    """Whether ``arg`` names a run or checkpoint rather than a data file (for ``COMMAND [RUN] FILE``)."""
     path = Path(arg)
     if path.suffix == ".safetensors":
         return True
-    if path.exists():
-        return path.is_dir() and any((path / n).exists() for n in CHECKPOINT_FILES)
-    return (Path(root) / arg).is_dir()
+    return any(p.is_dir() and any((p / n).exists() for n in CHECKPOINT_FILES) for p in (path, Path(root) / arg))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +82,7 @@ def start(spec: dict, values: dict, root, run_dir=None):
     and a second process cannot write it); if reading the data fails, what the claim made is
     removed again."""
     from ..runs.directory import claim_new_run, make_run_dir, release_new
+    from ..runs.find import run_stem
     from .train import SeqTrainer
 
     values = {k: v for k, v in values.items() if v is not None}
@@ -129,52 +129,3 @@ def resume(run_dir, overrides: dict):
         raise
     trainer.run_lock = lock
     return trainer
-
-
-def run_stem(train_file) -> str:
-    """A run's default name: the training file's stem, safe as a directory name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(train_file).stem).strip("-.") or "run"
-
-
-def task_of(path: Path) -> str | None:
-    """The task recorded in a run directory's (or checkpoint file's) header, or None."""
-    from ..runs.header import read_header
-
-    files = [path] if path.suffix == ".safetensors" else [path / store.MODEL_FILE, path / store.LAST_FILE]
-    for file in files:
-        if file.exists():
-            try:
-                header, _ = read_header(file)
-            except CheckpointError:
-                return None
-            meta = header.get("__metadata__")
-            return meta.get("charlm.task") if isinstance(meta, dict) else None
-    return None
-
-
-def find_run(arg, root, task: str) -> Path:
-    """The run or checkpoint meant by ``arg`` (a path or a run name under ``root``), or with
-    ``None`` the most recent ``task`` run under ``root``."""
-    from ..runs.find import list_runs
-
-    if arg is None:
-        runs = [r for r in list_runs(root) if task_of(r) == task]
-        if not runs:
-            raise CheckpointError(f"no {task} runs in {root} yet: train one with `charlm {task} train`, "
-                                  "or name a run directory or checkpoint file")
-        return runs[-1]
-    for path in (Path(arg), Path(root) / arg):
-        if path.exists():
-            return path
-    raise CheckpointError(f"{arg}: no such run directory or checkpoint file")
-
-
-def is_run_like(arg, root) -> bool:
-    """Whether ``arg`` names a run or checkpoint rather than a data file."""
-    path = Path(arg)
-    if path.suffix == ".safetensors":
-        return True
-    for p in (path, Path(root) / arg):
-        if p.is_dir() and any((p / n).exists() for n in (store.MODEL_FILE, store.LAST_FILE)):
-            return True
-    return False
