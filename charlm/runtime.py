@@ -96,7 +96,7 @@ def _numba_threads() -> int:
     """Numba's thread count on this thread, starting its pool first if no parallel region has
     run yet: on the workqueue layer unless the user chose one (NUMBA_THREADING_LAYER or
     ``numba.config.THREADING_LAYER``). Under load it matters: an OpenMP team waits at every
-    region's barrier for a descheduled thread (measured here: a 0.1 ms pass took 16 ms), and
+    region's barrier for a descheduled thread (a short pass can take a hundred times longer), and
     OpenBLAS warns that it may hang when called inside an OpenMP region; workqueue's idle threads
     sleep. The choice is only passed to the launch: the config value is put back at once."""
     _load_blas()
