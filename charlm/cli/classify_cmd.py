@@ -216,7 +216,8 @@ def classify_eval(args, header, as_json):
 
 @classify.command("predict")
 @click.argument("args", nargs=-1, metavar="[RUN] [TEXT...]")
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False), help="classify every non-empty line of FILE")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False),
+              help="classify every non-empty line of FILE (- reads standard input)")
 @click.option("--top-k", "-k", type=POSITIVE, default=3, show_default=True, help="labels shown per text")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per text")
 def classify_predict(args, file, top_k, as_json):

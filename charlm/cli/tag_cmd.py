@@ -66,7 +66,7 @@ def tag_eval(args, as_json):
 
 @tag.command("predict")
 @click.argument("args", nargs=-1, metavar="[RUN] [TEXT...]")
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False), help="tag every line of FILE")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False), help="tag every line of FILE (- reads standard input)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def tag_predict(args, file, as_json):
     """Tag the whitespace-separated tokens of each TEXT (or line of --file): token/TAG pairs.

@@ -7,30 +7,53 @@ and UTF-16/32 files are refused (CorpusError). ``read_text`` joins the pieces.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 from ..errors import ConfigError, CorpusError
 from ..fsutil import not_a_regular_file
 
 CHUNK_BYTES = 8 << 20     # bytes read and decoded at a time
 _BOM = b"\xef\xbb\xbf"
+STDIN = "-"              # the name of standard input wherever a file is read
+_STDIN_TEXT: dict = {}    # standard input's text, read once (keyed by the stream: tests swap it)
 
 
 def check_path(path) -> str:
-    """The path as a string, or CorpusError if it is missing or a directory."""
+    """The path as a string, or CorpusError if it is missing, a directory or not a regular file.
+    ``-`` (standard input) passes: it is read once, as a stream."""
     path = os.fspath(path)
+    if path == STDIN:
+        return path
     if not os.path.exists(path):
         raise CorpusError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CorpusError(f"{path}: is a directory, not a text file")
-    problem = not_a_regular_file(path)  # a FIFO (or /dev/stdin) would block the read forever
+    problem = not_a_regular_file(path)  # a FIFO would block the read forever, /dev/zero never end
     if problem:
-        raise CorpusError(f"{path}: {problem}, not a regular text file (save the text to a file first)")
+        raise CorpusError(f"{path}: {problem}, not a regular text file (save the text to a file first, "
+                          "or give - to read standard input)")
     return path
 
 
+def check_file(path) -> str:
+    """``check_path`` for inputs that must be read again later (training data: a resume re-reads
+    it and checks its content), which standard input cannot be."""
+    path = check_path(path)
+    if path == STDIN:
+        raise CorpusError("-: training data must be a file (a run reads it again to resume), not standard input")
+    return path
+
+
+def display_name(path) -> str:
+    """How messages name an input: its path, or "standard input" for ``-``."""
+    return "standard input" if os.fspath(path) == STDIN else os.fspath(path)
+
+
 def read_text(path, *, errors: str = "strict") -> str:
-    """The whole text of a UTF-8 file: BOM stripped, CRLF and lone CR turned into LF.
+    """The whole text of a UTF-8 file (``-``: standard input): BOM stripped, CRLF and lone CR
+    turned into LF.
 
     Invalid UTF-8 raises CorpusError naming the byte offset of the first bad byte
     (``errors="replace"`` substitutes U+FFFD instead); see ``iter_text`` for the other checks.
@@ -38,28 +61,54 @@ def read_text(path, *, errors: str = "strict") -> str:
     return "".join(iter_text(path, errors=errors))
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of normalised text, split at LF only: ``str.splitlines`` would also split at
+    U+2028, U+0085, form feeds and other separators inside a line, and line numbers in messages
+    would then point at the wrong line."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _open(path: str):
+    if path == STDIN:
+        return contextlib.nullcontext(sys.stdin.buffer)  # not closed: it is not ours
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 def iter_text(path, *, errors: str = "strict", chunk_bytes: int = 0):
-    """Yield the normalised text of ``path`` in pieces of about ``chunk_bytes`` bytes.
+    """Yield the normalised text of ``path`` (``-``: standard input) in pieces of about
+    ``chunk_bytes`` bytes.
 
     No multi-byte character and no CRLF is ever split between pieces. Refuses (CorpusError)
     missing, unreadable, empty and whitespace-only files, and files that look binary or UTF-16/32.
+    Standard input is read once and kept: a reader that reads its input twice (a sniff, then the
+    real pass) sees the same text the second time.
     """
     path = check_path(path)
     if errors not in ("strict", "replace"):
         raise ConfigError(f"errors must be 'strict' or 'replace', got {errors!r}")
+    if path != STDIN:
+        yield from _stream(path, errors, chunk_bytes)
+    else:
+        if (errors, sys.stdin) not in _STDIN_TEXT:
+            _STDIN_TEXT[(errors, sys.stdin)] = "".join(_stream(path, errors, chunk_bytes))
+        yield _STDIN_TEXT[(errors, sys.stdin)]
+
+
+def _stream(path: str, errors: str, chunk_bytes: int):
+    name = display_name(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})") from None
-    with f:
+    with _open(path) as f:
         head = f.read(8192)
-        _sniff(path, head)
+        _sniff(name, head)
         offset = 3 if head.startswith(_BOM) else 0  # absolute byte offset of `data[0]`
-        f.seek(offset)
         start, carry, cr, seen = offset, b"", False, False
+        blocks = _blocks(f, head[offset:], chunk_bytes)
         while True:
-            block = f.read(chunk_bytes)
+            block = next(blocks)
             eof = not block
             data = carry + block
             cut = len(data) if eof else _utf8_boundary(data)
@@ -68,7 +117,7 @@ def iter_text(path, *, errors: str = "strict", chunk_bytes: int = 0):
                 text = data.decode("utf-8", errors)
             except UnicodeDecodeError as e:
                 raise CorpusError(
-                    f"{path}: invalid UTF-8 at byte offset {offset + e.start} "
+                    f"{name}: invalid UTF-8 at byte offset {offset + e.start} "
                     f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8, e.g. "
                     "iconv -f latin1 -t utf-8") from None
             offset += len(data)
@@ -85,7 +134,18 @@ def iter_text(path, *, errors: str = "strict", chunk_bytes: int = 0):
             if eof:
                 break
     if not seen:
-        raise CorpusError(f"{path}: {'contains only whitespace' if offset > start else 'is empty'}")
+        raise CorpusError(f"{name}: {'contains only whitespace' if offset > start else 'is empty'}")
+
+
+def _blocks(f, head: bytes, size: int):
+    """The bytes of ``f`` in blocks of ``size``, starting with ``head`` (already read: a pipe
+    cannot seek back to it); an empty block at the end."""
+    while head:
+        yield head[:size]
+        head = head[size:]
+    while block := f.read(size):
+        yield block
+    yield b""
 
 
 def _sniff(path: str, head: bytes):

@@ -34,7 +34,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     """
     from ..config import DEFAULT_CORPUS_TIME_BUDGET, replace
     from ..data.builtin_corpora import default_corpus_path
-    from ..data.text_files import check_path
+    from ..data.text_files import check_file
     from ..runs.directory import claim_new_run, make_run_dir, release_new
     from .autoconfig import choose_model
     from .footprint import check_training_fits
@@ -44,8 +44,8 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     check_training_fits(model_config, train_config)  # before any reading: the vocabulary comes later
     if train_config.val_file:
         train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
-    for path in paths:  # a missing or unreadable file is refused before a directory is made
-        check_path(path)
+    for path in [*paths, *([train_config.val_file] if train_config.val_file else [])]:
+        check_file(path)  # a missing or unreadable file is refused before a directory is made
     stem = paths[0] if paths else "stdlib"
     lock = on_rank0(lambda: claim_new_run(run_dir, overwrite=overwrite) if run_dir else make_run_dir(root, run_stem(stem)))
     try:

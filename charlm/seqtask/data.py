@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..data.text_files import display_name, read_text, text_lines
 from ..errors import CorpusError
 
 SPACE_NEXT, NO_SPACE = "S", "-"     # restore-spaces tags: a space follows this character, or not
@@ -24,42 +24,25 @@ class Example:
     label: object       # str (classify) or list[str] (tag)
 
 
-def read_text(path) -> str:
-    path = Path(path)
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a directory, not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if not text.strip():
-        raise CorpusError(f"{path}: file is empty")
-    return text.lstrip("\ufeff")
-
-
 def read_tsv(path, *, header: str = "auto") -> list[Example]:
     """``text<TAB>label`` per line (the label is after the last tab; blank lines are skipped).
     header: "yes", "no" or "auto" (the first line is a header when its label is a column name
     such as ``label`` or ``class`` and appears on no other line)."""
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(text_lines(read_text(path)), 1):
         if not line.strip():
             continue
         if "\t" not in line:
-            raise CorpusError(f"{path}:{number}: expected text<TAB>label, found no tab")
+            raise CorpusError(f"{display_name(path)}:{number}: expected text<TAB>label, found no tab")
         text, label = line.rsplit("\t", 1)
         label = label.strip()
         if not label:
-            raise CorpusError(f"{path}:{number}: empty label")
+            raise CorpusError(f"{display_name(path)}:{number}: empty label")
         rows.append((number, text, label))
     if rows and _is_header(rows, header):
         rows = rows[1:]
     if not rows:
-        raise CorpusError(f"{path}: no examples")
+        raise CorpusError(f"{display_name(path)}: no examples")
     return [Example(text, label) for _, text, label in rows]
 
 
@@ -74,7 +57,7 @@ def read_conll(path) -> list[Example]:
     """One ``token<TAB or spaces>tag`` per line (the token first, the tag last; other columns are
     ignored), a blank line between sequences; ``-DOCSTART-`` lines are skipped."""
     examples, tokens, tags = [], [], []
-    for number, line in enumerate(read_text(path).splitlines() + [""], 1):
+    for number, line in enumerate(text_lines(read_text(path)) + [""], 1):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
@@ -82,11 +65,11 @@ def read_conll(path) -> list[Example]:
                 tokens, tags = [], []
             continue
         if len(fields) < 2:
-            raise CorpusError(f"{path}:{number}: expected a token and its tag, found one field")
+            raise CorpusError(f"{display_name(path)}:{number}: expected a token and its tag, found one field")
         tokens.append(fields[0])
         tags.append(fields[-1])
     if not examples:
-        raise CorpusError(f"{path}: no sequences")
+        raise CorpusError(f"{display_name(path)}: no sequences")
     return examples
 
 
@@ -95,7 +78,7 @@ def restore_spaces_examples(text: str, max_chars: int = 200) -> list[Example]:
     lines cut at a space into pieces of at most ``max_chars`` characters) becomes its characters
     without the spaces, tagged ``S`` where a space followed the character, else ``-``."""
     examples = []
-    for line in text.splitlines():
+    for line in text_lines(text):
         words = _WHITESPACE.sub(" ", line).strip().split(" ")
         piece, size = [], 0
         for word in words + [None]:
@@ -125,5 +108,5 @@ def spaces_to_text(chars, tags) -> str:
 def read_restore_spaces(path, max_chars: int = 200) -> list[Example]:
     examples = restore_spaces_examples(read_text(path), max_chars)
     if not examples:
-        raise CorpusError(f"{path}: no text to derive the restore-spaces task from")
+        raise CorpusError(f"{display_name(path)}: no text to derive the restore-spaces task from")
     return examples

@@ -3,10 +3,10 @@ restored spaces of a text, and scoring a labelled file."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from ..data.text_files import display_name, read_text, text_lines
 from ..errors import ConfigError, CorpusError
 from . import data, store
 from .batching import Encoded, encode_examples, encode_tokens
@@ -75,7 +75,7 @@ class Predictor:
         if self.derived_task != "restore-spaces":
             raise ConfigError(f"{self.checkpoint.path} was not trained on the restore-spaces task")
         lines = []
-        for line in text.splitlines() or [""]:
+        for line in text_lines(text) or [""]:
             chars = [ch for ch in line if not ch.isspace()]
             if not chars:
                 lines.append("")
@@ -112,7 +112,7 @@ def read_examples(path, task: str, derived: str | None = None, *, header: str = 
 
 def read_lines(path) -> list[str]:
     """The non-empty lines of a file of texts to classify."""
-    lines = [line for line in data.read_text(path).splitlines() if line.strip()]
+    lines = [line for line in text_lines(read_text(path)) if line.strip()]
     if not lines:
-        raise CorpusError(f"{Path(path)}: no lines to classify")
+        raise CorpusError(f"{display_name(path)}: no lines to classify")
     return lines

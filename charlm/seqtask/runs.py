@@ -25,6 +25,11 @@ _TRAIN_FIELDS = {f.name for f in dataclasses.fields(SeqTrainConfig)}
 
 def data_spec(task: str, train_file, *, dev_file=None, dev_fraction: float = 0.1, fmt: str = "",
               header: str = "auto", seed: int = 1234) -> dict:
+    from ..data.text_files import check_file
+
+    check_file(train_file)  # a FIFO, /dev/zero or standard input is refused before any run is made
+    if dev_file:
+        check_file(dev_file)
     fmt = fmt or FORMATS[task][0]
     if fmt not in FORMATS[task]:
         raise ConfigError(f"format must be one of {', '.join(FORMATS[task])} for {task}; got {fmt!r}")
