@@ -2,18 +2,23 @@
 
 - ``claim_new_run``: a new run starts in a new or empty directory. One that holds an earlier run
   (or a file named like a run's) is refused unless ``overwrite`` is asked, and then only the
-  run's own files are replaced; anything else in the directory is left alone.
+  run's own files are replaced; anything else in the directory is left alone. They are replaced
+  only once the new run has saved a checkpoint: until then they wait in ``.replaced/`` inside the
+  run directory, and a new run that is refused, fails or is stopped before its first checkpoint
+  puts them back (``settle``; a killed process's aside is settled by the next claim).
 - ``claim_run``: resuming takes the same lock, so two processes never train one run at once.
 - ``make_run_dir``: a default name ``<stem>-<YYYYmmdd-HHMMSS>`` created with an exclusive
   ``mkdir`` (``-2``, ``-3``... when taken), so runs started in the same second never share one.
 
 The lock is an OS advisory lock (``flock``) on ``.charlm.lock`` inside the run directory, held
 while the returned ``RunLock`` lives (the CLI: the whole process). The kernel releases it when
-the process ends, however it ends, so a crash never leaves a run locked.
+the process ends, however it ends, so a crash never leaves a run locked. The lock file is opened
+without following a symlink: a link planted in a run directory never redirects a write.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import weakref
 from pathlib import Path
@@ -25,9 +30,12 @@ try:
 except ImportError:  # Windows: no flock; runs are then not protected against a second writer
     fcntl = None
 
-LOCK_FILE = ".charlm.lock"
 from .find import LAST_FILE, MODEL_FILE
 from .metrics import METRICS_FILE
+
+LOCK_FILE = ".charlm.lock"
+ASIDE_DIR = ".replaced"   # an overwritten run's files, until the new run has a checkpoint
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 RUN_FILES = (MODEL_FILE, LAST_FILE, METRICS_FILE)
 
@@ -45,6 +53,7 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            settle(self.run_dir)
             os.close(self.fd)
             self.fd = None
 
@@ -70,13 +79,18 @@ def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
         _held[key] = lock
         return lock
     path = run_dir / LOCK_FILE
-    made_file = not path.exists()
+    made_file = not os.path.lexists(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
     except PermissionError:
         # a read-only lock file (a copied run) can still be locked; a read-only directory cannot
         # hold a new one, and then nothing could be saved there either
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_lock_read_only(path)
+    except OSError as e:
+        if not os.path.islink(path):
+            raise
+        raise CharlmError(f"{path} is a symbolic link: charlm writes nothing through a link in a run "
+                          "directory (remove it)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -94,7 +108,18 @@ def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
         pass
     lock = RunLock(run_dir, fd, created, made_file)
     _held[key] = lock
+    settle(run_dir)  # what a killed process set aside
     return lock
+
+
+def _open_lock_read_only(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | NO_FOLLOW)
+    except OSError as e:
+        if os.path.islink(path):
+            raise CharlmError(f"{path} is a symbolic link: charlm writes nothing through a link in a "
+                              "run directory (remove it)") from None
+        raise PermissionError(e.errno, e.strerror, str(path)) from None
 
 
 def _read_owner(fd: int) -> str:
@@ -124,10 +149,13 @@ def claim_new_run(run_dir, *, overwrite: bool = False) -> RunLock:
     lock = lock_run_dir(run_dir, created=created)
     lock.created_parents = parents
     try:  # again under the lock: another process may have written here in between
-        for name in _refuse_unless_empty(run_dir, overwrite):
-            (run_dir / name).unlink()
+        replaced = _refuse_unless_empty(run_dir, overwrite)
+        if replaced:  # kept until the new run has a checkpoint (settle)
+            (run_dir / ASIDE_DIR).mkdir()
+            for name in replaced:
+                os.rename(run_dir / name, run_dir / ASIDE_DIR / name)
         for path in run_dir.iterdir():  # temporary files of a killed writer: charlm's own garbage
-            if path.name != LOCK_FILE and _ours(path.name):
+            if path.name not in (LOCK_FILE, ASIDE_DIR) and _ours(path.name):
                 path.unlink()
     except BaseException:
         release_new(lock)
@@ -165,8 +193,9 @@ def _refuse_unless_empty(run_dir: Path, overwrite: bool) -> list[str]:
 
 
 def _ours(name: str) -> bool:
-    """charlm's own bookkeeping: the lock file and temporary files of an interrupted write."""
-    return name == LOCK_FILE or any(name.startswith(f".{n}.") and name.endswith(".tmp") for n in RUN_FILES)
+    """charlm's own bookkeeping: the lock file, an overwritten run set aside, and temporary files
+    of an interrupted write."""
+    return name in (LOCK_FILE, ASIDE_DIR) or any(name.startswith(f".{n}.") and name.endswith(".tmp") for n in RUN_FILES)
 
 
 def make_run_dir(root, stem: str) -> RunLock:
@@ -186,6 +215,23 @@ def make_run_dir(root, stem: str) -> RunLock:
         lock = lock_run_dir(path, created=True)
         lock.created_parents = parents
         return lock
+
+
+def settle(run_dir) -> None:
+    """Finish or undo an ``--overwrite``: once the new run has a checkpoint the set-aside run is
+    removed; without one, its files go back where they were."""
+    aside = Path(run_dir) / ASIDE_DIR
+    if not aside.is_dir() or aside.is_symlink():
+        return
+    if any((Path(run_dir) / name).exists() for name in (MODEL_FILE, LAST_FILE)):
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    try:
+        for path in aside.iterdir():
+            os.replace(path, Path(run_dir) / path.name)  # the new run's partial files give way
+        aside.rmdir()
+    except OSError:
+        pass  # kept: the next claim tries again
 
 
 def release_new(lock: RunLock) -> None:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CheckpointError
 from ..fsutil import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -35,7 +36,16 @@ class MetricsProblem:
 def append_metrics(run_dir: Path, *records: dict) -> None:
     """Append one JSON line per record in one write, flushed and fsynced: a crash loses at most
     the lines of this call (a torn last line is skipped when read)."""
-    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+    path = Path(run_dir) / METRICS_FILE
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if os.path.islink(path):  # never append through a link planted in a run directory
+            raise CheckpointError(f"{path} is a symbolic link: charlm writes nothing through a link in "
+                                  "a run directory (remove it)") from None
+        raise
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(record) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())
