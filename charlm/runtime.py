@@ -29,6 +29,15 @@ _chunks = 0
 _local = threading.local()  # .scopes: this thread's open thread_limits blocks, innermost last
 
 
+def check_environment(environ=os.environ) -> None:
+    """Refuse, in one line, environment settings that Numba would reject with a traceback from
+    deep inside its own import (NUMBA_NUM_THREADS must be a whole number of at least 1)."""
+    value = environ.get("NUMBA_NUM_THREADS", "").strip()
+    if value and value.lstrip("+-").isdigit() and int(value) < 1:
+        raise ConfigError(f"NUMBA_NUM_THREADS={value} is not a thread count (it must be at least 1): "
+                          "unset it, or use --threads to choose how many cores charlm uses")
+
+
 @contextmanager
 def thread_limits(n: int | None = None):
     """Within the block, charlm's kernels run on ``n`` Numba threads (0 = all cores; None = as

@@ -104,3 +104,17 @@ def test_first_kernel_starts_numba_on_workqueue_and_leaves_the_config_alone():
         "kernel_threads()\n"
         "print(json.dumps({'layer': numba.threading_layer(), 'config': config.THREADING_LAYER}))\n")
     assert got == {"layer": "workqueue", "config": "default"}
+
+
+@pytest.mark.parametrize("value", ["0", "-2", " 0 "])
+def test_a_thread_count_numba_would_reject_is_refused_in_one_line(value, tmp_path, monkeypatch):
+    from cli_helpers import invoke
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", value)
+    (tmp_path / "c.txt").write_text("hello world\n" * 50)
+    result = invoke("train", tmp_path / "c.txt", "--steps", "1", "--run-dir", tmp_path / "r")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "NUMBA_NUM_THREADS" in lines[0] and "--threads" in lines[0]
+    assert not (tmp_path / "r").exists()
+    assert invoke("--help").exit_code == 0         # help stays available

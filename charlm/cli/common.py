@@ -27,6 +27,7 @@ from rich.console import Console
 
 from ..distributed.launch import rank_failed
 from ..errors import CharlmError
+from ..runtime import check_environment
 from .safe_text import printable
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 128 + 13
@@ -172,6 +173,8 @@ class CharlmGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _occupy_closed_std_fds()
         try:
+            if not {"-h", "--help", "-V", "--version"} & set(sys.argv[1:] if args is None else args):
+                check_environment()
             rv = super().main(args, prog_name or "charlm", complete_var, standalone_mode=False, **extra)
             if sys.stdout is not None:  # buffered results: a full disk shows only here
                 CheckedStdout(sys.stdout).flush()
