@@ -17,6 +17,7 @@ from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, si
     tanh_act
 from gradcheck import assert_gradient_matches_finite_diff
 from reference import REFERENCES, step_reference
+from serial_cells import SERIAL
 
 CELL_NAMES = [name for name, c in CELLS.items() if not c.feeds_output]  # per-layer cells
 
@@ -41,11 +42,11 @@ def test_forward_matches_reference(cell):
     rng = np.random.default_rng(1)
     xp, W_hh, b_hh, s0 = make_inputs(cell, 5, 3, 37, rng)
     hs_ref, sT_ref = REFERENCES[cell](xp, W_hh, b_hh, s0)
-    hs, sT, _ = get_cell(cell).forward(xp, W_hh, b_hh, s0)
+    hs, sT, _ = SERIAL[cell].forward(xp, W_hh, b_hh, s0)
     np.testing.assert_allclose(hs, hs_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sT, sT_ref, rtol=0, atol=1e-12)
     args32 = [a.astype(np.float32) for a in (xp, W_hh, b_hh, s0)]
-    hs32, sT32, _ = get_cell(cell).forward(*args32)
+    hs32, sT32, _ = SERIAL[cell].forward(*args32)
     assert hs32.dtype == np.float32
     np.testing.assert_allclose(hs32, hs_ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(sT32, sT_ref, rtol=0, atol=1e-5)
@@ -60,7 +61,7 @@ def test_gradcheck(cell):
     xp, W_hh, b_hh, s0 = inputs = make_inputs(cell, T, B, H, rng)
     w_out = rng.standard_normal((T, B, H))
     w_s = rng.standard_normal((CELLS[cell].states, B, H))
-    fwd, bwd = get_cell(cell).forward, get_cell(cell).backward
+    fwd, bwd = SERIAL[cell].forward, SERIAL[cell].backward
 
     def loss():
         hs, sT, _ = fwd(xp, W_hh, b_hh, s0)
@@ -119,7 +120,7 @@ def compare_with_torch(cell, dtype, seed=3, T=5, B=3, I=4, H=37):
     xp = (x.reshape(T * B, I) @ W_ih.T + b_ih).reshape(T, B, G * H)  # the caller's big GEMM
     s0 = np.concatenate([h0, c0])[:S].copy()
     dsT = np.stack([w_h, w_c])[:S].copy()
-    c = get_cell(cell)
+    c = SERIAL[cell]
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     dxp, dW_hh, db_hh, ds0 = c.backward(w_out, dsT, W_hh, hs, cache)
     dxp2 = dxp.reshape(T * B, G * H)
@@ -149,7 +150,7 @@ def test_matches_torch(cell, dtype, tol):
 def test_chunked_equals_long_run(cell):
     rng = np.random.default_rng(4)
     xp, W_hh, b_hh, s0 = make_inputs(cell, 6, 2, 5, rng)
-    c = get_cell(cell)
+    c = SERIAL[cell]
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     hs_a, sT_a, cache_a = c.forward(np.ascontiguousarray(xp[:3]), W_hh, b_hh, s0)
     hs_b, sT_b, cache_b = c.forward(np.ascontiguousarray(xp[3:]), W_hh, b_hh, sT_a)
@@ -170,9 +171,9 @@ def test_chunked_equals_long_run(cell):
 def test_adapters_reject_mixed_dtypes_and_unknown_cells():
     xp, W_hh, b_hh, s0 = make_inputs("rnn", 2, 2, 3, np.random.default_rng(0))
     with pytest.raises(TypeError):
-        get_cell("rnn").forward(xp, W_hh.astype(np.float32), b_hh, s0)
+        SERIAL["rnn"].forward(xp, W_hh.astype(np.float32), b_hh, s0)
     with pytest.raises(ValueError):
-        get_cell("rnn").forward(xp, np.asfortranarray(W_hh), b_hh, s0)
+        SERIAL["rnn"].forward(xp, np.asfortranarray(W_hh), b_hh, s0)
     with pytest.raises(ValueError):
         get_cell("transformer")
 
@@ -466,8 +467,8 @@ def test_every_row_names_its_kernels(name):
     cell = CELLS[name]
     assert CELL_IDS[name] == cell.id and sorted(CELL_IDS.values()) == list(range(len(CELLS)))
     assert len(cell.gate_order) == cell.gates and (cell.states == 2) == ("cs" in cell.cache)
-    entries = ["forward", "backward"] + (["stack_forward", "stack_backward", "stack_state_grads"]
-                                         if cell.feeds_output else ["step", "step_backward", "state_grads"])
+    entries = (["forward", "backward", "feed", "stack_forward", "stack_backward", "stack_state_grads"]
+               if cell.feeds_output else ["step", "step_backward", "state_grads"])
     for entry in entries:
         fn = f"{name}_{entry}" if not entry.startswith("stack") else entry
         assert callable(getattr(cell.kernels, fn)), fn
