@@ -40,7 +40,7 @@ class LayerStack:
 
         The cache is (x, emb, layers, (top, top_mask), recurrent) with layers[l] = (inp, hs,
         cell_cache): inp None for layer 0, else (input, dropout mask or None); cell_cache the
-        arrays named by the cell's ``cache``, as its serial backward takes them; emb the gathered
+        arrays named by the cell's ``cache``, as the layer kernels take them; emb the gathered
         embeddings, or None when layer 0 reads the folded table; recurrent[l] = (the W_hh the
         recurrence used, its DropConnect mask or None).
 
