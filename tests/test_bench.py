@@ -18,6 +18,7 @@ from charlm.kernels.loss import (
     cross_entropy_rows_par,
 )
 from charlm.kernels.parallel import matmul_rows, matmul_rows_bias, matmul_tn, sum_blocks
+from serial_cells import SERIAL
 
 TINY = B.BenchConfig(cell="lstm", layers=1, hidden=8, batch=4, seq_len=8, vocab=10, threads=2, warmup=1,
                      steps=2, sample_chars=40, sample_reps=1)
@@ -42,10 +43,10 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
     s0 = (rng.standard_normal((S, B_, H)) * 0.5).astype(dtype)
     dh_out = rng.standard_normal((T, B_, H)).astype(dtype)
     dsT = rng.standard_normal((S, B_, H)).astype(dtype)
-    # serial twin: the cell adapters of charlm.kernels on xp computed in NumPy
+    # serial twin: the reference drivers (tests/serial_cells.py) on xp computed in NumPy
     xp = np.ascontiguousarray((table[ids] if mode == "table" else x_in @ W_ih.T) + b_ih)
-    hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
-    dxp, dW, db, ds0 = c.backward(dh_out, dsT, W_hh, hs, cache)
+    hs, sT, cache = SERIAL[cell].forward(xp, W_hh, b_hh, s0)
+    dxp, dW, db, ds0 = SERIAL[cell].backward(dh_out, dsT, W_hh, hs, cache)
     serial = dict(hs=hs, cache=cache, dW=dW, db=db, ds0=ds0, db_ih=dxp.sum((0, 1)))
     if mode == "table":
         dtable = np.zeros((V, G), dtype)
@@ -56,7 +57,7 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
         serial["dx"] = dxp @ W_ih
     # parallel: whole layer, projection or gather inside, weight gradients per block of tb steps
     none3 = np.zeros((0, 0, 0), dtype)
-    k_x_in, k_table = (none3, table) if mode == "table" else (x_in, np.zeros((0, 0), dtype))
+    k_x_in, k_table = (none3, table[None]) if mode == "table" else (x_in, none3)
     k_ids = ids if mode == "table" else np.zeros((0, 0), np.int64)
     p_hs = np.empty((T + 1, B_, H), dtype)
     p_ds0 = np.empty((S, B_, H), dtype)
@@ -67,10 +68,13 @@ def _serial_and_parallel(cell, nchunks, tb, mode, dtype, rng, T=5, B_=7, H=6, V=
     d_out = dh_out.copy()
     p_dx = d_out if mode == "inplace" else np.empty((T, B_, I), dtype) if mode == "project" else none3
     p_cache = {name: np.empty(shape, dtype) for name, shape in c.cache_shapes(T, B_, H).items()}
-    cache_args = tuple(p_cache.values())  # gates, cs, hn
-    layer_forward(c.id, k_x_in, k_table, ids, W_ih, b_ih, W_hh, b_hh, s0, p_hs, *cache_args, nchunks, tb)
-    layer_backward(c.id, d_out, dsT, W_hh, p_hs, *cache_args, k_x_in, W_ih, k_ids, p_dW, p_dW_ih, p_db, p_dbx,
-                   p_dtab, p_dx, p_ds0, nchunks, tb)
+    cache_args = tuple(a[None] for a in p_cache.values())  # gates, cs, hn of the one direction
+    lengths = np.full(B_, T, np.int64)
+    layer_forward(c.id, k_x_in, k_table, ids, W_ih[None], b_ih[None], W_hh[None], b_hh[None], s0[None], p_hs[None],
+                  *cache_args, none3, lengths, nchunks, tb)
+    layer_backward(c.id, d_out, dsT[None], W_hh[None], p_hs[None], *cache_args, k_x_in, W_ih[None], k_ids, p_dW,
+                   p_dW_ih, p_db, p_dbx, p_dtab, p_dx[None], p_ds0[None], np.zeros((0, 0, 0, 0), dtype), lengths,
+                   nchunks, tb)
     p_cache = tuple(p_cache[name] for name in c.cache)
     parallel = dict(hs=p_hs, cache=p_cache, dW=p_dW.sum(0), db=p_db.sum(0), ds0=p_ds0, db_ih=p_dbx.sum(0))
     if mode == "table":

@@ -147,6 +147,7 @@ def test_batch_order_does_not_matter():
 @pytest.mark.parametrize("cell, dtype", [("lstm", np.float32), ("gru", np.float64), ("rnn", np.float32)])
 def test_two_threads_give_the_serial_results_bit_for_bit(cell, dtype):
     """The reverse direction on its own thread: same logits, loss and gradients as one thread."""
+    from charlm.seqtask.bidir import _blocks
     from charlm.seqtask.model import kernel_scope
 
     results = []
@@ -155,7 +156,7 @@ def test_two_threads_give_the_serial_results_bit_for_bit(cell, dtype):
         rng = np.random.default_rng(6)
         ids, lengths, labels = tiny_batch("classify", np.random.default_rng(5), lengths=(7, 3, 6, 1, 7, 2))
         with kernel_scope(threads):
-            assert (model._direction_pool() is not None) == (threads == 2)
+            assert _blocks(len(lengths), 2)[0] == 1  # one block per direction: on two threads, side by side
             loss = model.loss_and_grad(ids, lengths, labels, rng)
             logits, _ = model.forward(ids, lengths)
         results.append((loss, logits, model.grad_flat.copy()))

@@ -11,6 +11,7 @@ import pytest
 from gradcheck import assert_gradient_matches_finite_diff
 from numba import njit
 from reference import REFERENCES, step_reference
+from serial_cells import SERIAL
 
 from charlm.kernels import CELL_IDS, CELLS, cross_entropy_grad, cross_entropy_rows, generate_numpy, get_cell
 from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, tanh_act
@@ -39,11 +40,11 @@ def test_forward_matches_reference(cell):
     rng = np.random.default_rng(1)
     xp, W_hh, b_hh, s0 = make_inputs(cell, 5, 3, 37, rng)
     hs_ref, sT_ref = REFERENCES[cell](xp, W_hh, b_hh, s0)
-    hs, sT, _ = get_cell(cell).forward(xp, W_hh, b_hh, s0)
+    hs, sT, _ = SERIAL[cell].forward(xp, W_hh, b_hh, s0)
     np.testing.assert_allclose(hs, hs_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sT, sT_ref, rtol=0, atol=1e-12)
     args32 = [a.astype(np.float32) for a in (xp, W_hh, b_hh, s0)]
-    hs32, sT32, _ = get_cell(cell).forward(*args32)
+    hs32, sT32, _ = SERIAL[cell].forward(*args32)
     assert hs32.dtype == np.float32
     np.testing.assert_allclose(hs32, hs_ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(sT32, sT_ref, rtol=0, atol=1e-5)
@@ -58,7 +59,7 @@ def test_gradcheck(cell):
     xp, W_hh, b_hh, s0 = inputs = make_inputs(cell, T, B, H, rng)
     w_out = rng.standard_normal((T, B, H))
     w_s = rng.standard_normal((CELLS[cell].states, B, H))
-    fwd, bwd = get_cell(cell).forward, get_cell(cell).backward
+    fwd, bwd = SERIAL[cell].forward, SERIAL[cell].backward
 
     def loss():
         hs, sT, _ = fwd(xp, W_hh, b_hh, s0)
@@ -117,7 +118,7 @@ def compare_with_torch(cell, dtype, seed=3, T=5, B=3, I=4, H=37):
     xp = (x.reshape(T * B, I) @ W_ih.T + b_ih).reshape(T, B, G * H)  # the caller's big GEMM
     s0 = np.concatenate([h0, c0])[:S].copy()
     dsT = np.stack([w_h, w_c])[:S].copy()
-    c = get_cell(cell)
+    c = SERIAL[cell]
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     dxp, dW_hh, db_hh, ds0 = c.backward(w_out, dsT, W_hh, hs, cache)
     dxp2 = dxp.reshape(T * B, G * H)
@@ -147,7 +148,7 @@ def test_matches_torch(cell, dtype, tol):
 def test_chunked_equals_long_run(cell):
     rng = np.random.default_rng(4)
     xp, W_hh, b_hh, s0 = make_inputs(cell, 6, 2, 5, rng)
-    c = get_cell(cell)
+    c = SERIAL[cell]
     hs, sT, cache = c.forward(xp, W_hh, b_hh, s0)
     hs_a, sT_a, cache_a = c.forward(np.ascontiguousarray(xp[:3]), W_hh, b_hh, s0)
     hs_b, sT_b, cache_b = c.forward(np.ascontiguousarray(xp[3:]), W_hh, b_hh, sT_a)
@@ -168,9 +169,9 @@ def test_chunked_equals_long_run(cell):
 def test_adapters_reject_mixed_dtypes_and_unknown_cells():
     xp, W_hh, b_hh, s0 = make_inputs("rnn", 2, 2, 3, np.random.default_rng(0))
     with pytest.raises(TypeError):
-        get_cell("rnn").forward(xp, W_hh.astype(np.float32), b_hh, s0)
+        SERIAL["rnn"].forward(xp, W_hh.astype(np.float32), b_hh, s0)
     with pytest.raises(ValueError):
-        get_cell("rnn").forward(xp, np.asfortranarray(W_hh), b_hh, s0)
+        SERIAL["rnn"].forward(xp, np.asfortranarray(W_hh), b_hh, s0)
     with pytest.raises(ValueError):
         get_cell("transformer")
 
@@ -464,8 +465,8 @@ def test_every_row_names_its_kernels(name):
     cell = CELLS[name]
     assert CELL_IDS[name] == cell.id and sorted(CELL_IDS.values()) == list(range(len(CELLS)))
     assert len(cell.gate_order) == cell.gates and (cell.states == 2) == ("cs" in cell.cache)
-    entries = ["forward", "backward"] + (["stack_forward", "stack_backward", "stack_state_grads"]
-                                         if cell.feeds_output else ["step", "step_backward", "state_grads"])
+    entries = (["forward", "backward", "feed", "stack_forward", "stack_backward", "stack_state_grads"]
+               if cell.feeds_output else ["step", "step_backward", "state_grads"])
     for entry in entries:
         fn = f"{name}_{entry}" if not entry.startswith("stack") else entry
         assert callable(getattr(cell.kernels, fn)), fn

@@ -1,4 +1,4 @@
-"""Numba kernels: a forward/backward pair per recurrent cell, the layer kernels, the fused loss,
+"""Numba kernels: a step pair per recurrent cell, the layer kernels that drive them, the fused loss,
 the sampling loop; and the cell table (cells.py) that says which cell is which.
 
 Importing this package imports nothing heavy and changes nothing process-wide: the table is
@@ -15,9 +15,6 @@ from .cells import CELL_IDS, CELLS, Cell, get_cell
 # name -> module that defines it, imported on first access (PEP 562)
 _LAZY = {
     "cross_entropy_grad": "loss", "cross_entropy_rows": "loss",
-    "lstm_forward": "lstm", "lstm_backward": "lstm",
-    "gru_forward": "gru", "gru_backward": "gru",
-    "rnn_forward": "rnn", "rnn_backward": "rnn",
     "jordan_forward": "jordan", "jordan_backward": "jordan", "jordan_weight_grads": "jordan",
     "layer_forward": "layer", "layer_backward": "layer",
 }

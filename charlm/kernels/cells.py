@@ -2,22 +2,38 @@
 
 Config validation, the model, sampling, bench and inspect read these rows; none of them asks
 which cell it is. Reading the table imports nothing heavy (``charlm --help`` and config
-validation read it): a row's kernels, and with them Numba, load on first use of ``kernels``,
-``forward`` or ``backward``.
+validation read it): a row's kernels, and with them Numba, load on first use of ``kernels``.
 
-    cell = get_cell("lstm")
-    cell.gates, cell.states                              # G = 4 rows of W_hh per unit, S = 2 states
-    hs, sT, cache = cell.forward(xp, W_hh, b_hh, s0)     # xp (T, B, G*H), s0 (S, B, H)
-    dxp, dW_hh, db_hh, ds0 = cell.backward(dh_out, dsT, W_hh, hs, cache)
+A per-layer cell (one that feeds back its own hidden state) is its row and its file
+``kernels/<name>.py``: the formulas at the top, and three functions the drivers call by name.
+Every other loop is written once for all of them: the layer kernels (layer.py), which the language
+model and the (bi)directional encoder of the sequence tasks run, and the generation loop
+(generate.py), all reach a cell's step through dispatch.py, by the row's ``id``.
 
-These serial pairs are the reference; ``Model`` trains with the multithreaded layer kernels of
-kernels/layer.py, which switch on ``cell.id`` and call the same per-row step functions.
+    <name>_step(xp, bx, bias, b_hh, hW, h_prev, c_prev, h_next, c_next, gates, hn)
+        one row of one step: all 1-d rows; xp the input projection (bx: an input bias not yet
+        in it), hW = W_hh @ h_prev, bias the biases summed (or what xp lacks of them), b_hh
+        alone; writes h_next (and c_next: the second state, when ``states`` = 2) and its cache
+        rows (gates (G,), hn (H,); ``cache`` names the ones it uses).
+    <name>_step_backward(dh_out, dh, dq, h_prev, h, c_prev, c, gates, hn, dxp, da, db, dbx)
+        one row of one backward step: dh the gradient wrt h_t through W_hh from step t+1; dq the
+        second carry (the gradient wrt c_t when ``states`` = 2, else one wrt h_t the cell keeps
+        past the GEMM, e.g. the GRU's direct path; it starts at 0 and is added to dh0 at the
+        end), both updated to step t-1's except dh, which the caller's GEMM then overwrites from
+        da; dxp, da (G,) the gradients wrt the input projection and the recurrent
+        pre-activation (one array unless ``input_apart``); db += da, and dbx += dxp when
+        ``input_apart`` (else the caller copies db).
+    <name>_state_grads(dh_out, dxp, W_hh, cache)
+        plain NumPy for inspect: dL/dh_s in total, from the backward's dxp.
 
-Adding a cell: write ``kernels/<name>.py`` the way lstm.py reads (formulas at the top, a per-row
-``<name>_step`` / ``<name>_step_backward`` pair, serial ``<name>_forward(xp, W_hh, b_hh, s0) ->
-(hs, sT, *cache)`` and ``<name>_backward(dh_out, dsT, W_hh, hs, *cache) -> (dxp, dW_hh, db_hh,
-ds0)``, and ``<name>_state_grads``), add its row below, and its branch to the step switch of
-kernels/layer.py and of the generation loop.
+A cell that feeds its output back (Jordan) runs its whole stack in its own file
+(``stack_forward``, ``stack_backward``, ``stack_state_grads``, ``<name>_feed`` for generation):
+that recurrence runs through the decoder, so no per-layer driver fits it.
+
+Adding a per-layer cell: its file and its row below; the tests' reference (tests/reference.py,
+tests/serial_cells.py) and a PyTorch twin if there is one. Nothing else: the NumPy sampling loop
+(generate_numpy.py) has twins of the built-in cells only, and hands any other cell to the compiled
+loop from the first token.
 """
 from __future__ import annotations
 
@@ -37,6 +53,9 @@ class Cell:
     forget_gate: int = -1     # gate block whose two biases start at 0.5 each (sum 1), or -1
     recurrent: str = "hh"     # parameter suffix of the recurrent weights: rnn.weight_<recurrent>_l<k>
     feeds_output: bool = False  # the recurrence runs through the decoder (the whole stack at once)
+    input_apart: bool = False   # the step needs its input and recurrent products apart (the GRU's
+    #                             r * (W_hn h + b_hn)): generation does not sum them, and the backward
+    #                             keeps the two gradients (dxp, da) apart
 
     @property
     def kernels(self):
@@ -44,18 +63,13 @@ class Cell:
         return importlib.import_module(f"{__package__}.{self.name}")
 
     def forward(self, *arrays):
-        """The serial reference forward. Per-layer cells: (xp, W_hh, b_hh, s0) -> (hs, sT, cache);
-        a cell that ``feeds_output`` takes and returns the whole stack (see its kernel file)."""
+        """The serial forward of a cell that ``feeds_output`` (the whole stack: see its kernel
+        file). Per-layer cells run in kernels/layer.py."""
         _check(*arrays)
-        out = getattr(self.kernels, f"{self.name}_forward")(*arrays)
-        return out if self.feeds_output else (out[0], out[1], tuple(out[2:]))
+        return getattr(self.kernels, f"{self.name}_forward")(*arrays)
 
     def backward(self, *arrays):
-        """The serial reference backward. Per-layer cells: (dh_out, dsT, W_hh, hs, cache) ->
-        (dxp, dW_hh, db_hh, ds0); a cell that ``feeds_output``: see its kernel file."""
-        if not self.feeds_output:
-            *arrays, cache = arrays
-            arrays = (*arrays, *cache)
+        """The serial backward of a cell that ``feeds_output`` (see its kernel file)."""
         _check(*arrays)
         return getattr(self.kernels, f"{self.name}_backward")(*arrays)
 
@@ -75,7 +89,7 @@ LAYER_CACHE = ("gates", "cs", "hn")   # the cache arrays of kernels/layer.py, in
 
 CELLS = {c.name: c for c in (
     Cell("lstm", 0, 4, 2, "ifgo", "LSTM", cache=("gates", "cs"), forget_gate=1),
-    Cell("gru", 1, 3, 1, "rzn", "GRU", cache=("gates", "hn")),
+    Cell("gru", 1, 3, 1, "rzn", "GRU", cache=("gates", "hn"), input_apart=True),
     Cell("rnn", 2, 1, 1, "h", "RNN"),                       # Elman, tanh
     Cell("jordan", 3, 1, 1, "h", "", recurrent="yh", feeds_output=True),  # output fed back
 )}

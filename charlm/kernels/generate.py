@@ -2,8 +2,9 @@
 
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
 or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
-function the training kernels use (lstm_step / gru_step / rnn_step). Then logits = W_dec @ h_top +
-b_dec and one draw by the sampling rule (sampling_rule.py, which the NumPy loop shares).
+function the training kernels use (the cell's ``<name>_step``, by its id: dispatch.py). Then
+logits = W_dec @ h_top + b_dec and one draw by the sampling rule (sampling_rule.py, which the
+NumPy loop shares).
 
 One loop (``_tokens``) on one thread or several. Sampling streams every weight once per token, so
 it is bound by cache bandwidth: one core's L2 (2 MB here) does not hold a 2x256 LSTM (3.3 MB); two
@@ -37,13 +38,11 @@ from numba import njit, prange
 
 from .barrier import barrier
 from .cells import CELLS
-from .gru import gru_step
+from .dispatch import cell_step, input_apart
 from .jordan import jordan_feed
-from .lstm import lstm_step
-from .rnn import rnn_step
 from .sampling_rule import sample_id
 
-LSTM, GRU, JORDAN = (CELLS[name].id for name in ("lstm", "gru", "jordan"))
+JORDAN = CELLS["jordan"].id
 SPLIT_CELLS = frozenset(c.id for c in CELLS.values() if not c.feeds_output)  # steps that split by unit
 SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
 
@@ -93,9 +92,9 @@ def gemv(W, x, y, accumulate):
 
 @njit(cache=True)
 def _scratch(Gu, units, V, dt):
-    """What _feed works in: xp, zx (zeros), hW, gates (Gu,); h_new, c_new (units,); p (V,)."""
+    """What _feed works in: xp, zx (zeros), hW, gates (Gu,); h_new, c_new, hn (units,); p (V,)."""
     return (np.empty(Gu, dt), np.zeros(Gu, dt), np.empty(Gu, dt), np.empty(Gu, dt), np.empty(units, dt),
-            np.empty(units, dt), np.empty(V, dt))
+            np.empty(units, dt), np.empty(units, dt), np.empty(V, dt))
 
 
 @njit(cache=True, error_model="numpy")
@@ -104,30 +103,30 @@ def _feed(cell_id, nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_
     from ``old`` (the same array on one thread: updated in place). Weights are this thread's rows
     (one entry of split_weights); work as _scratch returns it.
 
-    LSTM and RNN add the input and recurrent products into one vector (W_hh h + W_ih x) and pass
-    b_ih where the step expects xp; the GRU keeps them apart (b_in + W_in x sits outside r * (...))."""
-    xp, zx, hW, gates, h_new, c_new, p = work
+    Most cells add the input and recurrent products into one vector (W_hh h + W_ih x) and get b_ih
+    where the step expects xp; a cell that keeps them apart (``input_apart``: the GRU, whose
+    b_in + W_in x sits outside r * (...)) gets W_ih x and b_ih separately."""
+    xp, zx, hW, gates, h_new, c_new, hn, p = work
     if cell_id == JORDAN:  # the whole stack and the decoder in one step, on one thread
         jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, token, xp, hW, h_new, p)
         return
+    apart = input_apart(cell_id) == 1
+    S = old.shape[1]
     u1 = u0 + h_new.shape[0]
     for l in range(W_hh.shape[0]):
         gemv(W_hh[l], old[l, 0], hW, False)  # (Gu,) recurrent product of this thread's rows
         if l == 0:
             x, bx = table0[token], zx  # layer 0: the embedding folded into W_ih_l0 (+ b_ih_l0)
-        elif cell_id == GRU:
+        elif apart:
             gemv(W_ih[l - 1], new[l - 1, 0], xp, False)
             x, bx = xp, b_ih[l - 1]
         else:
             gemv(W_ih[l - 1], new[l - 1, 0], hW, True)  # W_hh h + W_ih x in one vector
             x, bx = b_ih[l - 1], zx
-        if cell_id == LSTM:
-            lstm_step(x, hW, b_hh[l], old[l, 1, u0:u1], h_new, c_new, gates)
+        c_prev = old[l, S - 1, u0:u1]  # the second state (read only by the cells that have one)
+        cell_step(cell_id, x, bx, b_hh[l], b_hh[l], hW, old[l, 0, u0:u1], c_prev, h_new, c_new, gates, hn)
+        if S > 1:
             new[l, 1, u0:u1] = c_new
-        elif cell_id == GRU:
-            gru_step(x, bx, hW, b_hh[l], old[l, 0, u0:u1], h_new, gates, c_new)  # c_new is scratch for hn
-        else:
-            rnn_step(x, hW, b_hh[l], h_new)
         new[l, 0, u0:u1] = h_new
         if nthreads > 1:
             barrier(sync, nthreads)  # the next layer (and the decoder) read all of h

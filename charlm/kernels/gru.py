@@ -16,7 +16,7 @@ Backward, one step (dh = dh_out_t + dh coming back from step t+1):
     dxp    = [dr_pre, dz_pre, dn_pre]                 gradient wrt the input projection
     da     = [dr_pre, dz_pre, dn_pre * r]             gradient wrt the recurrent pre-activation
     dh_{t-1} = da @ W_hh + dh * z                     (B, H)  the only GEMM per step
-    dW_hh = sum_t da_t^T @ h_{t-1}  (one GEMM after the loop),  db_hh = sum_t,b da  (folded in)
+    dW_hh = sum_t da_t^T @ h_{t-1}  (GEMMs per block of steps),  db_hh = sum_t,b da  (folded in)
 
 The n block is why dxp and da differ and both are kept: dW_hh and db_hh must use da.
 Dimensions: T steps, B batch, H hidden.
@@ -28,17 +28,17 @@ from .activations import STEP_MATH, sigmoid_act, tanh_act
 
 
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
-def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
-    """One row of one step. xp, bx (an input bias not yet in xp, b_ih or zeros), hW (= W_hh @ h_prev,
-    no bias), bias (b_hh), gates: (3H,); h_prev, h_next, hn: (H,). Writes h_next, the
-    post-activation gates r, z, n and hn = W_hn h + b_hn. Shared by gru_forward, the layer kernels
-    (layer.py) and generation, so the recurrence is written once. (b_ih and b_hh cannot be merged: b_hn sits
-    inside r * (...).)"""
+def gru_step(xp, bx, bias, b_hh, hW, h_prev, c_prev, h_next, c_next, gates, hn):
+    """One row of one step, in the interface every cell's step shares (kernels/cells.py). xp, bx
+    (an input bias not yet in xp, b_ih or zeros), hW (= W_hh @ h_prev, no bias), b_hh, gates:
+    (3H,); h_prev, h_next, hn: (H,). Writes h_next, the post-activation gates r, z, n and
+    hn = W_hn h + b_hn. b_ih and b_hh cannot be merged (b_hn sits inside r * (...)), so the
+    summed ``bias`` is not used; nor are c_prev and c_next."""
     H = h_prev.shape[0]
     for j in range(H):
-        r = sigmoid_act(xp[j] + bx[j] + hW[j] + bias[j])
-        z = sigmoid_act(xp[H + j] + bx[H + j] + hW[H + j] + bias[H + j])
-        a_n = hW[2 * H + j] + bias[2 * H + j]
+        r = sigmoid_act(xp[j] + bx[j] + hW[j] + b_hh[j])
+        z = sigmoid_act(xp[H + j] + bx[H + j] + hW[H + j] + b_hh[H + j])
+        a_n = hW[2 * H + j] + b_hh[2 * H + j]
         n = tanh_act(xp[2 * H + j] + bx[2 * H + j] + r * a_n)
         h_next[j] = n + z * (h_prev[j] - n)  # = (1 - z) n + z h_prev with one multiply
         gates[j] = r
@@ -47,47 +47,20 @@ def gru_step(xp, bx, hW, bias, h_prev, h_next, gates, hn):
         hn[j] = a_n
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def gru_forward(xp, W_hh, b_hh, s0):
-    """
-    xp:   (T, B, 3H) input projections x_t @ W_ih^T + b_ih
-    W_hh: (3H, H), b_hh: (3H,)
-    s0:   (1, B, H) initial h0
-    returns hs (T+1, B, H) with hs[0] = h0; sT (1, B, H) = h_T;
-            gates (T, B, 3H) post-activation r, z, n; hn (T, B, H) = W_hn h_{t-1} + b_hn
-    """
-    T, B, G = xp.shape
-    H = G // 3
-    hs = np.empty((T + 1, B, H), xp.dtype)
-    gates = np.empty((T, B, G), xp.dtype)
-    hn = np.empty((T, B, H), xp.dtype)
-    hs[0] = s0[0]
-    W_hhT = np.ascontiguousarray(W_hh.T)  # (H, 3H) once per call: np.dot wants contiguous operands
-    hW = np.empty((B, G), xp.dtype)
-    no_bias = np.zeros(G, xp.dtype)  # xp already holds b_ih
-    for t in range(T):
-        np.dot(hs[t], W_hhT, hW)  # (B, 3H)
-        for b in range(B):
-            gru_step(xp[t, b], no_bias, hW[b], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
-    sT = np.empty((1, B, H), xp.dtype)
-    sT[0] = hs[T]
-    return hs, sT, gates, hn
-
-
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
-def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db, dbx):
-    """One row of one backward step. The gradient wrt h_t is dh_out + dh_gemm + dh_skip, where
-    dh_gemm = da_{t+1} @ W_hh and dh_skip = dh_{t+1} * z_{t+1} (the direct path); summing here
-    saves a pass. dh_skip is overwritten with this step's direct path dh * z.
-    gates, dxp, da, db, dbx: (3H,); the rest (H,). db accumulates da (b_hh's gradient) and dbx
-    the n block of dxp (b_ih's gradient is db with its n block replaced by dbx's)."""
+def gru_step_backward(dh_out, dh_gemm, dh_skip, h_prev, h, c_prev, c, gates, hn, dxp, da, db, dbx):
+    """The backward of gru_step for one row (the interface of kernels/cells.py). dh_out + dh_gemm +
+    dh_skip is the gradient wrt h_t: dh_gemm = da_{t+1} @ W_hh, and dh_skip, the second carry,
+    the direct path dh_{t+1} * z_{t+1} (summed here, which saves a pass), which this step replaces
+    by its own, dh * z. db accumulates da (b_hh's gradient) and dbx dxp (b_ih's): (3H,) as gates,
+    dxp and da; the others (H,). h, c_prev and c are not read."""
     H = h_prev.shape[0]
     one = h_prev.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for j in range(H):
+        dh = dh_out[j] + dh_gemm[j] + dh_skip[j]
         r = gates[j]
         z = gates[H + j]
         n = gates[2 * H + j]
-        dh = dh_out[j] + dh_gemm[j] + dh_skip[j]
         dn_pre = dh * (one - z) * (one - n * n)
         dz_pre = dh * (h_prev[j] - n) * (z - z * z)
         dr_pre = dn_pre * hn[j] * (r - r * r)
@@ -100,42 +73,15 @@ def gru_step_backward(dh_out, dh_gemm, dh_skip, gates, hn, h_prev, dxp, da, db, 
         db[j] += dr_pre
         db[H + j] += dz_pre
         db[2 * H + j] += dn_pre * r
+        dbx[j] += dr_pre
+        dbx[H + j] += dz_pre
         dbx[2 * H + j] += dn_pre
         dh_skip[j] = dh * z
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def gru_backward(dh_out, dsT, W_hh, hs, gates, hn):
-    """
-    dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence
-    dsT:    (1, B, H) dL/dh_T from whatever consumed the final state
-    W_hh (3H, H); hs, gates, hn as returned by gru_forward
-    returns dxp (T, B, 3H), dW_hh (3H, H), db_hh (3H,), ds0 (1, B, H)
-    """
-    T, B, H = dh_out.shape
-    G = 3 * H
-    dt = dh_out.dtype
-    dxp = np.empty((T, B, G), dt)
-    da = np.empty((T, B, G), dt)  # recurrent pre-activation gradients, for dW_hh
-    db_hh = np.zeros(G, dt)
-    dh_gemm = np.zeros((B, H), dt)
-    dh_skip = dsT[0].copy()  # (B, H) the final-state gradient enters like a direct path
-    dbx = np.zeros(G, dt)  # unused here (the caller sums dxp)
-    for t in range(T - 1, -1, -1):
-        for b in range(B):
-            gru_step_backward(dh_out[t, b], dh_gemm[b], dh_skip[b], gates[t, b], hn[t, b],
-                              hs[t, b], dxp[t, b], da[t, b], db_hh, dbx)
-        np.dot(da[t], W_hh, dh_gemm)  # (B, H) = (B, 3H) @ (3H, H)
-    dW_hh = np.empty((G, H), dt)
-    np.dot(da.reshape(T * B, G).T, hs[:T].reshape(T * B, H), dW_hh)  # (3H, T*B) @ (T*B, H)
-    ds0 = np.empty((1, B, H), dt)
-    ds0[0] = dh_gemm + dh_skip
-    return dxp, dW_hh, db_hh, ds0
-
-
 def gru_state_grads(dh_out, dxp, W_hh, cache):
     """Total dL/dh_s (T, B, H) float64 for s = 1..T: dh_out[s] plus what step s+1 sends back,
-    da_{s+1} @ W_hh + dh_{s+1} * z_{s+1} (the formulas above), rebuilt from gru_backward's dxp
+    da_{s+1} @ W_hh + dh_{s+1} * z_{s+1} (the formulas above), rebuilt from the backward's dxp
     (da is dxp with its n block times r). Plain NumPy, for inspection."""
     gates = cache[0]                                   # (T, B, 3H) post-activation r, z, n
     H = W_hh.shape[1]

@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit
 
 from .cells import CELLS
-from .rnn import rnn_step
+from .rnn import elman
 
 
 @njit(cache=True, error_model="numpy")
@@ -99,7 +99,7 @@ def jordan_forward(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks):
     for t in range(T):
         np.dot(probs[t], W_yhT, yW)                         # (B, L*H): p_{t-1} into every layer
         for b in range(B):
-            rnn_step(xp0[t, b], yW[b, 0:H], b_yh[0], hs[0, t + 1, b])
+            elman(xp0[t, b], yW[b, 0:H], b_yh[0], hs[0, t + 1, b])
         for l in range(1, L):
             inp[:] = hs[l - 1, t + 1]
             if drop:
@@ -107,7 +107,7 @@ def jordan_forward(xp0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, s0, masks):
             np.dot(inp, W_ihT[l - 1], xl)                   # (B, H)
             for b in range(B):
                 xl[b] += b_ih[l - 1]
-                rnn_step(xl[b], yW[b, l * H:(l + 1) * H], b_yh[l], hs[l, t + 1, b])
+                elman(xl[b], yW[b, l * H:(l + 1) * H], b_yh[l], hs[l, t + 1, b])
         inp[:] = hs[L - 1, t + 1]
         if drop:
             inp *= masks[L - 1, t]
@@ -210,13 +210,13 @@ def jordan_feed(table0, W_ih, b_ih, W_yh, b_yh, W_dec, b_dec, state, token, xp, 
     p += b_dec
     softmax_row(p, p)  # in place is safe: each element is read before it is written
     np.dot(W_yh[0], p, hW)
-    rnn_step(table0[token], hW, b_yh[0], h_new)
+    elman(table0[token], hW, b_yh[0], h_new)
     state[0, 0, :] = h_new
     for l in range(1, L):
         np.dot(W_ih[l - 1], state[l - 1, 0], xp)
         xp += b_ih[l - 1]
         np.dot(W_yh[l], p, hW)
-        rnn_step(xp, hW, b_yh[l], h_new)
+        elman(xp, hW, b_yh[l], h_new)
         state[l, 0, :] = h_new
 
 

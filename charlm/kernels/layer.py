@@ -1,197 +1,186 @@
-"""One recurrent layer, forward and backward, on all cores: the driver loop written once for every
-per-layer cell of the table, switched on the cell's id; the arithmetic of one row of one step is
-the cell's own step function (lstm_step, gru_step, rnn_step and their backward, in their files).
+"""One recurrent layer, forward and backward, in one or two directions, on all cores: the driver
+loop written once for every per-layer cell of the table; the arithmetic of one row of one step is
+the cell's own step function, reached by the cell's id (dispatch.py).
 
 Why this shape (kernels/parallel.py says more): the B streams are independent in the recurrence,
-so they are split into ``nchunks`` blocks and each block's whole recurrence runs on one thread
-with single-threaded BLAS: no synchronisation per step. Per block of ``tb`` steps a thread does the
-input projection (one GEMM) in the forward, and the weight-gradient GEMMs while the gate gradients
-are in cache in the backward, so no (T, B, G*H) array is ever stored whole. Per step: the
-recurrent GEMM (the packed micro-kernel on W_hh, packed once per call), then the step function
-over the block's rows. The serial ``<cell>_forward`` / ``<cell>_backward`` are the reference these
-agree with (tests/test_bench.py).
+so each direction's streams are split into ``nchunks`` blocks and each block's whole recurrence
+runs on one thread with single-threaded BLAS: no synchronisation per step; the D directions'
+blocks run side by side (D * nchunks in all). Per block of ``tb`` steps a thread does the input
+projection (one GEMM) in the forward, and the weight-gradient GEMMs while the gate gradients are
+in cache in the backward, so no (T, B, G*H) array is ever stored whole. Per step: the recurrent
+GEMM (the packed micro-kernel on W_hh, packed once per call), then the step function over the
+block's rows. tests/serial_cells.py holds the serial reference these agree with.
 
-Dimensions: T steps, B streams, H hidden, G = gates * H, I input width, V vocabulary.
+Variable lengths: stream b has its own length L_b (``lengths``, non-increasing: the caller sorts);
+the streams still running at step t are a prefix of each thread's streams, and only those enter
+the GEMMs and the steps (layer_rows.py), so padding is never computed. Direction 0 reads position
+t at step t; direction 1 (the reverse one) reads position L_b - 1 - t, so it starts at each
+stream's own last token. Every direction's states are stored by step (hs[d, t + 1] after step t;
+stream b's final state is hs[d, L_b]); ``out`` and the gradients wrt the input are by position.
 
-The cache arrays (written by the forward, read by the backward) are passed whether or not the
-cell uses them, as (0, 0, 0) arrays when it does not (``Cell.cache`` names the ones it uses):
-    gates (T, B, G)     post-activation gates (lstm: i, f, g, o; gru: r, z, n)
-    cs    (T+1, B, H)   cell states, cs[0] = c0 (lstm)
-    hn    (T, B, H)     W_hn h_{t-1} + b_hn (gru)
+Dimensions: D directions, T steps, B streams, H hidden, G = gates * H, I input width, V vocabulary,
+S states. Weights per direction in PyTorch's layout: W_ih (D, G, I), b_ih (D, G), W_hh (D, G, H),
+b_hh (D, G). The cache arrays (written by the forward, read by the backward) are passed whether or
+not the cell uses them, empty when it does not (``Cell.cache`` names the ones it uses):
+    gates (D, T, B, G)     post-activation gates (lstm: i, f, g, o; gru: r, z, n)
+    cs    (D, T+1, B, H)   the second state (the LSTM's cell state), cs[d, 0] = s0[d, 1]
+    hn    (D, T, B, H)     W_hn h_{t-1} + b_hn (gru)
 """
 import numpy as np
 from numba import njit, prange
 
-from .cells import CELLS
-from .gru import gru_step, gru_step_backward
-from .lstm import lstm_step, lstm_step_backward
-from .blas import gemm
-from .rnn import rnn_step, rnn_step_backward
-from .tile import MR, matmul_packed, matmul_rec, pack_panels
-
-LSTM, GRU = CELLS["lstm"].id, CELLS["gru"].id   # every other per-layer id runs the Elman step
+from .dispatch import cell_step, cell_step_backward, input_apart
+from .layer_rows import (active_rows, block_rows, block_weight_grads, cache_row, gather_block, pack_directions,
+                         position, scatter_row, zero_parts)
+from .parallel import chunk
+from .tile import MR, matmul_packed, matmul_rec
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, cs, hn, nchunks, tb):
-    """A whole layer forward, input projection included. Writes hs (T+1, B, H) with hs[0] = h0 and
-    the cell's cache arrays (see the module docstring).
+def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, cs, hn, out, lengths, nchunks,
+                  tb):
+    """A whole layer forward, input projection included. Writes hs (D, T+1, B, H) with hs[d, 0] =
+    s0[d, 0], the cell's cache arrays and, when ``out`` (T, B, D*H) is not empty, every
+    direction's output at its position (direction d in columns [d*H, (d+1)*H), 0 at padded steps).
 
     The layer's input, one of two ways:
       x_in (T, B, I) not empty: the input itself (embeddings or the layer below's outputs). Each
-          thread projects ``tb`` steps of its streams at a time, X @ W_ih^T (tb*rows, I) @ (I, G);
-      x_in empty (layer 0): ``table`` (V, G) = E @ W_ih^T, the embedding folded into W_ih, read
-          at row ids[t, b] (T, B): the projection is a gather.
-    W_ih (G, I), b_ih (G,), W_hh (G, H), b_hh (G,): PyTorch's layout; s0 (S, B, H) = (h0[, c0])."""
-    T = hs.shape[0] - 1
-    B = hs.shape[1]
-    G = W_hh.shape[0]
-    bias = b_ih + b_hh  # the GRU keeps them apart: b_hn sits inside r * (...)
-    P = pack_panels(W_hh, True)  # W_hh^T in register-tile panels, once per call
-    project = x_in.shape[0] > 0
+          thread projects ``tb`` steps of its streams at a time, X @ W_ih^T (rows, I) @ (I, G);
+      x_in empty (layer 0): ``table`` (D, V, G) = E @ W_ih^T, the embedding folded into W_ih, read
+          at row ids[position, b] (T, B): the projection is a gather.
+    s0 (D, S, B, H) the initial states; lengths (B,) int64, non-increasing, 1 <= L_b <= T."""
+    D, T1, B, H = hs.shape
+    T = T1 - 1
+    G = W_hh.shape[1]
+    S = s0.shape[1]
+    if input_apart(cell_id) < 0:
+        raise ValueError("layer_forward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    bias = b_ih + b_hh  # for the cells that sum them (the GRU keeps them apart: b_hn sits inside r * (...))
+    P = pack_directions(W_hh, True)  # W_hh^T in register-tile panels, once per call
+    project = x_in.size > 0
     I = x_in.shape[2]
-    P_ih = pack_panels(W_ih if project else W_ih[:0], True)  # W_ih^T panels (empty for the table)
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
+    P_ih = pack_directions(W_ih if project else W_ih[:, :0], True)  # W_ih^T panels (empty for the table)
+    wide = out.size > 0
+    for kk in prange(D * nchunks):
+        d = kk // nchunks  # the direction, then its block of streams
+        r0, r1 = chunk(kk - d * nchunks, B, nchunks)
         R = r1 - r0
+        reverse = d == 1
         hW = np.empty((R, G), hs.dtype)
-        tmp = np.empty((MR, P.shape[2]), hs.dtype)
-        X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows contiguous
+        tmp = np.empty((MR, P.shape[3]), hs.dtype)
+        spare = np.empty(G, hs.dtype)  # stands for the cache rows the cell does not use
+        X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows compact
         XP = np.empty((tb * R if project else 0, G), hs.dtype)  # and their projections
         for b in range(r0, r1):
-            hs[0, b] = s0[0, b]
-            if cell_id == LSTM:
-                cs[0, b] = s0[1, b]
-        for t0 in range(0, T if R > 0 else 0, tb):
-            t1 = min(T, t0 + tb)
+            hs[d, 0, b] = s0[d, 0, b]
+            if S > 1:
+                cs[d, 0, b] = s0[d, 1, b]
+        for t0 in range(0, lengths[r0] if R > 0 else 0, tb):  # up to the longest of these streams
+            t1 = min(lengths[r0], t0 + tb)
             if project:
-                for t in range(t0, t1):
-                    X[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-                matmul_packed(X[:(t1 - t0) * R], P_ih, XP[:(t1 - t0) * R], tmp)
+                n = gather_block(x_in, lengths, reverse, t0, t1, r0, r1, X)
+                matmul_packed(X[:n], P_ih[d], XP[:n], tmp)
+            j = 0
             for t in range(t0, t1):
-                matmul_rec(hs[t, r0:r1], P, W_hh, True, hW, tmp)  # (rows, G)
-                for b in range(r0, r1):
-                    xrow = XP[(t - t0) * R + b - r0] if project else table[ids[t, b]]
-                    if cell_id == LSTM:
-                        lstm_step(xrow, hW[b - r0], bias, cs[t, b], hs[t + 1, b], cs[t + 1, b], gates[t, b])
-                    elif cell_id == GRU:
-                        gru_step(xrow, b_ih, hW[b - r0], b_hh, hs[t, b], hs[t + 1, b], gates[t, b], hn[t, b])
-                    else:
-                        rnn_step(xrow, hW[b - r0], bias, hs[t + 1, b])
+                a = active_rows(lengths, r0, r1, t)
+                matmul_rec(hs[d, t, r0:r0 + a], P[d], W_hh[d], True, hW[:a], tmp)  # (rows, G)
+                for i in range(a):
+                    b = r0 + i
+                    p = position(lengths, reverse, t, b)
+                    xrow = XP[j + i] if project else table[d, ids[p, b]]
+                    cell_step(cell_id, xrow, b_ih[d], bias[d], b_hh[d], hW[i], hs[d, t, b],
+                              cache_row(cs, d, t, b, spare), hs[d, t + 1, b], cache_row(cs, d, t + 1, b, spare),
+                              cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare))
+                    if wide:
+                        out[p, b, d * H:(d + 1) * H] = hs[d, t + 1, b]
+                j += a
+        if wide:
+            for b in range(r0, r1):
+                for t in range(lengths[b], T):
+                    out[t, b, d * H:(d + 1) * H] = 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, ids, dW_hh, dW_ih, db_hh, db_ih,
-                   dtab, dx, ds0, nchunks, tb):
-    """A whole layer backward. dh_out (T, B, H) dL/dh_t from above, dsT (S, B, H) dL/d(final state);
-    W_hh, hs and the cache arrays as the forward wrote them; x_in, W_ih, ids as given to it.
+                   dtab, dx, ds0, dxp, lengths, nchunks, tb):
+    """A whole layer backward. dh_out (T, B, D*H) dL/d(outputs) from above by position (direction d
+    in columns [d*H, (d+1)*H); padded positions are not read); dsT (D, S, B, H) dL/d(final
+    states), each at its stream's own length; W_hh, hs and the cache arrays as the forward wrote
+    them; x_in, W_ih, ids, lengths as given to it.
 
-    Thread k writes its partial sums, which the caller adds in order k = 0, 1, ...:
-      dW_hh[k] (G, H); dW_ih[k] (G, I) when x_in is not empty; db_hh[k], db_ih[k] (G,) the two
-      bias gradients; dtab[k] (V, G) when ids is not empty, the folded-table gradient
-      (dtab[k, ids[t, b]] += dxp[t, b]).
-    dx (T, B, I), when not empty, receives dL/dx_in; it may be dh_out itself (when I = H): a thread
-    writes its streams' rows of a block of steps only after reading them, and never touches
-    another thread's. ds0 (S, B, H) receives dL/d(initial state)."""
-    T, B, H = dh_out.shape
-    G = W_hh.shape[0]
-    project = x_in.shape[0] > 0
-    I = x_in.shape[2]
-    scatter = ids.shape[0] > 0
-    gru = cell_id == GRU
-    P = pack_panels(W_hh, False)  # W_hh in register-tile panels, once per call
-    P_ih = pack_panels(W_ih if dx.shape[0] > 0 else W_ih[:0], False)  # for dx = dX @ W_ih
-    for k in prange(nchunks):
-        r0 = k * B // nchunks
-        r1 = (k + 1) * B // nchunks
+    Thread kk = d * nchunks + k writes its partial sums, which the caller adds in order k = 0, 1,
+    ... per direction: dW_hh[kk] (G, H); dW_ih[kk] (G, I) when x_in is not empty; db_hh[kk],
+    db_ih[kk] (G,) the two bias gradients; dtab[kk] (V, G) when ids is not empty, the folded-table
+    gradient (dtab[kk, ids[position, b]] += dxp).
+    dx (D, T, B, I), when not empty, receives dL/dx_in of each direction by position (0 at padded
+    ones); with D = 1 it may be dh_out itself (when I = H): a thread writes its streams' rows of a
+    block of steps only after reading them, and never touches another thread's. ds0 (D, S, B, H)
+    receives dL/d(initial states); dxp (D, T, B, G), when not empty, the gradients wrt the input
+    projections by step (inspect)."""
+    D, T1, B, H = hs.shape
+    T = T1 - 1
+    G = W_hh.shape[1]
+    S = dsT.shape[1]
+    apart = input_apart(cell_id)
+    if apart < 0:
+        raise ValueError("layer_backward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    project = x_in.size > 0
+    I = W_ih.shape[2]  # (dx may be wanted without x_in: inspect's state gradients)
+    scatter = ids.size > 0
+    keep = dxp.size > 0
+    P = pack_directions(W_hh, False)  # W_hh in register-tile panels, once per call
+    P_ih = pack_directions(W_ih if dx.size > 0 else W_ih[:, :0], False)  # for dx = dX @ W_ih
+    for kk in prange(D * nchunks):
+        d = kk // nchunks  # the direction, then its block of streams
+        r0, r1 = chunk(kk - d * nchunks, B, nchunks)
         R = r1 - r0
-        zero_parts(k, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
-        db_ih[k, :] = 0
-        tmp = np.empty((MR, P.shape[2]), dh_out.dtype)
+        reverse = d == 1
+        zero_parts(kk, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
+        db_ih[kk, :] = 0
+        tmp = np.empty((MR, P.shape[3]), dh_out.dtype)
+        spare = np.empty(G, dh_out.dtype)
         dX = np.empty((tb * R, G), dh_out.dtype)   # the block's gradients wrt the input projections
-        # and wrt the recurrent pre-activations, which only the GRU's n block makes different
-        dA = np.empty((tb * R, G), dh_out.dtype) if gru else dX
-        Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows contiguous
+        dA = np.empty((tb * R, G), dh_out.dtype) if apart else dX  # and wrt the recurrent pre-activations
+        Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows compact
         Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
-        DX = np.empty((tb * R if dx.shape[0] > 0 else 0, I), dh_out.dtype)
-        dh_skip = np.empty((R if gru else 0, H), dh_out.dtype)  # the GRU's direct path dh * z
-        for b in range(r0, r1):
-            for s in range(ds0.shape[0]):
-                ds0[s, b] = dsT[s, b]
-            if gru:  # the final-state gradient enters like a direct path; the GEMM part starts at 0
-                dh_skip[b - r0] = dsT[0, b]
-                ds0[0, b] = 0
-        dh = ds0[0, r0:r1]                  # (rows, H) gradient wrt h_t from step t+1 (the GEMM part)
-        dc = ds0[ds0.shape[0] - 1, r0:r1]   # the LSTM's gradient wrt c_t
-        for t1 in range(T if R > 0 else 0, 0, -tb):
+        DX = np.empty((tb * R if dx.size > 0 else 0, I), dh_out.dtype)
+        # the carries (see kernels/cells.py): dh (the recurrent GEMM writes it) and dq
+        carry = np.zeros((2, R, H), dh_out.dtype)
+        for i in range(R):
+            for s in range(S):
+                carry[s, i] = dsT[d, s, r0 + i]
+            if dx.size > 0:
+                for t in range(lengths[r0 + i], T):
+                    dx[d, t, r0 + i] = 0
+        Tk = lengths[r0] if R > 0 else 0
+        for t1 in range(Tk, 0, -tb):
             t0 = max(0, t1 - tb)
-            n = (t1 - t0) * R
+            n = block_rows(lengths, r0, r1, t0, t1)
+            j = n
             for t in range(t1 - 1, t0 - 1, -1):
-                j = (t - t0) * R
-                for b in range(r0, r1):
-                    i = j + b - r0
-                    if cell_id == LSTM:
-                        lstm_step_backward(dh_out[t, b], dh[b - r0], dc[b - r0], gates[t, b], cs[t + 1, b], cs[t, b],
-                                           dX[i], db_hh[k])
-                    elif gru:
-                        gru_step_backward(dh_out[t, b], dh[b - r0], dh_skip[b - r0], gates[t, b], hn[t, b], hs[t, b],
-                                          dX[i], dA[i], db_hh[k], db_ih[k])
-                    else:
-                        rnn_step_backward(dh_out[t, b], dh[b - r0], hs[t + 1, b], dX[i], db_hh[k])
+                a = active_rows(lengths, r0, r1, t)
+                j -= a
+                for i in range(a):
+                    b = r0 + i
+                    p = position(lengths, reverse, t, b)
+                    cell_step_backward(cell_id, dh_out[p, b, d * H:(d + 1) * H], carry[0, i], carry[1, i], hs[d, t, b],
+                                       hs[d, t + 1, b], cache_row(cs, d, t, b, spare), cache_row(cs, d, t + 1, b, spare),
+                                       cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare), dX[j + i],
+                                       dA[j + i], db_hh[kk], db_ih[kk])
                     if scatter:
-                        scatter_row(dtab[k, ids[t, b]], dX[i])
-                matmul_rec(dA[j:j + R], P, W_hh, False, dh, tmp)  # (rows, H) = (rows, G) @ (G, H)
-            block_weight_grads(dA[:n], dX[:n], hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[k], dW_ih[k],
-                               P_ih, tmp, dx, t1 == T)
-        if gru:
-            for b in range(r0, r1):
+                        scatter_row(dtab[kk, ids[p, b]], dX[j + i])
+                    if keep:
+                        dxp[d, t, b] = dX[j + i]
+                matmul_rec(dA[j:j + a], P[d], W_hh[d], False, carry[0, :a], tmp)  # (rows, H) = (rows, G) @ (G, H)
+            block_weight_grads(dA[:n], dX[:n], hs[d], x_in, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
+                               dW_ih[kk], P_ih[d], tmp, dx, d, t1 == Tk)
+        for i in range(R):
+            b = r0 + i
+            ds0[d, 0, b] = carry[0, i]
+            if S > 1:
+                ds0[d, 1, b] = carry[1, i]
+            else:  # a carry kept past the GEMM (the GRU's direct path) joins dh0
                 for j in range(H):
-                    ds0[0, b, j] = dh[b - r0, j] + dh_skip[b - r0, j]
-        # b_ih's gradient is b_hh's, except the GRU's n block (dxp there, not da: step_backward wrote it)
-        for g in range(2 * (G // 3) if gru else G):
-            db_ih[k, g] = db_hh[k, g]
-
-
-# -- pieces of both directions ----------------------------------------------------------------------
-
-
-@njit(cache=True, error_model="numpy")
-def zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project):
-    """Zero what thread k accumulates into (its first block overwrites the weight gradients)."""
-    db[k, :] = 0
-    if scatter:
-        dtab[k, :, :] = 0
-    if R == 0:  # a thread with no streams (more blocks than streams) still owns its parts
-        dW_hh[k, :, :] = 0
-        if project:
-            dW_ih[k, :, :] = 0
-
-
-@njit(cache=True, error_model="numpy")
-def scatter_row(dst, src):
-    for j in range(src.shape[0]):
-        dst[j] += src[j]
-
-
-@njit(cache=True, error_model="numpy")
-def block_weight_grads(dA, dX, hs, x_in, W_ih, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih, tmp, dx, first):
-    """One thread's block of steps [t0, t1) x streams [r0, r1): dW_hh += dA^T @ h_{t-1},
-    dW_ih += dX^T @ x_in and dx = dX @ W_ih (when x_in / dx are not empty; P_ih is W_ih packed by
-    pack_panels). dA are the gradients of the recurrent pre-activations, dX of the input
-    projections (equal except for the GRU). The two weight-gradient GEMMs stay with BLAS: packing
-    their operands per block costs more than the micro-kernel saves."""
-    R = r1 - r0
-    n = (t1 - t0) * R
-    beta = 0.0 if first else 1.0
-    for t in range(t0, t1):
-        Hp[(t - t0) * R:(t - t0 + 1) * R] = hs[t, r0:r1]
-    gemm(dA, Hp[:n], dW_hh, True, False, beta)
-    if x_in.shape[0] > 0:
-        for t in range(t0, t1):
-            Xg[(t - t0) * R:(t - t0 + 1) * R] = x_in[t, r0:r1]
-        gemm(dX, Xg[:n], dW_ih, True, False, beta)
-    if dx.shape[0] > 0:
-        matmul_packed(dX, P_ih, DX[:n], tmp)
-        for t in range(t0, t1):
-            dx[t, r0:r1] = DX[(t - t0) * R:(t - t0 + 1) * R]
+                    ds0[d, 0, b, j] += carry[1, i, j]
+        if not apart:  # b_ih's gradient is b_hh's (dxp = da)
+            db_ih[kk, :] = db_hh[kk]

@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .parallel import chunk
+
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693145751953125  # ln 2 split in two (Cody-Waite) so that n * _LN2_HI is exact
 _LN2_LO = 1.42860682030941723212e-6
@@ -150,8 +152,7 @@ def cross_entropy_grad_par(logits, targets, scale, db, nchunks):
     dbk = np.zeros((nchunks, V))
     bad = np.zeros(nchunks, np.int64)
     for k in prange(nchunks):
-        r0 = k * N // nchunks
-        r1 = (k + 1) * N // nchunks
+        r0, r1 = chunk(k, N, nchunks)
         e = np.empty(V, np.float64)
         bits = np.empty(V, np.int64)
         total = 0.0
@@ -184,8 +185,7 @@ def cross_entropy_rows_par(logits, targets, nll_out, nchunks):
     N, V = logits.shape
     bad = np.zeros(nchunks, np.int64)
     for k in prange(nchunks):
-        r0 = k * N // nchunks
-        r1 = (k + 1) * N // nchunks
+        r0, r1 = chunk(k, N, nchunks)
         e = np.empty(V, np.float64)
         bits = np.empty(V, np.int64)
         for n in range(r0, r1):

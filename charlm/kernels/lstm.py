@@ -13,7 +13,7 @@ Backward, one step (dh = dh_out_t + dh coming back from step t+1, dc from step t
     da_i = dc * g * i(1 - i)        da_f = dc * c_{t-1} * f(1 - f)
     da_g = dc * i * (1 - g^2)       da_o = dh * tanh(c_t) * o(1 - o)
     dc_{t-1} = dc * f               dh_{t-1} = da @ W_hh           (B, H)  the only GEMM per step
-    dW_hh = sum_t da_t^T @ h_{t-1}  (one GEMM after the loop),  db_hh = sum_t,b da  (folded in)
+    dW_hh = sum_t da_t^T @ h_{t-1}  (GEMMs per block of steps),  db_hh = sum_t,b da  (folded in)
 
 The cache is (gates, cs): post-activation gates and all cell states; tanh(c_t) is recomputed in
 backward (cheaper than storing it). Dimensions: T steps, B batch, H hidden.
@@ -25,10 +25,11 @@ from .activations import STEP_MATH, sigmoid_act, tanh_act
 
 
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
-def lstm_step(xp, hW, bias, c_prev, h_next, c_next, gates):
-    """One row of one step. xp, hW (= W_hh @ h_prev, no bias), bias, gates: (4H,); c_prev,
-    h_next, c_next: (H,). Writes h_next, c_next and the post-activation gates i, f, g, o.
-    Shared by lstm_forward and generate, so the recurrence is written once."""
+def lstm_step(xp, bx, bias, b_hh, hW, h_prev, c_prev, h_next, c_next, gates, hn):
+    """One row of one step, in the interface every cell's step shares (kernels/cells.py). xp,
+    hW (= W_hh @ h_prev, no bias), bias (both biases, or what xp lacks of them), gates: (4H,);
+    c_prev, h_next, c_next: (H,). Writes h_next, c_next and the post-activation gates i, f, g, o;
+    bx, b_hh, h_prev and hn are not used."""
     H = c_prev.shape[0]
     for j in range(H):
         i = sigmoid_act(xp[j] + hW[j] + bias[j])
@@ -44,39 +45,13 @@ def lstm_step(xp, hW, bias, c_prev, h_next, c_next, gates):
         gates[3 * H + j] = o
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def lstm_forward(xp, W_hh, b_hh, s0):
-    """
-    xp:   (T, B, 4H) input projections x_t @ W_ih^T + b_ih
-    W_hh: (4H, H), b_hh: (4H,)
-    s0:   (2, B, H) initial (h0, c0)
-    returns hs (T+1, B, H) with hs[0] = h0; sT (2, B, H) = (h_T, c_T);
-            gates (T, B, 4H) post-activation i, f, g, o; cs (T+1, B, H) with cs[0] = c0
-    """
-    T, B, G = xp.shape
-    H = G // 4
-    hs = np.empty((T + 1, B, H), xp.dtype)
-    cs = np.empty((T + 1, B, H), xp.dtype)
-    gates = np.empty((T, B, G), xp.dtype)
-    hs[0] = s0[0]
-    cs[0] = s0[1]
-    W_hhT = np.ascontiguousarray(W_hh.T)  # (H, 4H) once per call: np.dot wants contiguous operands
-    hW = np.empty((B, G), xp.dtype)
-    for t in range(T):
-        np.dot(hs[t], W_hhT, hW)  # (B, 4H)
-        for b in range(B):
-            lstm_step(xp[t, b], hW[b], b_hh, cs[t, b], hs[t + 1, b], cs[t + 1, b], gates[t, b])
-    sT = np.empty((2, B, H), xp.dtype)
-    sT[0] = hs[T]
-    sT[1] = cs[T]
-    return hs, sT, gates, cs
-
-
 @njit(cache=True, error_model="numpy", fastmath=STEP_MATH)
-def lstm_step_backward(dh_out, dh, dc, gates, c, c_prev, da, db):
-    """One row of one backward step. dh_out, dh (from step t+1): (H,); dc: (H,) gradient wrt c_t
-    on entry, overwritten with the gradient wrt c_{t-1}; gates (4H,); c = c_t, c_prev: (H,);
-    da (4H,) receives the pre-activation gradient; db (4H,) accumulates it (bias gradient)."""
+def lstm_step_backward(dh_out, dh, dc, h_prev, h, c_prev, c, gates, hn, dxp, da, db, dbx):
+    """One row of one backward step, in the shared interface (kernels/cells.py). dh_out, dh (from
+    step t+1): (H,); dc: (H,) gradient wrt c_t on entry (the second carry), overwritten with the
+    gradient wrt c_{t-1}; gates (4H,); c = c_t, c_prev: (H,); da (4H,) receives the pre-activation
+    gradient (the same array as dxp: the input and recurrent products enter alike); db (4H,)
+    accumulates it (bias gradient). h_prev, h, hn, dxp and dbx are not used."""
     H = c.shape[0]
     one = c.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for j in range(H):
@@ -102,35 +77,9 @@ def lstm_step_backward(dh_out, dh, dc, gates, c, c_prev, da, db):
         dc[j] = dc_t * f
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def lstm_backward(dh_out, dsT, W_hh, hs, gates, cs):
-    """
-    dh_out: (T, B, H) dL/dh_t for t = 1..T from above (layer above or decoder), not the recurrence
-    dsT:    (2, B, H) dL/d(h_T, c_T) from whatever consumed the final state
-    W_hh (4H, H); hs, gates, cs as returned by lstm_forward
-    returns dxp (T, B, 4H), dW_hh (4H, H), db_hh (4H,), ds0 (2, B, H)
-    """
-    T, B, H = dh_out.shape
-    G = 4 * H
-    dt = dh_out.dtype
-    dxp = np.empty((T, B, G), dt)
-    db_hh = np.zeros(G, dt)
-    ds0 = dsT.copy()
-    dh = ds0[0]  # (B, H) gradient wrt h_t from step t+1; ends as dh0
-    dc = ds0[1]  # (B, H) gradient wrt c_t; ends as dc0
-    for t in range(T - 1, -1, -1):
-        for b in range(B):
-            lstm_step_backward(dh_out[t, b], dh[b], dc[b], gates[t, b], cs[t + 1, b], cs[t, b],
-                               dxp[t, b], db_hh)
-        np.dot(dxp[t], W_hh, dh)  # (B, H) = (B, 4H) @ (4H, H)
-    dW_hh = np.empty((G, H), dt)
-    np.dot(dxp.reshape(T * B, G).T, hs[:T].reshape(T * B, H), dW_hh)  # (4H, T*B) @ (T*B, H)
-    return dxp, dW_hh, db_hh, ds0
-
-
 def lstm_state_grads(dh_out, dxp, W_hh, cache):
     """Total dL/dh_s (T, B, H) float64 for s = 1..T: dh_out[s] plus what step s+1 sends back,
-    dxp_{s+1} @ W_hh, rebuilt from lstm_backward's dxp (h enters step s+1 only through the gates;
+    dxp_{s+1} @ W_hh, rebuilt from the backward's dxp (h enters step s+1 only through the gates;
     c is a separate state). Plain NumPy, for inspection."""
     D = np.array(dh_out, dtype=np.float64)
     D[:-1] += dxp[1:] @ W_hh

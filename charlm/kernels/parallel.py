@@ -19,6 +19,13 @@ from numba import njit, prange
 
 
 
+@njit(cache=True)
+def chunk(k, N, nchunks):
+    """Rows [r0, r1) of block k when N rows are split into ``nchunks`` blocks (sizes differ by 1
+    at most)."""
+    return k * N // nchunks, (k + 1) * N // nchunks
+
+
 def block_steps(rows: int, target: int = 512) -> int:
     """Time steps per block so that a thread's block holds about ``target`` rows (see the layer
     kernels, layer.py): enough rows for an efficient GEMM, small enough to stay out of main memory."""
@@ -31,8 +38,7 @@ def matmul_rows(A, B, out, nchunks):
     A (N, K), B (K, M) C- or F-contiguous (a transposed weight is fine), out (N, M) C-contiguous."""
     N = A.shape[0]
     for k in prange(nchunks):
-        r0 = k * N // nchunks
-        r1 = (k + 1) * N // nchunks
+        r0, r1 = chunk(k, N, nchunks)
         if r1 > r0:
             np.dot(A[r0:r1], B, out[r0:r1])
 
@@ -43,8 +49,7 @@ def matmul_rows_bias(A, B, bias, out, nchunks):
     N = A.shape[0]
     M = out.shape[1]
     for k in prange(nchunks):
-        r0 = k * N // nchunks
-        r1 = (k + 1) * N // nchunks
+        r0, r1 = chunk(k, N, nchunks)
         if r1 > r0:
             np.dot(A[r0:r1], B, out[r0:r1])
             for n in range(r0, r1):
@@ -62,8 +67,7 @@ def matmul_tn(A, B, out, partial, nchunks):
     M = out.shape[0]
     K = out.shape[1]
     for k in prange(nchunks):
-        r0 = k * N // nchunks
-        r1 = (k + 1) * N // nchunks
+        r0, r1 = chunk(k, N, nchunks)
         if k == 0:
             np.dot(A[r0:r1].T, B[r0:r1], out)
         else:

@@ -40,7 +40,7 @@ class LayerStack:
 
         The cache is (x, emb, layers, (top, top_mask), recurrent) with layers[l] = (inp, hs,
         cell_cache): inp None for layer 0, else (input, dropout mask or None); cell_cache the
-        arrays named by the cell's ``cache``, as its serial backward takes them; emb the gathered
+        arrays named by the cell's ``cache``, as the layer kernels take them; emb the gathered
         embeddings, or None when layer 0 reads the folded table; recurrent[l] = (the W_hh the
         recurrence used, its DropConnect mask or None).
 
@@ -65,23 +65,25 @@ class LayerStack:
         drop_w = c.weight_dropout if train else 0.0
         ids = ws.get("ids", (T, B), np.int64)
         ids[...] = x
-        none2, none3 = np.zeros((0, 0), dt), np.zeros((0, 0, 0), dt)
+        lengths = ws.get("lengths", (B,), np.int64)
+        lengths[...] = T
+        none3 = np.zeros((0, 0, 0), dt)
         new_state = np.empty_like(state)
         layers = []
         # layer 0's input: rows of the folded table E @ W_ih0ᵀ read by token id (a gather inside
         # the kernel), or, when V > T*B, the gathered embeddings (projected inside the kernel).
         E = p["encoder.weight"]
         if c.vocab_size <= N:
-            table, emb, x_in = ws.get("table", (c.vocab_size, GH), dt), None, none3
-            np.dot(E, p["rnn.weight_ih_l0"].T, out=table)
+            table, emb, x_in = ws.get("table", (1, c.vocab_size, GH), dt), None, none3
+            np.dot(E, p["rnn.weight_ih_l0"].T, out=table[0])
         else:
             emb = E[ids.reshape(-1)]                                    # (T*B, E)
-            table, x_in = none2, emb.reshape(T, B, -1)
+            table, x_in = none3, emb.reshape(T, B, -1)
         inp, hs, recurrent = None, None, []
         for layer in range(c.layers):
             if layer > 0:  # input: the previous layer's outputs (T*B, H), after dropout
                 inp = dropout(hs[1:], drop, rng)
-                table, x_in = none2, inp[0].reshape(T, B, H)
+                table, x_in = none3, inp[0].reshape(T, B, H)
             W_hh, w_mask = p[f"rnn.weight_hh_l{layer}"], None
             if drop_w > 0:
                 w_mask = (rng.random(W_hh.shape) >= drop_w).astype(dt) / dt.type(1 - drop_w)
@@ -90,8 +92,10 @@ class LayerStack:
             s0 = np.ascontiguousarray(state[layer])
             hs = ws.get(f"hs{layer}", (T + 1, B, H), dt)
             arrays = {name: ws.get(f"{name}{layer}", shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
-            layer_forward(cell.id, x_in, table, ids, p[f"rnn.weight_ih_l{layer}"], p[f"rnn.bias_ih_l{layer}"],
-                          W_hh, p[f"rnn.bias_hh_l{layer}"], s0, hs, *arrays.values(), nc, tb)
+            # one direction: every per-direction array is a (1, ...) view
+            layer_forward(cell.id, x_in, table, ids, p[f"rnn.weight_ih_l{layer}"][None],
+                          p[f"rnn.bias_ih_l{layer}"][None], W_hh[None], p[f"rnn.bias_hh_l{layer}"][None], s0[None],
+                          hs[None], *(a[None] for a in arrays.values()), none3, lengths, nc, tb)
             new_state[layer, 0] = hs[T]
             if c.states > 1:  # the second state is the cell state c
                 new_state[layer, 1] = arrays["cs"][T]
@@ -118,7 +122,9 @@ class LayerStack:
         tb = block_steps(-(-B // nc))
         ids = ws.get("ids", (T, B), np.int64)
         ids[...] = x
-        none3 = np.zeros((0, 0, 0), dt)
+        none3, none4 = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt)
+        lengths = ws.get("lengths", (B,), np.int64)
+        lengths[...] = T
         # decoder: dW_dec = dlogitsᵀ @ top (into the encoder's gradient when tied), db_dec, dh
         g["encoder.weight"][...] = 0
         dW_dec = ws.get("dW_dec", (V, H), dt) if c.tie_weights else g["decoder.weight"]
@@ -141,22 +147,22 @@ class LayerStack:
         for layer in reversed(range(c.layers)):
             inp, hs, cell_cache = layers[layer]
             arrays = dict(zip(cell.cache, cell_cache))
-            cache_args = [arrays.get(name, none3) for name in LAYER_CACHE]
+            cache_args = [arrays.get(name, none3)[None] for name in LAYER_CACHE]
             W_ih = p[f"rnn.weight_ih_l{layer}"]
             if layer > 0:
                 # dL/dx_in overwrites dh in place: each thread writes its streams' rows of a block of
                 # steps only after reading them (see kernels/layer.py)
-                x_in, mask, dx = inp[0].reshape(T, B, H), inp[1], dh
+                x_in, mask, dx = inp[0].reshape(T, B, H), inp[1], dh[None]
             elif folded:
-                x_in, mask, dx = none3, None, none3
+                x_in, mask, dx = none3, None, none4
             else:
                 x_in, mask = emb.reshape(T, B, -1), None
-                dx = ws.get("demb", x_in.shape, dt)
+                dx = ws.get("demb", (1,) + x_in.shape, dt)
             dW_ih = ws.get(f"dW_ih_p{x_in.shape[2]}", (nc, G, x_in.shape[2]), dt)
             W_hh, w_mask = recurrent[layer]
-            layer_backward(cell.id, dh, dsT, W_hh, hs, *cache_args, x_in, W_ih,
-                           ids if layer == 0 and folded else no_ids, dW_hh, dW_ih, db_hh, db_ih, dtab, dx, ds0,
-                           nc, tb)
+            layer_backward(cell.id, dh, dsT[None], W_hh[None], hs[None], *cache_args, x_in, W_ih[None],
+                           ids if layer == 0 and folded else no_ids, dW_hh, dW_ih, db_hh, db_ih, dtab, dx, ds0[None],
+                           none4, lengths, nc, tb)
             sum_blocks(dW_hh, g[f"rnn.weight_hh_l{layer}"])
             if w_mask is not None:  # dL/dW_hh = dL/d(W_hh * mask) * mask
                 g[f"rnn.weight_hh_l{layer}"][...] *= w_mask
@@ -165,7 +171,7 @@ class LayerStack:
             if x_in.shape[0]:
                 sum_blocks(dW_ih, g[f"rnn.weight_ih_l{layer}"])
             if layer > 0:
-                dh = dx
+                dh = dx[0]
                 if mask is not None:
                     dh *= mask.reshape(T, B, H)
             elif folded:  # dtable = the scattered dxp; then two small GEMMs
@@ -174,26 +180,40 @@ class LayerStack:
                 np.dot(dtable.T, p["encoder.weight"], out=g["rnn.weight_ih_l0"])
                 g["encoder.weight"][...] += dtable @ W_ih
             else:
-                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), dx.reshape(N, -1))
+                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), dx[0].reshape(N, -1))
 
     def state_grads(self, dlogits, cache) -> np.ndarray:
         """(L, T, B, H) float64 total dL/dh^l_s for every layer and step, from dL/dlogits (T*B, V) of
-        a forward without dropout: per layer, the cell's serial backward from the top down, and
-        the recurrent part rebuilt by the cell (``Cell.state_grads``)."""
+        a forward without dropout: per layer from the top down, the layer kernel's backward (which
+        keeps its gate gradients dxp here) and the recurrent part rebuilt by the cell
+        (``Cell.state_grads``)."""
+        from .kernels.layer import layer_backward
+        from .kernels.parallel import block_steps
+        from .runtime import kernel_threads
+
         m, cell = self.model, self.cell
-        c, p = m.config, m.params
+        c, p, dt = m.config, m.params, m.dtype
         x, _, layers, _, _ = cache
         T, B = x.shape
-        out = np.empty((c.layers, T, B, c.hidden))
+        H, G, nc = c.hidden, c.gates * c.hidden, kernel_threads()
+        none3, none4 = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt)
+        out = np.empty((c.layers, T, B, H))
         dh_out = (dlogits @ p["decoder.weight"]).reshape(T, B, -1)   # (T, B, H) from the decoder
-        zero = np.zeros((c.states, B, c.hidden), m.dtype)
+        parts = [np.empty(shape, dt) for shape in ((nc, G, H), (nc, 0, 0), (nc, G), (nc, G))]
+        dxp = np.empty((1, T, B, G), dt)
         for layer in reversed(range(c.layers)):
             _, hs, cell_cache = layers[layer]
+            arrays = dict(zip(cell.cache, cell_cache))
             W_hh = p[f"rnn.weight_hh_l{layer}"]
-            dxp, _, _, _ = cell.backward(np.ascontiguousarray(dh_out), zero, W_hh, hs, cell_cache)
-            out[layer] = cell.state_grads(dh_out, dxp, W_hh, cell_cache)
+            dx = np.empty((1, T, B, H), dt) if layer > 0 else none4
+            layer_backward(cell.id, np.ascontiguousarray(dh_out, dtype=dt), np.zeros((1, c.states, B, H), dt),
+                           W_hh[None], hs[None], *(arrays.get(name, none3)[None] for name in LAYER_CACHE), none3,
+                           p[f"rnn.weight_ih_l{layer}"][None], np.zeros((0, 0), np.int64), *parts, none3, dx,
+                           np.empty((1, c.states, B, H), dt), dxp, np.full(B, T, np.int64), nc,
+                           block_steps(-(-B // nc)))
+            out[layer] = cell.state_grads(dh_out, dxp[0], W_hh, cell_cache)
             if layer > 0:
-                dh_out = (dxp.reshape(T * B, -1) @ p[f"rnn.weight_ih_l{layer}"]).reshape(T, B, -1)
+                dh_out = dx[0]
         return out
 
     def recurrent_matrices(self) -> list[tuple[int, str, np.ndarray]]:

@@ -14,10 +14,10 @@ so they make partly different mistakes; averaging their probabilities cancels pa
 times the cost of a step.
 
 Each member draws its dropout from its own generator, seeded from the run's generator in member
-order at every training step, so its draws never depend on when or on which thread it runs. With
-two kernel threads, members run two at a time (2j on this thread, 2j+1 on the other, each its two
-directions in turn); an odd last member runs alone with its directions split as a single model's
-are. Members share no array they write, so the results are those of one thread, bit for bit.
+order at every training step, so its draws never depend on when it runs. Members run one after
+another, each on every kernel thread (a bidirectional layer's two directions side by side): the
+parallel kernels must not be launched from two Python threads at once (Numba's workqueue layer,
+which charlm runs on, refuses concurrent launches).
 """
 from __future__ import annotations
 
@@ -50,9 +50,8 @@ class SeqEnsemble:
         self.flat = np.zeros(self.size, self.dtype)
         self.grad_flat = np.zeros(self.size, self.dtype)
         m = self.size // K
-        self._executor, self._side_by_side = None, False
         self.members = [SeqModel(one, dtype, flat=self.flat[k * m:(k + 1) * m], grad_flat=self.grad_flat[k * m:(k + 1) * m],
-                                 pool_owner=self, ngram_salt=k if config.member_salts else 0) for k in range(K)]
+                                 ngram_salt=k if config.member_salts else 0) for k in range(K)]
         self.params = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
@@ -75,45 +74,9 @@ class SeqEnsemble:
     state_dict = SeqModel.state_dict
     load_state_dict = SeqModel.load_state_dict
 
-    # -- threads ---------------------------------------------------------------------------------
-
-    def _pool(self):
-        """The second thread (members 2j+1, or an odd last member's reverse directions), or None
-        on one kernel thread."""
-        from ..runtime import kernel_threads
-
-        if kernel_threads() < 2:
-            return None
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-member")
-        return self._executor
-
-    def _direction_pool(self):
-        """What a member runs its reverse direction on: nothing while members run side by side
-        (both threads are busy already), else the second thread."""
-        return None if self._side_by_side else self._pool()
-
     def _each_member(self, run):
-        """[run(0), ..., run(K-1)], two members at a time when there is a second thread."""
-        K, pool = len(self.members), self._pool()
-        if pool is None:
-            return [run(k) for k in range(K)]
-        pairs = K - K % 2
-        results = [None] * K
-        self._side_by_side = True
-        try:
-            later = pool.submit(lambda: [run(k) for k in range(1, pairs, 2)])
-            try:
-                results[0:pairs:2] = [run(k) for k in range(0, pairs, 2)]
-            finally:
-                results[1:pairs:2] = later.result()
-        finally:
-            self._side_by_side = False
-        if K % 2:
-            results[K - 1] = run(K - 1)
-        return results
+        """[run(0), ..., run(K-1)], in member order."""
+        return [run(k) for k in range(len(self.members))]
 
     def member_generators(self, rng):
         """One generator per member, seeded from ``rng`` in member order (None: no dropout)."""

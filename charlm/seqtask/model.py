@@ -37,10 +37,9 @@ TABLES = ("ngram_embedding.weight", "wide.weight")
 @contextmanager
 def kernel_scope(threads: int = 0):
     """Run the block with every BLAS pool on one thread and ``threads`` threads for the model
-    (0 = all cores; restored on exit). The serial kernels call BLAS once per step on (B, H)
-    blocks: a second BLAS thread gains nothing there, and under load its spinning workers made
-    a step 70x slower (measured: 35 ms -> 2.4 s). With two threads or more, a bidirectional
-    layer runs its two directions at once, one per thread."""
+    (0 = all cores; restored on exit). The layer kernels split their work across Numba's threads,
+    each calling single-threaded BLAS (kernels/parallel.py says why); with two threads or more, a
+    bidirectional layer runs its two directions at once."""
     from ..runtime import kernel_threads, thread_limits
 
     with thread_limits(threads):
@@ -68,10 +67,8 @@ def parameter_shapes(config: SeqModelConfig) -> list[tuple[str, tuple[int, ...]]
 class SeqModel:
     """Parameters, forward and backward of one batch. Never prints, never reads files."""
 
-    def __init__(self, config: SeqModelConfig, dtype=np.float32, *, flat=None, grad_flat=None, pool_owner=None,
-                 ngram_salt: int = 0):
+    def __init__(self, config: SeqModelConfig, dtype=np.float32, *, flat=None, grad_flat=None, ngram_salt: int = 0):
         """``flat``, ``grad_flat``: buffers to view (an ensemble's slices) instead of new ones;
-        ``pool_owner``: the model whose thread runs the reverse directions (the ensemble);
         ``ngram_salt``: the salt of this model's n-gram hash (an ensemble member's index, ngrams.py)."""
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
@@ -85,28 +82,12 @@ class SeqModel:
             self.params[name] = self.flat[offset:offset + n].reshape(shape)
             self.grads[name] = self.grad_flat[offset:offset + n].reshape(shape)
             offset += n
-        self._executor, self._pool_owner = None, pool_owner
         self.ngram_salt = ngram_salt
         self.layout = sparse_grad.GradLayout.of(self.shapes, TABLES)
         self.table_names = [name for name, _ in self.shapes if name in TABLES]
         # the distinct rows of each table (table_names order) the last backward pass wrote; None
         # before the first one: the next pass then zeroes the whole gradient
         self.touched: list[np.ndarray] | None = None
-
-    def _direction_pool(self):
-        """The executor that runs reverse directions beside forward ones, or None: a
-        unidirectional model, or one kernel thread (``kernel_scope``)."""
-        from ..runtime import kernel_threads
-
-        if self._pool_owner is not None:
-            return self._pool_owner._direction_pool()
-        if self.config.directions < 2 or kernel_threads() < 2:
-            return None
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-reverse")
-        return self._executor
 
     @property
     def cell(self):
@@ -170,7 +151,7 @@ class SeqModel:
             ngrams.embed(p["ngram_embedding.weight"], grams, x, gram_keep)
         drop = c.dropout if rng is not None else 0.0
         out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
-                                            dropout=drop, rng=rng, pool=self._direction_pool())
+                                            dropout=drop, rng=rng)
         if c.task == "classify":
             feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
         else:
@@ -219,8 +200,7 @@ class SeqModel:
             dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
         else:
             dout = dh
-        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions,
-                              pool=self._direction_pool())
+        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions)
         from ..kernels.embedding import scatter_add_rows
 
         if grams is not None:

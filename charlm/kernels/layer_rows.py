@@ -1,0 +1,134 @@
+"""The pieces of the layer kernels (layer.py) that know where a row of a block of steps lives.
+
+A thread owns streams [r0, r1) of one direction. Lengths are non-increasing, so the streams
+still running at step t are a prefix of its streams (``active_rows``), and a block of steps
+[t0, t1) is stored compactly: step t's running rows one after another, steps in order. Step t of
+row b reads and writes position t, or L_b - 1 - t in the reverse direction (``position``).
+"""
+import numpy as np
+from numba import njit
+
+from .blas import gemm
+from .tile import matmul_packed, pack_panels
+
+
+@njit(cache=True)
+def active_rows(lengths, r0, r1, t):
+    """How many of the streams [r0, r1) run at step t (lengths non-increasing): a prefix."""
+    lo, hi = r0, r1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lengths[mid] > t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - r0
+
+
+@njit(cache=True)
+def position(lengths, reverse, t, b):
+    """The position step t of stream b reads and writes: t, or its mirror within the length."""
+    return lengths[b] - 1 - t if reverse else t
+
+
+@njit(cache=True)
+def block_rows(lengths, r0, r1, t0, t1):
+    """Rows of the compact block of steps [t0, t1)."""
+    n = 0
+    for t in range(t0, t1):
+        n += active_rows(lengths, r0, r1, t)
+    return n
+
+
+@njit(cache=True)
+def gather_block(src, lengths, reverse, t0, t1, r0, r1, dst):
+    """dst[i] = src[position, b] for the block's rows in compact order; src (T, B, I). Returns
+    how many rows it wrote."""
+    j = 0
+    for t in range(t0, t1):
+        a = active_rows(lengths, r0, r1, t)
+        for i in range(a):
+            b = r0 + i
+            dst[j + i] = src[position(lengths, reverse, t, b), b]
+        j += a
+    return j
+
+
+@njit(cache=True)
+def scatter_block(src, dst, lengths, reverse, t0, t1, r0, r1):
+    """dst[position, b] = src[i], the inverse of gather_block; dst (T, B, I)."""
+    j = 0
+    for t in range(t0, t1):
+        a = active_rows(lengths, r0, r1, t)
+        for i in range(a):
+            b = r0 + i
+            dst[position(lengths, reverse, t, b), b] = src[j + i]
+        j += a
+
+
+@njit(cache=True)
+def gather_states(hs, lengths, t0, t1, r0, r1, dst):
+    """dst[i] = hs[t, b] (h_{t-1} of step t, stored in step order) for the block's rows."""
+    j = 0
+    for t in range(t0, t1):
+        a = active_rows(lengths, r0, r1, t)
+        dst[j:j + a] = hs[t, r0:r0 + a]
+        j += a
+
+
+@njit(cache=True)
+def cache_row(a, d, t, b, spare):
+    """Row [d, t, b] of a cache array, or ``spare`` when the cell does not use it (empty)."""
+    if a.size == 0:
+        return spare
+    return a[d, t, b]
+
+
+@njit(cache=True, error_model="numpy")
+def zero_parts(k, R, db, dtab, scatter, dW_hh, dW_ih, project):
+    """Zero what thread k accumulates into (its first block overwrites the weight gradients)."""
+    db[k, :] = 0
+    if scatter:
+        dtab[k, :, :] = 0
+    if R == 0:  # a thread with no streams (more blocks than streams) still owns its parts
+        dW_hh[k, :, :] = 0
+        if project:
+            dW_ih[k, :, :] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def scatter_row(dst, src):
+    for j in range(src.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(cache=True, error_model="numpy")
+def block_weight_grads(dA, dX, hs, x_in, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih, tmp,
+                       dx, d, first):
+    """One thread's block of steps [t0, t1) x streams [r0, r1) of direction d, rows compact:
+    dW_hh += dA^T @ h_{t-1}, dW_ih += dX^T @ x_in and dx[d] = dX @ W_ih at the rows' positions
+    (when x_in / dx are not empty; P_ih is W_ih packed by pack_panels). dA are the gradients of
+    the recurrent pre-activations, dX of the input projections (equal unless the cell keeps them
+    apart). The two weight-gradient GEMMs stay with BLAS: packing their operands per block costs
+    more than the micro-kernel saves."""
+    n = dA.shape[0]
+    beta = 0.0 if first else 1.0
+    gather_states(hs, lengths, t0, t1, r0, r1, Hp)
+    gemm(dA, Hp[:n], dW_hh, True, False, beta)
+    if x_in.size > 0:
+        gather_block(x_in, lengths, reverse, t0, t1, r0, r1, Xg)
+        gemm(dX, Xg[:n], dW_ih, True, False, beta)
+    if dx.size > 0:
+        matmul_packed(dX, P_ih, DX[:n], tmp)
+        scatter_block(DX, dx[d], lengths, reverse, t0, t1, r0, r1)
+
+
+@njit(cache=True)
+def pack_directions(W, transposed):
+    """pack_panels of each W[d] (D, ., .), stacked: (D, panels, K, NR)."""
+    first = pack_panels(W[0], transposed)
+    P = np.empty((W.shape[0],) + first.shape, W.dtype)
+    P[0] = first
+    for d in range(1, W.shape[0]):
+        P[d] = pack_panels(W[d], transposed)
+    return P
