@@ -187,9 +187,9 @@ class LayerStack:
         a forward without dropout: per layer from the top down, the layer kernel's backward (which
         keeps its gate gradients dxp here) and the recurrent part rebuilt by the cell
         (``Cell.state_grads``)."""
-        from .kernels.layer import layer_backward
-        from .kernels.parallel import block_steps
-        from .runtime import kernel_threads
+        from ..kernels.layer import layer_backward
+        from ..kernels.parallel import block_steps
+        from ..runtime import kernel_threads
 
         m, cell = self.model, self.cell
         c, p, dt = m.config, m.params, m.dtype
