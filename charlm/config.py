@@ -1,38 +1,45 @@
-"""Configuration dataclasses: the only place defaults live.
+"""Settings of a language model and of its training: the only place their defaults live.
 
-CLI options mirror these field names (``--hidden`` is ``ModelConfig.hidden``); a TOML file given
-with ``--config`` uses the same names. Everything is validated in ``validate()`` so that a bad
-value becomes one clear ``ConfigError`` before any work starts.
+Each field is declared with ``setting()`` (settings.py): its default, range or choices, help and
+option spelling. The options of ``charlm train`` (``--hidden`` is ``ModelConfig.hidden``) and
+the keys of a ``--config`` TOML file are generated from these declarations, and ``validate()``
+checks them, so that a bad value becomes one clear ``ConfigError`` before any work starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import ConfigError
-from .kernels.cells import CELL_IDS, get_cell  # noqa: F401  (CELL_IDS re-exported; the table is plain Python)
 from .kernels.cells import CELLS as _CELL_TABLE
+from .kernels.cells import get_cell
+from .settings import Overrides, check, names, setting, spec_of
 
 CELLS = tuple(_CELL_TABLE)   # the --cell choices, in the table's order
+# cells side by side (charlm inspect), simplest first: fewest gates, the output-fed ones last
+COMPARED_CELLS = tuple(sorted(CELLS, key=lambda n: (_CELL_TABLE[n].feeds_output, _CELL_TABLE[n].gates)))
+PER_LAYER_CELLS = tuple(n for n in COMPARED_CELLS if not _CELL_TABLE[n].feeds_output)
 LEVELS = ("char", "word")
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "linear", "plateau")
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "gru"           # recurrent cell: gru | lstm | rnn (Elman, tanh) | jordan (output fed back)
-    vocab_size: int = 0         # V, set from the tokenizer when the model is built
-    embed: int = 64             # E, embedding width
-    hidden: int = 256           # H, hidden (and cell) state width of every layer
-    layers: int = 2             # L, stacked recurrent layers
-    dropout: float = 0.0        # dropout on the inputs of layers 2..L and of the decoder: one mask per
-                                # stream and window, the same at every step (training only)
-    weight_dropout: float = 0.0 # DropConnect on every W_hh: one mask per window (training only)
-    tie_weights: bool = False   # share encoder.weight and decoder.weight (needs embed == hidden)
+    cell: str = setting("gru", choices=CELLS, help="recurrent cell")
+    vocab_size: int = setting(0, minimum=2, option=False, help="V, set from the tokenizer when the model is built")
+    embed: int = setting(64, minimum=1, help="embedding width")
+    hidden: int = setting(256, minimum=1, help="hidden state width of every layer")
+    layers: int = setting(2, minimum=1, help="stacked recurrent layers")
+    # one mask per stream and window, the same at every step (variational dropout)
+    dropout: float = setting(0.0, minimum=0, below=1,
+                             help="dropout between layers and before the decoder, one mask per window")
+    weight_dropout: float = setting(0.0, minimum=0, below=1, help="DropConnect on the recurrent weights W_hh")
+    tie_weights: bool = setting(False, help="share the embedding and decoder (needs embed = hidden)")
 
     @property
     def row(self):
@@ -50,15 +57,7 @@ class ModelConfig:
         return self.row.states
 
     def validate(self) -> "ModelConfig":
-        _choice("cell", self.cell, CELLS)
-        _positive_int("vocab_size", self.vocab_size, minimum=2)
-        _positive_int("embed", self.embed)
-        _positive_int("hidden", self.hidden)
-        _positive_int("layers", self.layers)
-        for name in ("dropout", "weight_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        check(self)
         if self.weight_dropout and self.row.recurrent != "hh":
             raise ConfigError(f"weight_dropout applies to W_hh, which the {self.cell} cell does not have")
         if self.tie_weights and self.embed != self.hidden:
@@ -70,59 +69,43 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     # data
-    level: str = "char"               # tokenize into characters or words
-    eos: str = "auto"                 # sequence boundaries that become <eos>: auto | line | paragraph | none
-    val_fraction: float = 0.1         # contiguous tail of the corpus held out for validation
-    val_file: str = ""                # separate validation text (replaces val_fraction when set)
-    max_vocab: int = 0                # word level: keep the most frequent words (0 = no limit)
-    min_count: int = 1                # word level: rarer words become <unk>
-    # truncated BPTT
-    seq_len: int = 64                 # T, steps per window; state is carried across windows
-    batch_size: int = 32              # B, parallel contiguous streams
+    level: str = setting("char", choices=LEVELS, help="tokenize into characters or words")
+    eos: str = setting("auto", choices=EOS_MODES, help="what ends a sequence: a line, a paragraph, nothing, or guess")
+    val_fraction: float = setting(0.1, minimum=0, below=1, help="tail of the corpus held out for validation")
+    val_file: str = setting("", kind="path", shown="none", help="separate validation text (replaces --val-fraction)")
+    max_vocab: int = setting(0, minimum=0, help="word level: keep the most frequent words (0 = all)")
+    min_count: int = setting(1, minimum=1, help="word level: rarer words become <unk>")
+    # truncated BPTT: state is carried across windows
+    seq_len: int = setting(64, minimum=1, help="steps of truncated backpropagation through time")
+    batch_size: int = setting(32, minimum=1, help="parallel streams per step")
     # optimisation
-    optimizer: str = "adam"           # adam | adamw | sgd | rmsprop | adagrad
-    lr: float = 2e-3                  # peak learning rate
-    weight_decay: float = 0.0         # L2 (adamw: decoupled) weight decay
-    momentum: float = 0.9             # sgd momentum
-    schedule: str = "cosine"          # cosine | linear (decay over the budget) | constant | plateau (reduce on plateau)
-    warmup_steps: int = 0             # linear warm-up steps (any schedule)
-    min_lr: float = 0.0               # cosine: learning rate at the end of the budget
-    clip_norm: float = 5.0            # global gradient-norm clip (0 = off)
-    clip_value: float = 0.0           # element-wise gradient clip (0 = off)
-    # budget (the first one reached stops training; all 0 = one epoch)
-    steps: int = 0                    # optimiser steps
-    epochs: float = 0.0               # passes over the training stream
-    time_budget: float = 0.0          # wall-clock seconds
+    optimizer: str = setting("adam", choices=OPTIMIZERS, help="optimiser")
+    lr: float = setting(2e-3, above=0, help="peak learning rate")
+    weight_decay: float = setting(0.0, minimum=0, help="weight decay (adamw: decoupled)")
+    momentum: float = setting(0.9, minimum=0, help="SGD momentum")
+    schedule: str = setting("cosine", choices=SCHEDULES, help="learning-rate schedule")
+    warmup_steps: int = setting(0, minimum=0, help="linear warm-up steps (any schedule)")
+    min_lr: float = setting(0.0, minimum=0, help="cosine and linear schedules: final learning rate")
+    clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
+    clip_value: float = setting(0.0, minimum=0, help="clip each gradient element (0 = off)")
+    # budget: the first one reached stops training; 0 = no limit (all 0: one epoch)
+    steps: int = setting(0, minimum=0, help="stop after this many steps")
+    epochs: float = setting(0.0, minimum=0, help="stop after this many passes over the corpus")
+    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown="none",
+                                 help="stop after this long, e.g. 90s, 10m, 1h30m")
     # bookkeeping
-    eval_every: str = "auto"          # validation + checkpoint cadence: auto | steps ("500") | time ("30s")
-    sample_every: int = 0             # steps between short samples shown while training (0 = off)
-    track_gradients: bool = False     # at each evaluation, log gradient lag curves to metrics.jsonl
-    seed: int = 1234                  # seeds initialisation, dropout and data order
-    threads: int = 0                  # BLAS and Numba threads (0 = all cores)
-    dtype: str = "float32"            # float32 for speed, float64 for checks
+    eval_every: str = setting("auto", kind="cadence",
+                              help="validate and checkpoint: auto, every N steps (500) or every duration (30s)")
+    sample_every: int = setting(0, minimum=0, help="steps between short samples in the view (0 = off)")
+    track_gradients: bool = setting(
+        False, help="log gradient lag curves at each evaluation (charlm inspect gradients, charlm info)")
+    seed: int = setting(1234, minimum=0, help="seed of initialisation, dropout and data order")
+    threads: int = setting(0, minimum=0, help="CPU threads (0 = all cores)")
+    dtype: str = setting("float32", choices=DTYPES, help="float32 for speed, float64 for checks")
 
     def validate(self) -> "TrainConfig":
-        _choice("level", self.level, LEVELS)
-        _choice("eos", self.eos, EOS_MODES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("dtype", self.dtype, ("float32", "float64"))
-        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        _positive_int("seed", self.seed, minimum=0)
-        _positive_int("seq_len", self.seq_len)
-        _positive_int("batch_size", self.batch_size)
+        check(self)
         parse_eval_every(self.eval_every)
-        _positive_int("min_count", self.min_count)
-        for name in ("max_vocab", "steps", "warmup_steps", "threads", "sample_every"):
-            _positive_int(name, getattr(self, name), minimum=0)
-        for name in ("lr", "weight_decay", "momentum", "min_lr", "clip_norm", "clip_value",
-                     "epochs", "time_budget"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): "
                               "the schedule decays from lr down to min_lr")
@@ -203,78 +186,35 @@ def parse_eval_every(value) -> tuple[str, float]:
     return "seconds", seconds
 
 
-def load_config_file(path) -> dict:
-    """Field values from a TOML file: flat keys, or ``[model]`` / ``[train]`` tables, with the
-    dataclasses' field names (``time_budget`` may be a duration string such as ``"10m"``)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise ConfigError("--config needs Python 3.11 or later (tomllib)") from None
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
-    values = {}
-    for key, value in data.items():
-        if key in ("model", "train") and isinstance(value, dict):
-            values.update(value)
-        else:
-            values[key] = value
-    return values
-
-
 def make_configs(values: dict) -> tuple[ModelConfig, TrainConfig]:
     """Defaults updated with ``values`` (field name -> value; ``None`` means unset), split
     between the two dataclasses and validated. Unknown names are refused."""
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - model_fields - train_fields - {"vocab_size"})
+    model_fields, train_fields = names(ModelConfig), names(TrainConfig)
+    unknown = sorted(set(values) - model_fields - train_fields)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    values = dict(values)
-    if values.get("time_budget") is not None:
+    values = {k: v for k, v in values.items() if v is not None}
+    if "time_budget" in values:
         values["time_budget"] = parse_duration(values["time_budget"])
-    for name, option in (("steps", "--steps"), ("epochs", "--epochs"), ("time_budget", "--time")):
+    for name in ("steps", "epochs", "time_budget"):
         value = values.get(name)  # 0 is the dataclass's "no limit"; given explicitly it is a mistake
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
-            raise ConfigError(f"{option} must be more than 0 (leave it out for no limit)")
+            raise ConfigError(f"{spec_of(TrainConfig, name).option} must be more than 0 (leave it out for no limit)")
     if isinstance(values.get("eval_every"), int) and not isinstance(values["eval_every"], bool):
         values["eval_every"] = str(values["eval_every"])  # TOML: eval_every = 500
-    model = replace(ModelConfig(), **{k: v for k, v in values.items() if k in model_fields})
-    train = replace(TrainConfig(), **{k: v for k, v in values.items() if k in train_fields})
-    for name, want in _field_types(model) + _field_types(train):
-        value = values.get(name)
-        if value is not None and not _has_type(value, want):
-            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(want, "a string")
-            raise ConfigError(f"{name} must be {kind}, got {value!r}")
-    replace(model, vocab_size=max(model.vocab_size, 2)).validate()  # V comes later, from the corpus
+    model = ModelConfig(**{k: v for k, v in values.items() if k in model_fields})
+    train = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+    dataclasses.replace(model, vocab_size=max(model.vocab_size, 2)).validate()  # V comes later, from the corpus
     return model, train.validate()
 
 
-def _field_types(config):
-    return [(f.name, type(f.default)) for f in dataclasses.fields(config)]
-
-
-def _has_type(value, want) -> bool:
-    if want is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if want is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, want)
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def resume_overrides(values: dict) -> Overrides:
+    """The training settings ``values`` (field name -> value; ``None`` means unset) given to
+    continue a run, checked as for a new run; a model setting is refused (the checkpoint fixes it)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    model_keys = sorted(set(values) & names(ModelConfig))
+    if model_keys:
+        raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
+                          "start a new run instead")
+    _, train = make_configs(values)  # unknown names and bad values fail here, as for a new run
+    return Overrides(train, frozenset(values))

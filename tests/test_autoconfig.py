@@ -111,3 +111,15 @@ def test_train_with_only_a_time_budget_prints_and_stores_its_choice(tmp_path, mo
                                       "--hidden", "24", "--run-dir", str(tmp_path / "given")])
     assert given.exit_code == 0 and "chosen" not in given.output
     assert ckpt.load_checkpoint(tmp_path / "given").config.hidden == 24
+
+
+def test_widths_that_do_not_fit_in_memory_are_never_probed():
+    probed = []
+
+    def rate(model):
+        probed.append(model.hidden)
+        return 1e12  # so fast that, memory aside, the widest width would win
+
+    choice = choose(MODEL, TrainConfig(time_budget=600.0), 10**9, set(), rate, fits=lambda m: m.hidden <= 384)
+    assert choice.values["hidden"] == 384 and max(probed) == 384
+    assert choose(MODEL, TrainConfig(time_budget=600.0), 10**9, set(), rate, fits=lambda m: False) is None

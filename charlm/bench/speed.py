@@ -32,26 +32,32 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..kernels.cells import get_cell
+from ..kernels.cells import CELLS, get_cell
+from ..settings import setting
 
 # float32 GEMM peak assumed for ``train.fraction_of_peak`` (passed to the baseline too, so both
 # sides divide by the same figure); README's Performance section gives the peak measured there.
 PEAK_GFLOPS = 395.0
 
 
+# bench compares with PyTorch: the cells torch.nn has a module for
+TORCH_CELLS = tuple(name for name, cell in CELLS.items() if cell.torch_module)
+_CUSTOM = "custom configuration: "
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    cell: str = "lstm"          # lstm | gru | rnn
-    layers: int = 1             # L
-    hidden: int = 128           # H
-    batch: int = 32             # B, streams per training step
-    seq_len: int = 64           # T, truncated-BPTT length
-    vocab: int = 65             # V
-    embed: int = 0              # E; 0 = V, the first-layer input width of the baseline's one-hot
-    threads: int = 2            # Numba threads for the kernels (charlm.runtime.thread_limits)
-    warmup: int = 3             # untimed training steps
-    steps: int = 10             # timed training steps
-    sample_chars: int = 2000    # characters per sampling run
+    cell: str = setting("lstm", choices=TORCH_CELLS, help=_CUSTOM + "cell")
+    layers: int = setting(1, minimum=1, help=_CUSTOM + "layers")                # L
+    hidden: int = setting(128, minimum=1, help=_CUSTOM + "hidden size")         # H
+    batch: int = setting(32, minimum=1, help=_CUSTOM + "streams per step")      # B
+    seq_len: int = setting(64, minimum=1, help=_CUSTOM + "BPTT length")         # T
+    vocab: int = setting(65, minimum=3, help=_CUSTOM + "vocabulary size")       # V
+    embed: int = setting(0, minimum=0, help="embedding width (0 = vocab: PyTorch baseline's one-hot input width)")
+    threads: int = setting(2, minimum=1, help="threads for both sides")  # charlm.runtime.thread_limits
+    warmup: int = setting(3, minimum=0, help="untimed training steps")
+    steps: int = setting(10, minimum=1, help="timed training steps")
+    sample_chars: int = setting(2000, minimum=1, help="characters per sampling run")
     sample_reps: int = 3        # timed sampling runs (after one warm-up run)
     temperature: float = 1.0
     lr: float = 2e-3
@@ -67,6 +73,13 @@ class BenchConfig:
 
     def label(self) -> str:
         return f"{self.cell} {self.layers}x{self.hidden} B{self.batch} T{self.seq_len} V{self.vocab}"
+
+    def configs(self):
+        """The (ModelConfig, TrainConfig) this measures: what charlm train would build for it."""
+        from ..config import ModelConfig, TrainConfig
+
+        return (ModelConfig(cell=self.cell, vocab_size=self.vocab, embed=self.embed_dim, hidden=self.hidden,
+                            layers=self.layers), TrainConfig(batch_size=self.batch, seq_len=self.seq_len))
 
 
 # The five standard configurations (a-e) of README's Performance table.
@@ -150,12 +163,9 @@ def _measure(cfg: BenchConfig) -> dict:
 def _build_model(cfg):
     import numpy as np
 
-    from ..config import ModelConfig
     from ..lm.model import Model
 
-    mcfg = ModelConfig(cell=cfg.cell, vocab_size=cfg.vocab, embed=cfg.embed_dim, hidden=cfg.hidden,
-                       layers=cfg.layers)
-    return Model(mcfg, np.float32).init_weights(np.random.default_rng(cfg.seed))
+    return Model(cfg.configs()[0], np.float32).init_weights(np.random.default_rng(cfg.seed))
 
 
 def _train(cfg, model, fwd) -> dict:

@@ -5,27 +5,18 @@ import json
 
 import click
 
+from ..bench.speed import STANDARD, BenchConfig
 from .common import err
+from .options import given, setting_options
 
-CUSTOM_FLAGS = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed")
+CUSTOM = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed")   # a configuration of its own
+MEASURE = ("threads", "steps", "warmup", "sample_chars")                        # how every one is measured
 
 
 @click.command("bench")
-@click.option("-c", "--config", "names", multiple=True, type=click.Choice(["a", "b", "c", "d", "e"]),
+@click.option("-c", "--config", "names", multiple=True, type=click.Choice(sorted(STANDARD)),
               help="standard configuration(s) to run (repeatable) [default: all five]")
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="custom configuration: cell")
-@click.option("--layers", type=click.IntRange(1), default=None, help="custom configuration: layers")
-@click.option("--hidden", type=click.IntRange(1), default=None, help="custom configuration: hidden size")
-@click.option("--batch", type=click.IntRange(1), default=None, help="custom configuration: streams per step")
-@click.option("--seq-len", type=click.IntRange(1), default=None, help="custom configuration: BPTT length")
-@click.option("--vocab", type=click.IntRange(3), default=None, help="custom configuration: vocabulary size")
-@click.option("--embed", type=click.IntRange(0), default=None,
-              help="embedding width (0 = vocab: PyTorch baseline's one-hot input width)")
-@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="threads for both sides")
-@click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="timed training steps")
-@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="untimed training steps")
-@click.option("--sample-chars", type=click.IntRange(1), default=2000, show_default=True,
-              help="characters per sampling run")
+@setting_options(BenchConfig, only=CUSTOM + MEASURE)
 @click.option("--repeat", type=click.IntRange(1), default=1, show_default=True,
               help="fresh processes per configuration (and per side), interleaved; medians are reported")
 @click.option("--no-train", is_flag=True, help="skip training")
@@ -35,8 +26,7 @@ CUSTOM_FLAGS = ("cell", "layers", "hidden", "batch", "seq_len", "vocab", "embed"
 @click.option("--torch-baseline", type=click.Path(exists=True, dir_okay=False), default=None,
               help="the PyTorch baseline script to run beside charlm (implies --compare-torch)")
 @click.option("--torch-python", default=None, help="Python with torch for the baseline [default: this one]")
-def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, steps, warmup, sample_chars,
-          repeat, no_train, no_sample, compare_torch, torch_baseline, torch_python):
+def bench(names, repeat, no_train, no_sample, compare_torch, torch_baseline, torch_python, **options):
     """Measure training and sampling speed, peak memory and start-up.
 
     Runs the five standard configurations (a: lstm 1x128 B32 T64; b: lstm
@@ -58,28 +48,23 @@ def bench(names, cell, layers, hidden, batch, seq_len, vocab, embed, threads, st
     import dataclasses
     import sys
 
-    from ..bench.speed import STANDARD, BenchConfig
+    from ..lm.footprint import check_fits, training_bytes
+    from ..settings import spec_of
 
-    given = {k: v for k, v in zip(CUSTOM_FLAGS, (cell, layers, hidden, batch, seq_len, vocab, embed))
-             if v is not None}
-    if given and names:
+    values = given(options)
+    custom = {k: v for k, v in values.items() if k in CUSTOM}
+    if custom and names:
         raise click.UsageError("give either --config or a custom configuration, not both")
-    common = dict(threads=threads, steps=steps, warmup=warmup, sample_chars=sample_chars,
-                  train=not no_train, sample=not no_sample)
+    common = {k: v for k, v in values.items() if k in MEASURE} | dict(train=not no_train, sample=not no_sample)
     if no_train and no_sample:
         raise click.UsageError("--no-train and --no-sample leave nothing to measure")
-    if given:
-        configs = {"custom": dataclasses.replace(BenchConfig(), **given, **common)}
+    if custom:
+        configs = {"custom": dataclasses.replace(BenchConfig(), **custom, **common)}
     else:
         configs = {n: dataclasses.replace(STANDARD[n], **common) for n in (names or sorted(STANDARD))}
-    from ..config import ModelConfig, TrainConfig
-    from ..lm.footprint import check_fits, training_bytes
-
     for cfg in configs.values():  # refuse a size that cannot fit before a measuring process fails on it
-        check_fits(training_bytes(ModelConfig(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
-                                              embed=cfg.embed or cfg.vocab),
-                                  TrainConfig(batch_size=cfg.batch, seq_len=cfg.seq_len), cfg.vocab),
-                   " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items()) or "this configuration")
+        check_fits(training_bytes(*cfg.configs()),
+                   " ".join(f"{spec_of(BenchConfig, k).option} {v}" for k, v in custom.items()) or "this configuration")
     if compare_torch and torch_baseline is None:
         raise click.UsageError("--compare-torch needs the PyTorch baseline script: give --torch-baseline PATH")
     torch_python = torch_python or sys.executable

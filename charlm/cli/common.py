@@ -152,21 +152,6 @@ def show_path(path) -> str:
     return printable(str(path))
 
 
-class Duration(click.ParamType):
-    """``--time 10m``: seconds from ``90s``, ``10m``, ``1h30m`` or a plain number of seconds."""
-
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        from ..config import parse_duration
-        from ..errors import ConfigError
-
-        try:
-            return parse_duration(value)
-        except ConfigError as e:
-            self.fail(str(e), param, ctx)
-
-
 class CharlmGroup(click.Group):
     """A click group whose ``main`` reports every failure in one line (see the module docstring)."""
 
@@ -245,20 +230,26 @@ def report(e: BaseException) -> int | None:
     if isinstance(e, (click.Abort, KeyboardInterrupt)):
         fail_line("interrupted")
         return EXIT_INTERRUPTED
-    if isinstance(e, CharlmError):
-        fail_line(str(e))
-        return EXIT_ERROR
-    if isinstance(e, MemoryError):
-        fail_line("out of memory: choose a smaller model, batch or input")
-        return EXIT_ERROR
-    if isinstance(e, OSError):
-        fail_line(describe_os_error(e))
+    line = _problem_line(e)
+    if line is not None:
+        fail_line(line)
         return EXIT_ERROR
     if isinstance(e, Exception):
         log = write_crash_log(e)
         fail_line(f"internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]}); this is a bug in charlm, please report "
                   f"it on the charlm issue tracker with the log (details in {log})")
         return EXIT_ERROR
+    return None
+
+
+def _problem_line(e: BaseException) -> str | None:
+    """The line for a problem the user can fix (a CharlmError, memory, the file system), or None."""
+    if isinstance(e, CharlmError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of memory: choose a smaller model, batch or input"
+    if isinstance(e, OSError):
+        return describe_os_error(e)
     return None
 
 

@@ -1,8 +1,9 @@
 """``--config FILE.toml``: the keys a user writes, mapped to the settings they mean.
 
-The file may use a setting's field name (``time_budget``, ``val_fraction``) or its option's
-spelling (``time``, ``val-fraction``, ``--val-fraction``), flat or in ``[model]``/``[train]``
-tables. A key that is neither is refused with the key, the file, and the closest setting.
+The file may use a setting's field name (``time_budget``, ``val_fraction``) or the spelling of
+the option generated from it (``time``, ``val-fraction``, ``--val-fraction``; options.py), flat
+or in ``[model]``/``[train]`` tables. A key that is neither is refused with the key, the file,
+and the closest setting.
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from ..fsutil import not_a_regular_file
 def read_config_file(path, option_names: dict[str, str]) -> dict:
     """Settings (field name -> value) from the TOML file ``path``; ``option_names`` maps each
     field name to its command-line option (``{"time_budget": "--time", ...}``)."""
-    from ..config import load_config_file
-
     problem = not_a_regular_file(path)
     if problem:  # a FIFO would block the read forever
         raise ConfigError(f"{path}: {problem}, not a TOML file")
@@ -36,6 +35,32 @@ def read_config_file(path, option_names: dict[str, str]) -> dict:
             raise ConfigError(f"{path}: {seen[field]!r} and {key!r} are the same setting; keep one")
         seen[field] = key
         values[field] = value
+    return values
+
+
+def load_config_file(path) -> dict:
+    """Values from a TOML file: flat keys, or ``[model]`` / ``[train]`` tables."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise ConfigError("--config needs Python 3.11 or later (tomllib)") from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    values = {}
+    for key, value in data.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            values.update(value)
+        else:
+            values[key] = value
     return values
 
 

@@ -6,7 +6,9 @@ import os
 
 import click
 
+from ..config import COMPARED_CELLS, PER_LAYER_CELLS, ModelConfig
 from .common import emit, err, out, runs_root
+from .options import setting_options
 from .safe_text import printable, printable_text
 
 PROPERTY_NAMES = ("in_quotes", "in_brackets", "bracket_depth", "line_position", "after_newline",
@@ -58,13 +60,12 @@ def inspect_():
 @click.argument("args", nargs=-1, metavar="[RUN]... [FILE]...")
 @click.option("--compare", is_flag=True, help="also measure fresh models of --cells with the run's size")
 @click.option("--fresh", is_flag=True, help="no run: only fresh models of --cells (sizes from --hidden, --layers, --embed)")
-@click.option("--cells", default="rnn,gru,lstm", show_default=True, help="cells for --compare/--fresh (jordan too)")
+@click.option("--cells", default=",".join(PER_LAYER_CELLS), show_default=True,
+              help=f"cells for --compare/--fresh, among {', '.join(COMPARED_CELLS)}")
 @click.option("--max-lag", type=click.IntRange(1), help="longest lag k [default: 50]")
 @click.option("--samples", type=click.IntRange(1), help="windows averaged [default: 64]")
 @click.option("--warmup", type=click.IntRange(0), help="tokens read before each window [default: 32]")
-@click.option("--hidden", type=click.IntRange(1), help="--fresh: hidden width [default: ModelConfig's]")
-@click.option("--layers", type=click.IntRange(1), help="--fresh: layers [default: ModelConfig's]")
-@click.option("--embed", type=click.IntRange(1), help="--fresh: embedding width [default: ModelConfig's]")
+@setting_options(ModelConfig, only=("hidden", "layers", "embed"), prefix="--fresh: ")
 @click.option("--seed", type=click.IntRange(0), help="which windows are drawn, and fresh initialisation [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a plot and tables")
 def gradients(args, compare, fresh, cells, max_lag, samples, warmup, hidden, layers, embed, seed, as_json):
@@ -186,7 +187,7 @@ def _pick_unit(report, unit, prop):
 
 
 @inspect_.command("memory")
-@click.option("--cells", default="rnn,gru,lstm,jordan", show_default=True, help="cells to train and compare")
+@click.option("--cells", default=",".join(COMPARED_CELLS), show_default=True, help="cells to train and compare")
 @click.option("--distances", default="2,4,8,16,32,64", show_default=True, help="distances d, comma-separated (>= 2)")
 @click.option("--steps", type=click.IntRange(1), help="training steps per model [default: 800]")
 @click.option("--hidden", type=click.IntRange(1), help="hidden width of every model [default: 64]")

@@ -6,7 +6,8 @@ import shlex
 
 import click
 
-from .common import Duration, err, out
+from .common import err, out
+from .options import Duration
 
 
 @click.command("bench-quality")

@@ -5,8 +5,9 @@ import json
 
 import click
 
-from .classify_cmd import evaluate_command, run_training, training_options
-from .common import emit, runs_root
+from .classify_cmd import emit_results, evaluate_command, predictor_and_texts, run_training, training_options
+from .common import emit
+from .options import given
 
 
 @click.group("tag")
@@ -26,7 +27,7 @@ def tag():
 @click.option("--format", "fmt", type=click.Choice(("conll", "spaces")), default="conll", show_default=True,
               help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
                    "learn to put its spaces back (tag per character: does a space follow?)")
-@training_options(with_pooling=False)
+@training_options("tag")
 def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **options):
     """Train a tagger on TRAIN_FILE.
 
@@ -40,13 +41,13 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **option
     """
     from ..seqtask.runs import data_spec
 
-    if not resume and train_file is None:
-        raise click.UsageError("give the training file (or --resume RUN)")
-    spec = None if resume else data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt,
-                                         seed=options.get("seed") or 1234)
-    if spec and fmt == "spaces" and not options.get("level"):
-        options["level"] = "char"
-    return run_training("tag", spec, options, run_dir, resume)
+    values = given(options)
+    if fmt == "spaces" and not resume:
+        values.setdefault("level", "char")  # restoring spaces tags characters, whatever the default level
+
+    def describe(seed: int) -> dict:
+        return data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt, seed=seed)
+    return run_training("tag", train_file, describe, values, run_dir, resume)
 
 
 @tag.command("eval")
@@ -77,27 +78,14 @@ def tag_predict(args, file, as_json):
       charlm tag predict "The cat sat ."
       charlm tag predict "itwasthebestoftimes" -f squashed.txt
     """
-    from ..seqtask.predict import Predictor, read_lines
-    from ..runs.find import is_run_like, resolve_run
     from .safe_text import printable
     from .seqtask_view import tag_lines
 
-    run = args[0] if args and is_run_like(args[0], runs_root()) else None
-    texts = list(args[1:] if run else args) + (read_lines(file) if file else [])
-    if not texts:
-        raise click.UsageError("give texts to tag, or --file FILE")
-    predictor = Predictor.load(resolve_run(run, runs_root(), "tag"))
+    predictor, texts = predictor_and_texts(args, file, "tag")
     if predictor.derived_task == "restore-spaces":
         for text in texts:
             restored = predictor.restore_spaces(text)
             emit(json.dumps({"text": text, "restored": restored}, ensure_ascii=False) if as_json
                  else "\n".join(printable(line) for line in restored.split("\n")))
         return
-    tagged = predictor.tag([t.split() for t in texts])
-    if as_json:
-        for item in tagged:
-            emit(json.dumps(item, ensure_ascii=False))
-        return
-    for line in tag_lines(tagged):
-        emit(line)
-
+    emit_results(predictor.tag([t.split() for t in texts]), as_json, tag_lines)

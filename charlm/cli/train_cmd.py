@@ -1,83 +1,21 @@
-"""``charlm train``: options mirror ModelConfig/TrainConfig field names; the loop is the Trainer's."""
+"""``charlm train``: options generated from ModelConfig/TrainConfig's settings; the loop is the Trainer's."""
 from __future__ import annotations
-
-from dataclasses import fields
 
 import click
 from rich.text import Text
 
-from ..config import CELLS, EOS_MODES, LEVELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig
 from ..distributed.launch import launch_ranks
-from .common import Duration, err, runs_root, show_path
+from .common import err, runs_root, show_path
+from .options import given, option_names, setting_options
 from .stop_signals import StopSignals
 
-_DEFAULTS = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
-
-POSITIVE, NON_NEG = click.IntRange(1), click.IntRange(0)
-POSITIVE_F, NON_NEG_F = click.FloatRange(0, min_open=True), click.FloatRange(0)
-FRACTION = click.FloatRange(0, 1, max_open=True)
-
-# (field, option, click type, help). Every option defaults to None ("not given"), so the
-# dataclasses stay the only place defaults live; the help shows them from there.
-OPTIONS = [
-    ("level", "--level", click.Choice(LEVELS), "tokenize into characters or words"),
-    ("cell", "--cell", click.Choice(CELLS), "recurrent cell"),
-    ("layers", "--layers", POSITIVE, "stacked recurrent layers"),
-    ("hidden", "--hidden", POSITIVE, "hidden state width of every layer"),
-    ("embed", "--embed", POSITIVE, "embedding width"),
-    ("dropout", "--dropout", FRACTION, "dropout between layers and before the decoder, one mask per window"),
-    ("weight_dropout", "--weight-dropout", FRACTION, "DropConnect on the recurrent weights W_hh"),
-    ("tie_weights", "--tie-weights/--no-tie-weights", None,
-     "share the embedding and decoder (needs embed = hidden)"),
-    ("eos", "--eos", click.Choice(EOS_MODES), "what ends a sequence: a line, a paragraph, nothing, or guess"),
-    ("val_fraction", "--val-fraction", FRACTION, "tail of the corpus held out for validation"),
-    ("val_file", "--val-file", click.Path(dir_okay=False), "separate validation text (replaces --val-fraction)"),
-    ("max_vocab", "--max-vocab", NON_NEG, "word level: keep the most frequent words (0 = all)"),
-    ("min_count", "--min-count", POSITIVE, "word level: rarer words become <unk>"),
-    ("seq_len", "--seq-len", POSITIVE, "steps of truncated backpropagation through time"),
-    ("batch_size", "--batch-size", POSITIVE, "parallel streams per step"),
-    ("optimizer", "--optimizer", click.Choice(OPTIMIZERS), "optimiser"),
-    ("lr", "--lr", POSITIVE_F, "peak learning rate"),
-    ("weight_decay", "--weight-decay", NON_NEG_F, "weight decay"),
-    ("momentum", "--momentum", NON_NEG_F, "SGD momentum"),
-    ("schedule", "--schedule", click.Choice(SCHEDULES), "learning-rate schedule"),
-    ("warmup_steps", "--warmup-steps", NON_NEG, "linear warm-up steps (any schedule)"),
-    ("min_lr", "--min-lr", NON_NEG_F, "cosine and linear schedules: final learning rate"),
-    ("clip_norm", "--clip-norm", NON_NEG_F, "clip the global gradient norm (0 = off)"),
-    ("clip_value", "--clip-value", NON_NEG_F, "clip each gradient element (0 = off)"),
-    ("steps", "--steps", NON_NEG, "stop after this many steps"),
-    ("epochs", "--epochs", NON_NEG_F, "stop after this many passes over the corpus"),
-    ("time_budget", "--time", Duration(), "stop after this long, e.g. 90s, 10m, 1h30m"),
-    ("eval_every", "--eval-every", str, "validate and checkpoint: auto, every N steps (500) or every duration (30s)"),
-    ("sample_every", "--sample-every", NON_NEG, "steps between short samples in the view (0 = off)"),
-    ("track_gradients", "--track-gradients/--no-track-gradients", None,
-     "log gradient lag curves at each evaluation (charlm inspect gradients, charlm info)"),
-    ("seed", "--seed", NON_NEG, "seed of initialisation, dropout and data order"),
-    ("threads", "--threads", NON_NEG, "CPU threads (0 = all cores)"),
-    ("dtype", "--dtype", click.Choice(("float32", "float64")), "float32 for speed, float64 for checks"),
-]
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
-OPTION_NAMES = {name: decl.split("/")[0] for name, decl, _, _ in OPTIONS}   # field -> --option
-
-
-def _default_text(name) -> str:
-    value = _DEFAULTS[name]
-    if name in ("time_budget", "val_file"):
-        return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def config_options(func):
-    for name, decl, type_, help_ in reversed(OPTIONS):
-        kw = {"is_flag": True} if type_ is None else {"type": type_}
-        func = click.option(decl, name, default=None, help=f"{help_} [default: {_default_text(name)}]",
-                            **kw)(func)
-    return func
+OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for --config keys)
 
 
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(dir_okay=True))
-@config_options
+@setting_options(ModelConfig, TrainConfig)
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="where the run goes: a new or empty directory [default: runs/<corpus>-<time>]")
 @click.option("--overwrite", is_flag=True,
@@ -102,6 +40,7 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
       charlm train names.txt --eos line --layers 1 --sample-every 200
       charlm train --resume runs/shakespeare-20250101-120000 --time 20m
     """
+    from ..config import make_configs, resume_overrides
     from ..lm import start as lm_start
     from ..runs import find as run_find
     from .config_keys import read_config_file
@@ -114,20 +53,22 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
     if resume and overwrite:
         raise click.UsageError("--overwrite is for a new run in --run-dir; --resume continues a run")
     values = read_config_file(config_file, OPTION_NAMES) if config_file else {}
-    values.update({k: v for k, v in options.items() if v is not None})
+    values.update(given(options))  # the command line overrides the file
     console = err()
     with StopSignals() as signals:
         if resume:
             run = run_find.resolve_run(resume, runs_root())
-            trainer = lm_start.resume_training(run, values, corpus)
+            overrides = resume_overrides(values)
+            trainer = lm_start.resume_training(run, overrides, corpus)
             console.print(Text(f"resuming {show_path(trainer.run_dir)} at step {trainer.pos.step:,}"),
                           soft_wrap=True)
         else:
+            model_config, train_config = make_configs(values)
             if not corpus:
                 console.print("no corpus given: training on the Python standard library's own source "
                               "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)
-            trainer = lm_start.start_training(corpus, values, run_dir=run_dir, root=runs_root(),
-                                          overwrite=overwrite)
+            trainer = lm_start.start_training(corpus, model_config, train_config, given=frozenset(values),
+                                              run_dir=run_dir, root=runs_root(), overwrite=overwrite)
         return _run(trainer, console, signals)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import PER_LAYER_CELLS
 from ..lm.gradflow import (
     GradientReport,
     LagCurves,
@@ -20,7 +21,7 @@ from ..lm.gradflow import (
 )
 
 
-def comparison_models(config, cells=("rnn", "gru", "lstm"), seed: int = 0, dtype=np.float32) -> dict:
+def comparison_models(config, cells=PER_LAYER_CELLS, seed: int = 0, dtype=np.float32) -> dict:
     """Freshly initialised models of every cell in ``cells`` with the size of ``config``
     (vocabulary, embedding, hidden, layers), for ``--compare``."""
     from ..config import replace
@@ -30,7 +31,7 @@ def comparison_models(config, cells=("rnn", "gru", "lstm"), seed: int = 0, dtype
             for cell in cells}
 
 
-def compare(config, ids, cells=("rnn", "gru", "lstm"), *, seed: int = 0, **options) -> list[GradientReport]:
+def compare(config, ids, cells=PER_LAYER_CELLS, *, seed: int = 0, **options) -> list[GradientReport]:
     """``measure`` on fresh models of each cell, all on the same windows of ``ids``."""
     return [measure(m, ids, label=f"{cell} (fresh)", rng=np.random.default_rng(seed), **options)
             for cell, m in comparison_models(config, cells, seed).items()]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import COMPARED_CELLS
 from ..data.builtin_corpora.memory_task import (
     CLOSERS,
     CUE,
@@ -84,7 +85,7 @@ class MemoryResult:
         return [[cell, self.parameters[i], *self.accuracy[i].tolist()] for i, cell in enumerate(self.cells)]
 
 
-def run_memory_experiment(cells=("rnn", "gru", "lstm", "jordan"), distances=DISTANCES, *, hidden: int = 64,
+def run_memory_experiment(cells=COMPARED_CELLS, distances=DISTANCES, *, hidden: int = 64,
                           embed: int = 16, steps: int = 800, seq_len: int = 96, batch_size: int = 32,
                           lr: float = 3e-3, train_lines: int = 20_000, eval_lines: int = 100,
                           per_distance: bool = False, seed: int = 0, threads: int = 0, run_root=None,

@@ -22,8 +22,9 @@ excluded) and applies a rule fitted to runs recorded in the README ("Choosing th
 
 Anything the user gives wins: a field given on the command line or in the config file is never
 changed (an optimiser or a weight decay given keeps both as they are), and when the width is
-given nothing is probed. The choice is deterministic given the
-probe's figures (``rate`` may be any function, so tests inject one).
+given nothing is probed. Widths that would not fit in memory are not candidates.
+``settle_model`` is the one place a new run's model is decided, the fit checked. The choice is
+deterministic given the probe's figures (``rate`` may be any function, so tests inject one).
 """
 from __future__ import annotations
 
@@ -71,17 +72,21 @@ def overfitting_pressure(tokens: float, params: int, corpus_tokens: int) -> floa
     return (tokens / corpus_tokens) * (params / corpus_tokens)
 
 
-def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: set, rate) -> Choice | None:
+def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: set, rate,
+           fits=lambda candidate: True) -> Choice | None:
     """The widths and regularisation for a time budget; None when there is nothing to choose
-    (no time budget, or the user gave the width). ``rate(model_config) -> tokens per second``."""
+    (no time budget, the user gave the width, or not even the narrowest width ``fits`` in
+    memory). ``rate(model_config) -> tokens per second``."""
     seconds = train.time_budget
-    if not seconds or "hidden" in given or model.row.feeds_output:
+    if not seconds or "hidden" in given or model.row.feeds_output or not fits(replace(model, hidden=LADDER[0])):
         return None  # the output-fed row's recurrence runs through the decoder: no such rule for it
     rates, t0 = {}, time.perf_counter()
     corpus = max(corpus_tokens, 1)
     best, dropout_at = LADDER[0], {}
     for hidden in LADDER:
         candidate = replace(model, hidden=hidden)
+        if not fits(candidate):
+            break  # wider ones need more memory still
         rates[hidden] = rate(candidate)
         params = stack_parameters(model.vocab_size, model.embed, hidden, model.layers, model.gates)
         tokens = rates[hidden] * seconds
@@ -135,13 +140,20 @@ def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS)
     return T * B / statistics.median(times[1:])
 
 
-def choose_model(model: ModelConfig, train: TrainConfig, corpus, given: set):
-    """(model config, training config, Choice or None) for a new run on ``corpus``, the choice
-    applied: the probe runs on this machine, with the run's batch, window and thread count."""
-    sized = replace(model, vocab_size=len(corpus.tokenizer))
-    choice = choose(sized, train, int(corpus.train.size), given, lambda m: probe_rate(m, train))
-    if choice is None:
-        return model, train, None
-    picked = choice.values
-    return (replace(model, **{k: v for k, v in picked.items() if k in MODEL_FIELDS}),
-            replace(train, **{k: v for k, v in picked.items() if k in TRAIN_FIELDS}), choice)
+def settle_model(model: ModelConfig, train: TrainConfig, corpus, given: frozenset[str]):
+    """(model config, training config, Choice or None): the one place a new run's model is
+    decided. The vocabulary comes from ``corpus``; with a time budget and no width given, the
+    width and regularisation are chosen (the probe runs on this machine, with the run's batch,
+    window and thread count, on the widths that fit in memory); then the final configuration is
+    checked to fit (footprint.py), before anything is allocated."""
+    from .footprint import check_training_fits, fits_in_memory
+
+    model = replace(model, vocab_size=len(corpus.tokenizer))
+    choice = choose(model, train, int(corpus.train.size), given, lambda m: probe_rate(m, train),
+                    fits=lambda m: fits_in_memory(m, train))
+    if choice is not None:
+        picked = choice.values
+        model = replace(model, **{k: v for k, v in picked.items() if k in MODEL_FIELDS})
+        train = replace(train, **{k: v for k, v in picked.items() if k in TRAIN_FIELDS})
+    check_training_fits(model, train)
+    return model, train, choice

@@ -1,11 +1,10 @@
 """How much memory a configuration needs, estimated before anything is allocated.
 
 A mistyped size (``--hidden 100000``, ``hidden = 1e23`` in a TOML file, ``--embed 50000000``)
-would otherwise fail deep inside NumPy after minutes of corpus reading, or push the machine into
-swap. The estimate counts what training holds at once: the parameters, their gradients, the
-optimiser's buffers (two per parameter for Adam), and one step's activations kept for the
-backward pass (gate pre-activations, states and outputs of every layer, embeddings, logits and
-their gradient). It is meant to be within a factor of about two, which is enough to refuse a
+would otherwise fail deep inside NumPy, or push the machine into swap. The estimate counts what
+training holds at once: the parameters, their gradients, the optimiser's buffers (two per
+parameter for Adam), and one step's activations kept for the backward pass (gate
+pre-activations, states and outputs of every layer, embeddings, logits and their gradient). It is meant to be within a factor of about two, which is enough to refuse a
 size that cannot fit; sizes near the limit are left to the operating system.
 """
 from __future__ import annotations
@@ -86,31 +85,40 @@ def check_fits(needed: int, what: str, available: int | None = None) -> None:
                           f"{fmt_bytes(available)} is available; choose a smaller value")
 
 
-# the settings that scale the estimate, with how the CLI spells them
-_SIZES = (("hidden", "--hidden", "model"), ("embed", "--embed", "model"), ("layers", "--layers", "model"),
-          ("batch_size", "--batch-size", "train"), ("seq_len", "--seq-len", "train"))
+def fits_in_memory(model_config, train_config, available: int | None = None) -> bool:
+    """Whether training ``model_config`` (its vocabulary set) with ``train_config`` fits."""
+    return training_bytes(model_config, train_config) <= (available_bytes() if available is None else available)
+
+
+# the settings that scale the estimate
+_SIZES = (("hidden", "model"), ("embed", "model"), ("layers", "model"), ("batch_size", "train"), ("seq_len", "train"))
 
 
 def check_training_fits(model_config, train_config, vocab: int | None = None,
                         available: int | None = None) -> None:
-    """Refuse a configuration whose training would not fit in memory, naming the setting that
-    makes it too big (the one whose default would shrink the estimate most) and the estimate."""
+    """Refuse a configuration whose training would not fit in memory, naming the option that
+    makes it too big (the one whose default would shrink the estimate most) and the estimate.
+    ``vocab`` defaults to the model's vocabulary size (unknown before the corpus is read)."""
     from dataclasses import replace
 
     from ..config import ModelConfig, TrainConfig
+    from ..settings import spec_of
 
+    vocab = vocab or model_config.vocab_size or None
     needed = training_bytes(model_config, train_config, vocab)
     available = available_bytes() if available is None else available
     if needed <= available:
         return
-    defaults = {"model": ModelConfig(), "train": TrainConfig()}
+    classes = {"model": ModelConfig, "train": TrainConfig}
     best, culprit = needed, None
-    for field, option, kind in _SIZES:
+    for field, kind in _SIZES:
         configs = {"model": model_config, "train": train_config}
-        configs[kind] = replace(configs[kind], **{field: getattr(defaults[kind], field)})
+        configs[kind] = replace(configs[kind], **{field: getattr(classes[kind](), field)})
         smaller = training_bytes(configs["model"], configs["train"], vocab)
         if smaller < best:
-            best, culprit = smaller, (option, getattr((model_config, train_config)[kind == "train"], field))
+            best = smaller
+            given = (model_config, train_config)[kind == "train"]
+            culprit = (spec_of(classes[kind], field).option, getattr(given, field))
     if culprit is None and vocab:
         what = f"a vocabulary of {vocab:,} tokens (--max-vocab)"
     elif culprit is None:

@@ -1,16 +1,13 @@
 """Starting and resuming a language-model run: the configuration, the corpus, the chosen model, the lock."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
-from ..config import ModelConfig, make_configs
+from ..config import ModelConfig, TrainConfig
 from ..distributed import from_rank0, on_rank0
-from ..errors import ConfigError
 from ..runs.find import run_stem
-
-_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+from ..settings import Overrides
 
 
 def corpus_for(train_config, paths, tokenizer=None):
@@ -24,8 +21,11 @@ def corpus_for(train_config, paths, tokenizer=None):
                         max_vocab=t.max_vocab, min_count=t.min_count)
 
 
-def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite: bool = False):
-    """A ``Trainer`` for a new run on ``paths`` with settings ``values`` (field name -> value).
+def start_training(paths, model_config: ModelConfig, train_config: TrainConfig, *,
+                   given: frozenset[str] = frozenset(), run_dir=None, root="runs", overwrite: bool = False):
+    """A ``Trainer`` for a new run on ``paths`` with these configurations (validated: make_configs);
+    ``given`` names the settings the user chose, which the model chosen for a time budget keeps
+    (autoconfig.py).
 
     No paths: the built-in stdlib corpus, for ``DEFAULT_CORPUS_TIME_BUDGET`` unless a budget
     is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
@@ -36,12 +36,9 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     from ..data.builtin_corpora import default_corpus_path
     from ..data.text_files import check_file
     from ..runs.directory import claim_new_run, make_run_dir, release_new
-    from .autoconfig import choose_model
-    from .footprint import check_training_fits
+    from .autoconfig import settle_model
     from .train import Trainer
 
-    model_config, train_config = make_configs(values)
-    check_training_fits(model_config, train_config)  # before any reading: the vocabulary comes later
     if train_config.val_file:
         train_config = replace(train_config, val_file=os.path.abspath(train_config.val_file))
     for path in [*paths, *([train_config.val_file] if train_config.val_file else [])]:
@@ -55,8 +52,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
                 train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
         corpus = corpus_for(train_config, paths)
         model_config, train_config, choice = from_rank0(
-            lambda: choose_model(model_config, train_config, corpus, set(values)))
-        check_training_fits(model_config, train_config, len(corpus.tokenizer))
+            lambda: settle_model(model_config, train_config, corpus, given))
         trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
         trainer.auto_choice = None if choice is None else choice.to_dict()
     except BaseException:
@@ -66,10 +62,10 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
     return trainer
 
 
-def resume_training(run, values: dict, paths=()):
+def resume_training(run, overrides: Overrides, paths=()):
     """A ``Trainer`` that continues ``run`` (a run directory or one of its checkpoints).
 
-    ``values`` may change training settings such as the budget; model settings are refused.
+    ``overrides`` (config.resume_overrides) may change training settings such as the budget.
     ``paths`` replace the saved corpus paths (the text itself must be unchanged: its content
     fingerprint is checked). The run is locked for this process first, so that two processes
     never continue one run at once.
@@ -80,14 +76,9 @@ def resume_training(run, values: dict, paths=()):
 
     run_dir = Path(run)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    model_keys = sorted(k for k in values if k in _MODEL_FIELDS and values[k] is not None)
-    if model_keys:
-        raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
-                          "start a new run instead")
-    _, checked = make_configs(values)  # unknown names and bad values fail here, as for a new run
-    overrides = {k: getattr(checked, k) for k, v in values.items() if v is not None}
-    if overrides.get("val_file"):
-        overrides["val_file"] = os.path.abspath(overrides["val_file"])
+    changes = overrides.changes()
+    if changes.get("val_file"):
+        changes["val_file"] = os.path.abspath(changes["val_file"])
     lock = on_rank0(lambda: claim_run(run_dir) if run_dir.is_dir() else None)  # (a missing run is reported below)
 
     def builder(tokenizer, train_config, sources):
@@ -97,7 +88,7 @@ def resume_training(run, values: dict, paths=()):
         return corpus
 
     try:
-        trainer = Trainer.resume(run_dir, builder, **overrides)
+        trainer = Trainer.resume(run_dir, builder, **changes)
     except BaseException:
         if lock is not None:
             release_new(lock)  # a refused resume leaves no lock file behind

@@ -24,9 +24,10 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig, make_configs
 from ..errors import ConfigError
+from ..settings import specs
 
 RESULTS_FILE = "sweep.jsonl"
-_DEFAULTS = {f.name: f.default for c in (ModelConfig, TrainConfig) for f in dataclasses.fields(c)}
+_TYPES = {s.name: s.type for c in (ModelConfig, TrainConfig) for s in specs(c) if s.meta.option}  # what a user sets
 
 
 @dataclass
@@ -62,14 +63,14 @@ def parse_setting(text: str) -> tuple[str, str]:
     name = name.strip().replace("-", "_")
     if not sep or not name or not value.strip():
         raise ConfigError(f"{text!r}: a sweep setting is name=value (e.g. hidden=64,128 or lr=1e-4:1e-2:log)")
-    if name not in _DEFAULTS:
+    if name not in _TYPES:
         raise ConfigError(f"{name!r} is not a training setting (see charlm train -h)")
     return name, value.strip()
 
 
 def typed(name: str, text: str):
-    """``text`` as the type of setting ``name`` (its default's type)."""
-    kind = type(_DEFAULTS[name])
+    """``text`` as the type of setting ``name`` (its declared type)."""
+    kind = _TYPES[name]
     try:
         if kind is bool:
             if text.lower() not in ("true", "false"):
@@ -114,7 +115,7 @@ def _range(name: str, value: str):
     parts = value.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
         raise ConfigError(f"{name}={value!r}: a random axis is low:high or low:high:log")
-    kind = type(_DEFAULTS[name])
+    kind = _TYPES[name]
     if kind not in (int, float):
         raise ConfigError(f"{name} is not a number: list its values instead ({name}=a,b)")
     low, high = (float(typed(name, p)) for p in parts[:2])
@@ -137,7 +138,10 @@ def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> 
     run_dir = Path(sweep_dir) / trial.name
     result = TrialResult(trial.name, trial.values, str(run_dir))
     try:
-        trainer = lm_start.start_training(list(corpus), {"threads": threads} | trial.values, run_dir=run_dir)
+        values = {"threads": threads} | trial.values
+        model_config, train_config = make_configs(values)
+        trainer = lm_start.start_training(list(corpus), model_config, train_config, given=frozenset(values),
+                                          run_dir=run_dir)
         done = None
         for event in trainer.events():
             done = event

@@ -1,15 +1,16 @@
 """Settings of sequence classifiers and taggers: the only place their defaults live.
 
-CLI options of ``charlm classify train`` / ``charlm tag train`` mirror these field names; a bad
-value becomes one ``ConfigError`` before any work starts.
+Fields are declared with ``setting()`` (settings.py); the options of ``charlm classify train`` /
+``charlm tag train`` are generated from them, and a bad value becomes one ``ConfigError`` before
+any work starts.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..config import _choice, _positive_int
 from ..errors import ConfigError
+from ..kernels.cells import CELLS
+from ..settings import Overrides, check, names, setting
 
 TASKS = ("classify", "tag")
 # The default pooling is "final": on 12-language word identification it beat max and mean at
@@ -20,107 +21,127 @@ POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
 MAX_MEMBERS = 16
+CLASSIFY_ONLY = ("pooling", "wide_ngrams", "wide_buckets", "wide_dropout")   # one label per text
+# settings that only shape a path another setting turns on: given alone, they would do nothing
+_NEEDS = {"buckets": ("ngrams", "the n-gram embeddings"), "wide_buckets": ("wide_ngrams", "the wide path"),
+          "wide_dropout": ("wide_ngrams", "the wide path")}
 
 
 def per_layer_cells() -> tuple[str, ...]:
     """Cells whose kernels run one layer at a time (so both directions can reuse them)."""
-    from ..kernels.cells import CELLS
-
     return tuple(name for name, cell in CELLS.items() if not cell.feeds_output)
+
+
+_NONE = "none (10 epochs)"
 
 
 @dataclass(frozen=True)
 class SeqModelConfig:
-    task: str = "classify"      # classify (one label per sequence) | tag (one label per token)
-    cell: str = "lstm"          # recurrent cell of every layer and direction
-    level: str = "char"         # tokens are characters or words
-    split: str = ""             # word level: how text splits into words (whitespace | words)
-    vocab_size: int = 0         # V, from the training data
-    num_labels: int = 0         # C, from the training data
-    embed: int = 64             # E, embedding width
-    hidden: int = 128           # H, per direction
-    layers: int = 1             # L, stacked layers
-    bidirectional: bool = True  # a reverse direction beside the forward one (outputs 2H wide)
-    dropout: float = 0.2        # on the inputs of layers 2..L and of the head (training only)
-    input_dropout: float = 0.0  # drops whole token (and n-gram) embeddings at the input (training only)
-    pooling: str = "final"      # classify: final states (both directions' last), or mean | max over valid steps
-    ngrams: int = 0             # N: add hashed embeddings of the 2..N-grams ending at each token (0 = none)
-    buckets: int = 32768        # K: hash buckets shared by those n-grams (with ngrams only)
-    members: int = 1            # models trained side by side whose probabilities are averaged (an ensemble)
-    member_salts: bool = False  # member k hashes its n-grams with salt k (members' collisions differ; ngrams.py)
-    wide_ngrams: int = 0        # classify: add a linear model over the hashed 1..N-grams of the whole text (0 = none; wide.py)
-    wide_buckets: int = 131072  # hash buckets of that linear model (rows of a buckets x labels table)
-    wide_dropout: float = 0.0   # drops whole n-grams from that bag (training only)
+    task: str = setting("classify", choices=TASKS, option=False,
+                        help="classify (one label per sequence) | tag (one label per token)")
+    cell: str = setting("lstm", choices=per_layer_cells(), help="recurrent cell")
+    level: str = setting("char", choices=("char", "word"), help="tokens are characters or words")
+    split: str = setting("", option=False, help="word level: how text splits into words (whitespace | words)")
+    vocab_size: int = setting(0, minimum=2, option=False, help="V, from the training data")
+    num_labels: int = setting(0, minimum=1, option=False, help="C, from the training data")
+    embed: int = setting(64, minimum=1, help="embedding width")
+    hidden: int = setting(128, minimum=1, help="hidden width per direction")
+    layers: int = setting(1, minimum=1, help="stacked layers")
+    bidirectional: bool = setting(True, flag="--bidirectional/--unidirectional",
+                                  help="read each sequence both ways, or forward only")   # outputs 2H wide
+    dropout: float = setting(0.2, minimum=0, below=1,
+                             help="dropout between layers and before the head (training only)")
+    input_dropout: float = setting(0.0, minimum=0, below=1,
+                                   help="drop whole token (and n-gram) embeddings at the input (training only)")
+    pooling: str = setting("final", choices=POOLINGS, help="how a sequence becomes one vector: the final "
+                                                          "states, or the mean or max over its steps")
+    ngrams: int = setting(0, minimum=0, help="add hashed embeddings of the 2..N-grams ending at each token (0 = none)")
+    buckets: int = setting(32768, minimum=1, help="hash buckets of those n-gram embeddings")
+    members: int = setting(1, minimum=1, maximum=MAX_MEMBERS,
+                           help="models trained side by side, their probabilities averaged (an ensemble)")
+    # salted: the members' hash collisions differ (ngrams.py)
+    member_salts: bool = setting(False, flag="--member-salts/--shared-hashes",
+                                 help="each member hashes its n-grams with its own salt")
+    wide_ngrams: int = setting(0, minimum=0, help="add a linear classifier over the hashed 1..N-grams of the whole "
+                                                  "text, its logits summed with the head's (0 = none)")   # wide.py
+    wide_buckets: int = setting(131072, minimum=1, help="hash buckets of that linear classifier")
+    wide_dropout: float = setting(0.0, minimum=0, below=1, help="drop whole n-grams from its bag (training only)")
 
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
 
     def validate(self) -> "SeqModelConfig":
-        _choice("task", self.task, TASKS)
-        _choice("cell", self.cell, per_layer_cells())
-        _choice("level", self.level, ("char", "word"))
-        _choice("pooling", self.pooling, POOLINGS)
-        _positive_int("vocab_size", self.vocab_size, minimum=2)
-        _positive_int("num_labels", self.num_labels, minimum=1)
-        for name in ("embed", "hidden", "layers", "buckets", "wide_buckets"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("ngrams", self.ngrams, minimum=0)
-        _positive_int("members", self.members)
-        if self.members > MAX_MEMBERS:
-            raise ConfigError(f"members must be at most {MAX_MEMBERS}, got {self.members}")
+        check(self)
         if self.ngrams == 1 or self.ngrams > MAX_NGRAM:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
-        _positive_int("wide_ngrams", self.wide_ngrams, minimum=0)
         if self.wide_ngrams > MAX_NGRAM:
             raise ConfigError(f"wide_ngrams must be from 0 (none) to {MAX_NGRAM}, got {self.wide_ngrams}")
         if self.wide_ngrams and self.task != "classify":
             raise ConfigError("wide_ngrams is for classifiers only (one label per text), not taggers")
-        for name in ("bidirectional", "member_salts"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("dropout", "input_dropout", "wide_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         return self
 
 
 @dataclass(frozen=True)
 class SeqTrainConfig:
-    batch_size: int = 64        # sequences per step (bucketed by length: little padding)
-    lr: float = 3e-3            # peak learning rate (Adam)
-    min_lr: float = 1e-4        # where the schedule ends
-    schedule: str = "cosine"    # cosine: decays from lr to min_lr over the budget | constant
-    warmup_steps: int = 50      # linear warm-up at the start
-    weight_decay: float = 0.0   # Adam's coupled L2 (a hashed table's rows: on the steps that use them; sparse_adam.py)
-    clip_norm: float = 5.0      # global gradient-norm clip (0 = off)
-    epochs: float = 0.0         # budgets: the first one reached stops training
-    steps: int = 0              # (none set: 10 epochs)
-    time_budget: float = 0.0    # wall-clock seconds
-    eval_every: int = 0         # steps between dev evaluations and checkpoints (0 = once per epoch)
-    max_length: int = 0         # tokens kept per training sequence (0 = all)
-    seed: int = 1234            # initialisation, dropout and data order
-    dtype: str = "float32"      # float32 for speed, float64 for checks
-    threads: int = 0            # cores used (0 = all): a bidirectional layer runs its directions on two
+    batch_size: int = setting(64, minimum=1, help="sequences per step")   # bucketed by length: little padding
+    lr: float = setting(3e-3, above=0, help="peak learning rate (Adam)")
+    min_lr: float = setting(1e-4, minimum=0, help="learning rate at the end of the budget")
+    schedule: str = setting("cosine", choices=SCHEDULES, help="learning-rate schedule over the budget")
+    warmup_steps: int = setting(50, minimum=0, help="linear warm-up steps")
+    # Adam's coupled L2; a hashed table's rows decay on the steps that use them (sparse_adam.py)
+    weight_decay: float = setting(0.0, minimum=0, help="L2 weight decay")
+    clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
+    # budgets: the first one reached stops training (none set: 10 epochs)
+    epochs: float = setting(0.0, minimum=0, shown=_NONE, help="stop after this many passes over the training data")
+    steps: int = setting(0, minimum=0, shown=_NONE, help="stop after this many steps")
+    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=_NONE,
+                                 help="stop after this long, e.g. 90s, 5m")
+    eval_every: int = setting(0, minimum=0, help="steps between dev evaluations and checkpoints (0 = each epoch)")
+    max_length: int = setting(0, minimum=0, help="tokens kept per training sequence (0 = all)")
+    seed: int = setting(1234, minimum=0, help="seed of initialisation, dropout, data order and the dev hold-out")
+    dtype: str = setting("float32", choices=("float32", "float64"), help="float32 for speed, float64 for checks")
+    threads: int = setting(0, minimum=0, help="cores to use (0 = all; a bidirectional layer runs its two "
+                                              "directions at once)")
 
     def validate(self) -> "SeqTrainConfig":
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("batch_size",):
-            _positive_int(name, getattr(self, name))
-        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
-            _positive_int(name, getattr(self, name), minimum=0)
-        for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        check(self)
         return self
 
     @property
     def default_epochs(self) -> float:
         """The epoch budget in force: ``epochs``, or 10 when no budget is set at all."""
         return self.epochs or (0.0 if (self.steps or self.time_budget) else 10.0)
+
+
+def make_seq_configs(task: str, values: dict) -> tuple[SeqModelConfig, SeqTrainConfig]:
+    """The configurations of a new ``task`` run: defaults updated with ``values`` (field name ->
+    value; ``None`` means unset), validated before any data is read (the vocabulary and the labels
+    come from the data later). Unknown names, and settings given without the path they shape, are
+    refused."""
+    values = {k: v for k, v in values.items() if v is not None}
+    model_fields, train_fields = names(SeqModelConfig), names(SeqTrainConfig)
+    unknown = sorted(set(values) - model_fields - train_fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    for name, (needed, what) in _NEEDS.items():
+        if name in values and not values.get(needed):
+            raise ConfigError(f"{name} is for {what}, which {needed} turns on: give {needed} too")
+    if values.get("member_salts") and not (values.get("ngrams") or values.get("wide_ngrams")):
+        raise ConfigError("member_salts salts the members' n-gram hashes: give ngrams or wide_ngrams too")
+    model = SeqModelConfig(task=task, **{k: v for k, v in values.items() if k in model_fields})
+    train = SeqTrainConfig(**{k: v for k, v in values.items() if k in train_fields}).validate()
+    replace(model, vocab_size=2, num_labels=1).validate()
+    return model, train
+
+
+def seq_resume_overrides(values: dict) -> Overrides:
+    """The training settings ``values`` (``None`` means unset) given to continue a run, checked as
+    for a new run; the trainer decides which may change (SeqTrainer.resume). A model setting is
+    refused: the checkpoint fixes the model."""
+    values = {k: v for k, v in values.items() if v is not None}
+    model_keys = sorted(set(values) & names(SeqModelConfig))
+    if model_keys:
+        raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
+                          "start a new run instead")
+    return Overrides(SeqTrainConfig(**values).validate(), frozenset(values))

@@ -8,7 +8,6 @@ the hold-out.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError
 from . import data, store
+from ..settings import Overrides
 from .config import SeqModelConfig, SeqTrainConfig
 
 FORMATS = {"classify": ("tsv",), "tag": ("conll", "spaces")}
-_MODEL_FIELDS = {f.name for f in dataclasses.fields(SeqModelConfig)}
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(SeqTrainConfig)}
 
 
 def data_spec(task: str, train_file, *, dev_file=None, dev_fraction: float = 0.1, fmt: str = "",
@@ -66,44 +64,21 @@ def load_data(spec: dict) -> tuple[list, list]:
     return ([e for i, e in enumerate(train) if i not in dev_idx], [train[i] for i in sorted(dev_idx)])
 
 
-# settings that only shape a path another setting turns on: given alone, they would do nothing
-_NEEDS = {"buckets": ("ngrams", "the n-gram embeddings"), "wide_buckets": ("wide_ngrams", "the wide path"),
-          "wide_dropout": ("wide_ngrams", "the wide path")}
-
-
-def _refuse_settings_without_their_path(values: dict) -> None:
-    """Refused for a new run only: a stored model is loaded as it was trained, whatever it holds."""
-    for name, (needed, what) in _NEEDS.items():
-        if name in values and not values.get(needed):
-            raise ConfigError(f"{name} is for {what}, which {needed} turns on: give {needed} too")
-    if values.get("member_salts") and not (values.get("ngrams") or values.get("wide_ngrams")):
-        raise ConfigError("member_salts salts the members' n-gram hashes: give ngrams or wide_ngrams too")
-
-
-def start(spec: dict, values: dict, root, run_dir=None):
-    """A new SeqTrainer for ``spec`` with settings ``values`` (field name -> value; None = default),
-    in ``run_dir`` or a fresh directory under ``root``. The settings are checked first; then the
-    directory is claimed for this process (runs/directory.py: a directory that holds anything is refused,
-    and a second process cannot write it); if reading the data fails, what the claim made is
-    removed again."""
+def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig, root, run_dir=None):
+    """A new SeqTrainer for ``spec`` with these configurations (validated: config.make_seq_configs),
+    in ``run_dir`` or a fresh directory under ``root``. The directory is claimed for this process
+    (runs/directory.py: a directory that holds anything is refused, and a second process cannot
+    write it); if reading the data fails, what the claim made is removed again."""
     from ..runs.directory import claim_new_run, make_run_dir, release_new
     from ..runs.find import run_stem
     from .train import SeqTrainer
 
-    values = {k: v for k, v in values.items() if v is not None}
-    unknown = sorted(set(values) - _MODEL_FIELDS - _TRAIN_FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    _refuse_settings_without_their_path(values)
-    model = SeqModelConfig(task=spec["task"], **{k: v for k, v in values.items() if k in _MODEL_FIELDS})
-    train_config = SeqTrainConfig(**{k: v for k, v in values.items() if k in _TRAIN_FIELDS}).validate()
-    dataclasses.replace(model, vocab_size=2, num_labels=1).validate()  # before reading any data
     lock = claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"]))
     try:
         train, dev = load_data(spec)
         if spec["format"] == "spaces":
             spec = spec | {"derived_task": "restore-spaces"}
-        trainer = SeqTrainer(train, dev, model, train_config, lock.run_dir, data_spec=spec)
+        trainer = SeqTrainer(train, dev, model_config, train_config, lock.run_dir, data_spec=spec)
     except BaseException:
         release_new(lock)
         raise
@@ -111,9 +86,10 @@ def start(spec: dict, values: dict, root, run_dir=None):
     return trainer
 
 
-def resume(run_dir, overrides: dict):
+def resume(run_dir, overrides: Overrides):
     """The SeqTrainer of a stopped run, its data re-read from the stored description (and refused
-    if its content is not what the run trained on). The run is locked for this process first."""
+    if its content is not what the run trained on), with ``overrides`` (config.seq_resume_overrides).
+    The run is locked for this process first."""
     from ..runs.directory import claim_run, release_new
     from .train import SeqTrainer
 
@@ -128,7 +104,7 @@ def resume(run_dir, overrides: dict):
         if not isinstance(spec, dict) or "train" not in spec:
             raise CheckpointError(f"{last}: no description of the training data to resume with")
         train, dev = load_data(spec)
-        trainer = SeqTrainer.resume(run_dir, train, dev, **overrides)
+        trainer = SeqTrainer.resume(run_dir, train, dev, **overrides.changes())
     except BaseException:
         release_new(lock)  # a refused resume leaves no lock file behind
         raise
