@@ -89,7 +89,7 @@ class TrainConfig:
     min_lr: float = 0.0               # cosine: learning rate at the end of the budget
     clip_norm: float = 5.0            # global gradient-norm clip (0 = off)
     clip_value: float = 0.0           # element-wise gradient clip (0 = off)
-    # budget (the first one reached stops training; all 0 = one epoch)
+    # budget (the first one reached stops training; all 0 = training/budget.py's DEFAULT_TIME_BUDGET)
     steps: int = 0                    # optimiser steps
     epochs: float = 0.0               # passes over the training stream
     time_budget: float = 0.0          # wall-clock seconds
@@ -149,11 +149,6 @@ def from_dict(cls, data: dict):
     except TypeError as e:  # pragma: no cover - dataclass signature errors
         raise ConfigError(f"bad {cls.__name__}: {e}") from None
 
-
-# `charlm train` with no corpus and no budget trains on the built-in stdlib corpus for this long,
-# so that the README's first command finishes in about 5 minutes (compilation and the final
-# evaluation included) on any machine, whatever its speed.
-DEFAULT_CORPUS_TIME_BUDGET = 240.0
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)", re.IGNORECASE)
 

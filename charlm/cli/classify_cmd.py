@@ -51,7 +51,7 @@ TRAIN_OPTIONS = [
     ("epochs", "--epochs", NON_NEG_F, "stop after this many passes over the training data"),
     ("steps", "--steps", NON_NEG, "stop after this many steps"),
     ("time_budget", "--time", Duration(), "stop after this long, e.g. 90s, 5m"),
-    ("eval_every", "--eval-every", NON_NEG, "steps between dev evaluations and checkpoints (0 = each epoch)"),
+    ("eval_every", "--eval-every", str, "dev evaluation and checkpoint: auto, every N steps (500) or every duration (30s)"),
     ("max_length", "--max-length", NON_NEG, "tokens kept per training sequence (0 = all)"),
     ("seed", "--seed", NON_NEG, "seed of initialisation, dropout, data order and the dev hold-out"),
     ("dtype", "--dtype", click.Choice(("float32", "float64")), "float32 for speed, float64 for checks"),
@@ -71,7 +71,7 @@ def training_options(with_pooling: bool):
     def decorate(func):
         defaults = _defaults()
         for name, decl, type_, help_ in reversed(options):
-            default = "none (10 epochs)" if name in ("epochs", "steps", "time_budget") else str(defaults[name]).lower()
+            default = "none (5 minutes)" if name in ("epochs", "steps", "time_budget") else str(defaults[name]).lower()
             kw = {"is_flag": True} if type_ is None else {"type": type_}
             func = click.option(decl, name, default=None, help=f"{help_} [default: {default}]", **kw)(func)
         func = click.option("--dev", "dev_file", type=click.Path(dir_okay=False),
@@ -103,7 +103,7 @@ def classify():
 def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 
-    Evaluates on the dev split at each epoch (or --eval-every steps), keeps the best model
+    Evaluates on the dev split about 8 times (or --eval-every), keeps the best model
     by dev accuracy (model.safetensors) and the latest state (last.safetensors). Ctrl-C
     stops after the current step, saves, and prints how to resume.
 
@@ -160,7 +160,7 @@ def run_training(task: str, spec, options: dict, run_dir, resume) -> int:
     if view.done.reason == "diverged":
         from ..errors import CharlmError
 
-        raise CharlmError("training diverged (non-finite losses); the last good checkpoint is intact")
+        raise CharlmError(f"training diverged: {view.done.message}")
     return 0
 
 

@@ -31,28 +31,29 @@ TAIL = 2   # slots after the gradient: [loss share, stop requests]
 
 
 class Ranks:
-    """``trainer`` trained by ``world.size`` ranks; the same interface as ``launch.Solo``."""
+    """A loop's task trained by ``world.size`` ranks; the same interface as ``launch.Solo``."""
 
-    def __init__(self, world, trainer):
+    def __init__(self, world, loop):
         self.comm, self.rank, self.size, self.writes = world.comm, world.rank, world.size, world.writes
-        batch = trainer.tcfg.batch_size
+        task = loop.task
+        batch = task.tcfg.batch_size
         if batch < self.size:
             raise ConfigError(f"batch_size {batch} is smaller than the {self.size} ranks: every rank "
                               "needs at least one stream (raise --batch-size or use fewer ranks)")
         self.begin, self.end = block(batch, self.rank, self.size)
         self.batch = batch
-        if trainer.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
-            trainer.tcfg = replace(trainer.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
-        self.model = trainer.model
-        self.buffer = _gradients_with_tail(trainer.model)
+        if task.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
+            task.tcfg = replace(task.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
+        self.model = task.model
+        self.buffer = _gradients_with_tail(task.model)
         self.stop_asked = False
         self.compute_s = self.allreduce_s = 0.0
-        trainer.clock = self.clock
-        trainer.request_stop = self.request_stop   # a signal on any rank stops all at one step
+        loop.clock = self.clock
+        loop.request_stop = self.request_stop   # a signal on any rank stops all at one step
         if not self.writes:
-            trainer.metrics = _Discard()
+            loop.metrics = _Discard()
 
-    # -- the trainer's hooks ---------------------------------------------------------------------
+    # -- the loop's hooks --------------------------------------------------------------------------
 
     def clock(self) -> float:
         return self.comm.bcast(time.perf_counter() if self.rank == 0 else None, root=0)
@@ -60,13 +61,15 @@ class Ranks:
     def request_stop(self) -> None:
         self.stop_asked = True
 
-    def loss_and_grad(self, trainer, x, y):
+    def loss_and_grad(self, loop, batch):
         """(loss over the whole batch, new global state); the gradient of the whole batch in
-        ``trainer.model.grad_flat`` on every rank."""
-        model, b0, b1 = trainer.model, self.begin, self.end
+        ``model.grad_flat`` on every rank. The batch is a language model's (x, y) windows over
+        its streams, with the carried state of those streams (``lm/task.py``)."""
+        task, (x, y) = loop.task, batch
+        model, b0, b1 = task.model, self.begin, self.end
         t0 = time.perf_counter()
-        rng = BlockRandom(trainer.rng, b0, b1, self.batch)
-        state = np.ascontiguousarray(trainer.state[:, :, b0:b1])
+        rng = BlockRandom(task.rng, b0, b1, self.batch)
+        state = np.ascontiguousarray(task.state[:, :, b0:b1])
         loss, mine = model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
                                          state, rng)
         share = (b1 - b0) / self.batch
@@ -77,8 +80,8 @@ class Ranks:
         self.comm.Allreduce(_in_place(), buf)
         self.compute_s, self.allreduce_s = t1 - t0, time.perf_counter() - t1
         if buf[-1] > 0:
-            trainer._stop = True
-        new_state = trainer.state.copy()
+            loop._stop = True
+        new_state = task.state.copy()
         new_state[:, :, b0:b1] = mine
         return float(buf[-2]), new_state
 

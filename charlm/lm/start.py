@@ -27,15 +27,16 @@ def corpus_for(train_config, paths, tokenizer=None):
 def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite: bool = False):
     """A ``Trainer`` for a new run on ``paths`` with settings ``values`` (field name -> value).
 
-    No paths: the built-in stdlib corpus, for ``DEFAULT_CORPUS_TIME_BUDGET`` unless a budget
-    is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
+    No paths: the built-in stdlib corpus. With no budget given, the time budget is the default
+    every task trains for (``DEFAULT_TIME_BUDGET``), set here so that the model is chosen for it. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
     directory is locked for this process (runs/directory.py) before anything is read or written; if
     setting up fails, a directory made here is removed again.
     """
-    from ..config import DEFAULT_CORPUS_TIME_BUDGET, replace
+    from ..config import replace
     from ..data.builtin_corpora import default_corpus_path
     from ..data.text_files import check_path
     from ..runs.directory import claim_new_run, make_run_dir, release_new
+    from ..training.budget import DEFAULT_TIME_BUDGET
     from .autoconfig import choose_model
     from .footprint import check_training_fits
     from .train import Trainer
@@ -52,13 +53,13 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
         if not paths:
             paths = [default_corpus_path()]
             if not (train_config.steps or train_config.epochs or train_config.time_budget):
-                train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
+                train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET)
         corpus = corpus_for(train_config, paths)
         model_config, train_config, choice = from_rank0(
             lambda: choose_model(model_config, train_config, corpus, set(values)))
         check_training_fits(model_config, train_config, len(corpus.tokenizer))
         trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
-        trainer.auto_choice = None if choice is None else choice.to_dict()
+        trainer.task.auto_choice = None if choice is None else choice.to_dict()
     except BaseException:
         release_new(lock)
         raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import _choice, _positive_int
+from ..config import _choice, _positive_int, parse_eval_every
 from ..errors import ConfigError
 
 TASKS = ("classify", "tag")
@@ -96,9 +96,9 @@ class SeqTrainConfig:
     weight_decay: float = 0.0   # Adam's coupled L2 (a hashed table's rows: on the steps that use them; sparse_adam.py)
     clip_norm: float = 5.0      # global gradient-norm clip (0 = off)
     epochs: float = 0.0         # budgets: the first one reached stops training
-    steps: int = 0              # (none set: 10 epochs)
+    steps: int = 0              # (none set: training/budget.py's DEFAULT_TIME_BUDGET)
     time_budget: float = 0.0    # wall-clock seconds
-    eval_every: int = 0         # steps between dev evaluations and checkpoints (0 = once per epoch)
+    eval_every: str = "auto"    # dev evaluation + checkpoint cadence: auto | steps ("500") | time ("30s")
     max_length: int = 0         # tokens kept per training sequence (0 = all)
     seed: int = 1234            # initialisation, dropout and data order
     dtype: str = "float32"      # float32 for speed, float64 for checks
@@ -109,7 +109,8 @@ class SeqTrainConfig:
         _choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("batch_size",):
             _positive_int(name, getattr(self, name))
-        for name in ("warmup_steps", "steps", "eval_every", "max_length", "seed", "threads"):
+        parse_eval_every(self.eval_every)
+        for name in ("warmup_steps", "steps", "max_length", "seed", "threads"):
             _positive_int(name, getattr(self, name), minimum=0)
         for name in ("lr", "min_lr", "weight_decay", "clip_norm", "epochs", "time_budget"):
             value = getattr(self, name)
@@ -120,7 +121,10 @@ class SeqTrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         return self
 
-    @property
-    def default_epochs(self) -> float:
-        """The epoch budget in force: ``epochs``, or 10 when no budget is set at all."""
-        return self.epochs or (0.0 if (self.steps or self.time_budget) else 10.0)
+
+def stored_eval_every(value):
+    """``eval_every`` as a checkpoint written before the shared loop stored it: 0 meant once per
+    epoch and becomes "auto"; a number of steps becomes its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "auto" if value == 0 else str(value)
+    return value
