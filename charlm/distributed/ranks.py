@@ -1,8 +1,9 @@
 """The collectives of data-parallel training: a step, an evaluation, a checkpoint, the clock.
 
 A step (``loss_and_grad``):
-  1. this rank runs forward and backward on its block of the batch's streams (streams.py), from
-     its block of the carried state, with dropout masks drawn for the whole batch;
+  1. this rank has the task run forward and backward on its block of the batch's streams
+     (streams.py; ``block_loss_and_grad`` of training/task.py), from its block of the carried
+     state, with dropout masks drawn for the whole batch;
   2. it scales its gradient, the mean over its T*b tokens, by b/B, so that the sum over ranks is
      the mean over all T*B tokens, and writes its share of the loss and its stop request into
      two slots that follow the gradient in the same buffer;
@@ -62,17 +63,12 @@ class Ranks:
         self.stop_asked = True
 
     def loss_and_grad(self, loop, batch):
-        """(loss over the whole batch, new global state); the gradient of the whole batch in
-        ``model.grad_flat`` on every rank. The batch is a language model's (x, y) windows over
-        its streams, with the carried state of those streams (``lm/task.py``)."""
-        task, (x, y) = loop.task, batch
-        model, b0, b1 = task.model, self.begin, self.end
+        """(loss over the whole batch, what the task keeps if the step is taken); the gradient of
+        the whole batch in ``model.grad_flat`` on every rank. The task computes its block of the
+        batch (``block_loss_and_grad``) and puts the blocks' carried state together (``merge_blocks``)."""
+        task, b0, b1 = loop.task, self.begin, self.end
         t0 = time.perf_counter()
-        rng = BlockRandom(task.rng, b0, b1, self.batch)
-        state = np.ascontiguousarray(task.state[:, :, b0:b1])
-        loss, mine = model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
-                                         state, rng)
-        share = (b1 - b0) / self.batch
+        loss, mine, share = task.block_loss_and_grad(batch, b0, b1, BlockRandom(task.rng, b0, b1, self.batch))
         buf = self.buffer
         buf[:-TAIL] *= buf.dtype.type(share)
         buf[-TAIL:] = (loss * share, 1.0 if self.stop_asked else 0.0)
@@ -81,9 +77,7 @@ class Ranks:
         self.compute_s, self.allreduce_s = t1 - t0, time.perf_counter() - t1
         if buf[-1] > 0:
             loop._stop = True
-        new_state = task.state.copy()
-        new_state[:, :, b0:b1] = mine
-        return float(buf[-2]), new_state
+        return float(buf[-2]), task.merge_blocks(mine, b0, b1)
 
     def step_record(self) -> dict:
         """Rank 0's split of the last step: its own forward/backward, and the all-reduce (which

@@ -57,6 +57,21 @@ class LmTask:
         x, y = batch
         return self.model.loss_and_grad(x, y, self.state, self.rng)
 
+    def block_loss_and_grad(self, batch, b0: int, b1: int, rng):
+        """Under several ranks (distributed/ranks.py): loss and gradient of streams b0..b1 only,
+        their new carried state, and their share of the batch (the gradient is scaled by it)."""
+        x, y = batch
+        state = np.ascontiguousarray(self.state[:, :, b0:b1])
+        loss, mine = self.model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
+                                              state, rng)
+        return loss, mine, (b1 - b0) / self.tcfg.batch_size
+
+    def merge_blocks(self, mine, b0: int, b1: int):
+        """The whole carried state with this rank's streams b0..b1 replaced by ``mine``."""
+        state = self.state.copy()
+        state[:, :, b0:b1] = mine
+        return state
+
     def commit(self, carry) -> None:
         self.state = carry
 

@@ -48,6 +48,14 @@ class Task(Protocol):
         """Forward and backward on ``batch``: (mean loss, what ``commit`` keeps if the step is
         taken); the gradient lands in ``model.grad_flat``. Leaves the task's state unchanged."""
 
+    def block_loss_and_grad(self, batch, b0: int, b1: int, rng) -> tuple[float, Any, float]:
+        """Several ranks only (distributed/ranks.py): loss and gradient of rows b0..b1 of the
+        batch with dropout from ``rng`` (drawn for the whole batch), what they carry, and their
+        share of the batch."""
+
+    def merge_blocks(self, carry, b0: int, b1: int) -> Any:
+        """Several ranks only: what ``commit`` keeps, with this rank's rows b0..b1 set to ``carry``."""
+
     def commit(self, carry) -> None:
         """The step was taken: keep ``carry`` (the language model's carried hidden state)."""
 
