@@ -59,7 +59,7 @@ def start_training(paths, values: dict, *, run_dir=None, root="runs", overwrite:
             lambda: choose_model(model_config, train_config, corpus, set(values)))
         check_training_fits(model_config, train_config, len(corpus.tokenizer))
         trainer = Trainer(corpus, model_config, train_config, lock.run_dir)
-        trainer.task.auto_choice = None if choice is None else choice.to_dict()
+        trainer.auto_choice = None if choice is None else choice.to_dict()
     except BaseException:
         release_new(lock)
         raise

@@ -72,6 +72,15 @@ class Trainer(Loop):
                               f"({corpus.train.size} tokens now, {meta.get('train_tokens')} before)")
         return cls(corpus, last.config, tcfg, run_dir, clock=clock, _resume=last)
 
+    @property
+    def auto_choice(self):
+        """autoconfig.Choice.to_dict() when the model was chosen for the budget (the task's)."""
+        return self.task.auto_choice
+
+    @auto_choice.setter
+    def auto_choice(self, value) -> None:
+        self.task.auto_choice = value
+
     def sample_text(self, max_length: int = 200, temperature: float = 0.8) -> str:
         """A short sample from the current weights (seeded by the run's seed and step)."""
         return self.task.sample_text(self.pos.step, max_length, temperature)
