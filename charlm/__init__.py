@@ -20,8 +20,8 @@ _EXPORTS = {
     "Corpus": "data.corpus", "build_corpus": "data.corpus", "read_text": "data.text_files", "StreamBatcher": "data.batches",
     "Model": "lm.model",
     "Checkpoint": "lm.checkpoint", "load_checkpoint": "lm.checkpoint", "save_checkpoint": "lm.checkpoint",
-    "Trainer": "lm.train", "StepEvent": "lm.train", "EvalEvent": "lm.train", "CheckpointEvent": "lm.train",
-    "DoneEvent": "lm.train",
+    "Trainer": "lm.train", "StepEvent": "training.events", "EvalEvent": "training.events",
+    "CheckpointEvent": "training.events", "DoneEvent": "training.events",
     "Sampler": "lm.sample", "generate_text": "lm.sample",
     "evaluate": "lm.evaluate", "EvalResult": "lm.evaluate",
 }

@@ -66,6 +66,9 @@ class ModelConfig:
         return self
 
 
+NO_BUDGET = "none (5 minutes)"   # how help states an unset budget (training/budget.py DEFAULT_TIME_BUDGET)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # data
@@ -88,10 +91,10 @@ class TrainConfig:
     min_lr: float = setting(0.0, minimum=0, help="cosine and linear schedules: final learning rate")
     clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
     clip_value: float = setting(0.0, minimum=0, help="clip each gradient element (0 = off)")
-    # budget: the first one reached stops training; 0 = no limit (all 0: one epoch)
-    steps: int = setting(0, minimum=0, help="stop after this many steps")
-    epochs: float = setting(0.0, minimum=0, help="stop after this many passes over the corpus")
-    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown="none",
+    # budget: the first one reached stops training; 0 = no limit (all 0: training/budget.py's DEFAULT_TIME_BUDGET)
+    steps: int = setting(0, minimum=0, shown=NO_BUDGET, help="stop after this many steps")
+    epochs: float = setting(0.0, minimum=0, shown=NO_BUDGET, help="stop after this many passes over the corpus")
+    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=NO_BUDGET,
                                  help="stop after this long, e.g. 90s, 10m, 1h30m")
     # bookkeeping
     eval_every: str = setting("auto", kind="cadence",
@@ -132,11 +135,6 @@ def from_dict(cls, data: dict):
     except TypeError as e:  # pragma: no cover - dataclass signature errors
         raise ConfigError(f"bad {cls.__name__}: {e}") from None
 
-
-# `charlm train` with no corpus and no budget trains on the built-in stdlib corpus for this long,
-# so that the README's first command finishes in about 5 minutes (compilation and the final
-# evaluation included) on any machine, whatever its speed.
-DEFAULT_CORPUS_TIME_BUDGET = 240.0
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)", re.IGNORECASE)
 

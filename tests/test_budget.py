@@ -9,7 +9,7 @@ from charlm.config import ModelConfig, TrainConfig, make_configs, parse_eval_eve
 from charlm.data.corpus import build_corpus
 from charlm.errors import ConfigError
 from charlm.lm.train import DoneEvent, EvalEvent, StepEvent, Trainer
-from charlm.training.budget import AUTO_EVALS, MAX_EVAL_SHARE, Budget, EvalCadence
+from charlm.training.budget import AUTO_EVALS, DEFAULT_TIME_BUDGET, MAX_EVAL_SHARE, Budget, EvalCadence
 
 TEXT = "".join(f"line {i % 23} of a small text, state carried over\n" for i in range(400))
 MCFG = ModelConfig(cell="lstm", embed=8, hidden=16, layers=1)
@@ -46,8 +46,9 @@ def test_progress_is_the_largest_fraction_over_the_budgets_set():
     assert b.progress(80, 5.0, 30) == pytest.approx(0.8)
     assert b.reason(80, 5.0, 59.9) is None and b.reason(80, 5.0, 60) == "time"
     assert b.reason(100, 0, 0) == "steps"
-    one_epoch = Budget()
-    assert one_epoch.progress(3, 0.25, 1000) == pytest.approx(0.25) and one_epoch.reason(9, 1.0, 0) == "epochs"
+    default = Budget.of(TrainConfig())  # none given: DEFAULT_TIME_BUDGET of training, whatever the task
+    assert default.progress(3, 5.0, DEFAULT_TIME_BUDGET / 4) == pytest.approx(0.25)
+    assert default.reason(9, 5.0, DEFAULT_TIME_BUDGET - 1) is None and default.reason(9, 1.0, DEFAULT_TIME_BUDGET) == "time"
 
 
 @pytest.mark.parametrize("value, parsed", [("auto", ("auto", 0.0)), (500, ("steps", 500.0)),

@@ -13,7 +13,8 @@ from charlm.seqtask import data, store
 from charlm.seqtask.config import SeqModelConfig, SeqTrainConfig
 from charlm.seqtask.metrics import classification_report
 from charlm.seqtask.predict import Predictor
-from charlm.seqtask.train import SeqDoneEvent, SeqTrainer
+from charlm.seqtask.train import SeqTrainer
+from charlm.training.events import DoneEvent
 
 
 def toy_examples(n, seed=0):
@@ -46,8 +47,8 @@ def train_toy(tmp_path, epochs=6, **model):
 
 def test_separable_task_learned_to_100_percent(tmp_path):
     trainer, events = train_toy(tmp_path)
-    assert isinstance(events[-1], SeqDoneEvent) and events[-1].reason == "epochs"
-    assert events[-1].best_accuracy == 1.0
+    assert isinstance(events[-1], DoneEvent) and events[-1].reason == "epochs"
+    assert events[-1].best_value == 1.0
     result = Predictor.load(tmp_path / "run").classify(["aeiou", "bcd"], top_k=2)
     assert [r["labels"][0]["label"] for r in result] == ["vowel", "cons"]
     assert abs(sum(x["probability"] for x in result[0]["labels"]) - 1.0) < 1e-6

@@ -357,9 +357,11 @@ def test_live_view_renders_on_a_terminal(tmp_path):
     for step in range(1, 21):
         view.update(StepEvent(step, step / 10, 3.0 - step / 20, 1.5, 2e-3, 30_000.0, step * 0.5))
         if step % 10 == 0:
-            view.update(EvalEvent(step, 2.9, 2.8 - step / 100, 4.0, 16.0, 2.7, True, step * 0.5))
+            scores = {"val_loss": 2.8 - step / 100, "val_bpc": 4.0, "val_ppl": 16.0}
+            view.update(EvalEvent(step, 2.9, scores, "val_loss", scores, True, step * 0.5))
     view.update(SampleEvent(20, "to be or not"))
-    view.update(DoneEvent(20, "steps", 2.6, 10.0, Path("runs/x"), "reached the step budget"))
+    view.update(DoneEvent(20, "steps", {"val_loss": 2.6}, 10.0, Path("runs/x"), "reached the step budget",
+                          metric="val_loss"))
     console.print(view)
     console.print(summary_table(view, "runs/x", 1234))
     shown = console.file.getvalue()

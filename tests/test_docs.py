@@ -34,8 +34,8 @@ def test_readme_sections():
 
 
 def test_default_corpus_budget_is_stated_where_users_read_it():
-    from charlm.config import DEFAULT_CORPUS_TIME_BUDGET
+    from charlm.training.budget import DEFAULT_TIME_BUDGET
 
-    minutes = f"{DEFAULT_CORPUS_TIME_BUDGET / 60:g} minutes"
+    minutes = f"{DEFAULT_TIME_BUDGET / 60:g} minutes"
     help_text = " ".join(CliRunner().invoke(main, ["train", "-h"]).output.split())
     assert minutes in help_text and minutes in README

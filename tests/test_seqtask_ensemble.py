@@ -73,7 +73,7 @@ def test_an_ensemble_trains_saves_predicts_and_resumes_exactly(tmp_path):
     train_config = SeqTrainConfig(epochs=4, **FAST_TRAIN)
     straight = SeqTrainer(toy_examples(200), toy_examples(60, 1), config, train_config, tmp_path / "a")
     events = list(straight.events())
-    assert events[-1].best_accuracy == 1.0
+    assert events[-1].best_value == 1.0
     checkpoint = store.load(tmp_path / "a" / store.MODEL_FILE)
     assert checkpoint.config.members == 2 and "members.1.head.bias" in checkpoint.tensors
     result = Predictor.load(tmp_path / "a").classify(["aeiou", "bcd"], top_k=1)

@@ -79,8 +79,8 @@ def test_eval_reports_bits_per_char_and_perplexity(tmp_path):
     evals = [e for e in run(trainer) if isinstance(e, EvalEvent)]
     assert [e.step for e in evals] == [5, 10]
     for e in evals:
-        assert e.val_bpc == pytest.approx(e.val_loss / math.log(2))
-        assert e.val_ppl == pytest.approx(math.exp(e.val_loss))
+        assert e.scores["val_bpc"] == pytest.approx(e.scores["val_loss"] / math.log(2))
+        assert e.scores["val_ppl"] == pytest.approx(math.exp(e.scores["val_loss"]))
     metrics = ckpt.read_metrics(tmp_path / "run")
     assert sum(1 for r in metrics if r["kind"] == "step") == 10
 
@@ -104,4 +104,4 @@ def test_checkpoint_loads_into_pytorch_with_same_validation_loss(tmp_path):
     with torch.no_grad():
         out, _ = rnn(encoder(ids[:-1].view(-1, 1)))
         loss = nn.functional.cross_entropy(decoder(out).view(-1, len(corpus.tokenizer)), ids[1:])
-    assert loss.item() == pytest.approx(evals[-1].val_loss, rel=1e-4)
+    assert loss.item() == pytest.approx(evals[-1].scores["val_loss"], rel=1e-4)

@@ -52,7 +52,7 @@ def classify():
 def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 
-    Evaluates on the dev split at each epoch (or --eval-every steps), keeps the best model
+    Evaluates on the dev split about 8 times (or --eval-every), keeps the best model
     by dev accuracy (model.safetensors) and the latest state (last.safetensors). Ctrl-C
     stops after the current step, saves, and prints how to resume.
 
@@ -112,7 +112,7 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
     if view.done.reason == "diverged":
         from ..errors import CharlmError
 
-        raise CharlmError("training diverged (non-finite losses); the last good checkpoint is intact")
+        raise CharlmError(f"training diverged: {view.done.message}")
     return 0
 
 

@@ -235,3 +235,13 @@ def show(console, parts) -> None:
     """Print renderables in order; ``Lines`` (paths, commands) are never wrapped or cropped."""
     for part in parts:
         console.print(part, soft_wrap=isinstance(part, Lines))
+
+
+def budget_text(t, seconds) -> str:
+    """The budget of training configuration ``t`` in words (``seconds(s)`` shows a duration);
+    none given is the default time, and says so."""
+    from ..training.budget import DEFAULT_TIME_BUDGET
+
+    given = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
+                                  t.time_budget and f"{seconds(t.time_budget)} of training") if b)
+    return given or f"{seconds(DEFAULT_TIME_BUDGET)} of training (the default)"

@@ -9,7 +9,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..training.budget import EvalCadence
 from .common import show_path
+from .render import budget_text
 from .safe_text import printable
 
 CONFUSION_MAX_LABELS = 20   # a larger confusion matrix is left to --json
@@ -28,15 +30,16 @@ def header_lines(trainer) -> list[str]:
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     wide = f" (+ a linear model of hashed 1..{c.wide_ngrams}-grams, {c.wide_buckets:,} buckets)" if c.wide_ngrams else ""
-    budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
-                                   t.time_budget and f"{t.time_budget:g} s") if b) or "10 epochs"
+    budget = budget_text(t, lambda s: f"{s:g} s")
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None
            else "no dev split: scores are on the training data")
     return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels{wide} · "
             f"{trainer.model.size:,} parameters",
             f"  data    {_p(show_path(spec.get('train', '?')))}: {len(trainer.train):,} examples, "
             f"vocabulary {c.vocab_size:,} · {dev}",
-            f"  budget  {budget} · batch {t.batch_size} · lr {t.lr:g} → {t.min_lr:g} ({t.schedule})"]
+            f"  budget  {budget} · evaluate {EvalCadence(t.eval_every).describe()} · batch {t.batch_size} · "
+            f"lr {t.lr:g} → {t.min_lr:g} ({t.schedule})"]
+
 
 
 class TrainProgress:
@@ -60,25 +63,27 @@ class TrainProgress:
         self.console.print(f"[yellow]{escape(text)}[/]")
 
     def update(self, event) -> None:
-        from ..seqtask.events import SeqCheckpointEvent, SeqDoneEvent, SeqEvalEvent, SeqStepEvent
+        from ..training.events import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, WarningEvent
 
-        if isinstance(event, SeqStepEvent):
+        if isinstance(event, StepEvent):
             self.progress.update(self.task, completed=event.progress,
                                  description=f"step {event.step:,} · epoch {event.epoch:.2f} · loss {event.loss:.4f} · "
                                              f"lr {event.lr:.2e}")
-        elif isinstance(event, SeqEvalEvent):
+        elif isinstance(event, EvalEvent):
             self.last_eval = event
             s = event.scores
-            where = "train" if event.on_train else "dev"
+            where = "dev" if event.held_out else "train"
             mark = " [green]best[/]" if event.improved else ""
             self.console.print(f"step {event.step:>7,}  epoch {event.epoch:6.2f}  train loss {event.train_loss:.4f}  "
                                f"{where} loss {s['loss']:.4f}  accuracy {s['accuracy']:.4f}  "
                                f"macro-F1 {s['macro_f1']:.4f}"
                                + (f"  sequences {s['sequence_accuracy']:.4f}" if "sequence_accuracy" in s else "")
                                + f"  {fmt_time(event.elapsed)}{mark}", highlight=False, soft_wrap=True)
-        elif isinstance(event, SeqCheckpointEvent) and event.best:
+        elif isinstance(event, CheckpointEvent) and event.best:
             self.best_path = event.path
-        elif isinstance(event, SeqDoneEvent):
+        elif isinstance(event, WarningEvent):
+            self.console.print(f"[yellow]warning:[/] {_p(event.message)}", highlight=False, soft_wrap=True)
+        elif isinstance(event, DoneEvent):
             self.done = event
 
 
@@ -88,11 +93,8 @@ def fmt_time(seconds: float) -> str:
 
 def summary_lines(view, run: str, task: str) -> list[str]:
     done = view.done
-    why = {"steps": "reached the step budget", "epochs": "reached the epoch budget", "time": "reached the time budget",
-           "stopped": "stopped on request; checkpoint saved",
-           "diverged": "stopped: non-finite losses; the last good checkpoint is intact"}[done.reason]
-    lines = [f"finished     {why}", f"steps        {done.step:,} in {fmt_time(done.elapsed)}",
-             f"best         accuracy {done.best_accuracy:.4f}"]
+    lines = [f"finished     {done.message}", f"steps        {done.step:,} in {fmt_time(done.elapsed)}",
+             f"best         accuracy {done.best_value:.4f}"]
     if view.best_path:
         lines.append(f"best model   {escape(show_path(view.best_path))}")
     lines.append(f"evaluate it  charlm {task} eval {escape(run)} FILE")

@@ -27,7 +27,7 @@ OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for
 def train(corpus, run_dir, overwrite, resume, config_file, **options):
     """Train a language model on CORPUS (text files) and save it under runs/.
 
-    With no CORPUS, trains for 4 minutes on the Python standard library's own
+    With no CORPUS, trains for 5 minutes on the Python standard library's own
     source (about 1.5 MB of code and docstrings that every Python install has).
     Ctrl-C, SIGTERM or SIGHUP stops after the current step, saves the run and
     prints how to resume (exit status 130, 143, 129). CORPUS and --val-file must
@@ -74,13 +74,12 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
 
 def _run(trainer, console, signals) -> int:
     from ..training.budget import EvalCadence
-    from .render import corpus_line, fmt_time, model_line
+    from .render import budget_text, corpus_line, fmt_time, model_line
     from .train_view import TrainView, summary_table
 
     run = show_path(trainer.run_dir)
     t = trainer.tcfg
-    budget = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
-                                   t.time_budget and f"{fmt_time(t.time_budget)} of training") if b) or "one epoch"
+    budget = budget_text(t, fmt_time)
     console.print(Text.assemble(("charlm train", "bold"), f" → {run}"), soft_wrap=True)
     console.print(f"  model   {model_line(trainer.mcfg, trainer.model.num_parameters)}", markup=False,
                   highlight=False)

@@ -17,7 +17,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..lm.train import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
+from ..training.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
 from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot, split_text
 from .safe_text import printable, printable_text
 
@@ -79,7 +79,7 @@ class TrainView:
             self.eval = event
             if event.improved:
                 self.best = event
-            self.evals.append((event.step, event.val_loss))
+            self.evals.append((event.step, event.value))
             if self.live:
                 self.plot = loss_plot(self._train_points(), self.evals, self.console.width - 2, PLOT_HEIGHT)
             else:
@@ -123,10 +123,10 @@ class TrainView:
 
     def _eval_line(self) -> str:
         e = self.eval
-        bpc = f" | bpc {e.val_bpc:.3f}" if e.val_bpc is not None else ""
-        mark = " | new best" if e.improved else f" | best {e.best_val_loss:.4f}"
-        return (f"eval step {e.step:,} | train {e.train_loss:.4f} | {self.val} {e.val_loss:.4f}{bpc} | "
-                f"ppl {fmt_num(e.val_ppl)}{mark}")
+        bpc = f" | bpc {e.scores['val_bpc']:.3f}" if e.scores.get("val_bpc") is not None else ""
+        mark = " | new best" if e.improved else f" | best {e.best_value:.4f}"
+        return (f"eval step {e.step:,} | train {e.train_loss:.4f} | {self.val} {e.value:.4f}{bpc} | "
+                f"ppl {fmt_num(e.scores['val_ppl'])}{mark}")
 
     # -- live display ---------------------------------------------------------------------------
 
@@ -134,12 +134,13 @@ class TrainView:
         s, e = self.step, self.eval
         if s is None:
             return Text("compiling kernels and taking the first step…", style="dim")
-        val = "–" if e is None else f"{e.val_loss:.4f}"
-        best = "–" if e is None else f"{e.best_val_loss:.4f}"
+        val = "–" if e is None else f"{e.value:.4f}"
+        best = "–" if e is None else f"{e.best_value:.4f}"
         stats = _grid([
             ("step", f"{s.step:,}", "train loss", f"{s.loss:.4f}", f"{self.val} loss", val, f"best {self.val}", best),
-            ("epoch", f"{s.epoch:.2f}", "perplexity", "–" if e is None else fmt_num(e.val_ppl),
-             "bits/char", "–" if e is None or e.val_bpc is None else fmt_num(e.val_bpc), self.unit, fmt_count(self.rate)),
+            ("epoch", f"{s.epoch:.2f}", "perplexity", "–" if e is None else fmt_num(e.scores["val_ppl"]),
+             "bits/char", "–" if e is None or e.scores.get("val_bpc") is None else fmt_num(e.scores["val_bpc"]),
+             self.unit, fmt_count(self.rate)),
             ("elapsed", fmt_time(s.elapsed), "eta", fmt_time(self._eta()),
              "grad norm", f"{s.grad_norm:.3f}", "lr", f"{s.lr:.2e}"),
         ])
@@ -179,7 +180,7 @@ def _grid(rows) -> Text:
 
 
 def split_line(split, elapsed: float) -> str:
-    """How the run's time split (a train_events.TimeSplit), as ``charlm info`` shows it."""
+    """How the run's time split (a training.events.TimeSplit), as ``charlm info`` shows it."""
     return split_text(split.to_dict() | {"elapsed": elapsed}) or "–"
 
 
@@ -195,12 +196,12 @@ def summary_table(view: TrainView, run: str, parameters: int) -> Table:
         ("time split", None if d.time_split is None else split_line(d.time_split, d.elapsed)),
         ("parameters", f"{parameters:,}"),
     ]
-    if b is None and math.isfinite(d.best_val_loss):  # resumed, and no better than before
-        rows += [(f"best {view.val} loss", f"{d.best_val_loss:.4f} nats per token (before this resume)")]
+    if b is None and math.isfinite(d.best_value):  # resumed, and no better than before
+        rows += [(f"best {view.val} loss", f"{d.best_value:.4f} nats per token (before this resume)")]
     if b is not None:
-        rows += [(f"best {view.val} loss", f"{b.val_loss:.4f} nats per token (step {b.step:,})"),
-                 ("best perplexity", fmt_num(b.val_ppl)),
-                 ("best bits/char", None if b.val_bpc is None else fmt_num(b.val_bpc))]
+        rows += [(f"best {view.val} loss", f"{b.value:.4f} nats per token (step {b.step:,})"),
+                 ("best perplexity", fmt_num(b.scores["val_ppl"])),
+                 ("best bits/char", None if b.scores.get("val_bpc") is None else fmt_num(b.scores["val_bpc"]))]
     saved = {name: (view.trainer.run_dir / name).exists() for name in (MODEL_FILE, LAST_FILE)}
     rows += [("best model", str(Path(run) / MODEL_FILE) if saved[MODEL_FILE] else None),
              ("resume from", str(Path(run) / LAST_FILE) if saved[LAST_FILE] else None),

@@ -19,15 +19,15 @@ from .launch import INSTALL_HINT, Solo, from_rank0, on_rank0, rank_failed, world
 __all__ = ["INSTALL_HINT", "Solo", "attach", "from_rank0", "on_rank0", "rank_failed", "world"]
 
 
-def attach(trainer):
-    """The world ``trainer`` trains in. Alone: a ``Solo`` that changes nothing. Several ranks:
-    checks that they agree (agreement.py), then routes the trainer's step, evaluation,
-    checkpoints, clock and stop requests through ``ranks.Ranks``."""
+def attach(loop):
+    """The world a training loop (training/loop.py) runs in. Alone: a ``Solo`` that changes
+    nothing. Several ranks: checks that they agree (agreement.py), then routes the loop's step,
+    evaluation, checkpoints, clock and stop requests through ``ranks.Ranks``."""
     comm = world()
     if comm.size == 1:
-        return Solo()  # its own: it keeps the trainer's last step time
+        return Solo()  # its own: it keeps the loop's last step time
     from .agreement import check_agreement
     from .ranks import Ranks
 
-    check_agreement(comm, trainer)
-    return Ranks(comm, trainer)
+    check_agreement(comm, loop)
+    return Ranks(comm, loop)

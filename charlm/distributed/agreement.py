@@ -9,14 +9,15 @@ from __future__ import annotations
 from ..errors import ConfigError, CorpusError
 
 
-def describe(trainer) -> dict:
+def describe(loop) -> dict:
     from .. import __version__
     from ..config import to_dict
-    from ..runs.fingerprint import corpus_fingerprint
 
-    return {"version": __version__, "fingerprint": corpus_fingerprint(trainer.corpus),
-            "sources": [str(s) for s in trainer.corpus.sources], "model": to_dict(trainer.mcfg),
-            "train": to_dict(trainer.tcfg), "step": trainer.pos.step}
+    task = loop.task
+    corpus = getattr(task, "corpus", None)
+    return {"version": __version__, "fingerprint": task.fingerprint(),
+            "sources": [str(s) for s in corpus.sources] if corpus is not None else [],
+            "model": to_dict(task.mcfg), "train": to_dict(task.tcfg), "step": loop.pos.step}
 
 
 def first_difference(rank: int, theirs: dict, ours: dict) -> str | None:
@@ -25,7 +26,7 @@ def first_difference(rank: int, theirs: dict, ours: dict) -> str | None:
         return (f"rank {rank} runs charlm {theirs['version']} and rank 0 charlm {ours['version']}: "
                 "install the same charlm on every node")
     if theirs["fingerprint"] != ours["fingerprint"]:
-        parts = [p for p in ("train", "val") if theirs["fingerprint"][p] != ours["fingerprint"][p]]
+        parts = [p for p in ours["fingerprint"] if theirs["fingerprint"].get(p) != ours["fingerprint"][p]]
         return (f"rank {rank} read different {' and '.join(parts)} text from rank 0 in "
                 f"{', '.join(theirs['sources'])}: every rank needs identical copies of the files")
     for what in ("model", "train"):
@@ -39,10 +40,10 @@ def first_difference(rank: int, theirs: dict, ours: dict) -> str | None:
     return None
 
 
-def check_agreement(world, trainer) -> None:
+def check_agreement(world, loop) -> None:
     """Raise on rank 0 (which speaks for the job) if any rank differs; the others then leave
     quietly when rank 0 aborts the job, or go on together."""
-    everyone = world.comm.gather(describe(trainer), root=0)
+    everyone = world.comm.gather(describe(loop), root=0)
     problem = None
     if world.rank == 0:
         problem = next((p for r, d in enumerate(everyone[1:], 1)

@@ -52,9 +52,9 @@ class Solo:
     rank, size, writes = 0, 1, True
     compute_s = 0.0
 
-    def loss_and_grad(self, trainer, x, y):
+    def loss_and_grad(self, loop, batch):
         t0 = time.perf_counter()
-        result = trainer.model.loss_and_grad(x, y, trainer.state, trainer.rng)
+        result = loop.task.loss_and_grad(batch)
         self.compute_s = time.perf_counter() - t0
         return result
 

@@ -1,8 +1,9 @@
 """The collectives of data-parallel training: a step, an evaluation, a checkpoint, the clock.
 
 A step (``loss_and_grad``):
-  1. this rank runs forward and backward on its block of the batch's streams (streams.py), from
-     its block of the carried state, with dropout masks drawn for the whole batch;
+  1. this rank has the task run forward and backward on its block of the batch's streams
+     (streams.py; ``block_loss_and_grad`` of training/task.py), from its block of the carried
+     state, with dropout masks drawn for the whole batch;
   2. it scales its gradient, the mean over its T*b tokens, by b/B, so that the sum over ranks is
      the mean over all T*B tokens, and writes its share of the loss and its stop request into
      two slots that follow the gradient in the same buffer;
@@ -31,28 +32,29 @@ TAIL = 2   # slots after the gradient: [loss share, stop requests]
 
 
 class Ranks:
-    """``trainer`` trained by ``world.size`` ranks; the same interface as ``launch.Solo``."""
+    """A loop's task trained by ``world.size`` ranks; the same interface as ``launch.Solo``."""
 
-    def __init__(self, world, trainer):
+    def __init__(self, world, loop):
         self.comm, self.rank, self.size, self.writes = world.comm, world.rank, world.size, world.writes
-        batch = trainer.tcfg.batch_size
+        task = loop.task
+        batch = task.tcfg.batch_size
         if batch < self.size:
             raise ConfigError(f"batch_size {batch} is smaller than the {self.size} ranks: every rank "
                               "needs at least one stream (raise --batch-size or use fewer ranks)")
         self.begin, self.end = block(batch, self.rank, self.size)
         self.batch = batch
-        if trainer.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
-            trainer.tcfg = replace(trainer.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
-        self.model = trainer.model
-        self.buffer = _gradients_with_tail(trainer.model)
+        if task.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
+            task.tcfg = replace(task.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
+        self.model = task.model
+        self.buffer = _gradients_with_tail(task.model)
         self.stop_asked = False
         self.compute_s = self.allreduce_s = 0.0
-        trainer.clock = self.clock
-        trainer.request_stop = self.request_stop   # a signal on any rank stops all at one step
+        loop.clock = self.clock
+        loop.request_stop = self.request_stop   # a signal on any rank stops all at one step
         if not self.writes:
-            trainer.metrics = _Discard()
+            loop.metrics = _Discard()
 
-    # -- the trainer's hooks ---------------------------------------------------------------------
+    # -- the loop's hooks --------------------------------------------------------------------------
 
     def clock(self) -> float:
         return self.comm.bcast(time.perf_counter() if self.rank == 0 else None, root=0)
@@ -60,16 +62,13 @@ class Ranks:
     def request_stop(self) -> None:
         self.stop_asked = True
 
-    def loss_and_grad(self, trainer, x, y):
-        """(loss over the whole batch, new global state); the gradient of the whole batch in
-        ``trainer.model.grad_flat`` on every rank."""
-        model, b0, b1 = trainer.model, self.begin, self.end
+    def loss_and_grad(self, loop, batch):
+        """(loss over the whole batch, what the task keeps if the step is taken); the gradient of
+        the whole batch in ``model.grad_flat`` on every rank. The task computes its block of the
+        batch (``block_loss_and_grad``) and puts the blocks' carried state together (``merge_blocks``)."""
+        task, b0, b1 = loop.task, self.begin, self.end
         t0 = time.perf_counter()
-        rng = BlockRandom(trainer.rng, b0, b1, self.batch)
-        state = np.ascontiguousarray(trainer.state[:, :, b0:b1])
-        loss, mine = model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
-                                         state, rng)
-        share = (b1 - b0) / self.batch
+        loss, mine, share = task.block_loss_and_grad(batch, b0, b1, BlockRandom(task.rng, b0, b1, self.batch))
         buf = self.buffer
         buf[:-TAIL] *= buf.dtype.type(share)
         buf[-TAIL:] = (loss * share, 1.0 if self.stop_asked else 0.0)
@@ -77,10 +76,8 @@ class Ranks:
         self.comm.Allreduce(_in_place(), buf)
         self.compute_s, self.allreduce_s = t1 - t0, time.perf_counter() - t1
         if buf[-1] > 0:
-            trainer._stop = True
-        new_state = trainer.state.copy()
-        new_state[:, :, b0:b1] = mine
-        return float(buf[-2]), new_state
+            loop._stop = True
+        return float(buf[-2]), task.merge_blocks(mine, b0, b1)
 
     def step_record(self) -> dict:
         """Rank 0's split of the last step: its own forward/backward, and the all-reduce (which

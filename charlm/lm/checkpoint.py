@@ -30,9 +30,9 @@ from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes, atomic_write_text, remove_temp_files  # noqa: F401 (re-exported)
 from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
 from ..runs.header import (
-    DTYPES,
     OPTIM_PREFIX,
     check_metadata,
+    check_parsed,
     check_start_state,
     check_tensors,
     model_tensors,
@@ -152,15 +152,7 @@ def load_checkpoint(path) -> Checkpoint:
         arrays = load_file(str(path))
     except Exception as e:  # the library's own parse errors: report, never dump
         raise CheckpointError(f"{path}: unreadable safetensors data ({one_line(str(e))})") from None
-    # What the safetensors parser returned must be exactly what we validated (a second parser
-    # may read a crafted header, e.g. duplicate keys, differently).
-    for name, a in arrays.items():
-        info = header.get(name)
-        if not isinstance(info, dict) or list(a.shape) != info["shape"] \
-                or a.dtype != np.dtype(DTYPES[info["dtype"]]):
-            raise CheckpointError(f"{path}: tensor {name[:60]!r} does not match its header (hand-crafted file?)")
-    if set(arrays) != set(header) - {"__metadata__"}:
-        raise CheckpointError(f"{path}: tensors do not match the header (hand-crafted file?)")
+    check_parsed(path, header, arrays)
     tensors = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)}
     extra = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     for name, a in arrays.items():  # optimiser buffers too: NaN there poisons a resumed run

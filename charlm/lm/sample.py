@@ -53,7 +53,7 @@ class Sampler:
         self.model, self.tokenizer = model, tokenizer
         c, p = model.config, model.params
         shape = (c.layers, c.states, c.hidden)
-        # (L, S, H) state to start from (the checkpoint's "start_state", see Trainer._start_state)
+        # (L, S, H) state to start from (the checkpoint's "start_state", see lm/train_state.start_state)
         self.start_state = np.zeros(shape, model.dtype)
         if start_state is not None and np.shape(start_state) == shape:
             self.start_state[...] = start_state

@@ -27,15 +27,17 @@ def start_training(paths, model_config: ModelConfig, train_config: TrainConfig, 
     ``given`` names the settings the user chose, which the model chosen for a time budget keeps
     (autoconfig.py).
 
-    No paths: the built-in stdlib corpus, for ``DEFAULT_CORPUS_TIME_BUDGET`` unless a budget
-    is given. No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
+    No paths: the built-in stdlib corpus. With no budget given, the time budget is the default
+    every task trains for (``DEFAULT_TIME_BUDGET``), set here so that the model is chosen for it.
+    No ``run_dir``: a fresh ``<corpus>-<time>`` directory under ``root``. The run
     directory is locked for this process (runs/directory.py) before anything is read or written; if
     setting up fails, a directory made here is removed again.
     """
-    from ..config import DEFAULT_CORPUS_TIME_BUDGET, replace
+    from ..config import replace
     from ..data.builtin_corpora import default_corpus_path
     from ..data.text_files import check_file
     from ..runs.directory import claim_new_run, make_run_dir, release_new
+    from ..training.budget import DEFAULT_TIME_BUDGET
     from .autoconfig import settle_model
     from .train import Trainer
 
@@ -49,7 +51,7 @@ def start_training(paths, model_config: ModelConfig, train_config: TrainConfig, 
         if not paths:
             paths = [default_corpus_path()]
             if not (train_config.steps or train_config.epochs or train_config.time_budget):
-                train_config = replace(train_config, time_budget=DEFAULT_CORPUS_TIME_BUDGET)
+                train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET)
         corpus = corpus_for(train_config, paths)
         model_config, train_config, choice = from_rank0(
             lambda: settle_model(model_config, train_config, corpus, given))

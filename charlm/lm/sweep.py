@@ -145,7 +145,7 @@ def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> 
         done = None
         for event in trainer.events():
             done = event
-        result.best_val_loss = _finite(done.best_val_loss)
+        result.best_val_loss = _finite(done.best_value)
         result.best_step, result.steps = done.best_step, done.step
         result.seconds, result.reason = round(done.elapsed, 3), done.reason
     except CharlmError as e:

@@ -144,6 +144,18 @@ def check_tensors(path, header, expected: dict) -> None:
                                   f"the configuration needs {tuple(shape)}")
 
 
+def check_parsed(path, header: dict, arrays: dict) -> None:
+    """What the safetensors parser returned must be exactly the tensors the validated ``header``
+    describes: a second parser may read a crafted header (duplicate keys, say) differently."""
+    for name, a in arrays.items():
+        info = header.get(name)
+        if not isinstance(info, dict) or list(a.shape) != info["shape"] \
+                or a.dtype != np.dtype(DTYPES[info["dtype"]]):
+            raise CheckpointError(f"{path}: tensor {name[:60]!r} does not match its header (hand-crafted file?)")
+    if set(arrays) != set(header) - {"__metadata__"}:
+        raise CheckpointError(f"{path}: tensors do not match the header (hand-crafted file?)")
+
+
 def _names(names: list[str]) -> str:
     """A few tensor names for a message (they come from the file: repr keeps them one line)."""
     shown = ", ".join(repr(n[:60]) for n in names[:4])

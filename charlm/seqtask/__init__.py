@@ -8,7 +8,7 @@ probabilities averaged), ``heads`` (pooling and losses), ``sparse_grad`` (gradie
 few spans and row-sparse in the hashed tables), ``sparse_adam`` (Adam updating only the table
 rows a batch touched) with ``row_kernels`` (its compiled row passes), ``data`` (TSV, CoNLL and
 the restore-spaces task), ``batching`` (vocabularies, encoding, length buckets), ``metrics``,
-``store`` (checkpoints), ``runs`` (run directories), ``train`` (the loop) and ``events`` (what
-it reports), ``predict`` (using a trained model). Importing this package is light; Numba loads
+``store`` (checkpoints), ``runs`` (run directories), ``task`` (what training/loop.py needs from
+a classifier or tagger) and ``train`` (its trainer), ``predict`` (using a trained model). Importing this package is light; Numba loads
 with the first forward pass.
 """

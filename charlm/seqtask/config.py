@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..config import NO_BUDGET, parse_eval_every
 from ..errors import ConfigError
 from ..kernels.cells import CELLS
 from ..settings import Overrides, check, names, setting
@@ -32,7 +33,6 @@ def per_layer_cells() -> tuple[str, ...]:
     return tuple(name for name, cell in CELLS.items() if not cell.feeds_output)
 
 
-_NONE = "none (10 epochs)"
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,13 @@ class SeqTrainConfig:
     # Adam's coupled L2; a hashed table's rows decay on the steps that use them (sparse_adam.py)
     weight_decay: float = setting(0.0, minimum=0, help="L2 weight decay")
     clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
-    # budgets: the first one reached stops training (none set: 10 epochs)
-    epochs: float = setting(0.0, minimum=0, shown=_NONE, help="stop after this many passes over the training data")
-    steps: int = setting(0, minimum=0, shown=_NONE, help="stop after this many steps")
-    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=_NONE,
+    # budgets: the first one reached stops training (none set: training/budget.py's DEFAULT_TIME_BUDGET)
+    epochs: float = setting(0.0, minimum=0, shown=NO_BUDGET, help="stop after this many passes over the training data")
+    steps: int = setting(0, minimum=0, shown=NO_BUDGET, help="stop after this many steps")
+    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=NO_BUDGET,
                                  help="stop after this long, e.g. 90s, 5m")
-    eval_every: int = setting(0, minimum=0, help="steps between dev evaluations and checkpoints (0 = each epoch)")
+    eval_every: str = setting("auto", kind="cadence",
+                              help="evaluate on dev and checkpoint: auto, every N steps (500) or every duration (30s)")
     max_length: int = setting(0, minimum=0, help="tokens kept per training sequence (0 = all)")
     seed: int = setting(1234, minimum=0, help="seed of initialisation, dropout, data order and the dev hold-out")
     dtype: str = setting("float32", choices=("float32", "float64"), help="float32 for speed, float64 for checks")
@@ -106,12 +107,8 @@ class SeqTrainConfig:
 
     def validate(self) -> "SeqTrainConfig":
         check(self)
+        parse_eval_every(self.eval_every)
         return self
-
-    @property
-    def default_epochs(self) -> float:
-        """The epoch budget in force: ``epochs``, or 10 when no budget is set at all."""
-        return self.epochs or (0.0 if (self.steps or self.time_budget) else 10.0)
 
 
 def make_seq_configs(task: str, values: dict) -> tuple[SeqModelConfig, SeqTrainConfig]:
@@ -145,3 +142,11 @@ def seq_resume_overrides(values: dict) -> Overrides:
         raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
                           "start a new run instead")
     return Overrides(SeqTrainConfig(**values).validate(), frozenset(values))
+
+
+def stored_eval_every(value):
+    """``eval_every`` as a checkpoint written before the shared loop stored it: 0 meant once per
+    epoch and becomes "auto"; a number of steps becomes its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "auto" if value == 0 else str(value)
+    return value

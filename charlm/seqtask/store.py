@@ -20,7 +20,7 @@ from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes
 from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
-from ..runs.header import one_line, read_header
+from ..runs.header import check_parsed, one_line, read_header
 from .config import SeqModelConfig
 
 FORMAT = "1"
@@ -106,6 +106,7 @@ def load(path) -> SeqCheckpoint:
         arrays = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - the parser's own errors: one line, never a dump
         raise CheckpointError(f"{path}: unreadable safetensors data ({one_line(str(e))})") from None
+    check_parsed(path, header, arrays)
     for name, a in arrays.items():
         if not np.all(np.isfinite(a)):
             raise CheckpointError(f"{path}: tensor {name[:60]!r} contains NaN or infinite values")

@@ -1,7 +1,8 @@
 """The training budget: how much of it is spent, when it ends, and when to evaluate.
 
 A run may be bounded by optimiser steps, passes over the corpus (epochs) or wall-clock time;
-the first one reached ends it, and with none given it trains one epoch. ``progress`` is the
+the first one reached ends it, and with none given it trains for ``DEFAULT_TIME_BUDGET``, whatever
+the task. ``progress`` is the
 fraction of that budget done (the largest of the three fractions), which is what the learning-
 rate schedule follows, so a cosine decay ends at ``min_lr`` on the last step of a ``--time``
 run as it does on the last step of a ``--steps`` run.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from ..config import parse_eval_every  # re-exported: the cadence is parsed where config is validated
 
 AUTO_EVALS = 8          # evaluations per run with eval_every = "auto" (the last at the end)
+DEFAULT_TIME_BUDGET = 300.0  # seconds of training when no budget is given, for every task
 MAX_EVAL_SHARE = 0.02   # auto cadence: evaluation time / time between evaluations, at most (the final one comes on top)
 
 
@@ -29,15 +31,14 @@ class Budget:
     epochs: float = 0.0     # 0 = no epoch limit
     seconds: float = 0.0    # 0 = no time limit
 
+    def __post_init__(self):
+        if not (self.steps or self.epochs or self.seconds):  # none given: the default time
+            object.__setattr__(self, "seconds", DEFAULT_TIME_BUDGET)
+
     @classmethod
     def of(cls, train_config) -> "Budget":
         t = train_config
         return cls(t.steps, t.epochs, t.time_budget)
-
-    @property
-    def unbounded(self) -> bool:
-        """No budget given: train one epoch."""
-        return not (self.steps or self.epochs or self.seconds)
 
     def progress(self, step: int, epoch: float, elapsed: float) -> float:
         """Fraction of the budget done, in [0, 1]: the largest fraction over the budgets set,
@@ -45,8 +46,6 @@ class Budget:
         parts = [step / self.steps if self.steps else 0.0,
                  epoch / self.epochs if self.epochs else 0.0,
                  elapsed / self.seconds if self.seconds else 0.0]
-        if self.unbounded:
-            parts.append(epoch)
         return min(1.0, max(parts))
 
     def reason(self, step: int, epoch: float, elapsed: float) -> str | None:
@@ -57,8 +56,6 @@ class Budget:
             return "epochs"
         if self.seconds and elapsed >= self.seconds:
             return "time"
-        if self.unbounded and epoch >= 1:
-            return "epochs"
         return None
 
 
