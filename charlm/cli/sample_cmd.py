@@ -29,8 +29,8 @@ from .safe_text import printable_text
               help="beam search instead of sampling: the K likeliest continuations, one a line with "
                    "their log-probability (deterministic; no sampling settings)")
 @click.option("--length-penalty", type=float, default=None, metavar="ALPHA",
-              help="with --beam: rank by log-probability / length**ALPHA, so longer continuations "
-                   "are not ruled out for their length (0 = by log-probability alone) [default: 0.6]")
+              help="with --beam: rank by log-probability / length**ALPHA, which favours longer "
+                   "continuations (0 = by log-probability alone: the K likeliest) [default: 0]")
 def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed, as_json, beam,
            length_penalty):
     """Generate text from a trained model until it emits <eos>.

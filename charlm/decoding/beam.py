@@ -17,10 +17,13 @@ to the lower hypothesis index, then the lower token id.
 
 The length penalty only ranks finished hypotheses of different lengths against each other: the
 candidates competing for slots at one step all have the same length, so dividing their log-
-probabilities by the same ``length ** alpha`` cannot change which win. Without it, every extra token
-costs probability and the search prefers whatever ends soonest; dividing by the length compares
-hypotheses per token instead. The default, 0.6, is the exponent Wu et al. (Google's neural machine
-translation system) chose for this trade-off; 0 gives the plain K most probable sequences.
+probabilities by the same ``length ** alpha`` cannot change which win. The default is none (0): rank
+by probability alone, which is what a language model continuing a prime is asked for. There
+the penalty does harm: a hypothesis caught in a repeating loop costs little per token, so ranking
+per token (alpha near 1) prefers loops that run to ``max_length`` over continuations that end, and
+without it the lengths found stay close to the training text's. Translation is different: a short
+output leaves part of the source untranslated, and translation systems commonly rank with alpha
+near 0.6 against that; an encoder-decoder passes its own value.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-DEFAULT_LENGTH_PENALTY = 0.6
+DEFAULT_LENGTH_PENALTY = 0.0
 
 
 class BeamModel(Protocol):
