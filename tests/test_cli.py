@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, one_red_line
 from click.testing import CliRunner
 
 from charlm.cli import main
@@ -41,15 +41,6 @@ def train_tiny(tmp_path, *extra, name="run", text=TEXT, steps=20):
     result = invoke("train", corpus, *TINY, "--steps", steps, "--eval-every", 10, "--run-dir", run, *extra)
     assert result.exit_code == 0, result.output
     return run, result
-
-
-def one_red_line(result, code=1):
-    """A user error: the exit code, one 'error:' line on stderr, no traceback anywhere."""
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

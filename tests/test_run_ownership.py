@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, one_red_line
 
 from charlm.lm import checkpoint as ckpt
 from charlm.runs import directory as rundir
@@ -28,14 +28,6 @@ TEXT = "".join(f"line {i % 7} of some text about foxes\n" for i in range(200))
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
-
-
-def one_red_line(result, code=1):
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def write(path, text=TEXT):

@@ -25,7 +25,14 @@ from .safe_text import printable_text
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="same seed, same text (sample i uses seed + i) [default: random, shown on stderr]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of streaming text")
-def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed, as_json):
+@click.option("--beam", type=click.IntRange(1), default=None, metavar="K",
+              help="beam search instead of sampling: the K likeliest continuations, one a line with "
+                   "their log-probability (deterministic; no sampling settings)")
+@click.option("--length-penalty", type=float, default=None, metavar="ALPHA",
+              help="with --beam: rank by log-probability / length**ALPHA, which favours longer "
+                   "continuations (0 = by log-probability alone: the K likeliest) [default: 0]")
+def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed, as_json, beam,
+           length_penalty):
     """Generate text from a trained model until it emits <eos>.
 
     RUN_OR_CHECKPOINT is a run directory, a run name under ./runs, or a
@@ -37,6 +44,7 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
       charlm sample                                  # latest run, one sample
       charlm sample runs/names-20250101-120000 --num-samples 10 -t 0.8
       charlm sample --prime "ROMEO:" -t 0.5 --seed 7 > romeo.txt
+      charlm sample --prime "ROMEO:" --beam 5 -n 40  # the 5 likeliest continuations
     """
     from ..config import replace
     from ..errors import VocabError
@@ -44,6 +52,10 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     from ..lm.sample import SampleOptions, Sampler
     from ..runs import find as run_find
 
+    if beam is not None or length_penalty is not None:
+        from .sample_beam import refuse_sampling_settings
+
+        refuse_sampling_settings(beam, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     path = run_find.resolve_run(run, runs_root())
     checkpoint = load_checkpoint(path)
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -59,8 +71,12 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     except VocabError as e:
         raise VocabError(f"--prime {prime!r}: {e}") from None
     step = checkpoint.metadata.get("step")
-    err().print(Text(f"sampling from {show_path(checkpoint.path)}"
-                     + (f" (step {step:,})" if isinstance(step, int) else "")
+    source = show_path(checkpoint.path) + (f" (step {step:,})" if isinstance(step, int) else "")
+    if beam is not None:
+        from .sample_beam import beam_sample
+
+        return beam_sample(checkpoint, source, prime, beam, length_penalty, max_length, as_json)
+    err().print(Text(f"sampling from {source}"
                      + f" · temperature {base.temperature:g} · seed {seed}", style="dim"), soft_wrap=True)
     sampler = Sampler.from_checkpoint(checkpoint)
     line_mode = checkpoint.metadata.get("eos") == "line"

@@ -1,0 +1,1 @@
+"""Decoding methods shared by every model that generates (they reach the model through a small interface)."""
