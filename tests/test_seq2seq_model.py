@@ -178,3 +178,44 @@ def test_state_dict_loads_strictly_into_the_torch_module():
         np.testing.assert_array_equal(twin.flat, m.flat)
         with pytest.raises(KeyError):
             twin.load_state_dict({k: v for k, v in m.state_dict().items() if k != "out.bias"})
+
+
+@pytest.mark.parametrize("cell, kind", [("lstm", "additive"), ("gru", "general")])
+def test_decoder_kernels_never_read_padding_and_split_rows_alike(cell, kind):
+    """NaN at every padded step of the inputs and of the gradient from above, and at every source
+    position past a row's length: the running rows' results are those of a clean run, whatever the
+    number of row blocks (more blocks than rows included)."""
+    m = make(cell, kind)
+    p, rng = m.params, np.random.default_rng(6)
+    S, B, T, H, F = 6, 5, 5, 5, 10
+    src_len, tgt_len = np.array([3, 6, 1, 4, 2]), np.array([5, 4, 4, 2, 1])
+    src_pad, tgt_pad = ~valid_mask(src_len, S), ~valid_mask(tgt_len, T)
+    memory = rng.standard_normal((S, B, F))
+    xp = rng.standard_normal((T, B, m.cell.gates * H)) * 0.5
+    dfeed = rng.standard_normal((T, B, H))
+    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    drop = (rng.random((T, B, H)) < 0.8) / 0.8
+
+    def run(memory, xp, dfeed, nchunks):
+        keys = attention.keys(kind, memory, p)
+        fwd = run_forward(m.cell, m.kind, p, xp.copy(), memory, keys, src_len, tgt_len, h0, c0, np.zeros((B, H)),
+                          drop, nchunks)
+        g = run_backward(m.cell, m.kind, p, fwd, dfeed.copy(), memory, keys, src_len, tgt_len, drop, nchunks)
+        return fwd, g
+
+    clean_mem = np.where(src_pad[:, :, None], 0, memory)
+    ref_f, ref_g = run(clean_mem, xp, np.where(tgt_pad[:, :, None], 0, dfeed), 1)
+    nan_mem = np.where(src_pad[:, :, None], np.nan, memory)
+    nan_xp = np.where(tgt_pad[:, :, None], np.nan, xp)
+    nan_dfeed = np.where(tgt_pad[:, :, None], np.nan, dfeed)
+    run_valid = ~tgt_pad
+    for nchunks in (1, 2, 3, 7):
+        fwd, g = run(nan_mem, nan_xp, nan_dfeed, nchunks)
+        for name in ("feed", "alpha", "hc"):
+            np.testing.assert_allclose(fwd[name][run_valid], ref_f[name][run_valid], rtol=1e-13, atol=1e-14)
+        for name in ("dxp", "dpre"):
+            np.testing.assert_allclose(g[name][run_valid], ref_g[name][run_valid], rtol=1e-12, atol=1e-14)
+        for name in ("dh0", "dfeed0", "dv"):
+            np.testing.assert_allclose(g[name], ref_g[name], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g["denc"][~src_pad], ref_g["denc"][~src_pad], rtol=1e-12, atol=1e-14)
+        assert np.all(g["denc"][src_pad] == 0) and np.all(g["dkeys"][src_pad] == 0)
