@@ -29,7 +29,7 @@ from ..seqtask.bidir import Spans, encoder_backward, encoder_forward, encoder_sh
 from ..seqtask.heads import dropout_mask
 from . import attention
 
-WORD = ("src_embedding", "tgt_embedding")
+EMBEDDINGS = ("src_embedding", "tgt_embedding")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Seq2SeqModel:
         H = self.config.hidden
         for name, shape in self.shapes:
             module, kind = name.rsplit(".", 1)
-            if module in WORD:
+            if module in EMBEDDINGS:
                 self.params[name][...] = rng.standard_normal(shape)
                 continue
             if module in ("encoder", "decoder"):
