@@ -1,0 +1,7 @@
+"""Encoder-decoder with attention: a bidirectional encoder on the layer kernels, an input-feeding decoder.
+
+model.py holds the configuration, the parameters (under the names of an equivalent ``torch.nn``
+module) and one batch's loss and gradient; decoder.py the decoder's compiled time loops;
+attention.py the attention they call; decode.py the states that greedy and beam search drive.
+Nothing here is imported by the CLI: the kernels load Numba.
+"""

@@ -1,0 +1,214 @@
+"""The decoder's time loops, forward and backward: a recurrent cell fed its previous attentional vector.
+
+One step t of row b (y the target ids, e the embeddings, a_0 = ``feed0``):
+
+    x_t  = [e(y_t); a_{t-1}]                           the input: teacher forcing + input feeding
+    h_t  = cell(x_t, h_{t-1})                          any per-layer cell, by id (kernels/dispatch.py)
+    alpha_t, ctx_t = attend(h_t, encoder outputs)      attention.py
+    a_t  = tanh(W_c [h_t; ctx_t] + b_c) * drop_t       the attentional vector, dropout mask drop_t
+    logits_t = W_o a_t + b_o                           (the caller's GEMM, after the loop)
+
+Input feeding makes the loop serial in t, and each step needs three products over the rows
+(a_{t-1} and h_{t-1} into the gates, [h_t; ctx_t] into the combination) with per-row work between
+them (the cell, the attention). It is written as the layer kernels are (kernels/layer.py): the
+rows are independent, so they are split into ``nchunks`` blocks and each block's whole loop runs
+on one thread, its products single-threaded BLAS on the block's rows (kernels/blas.py) and the rest
+compiled loops over its rows: no synchronisation per step, and no Python per step. Whatever is a
+product over all steps at once stays outside, in NumPy: the embeddings' share of the gates before
+the loop, the output layer and every weight gradient after it (one large GEMM each).
+
+Rows are sorted by target length, longest first (``tgt_len`` non-increasing): the rows running at
+step t are a prefix of each block (layer_rows.active_rows) and only they are computed; a row's
+source length ``src_len`` may be anything, and attention reads no source position past it.
+
+Arrays, by step: T steps, B rows, S source positions, H hidden, G = gates * H, F encoder width,
+A attention width. xp (T, B, G) the embeddings' share of the input projection on entry (no bias),
+the whole projection after; hs (T+1, B, H) with hs[0] = h0; cs (T+1, B, H) the second state (empty
+unless the cell has one); gates, hn the cell's cache (kernels/cells.py; empty when unused); q (T, B,
+A) W_2 h_t (additive attention; else empty); alpha (T, B, S); hc (T, B, H+F) [h_t; ctx_t]; att (T,
+B, H) tanh(...) before dropout; feed (T, B, H) a_t after it (drop empty: no dropout).
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..kernels.activations import tanh_act
+from ..kernels.blas import gemm
+from ..kernels.dispatch import cell_step, cell_step_backward, input_apart
+from ..kernels.layer_rows import active_rows
+from ..kernels.parallel import chunk
+from .attention import attend, attend_backward
+
+
+@njit(cache=True)
+def _row(a, t, b, spare):
+    """Row [t, b] of a cache array, or ``spare`` when the cell does not use it (empty)."""
+    if a.size == 0:
+        return spare
+    return a[t, b]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v, W_c, b_c, drop, h0, c0, feed0,
+                    src_len, tgt_len, hs, cs, gates, hn, q, alpha, hc, att, feed, nchunks):
+    """The whole loop over the target (see the module docstring for the arrays). W_if (G, H) the
+    columns of the cell's W_ih that read a_{t-1}; b_ih, b_hh (G,); W_hh (G, H); enc (S, B, F), keys
+    (S, B, A); W_q (A, H) and v (A,) (additive, else empty); W_c (H, H+F), b_c (H,); h0, c0, feed0
+    (B, H) (c0 read only by a cell with two states)."""
+    T, B, G = xp.shape
+    H = W_hh.shape[1]
+    if input_apart(cell_id) < 0:
+        raise ValueError("decoder_forward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    bias = b_ih + b_hh   # for the cells that sum them (the GRU reads them apart)
+    two = cs.size > 0
+    dropping = drop.size > 0
+    for k in prange(nchunks):
+        r0, r1 = chunk(k, B, nchunks)
+        R = r1 - r0
+        hW = np.empty((R, G), xp.dtype)
+        pre = np.empty((R, H), xp.dtype)
+        spare = np.empty(G, xp.dtype)
+        for b in range(r0, r1):
+            hs[0, b] = h0[b]
+            if two:
+                cs[0, b] = c0[b]
+        for t in range(tgt_len[r0] if R > 0 else 0):
+            a = active_rows(tgt_len, r0, r1, t)
+            prev = feed0[r0:r0 + a] if t == 0 else feed[t - 1, r0:r0 + a]
+            gemm(prev, W_if, xp[t, r0:r0 + a], False, True, 1.0)
+            gemm(hs[t, r0:r0 + a], W_hh, hW[:a], False, True, 0.0)
+            for i in range(a):
+                b = r0 + i
+                cell_step(cell_id, xp[t, b], b_ih, bias, b_hh, hW[i], hs[t, b], _row(cs, t, b, spare),
+                          hs[t + 1, b], _row(cs, t + 1, b, spare), _row(gates, t, b, spare), _row(hn, t, b, spare))
+            if kind == 1:
+                gemm(hs[t + 1, r0:r0 + a], W_q, q[t, r0:r0 + a], False, True, 0.0)
+            for i in range(a):
+                b = r0 + i
+                hc[t, b, :H] = hs[t + 1, b]
+                attend(kind, hs[t + 1, b], _row(q, t, b, spare), keys[:, b], enc[:, b], v, src_len[b], alpha[t, b],
+                       hc[t, b, H:])
+            gemm(hc[t, r0:r0 + a], W_c, pre[:a], False, True, 0.0)
+            for i in range(a):
+                b = r0 + i
+                for j in range(H):
+                    x = tanh_act(pre[i, j] + b_c[j])
+                    att[t, b, j] = x
+                    feed[t, b, j] = x * drop[t, b, j] if dropping else x
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, drop, src_len, tgt_len, hs, cs, gates,
+                     hn, q, alpha, hc, att, dxp, da, dpre, dq, dkeys, denc, dv, dh0, dc0, dfeed0, nchunks):
+    """The loop backward. dfeed (T, B, H): dL/d(feed) from the output layer at every running row
+    of every step (others are not read); the gradient each step's input sends back is added into
+    it. The forward's arrays as it wrote them. Writes, at running rows only: dxp, da (T, B, G) the
+    gradients wrt the cell's input projection and recurrent pre-activation (da empty unless the
+    cell keeps them apart: then they are one), dpre (T, B, H) wrt W_c [h; ctx] + b_c, dq (T, B, A)
+    wrt q (additive); adds into dkeys (S, B, A), denc (S, B, F) (zeroed by the caller), dv[k] (A,)
+    per block (kind 1; summed by the caller); writes dh0, dc0, dfeed0 (B, H)."""
+    T, B, G = dxp.shape
+    H = W_hh.shape[1]
+    S = alpha.shape[2]
+    apart = input_apart(cell_id)
+    if apart < 0:
+        raise ValueError("decoder_backward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    two = cs.size > 0
+    dropping = drop.size > 0
+    one = dxp.dtype.type(1)
+    for k in prange(nchunks):
+        r0, r1 = chunk(k, B, nchunks)
+        R = r1 - r0
+        dhc = np.empty((R, hc.shape[2]), dxp.dtype)
+        dh = np.empty((R, H), dxp.dtype)
+        carry = np.zeros((2, R, H), dxp.dtype)   # the cell's two carries (kernels/cells.py)
+        dalpha = np.empty(S, dxp.dtype)
+        spare = np.empty(G, dxp.dtype)
+        db = np.zeros(G, dxp.dtype)               # the step's bias sums: the caller sums dxp, da instead
+        dbx = np.zeros(G, dxp.dtype)
+        dv[k, :] = 0
+        for t in range(tgt_len[r0] - 1 if R > 0 else -1, -1, -1):
+            a = active_rows(tgt_len, r0, r1, t)
+            for i in range(a):
+                b = r0 + i
+                for j in range(H):
+                    g = dfeed[t, b, j] * drop[t, b, j] if dropping else dfeed[t, b, j]
+                    dpre[t, b, j] = g * (one - att[t, b, j] * att[t, b, j])
+            gemm(dpre[t, r0:r0 + a], W_c, dhc[:a], False, False, 0.0)
+            for i in range(a):
+                b = r0 + i
+                dh[i] = dhc[i, :H]
+                if kind == 1:
+                    dq[t, b] = 0
+                attend_backward(kind, dhc[i, H:], hs[t + 1, b], _row(q, t, b, spare), keys[:, b], enc[:, b], v,
+                                src_len[b], alpha[t, b], dh[i], _row(dq, t, b, spare), dkeys[:, b], denc[:, b], dv[k],
+                                dalpha)
+            if kind == 1:
+                gemm(dq[t, r0:r0 + a], W_q, dh[:a], False, False, 1.0)
+            for i in range(a):
+                b = r0 + i
+                cell_step_backward(cell_id, dh[i], carry[0, i], carry[1, i], hs[t, b], hs[t + 1, b],
+                                   _row(cs, t, b, spare), _row(cs, t + 1, b, spare), _row(gates, t, b, spare),
+                                   _row(hn, t, b, spare), dxp[t, b], da[t, b] if apart else dxp[t, b], db, dbx)
+            rec = da[t, r0:r0 + a] if apart else dxp[t, r0:r0 + a]
+            gemm(rec, W_hh, carry[0, :a], False, False, 0.0)
+            if t > 0:
+                gemm(dxp[t, r0:r0 + a], W_if, dfeed[t - 1, r0:r0 + a], False, False, 1.0)
+            else:
+                gemm(dxp[0, r0:r0 + a], W_if, dfeed0[r0:r0 + a], False, False, 0.0)
+        for i in range(R):
+            b = r0 + i
+            dh0[b] = carry[0, i]
+            if two:
+                dc0[b] = carry[1, i]
+            else:  # a carry kept past the GEMM (the GRU's direct path) joins dh0
+                for j in range(H):
+                    dh0[b, j] += carry[1, i, j]
+
+
+def _attention_weights(kind, params, dt):
+    """(W_q, v) as the kernels take them: W_2 and v for additive attention, empty for general."""
+    if kind == 1:
+        return params["attention.query.weight"], np.ascontiguousarray(params["attention.v.weight"][0])
+    return np.zeros((0, 0), dt), np.zeros(0, dt)
+
+
+def run_forward(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, feed0, drop, nchunks):
+    """Allocate the loop's arrays, run ``decoder_forward`` and return them by name (its
+    arguments' names); xp is overwritten (see the kernel)."""
+    T, B, G = xp.shape
+    H, dt = h0.shape[1], xp.dtype
+    W_ih = params["decoder.weight_ih"]
+    W_if = np.ascontiguousarray(W_ih[:, W_ih.shape[1] - H:])
+    W_q, v = _attention_weights(kind, params, dt)
+    out = {name: np.empty(shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
+    out.update(hs=np.empty((T + 1, B, H), dt), q=np.empty((T, B, W_q.shape[0]) if kind == 1 else (0, 0, 0), dt),
+               alpha=np.zeros((T, B, enc.shape[0]), dt), hc=np.empty((T, B, H + enc.shape[2]), dt),
+               att=np.empty((T, B, H), dt), feed=np.empty((T, B, H), dt))
+    decoder_forward(cell.id, kind, xp, W_if, params["decoder.bias_ih"], params["decoder.bias_hh"],
+                    params["decoder.weight_hh"], enc, keys, W_q, v, params["combine.weight"], params["combine.bias"],
+                    drop, h0, c0, feed0, src_len, tgt_len, out["hs"], out["cs"], out["gates"], out["hn"], out["q"],
+                    out["alpha"], out["hc"], out["att"], out["feed"], nchunks)
+    return out
+
+
+def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, drop, nchunks):
+    """``decoder_backward`` on the arrays ``run_forward`` returned (fwd); dfeed is added into.
+    Returns its outputs by name, dv summed over the blocks."""
+    T, B, H = fwd["att"].shape
+    S, _, A = keys.shape
+    dt = dfeed.dtype
+    G = params["decoder.weight_hh"].shape[0]
+    W_ih = params["decoder.weight_ih"]
+    W_if = np.ascontiguousarray(W_ih[:, W_ih.shape[1] - H:])
+    W_q, v = _attention_weights(kind, params, dt)
+    g = dict(dxp=np.empty((T, B, G), dt), da=np.empty((T, B, G) if cell.input_apart else (0, 0, 0), dt),
+             dpre=np.empty((T, B, H), dt), dq=np.empty((T, B, A) if kind == 1 else (0, 0, 0), dt),
+             dkeys=np.zeros((S, B, A), dt), denc=np.zeros(enc.shape, dt), dv=np.empty((nchunks, v.shape[0]), dt),
+             dh0=np.empty((B, H), dt), dc0=np.empty((B, H), dt), dfeed0=np.empty((B, H), dt))
+    decoder_backward(cell.id, kind, dfeed, W_if, params["decoder.weight_hh"], enc, keys, W_q, v,
+                     params["combine.weight"], drop, src_len, tgt_len, fwd["hs"], fwd["cs"], fwd["gates"], fwd["hn"],
+                     fwd["q"], fwd["alpha"], fwd["hc"], fwd["att"], *g.values(), nchunks)
+    g["dv"] = g["dv"].sum(axis=0)
+    if not cell.input_apart:
+        g["da"] = g["dxp"]
+    return g
