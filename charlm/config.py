@@ -70,7 +70,19 @@ NO_BUDGET = "none (5 minutes)"   # how help states an unset budget (training/bud
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class BudgetSettings:
+    """The settings of a training budget, the same for every task: the first one reached stops
+    training; none given: training/budget.py's DEFAULT_TIME_BUDGET."""
+    steps: int = setting(0, minimum=0, shown=NO_BUDGET, help="stop after this many steps")
+    epochs: float = setting(0.0, minimum=0, shown=NO_BUDGET, help="stop after this many passes over the training data")
+    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=NO_BUDGET,
+                                 help="stop after this long, e.g. 90s, 10m, 1h30m")
+    eval_every: str = setting("auto", kind="cadence",
+                              help="evaluate and checkpoint: auto, every N steps (500) or every duration (30s)")
+
+
+@dataclass(frozen=True)
+class TrainConfig(BudgetSettings):
     # data
     level: str = setting("char", choices=LEVELS, help="tokenize into characters or words")
     eos: str = setting("auto", choices=EOS_MODES, help="what ends a sequence: a line, a paragraph, nothing, or guess")
@@ -91,14 +103,7 @@ class TrainConfig:
     min_lr: float = setting(0.0, minimum=0, help="cosine and linear schedules: final learning rate")
     clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
     clip_value: float = setting(0.0, minimum=0, help="clip each gradient element (0 = off)")
-    # budget: the first one reached stops training; 0 = no limit (all 0: training/budget.py's DEFAULT_TIME_BUDGET)
-    steps: int = setting(0, minimum=0, shown=NO_BUDGET, help="stop after this many steps")
-    epochs: float = setting(0.0, minimum=0, shown=NO_BUDGET, help="stop after this many passes over the corpus")
-    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=NO_BUDGET,
-                                 help="stop after this long, e.g. 90s, 10m, 1h30m")
-    # bookkeeping
-    eval_every: str = setting("auto", kind="cadence",
-                              help="validate and checkpoint: auto, every N steps (500) or every duration (30s)")
+    # bookkeeping (the budget: BudgetSettings)
     sample_every: int = setting(0, minimum=0, help="steps between short samples in the view (0 = off)")
     track_gradients: bool = setting(
         False, help="log gradient lag curves at each evaluation (charlm inspect gradients, charlm info)")

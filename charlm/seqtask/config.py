@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..config import NO_BUDGET, parse_eval_every
+from ..config import BudgetSettings, parse_eval_every
 from ..errors import ConfigError
 from ..kernels.cells import CELLS
 from ..settings import Overrides, check, names, setting
@@ -83,7 +83,7 @@ class SeqModelConfig:
 
 
 @dataclass(frozen=True)
-class SeqTrainConfig:
+class SeqTrainConfig(BudgetSettings):   # the budget and evaluation cadence: config.BudgetSettings
     batch_size: int = setting(64, minimum=1, help="sequences per step")   # bucketed by length: little padding
     lr: float = setting(3e-3, above=0, help="peak learning rate (Adam)")
     min_lr: float = setting(1e-4, minimum=0, help="learning rate at the end of the budget")
@@ -92,13 +92,6 @@ class SeqTrainConfig:
     # Adam's coupled L2; a hashed table's rows decay on the steps that use them (sparse_adam.py)
     weight_decay: float = setting(0.0, minimum=0, help="L2 weight decay")
     clip_norm: float = setting(5.0, minimum=0, help="clip the global gradient norm (0 = off)")
-    # budgets: the first one reached stops training (none set: training/budget.py's DEFAULT_TIME_BUDGET)
-    epochs: float = setting(0.0, minimum=0, shown=NO_BUDGET, help="stop after this many passes over the training data")
-    steps: int = setting(0, minimum=0, shown=NO_BUDGET, help="stop after this many steps")
-    time_budget: float = setting(0.0, minimum=0, flag="--time", kind="duration", shown=NO_BUDGET,
-                                 help="stop after this long, e.g. 90s, 5m")
-    eval_every: str = setting("auto", kind="cadence",
-                              help="evaluate on dev and checkpoint: auto, every N steps (500) or every duration (30s)")
     max_length: int = setting(0, minimum=0, help="tokens kept per training sequence (0 = all)")
     seed: int = setting(1234, minimum=0, help="seed of initialisation, dropout, data order and the dev hold-out")
     dtype: str = setting("float32", choices=("float32", "float64"), help="float32 for speed, float64 for checks")
