@@ -22,7 +22,7 @@ a ``numba.extending.overload`` that picks the implementation from the argument's
 
 Every kernel that calls them is compiled with ``error_model="numpy"``: Numba's default ("python")
 guards each float division with a ZeroDivisionError branch, which stops LLVM vectorising the loop
-(measured: 5.2 -> 1.2 ns per tanh over 4M floats, and the loop then uses ``vdivps``).
+(with the numpy model the loop uses ``vdivps`` and runs several times faster).
 """
 import numpy as np
 from numba import types

@@ -1,14 +1,14 @@
 """The recurrent GEMM: a register-blocked micro-kernel on weights packed once per call.
 
 Each time step multiplies a thread's few rows (16-64) by W_hh. OpenBLAS repacks W_hh on every call
-and its kernels are tuned for large M: 35-57 GFLOP/s here for these shapes against 80-105 for big
-ones. ``matmul_packed`` packs W_hh once per layer and chunk (T steps) into panels of NR columns
+and its kernels are tuned for large M, so these small-M shapes run at about half its large-matrix
+rate. ``matmul_packed`` packs W_hh once per layer and chunk (T steps) into panels of NR columns
 and runs an MR x NR register tile: 8 rows x 2 vectors (32 float32 or 16 float64 columns), 16
 accumulator registers, one k-loop of broadcast + FMA, written as LLVM IR (the loop vectoriser
 does not keep accumulators in registers across k). Column panels are the outer loop so a panel
-(K x NR) stays in L1/L2 while every row tile uses it. Measured single-threaded here: 113-131
-GFLOP/s on (32, 256..2048) @ (256..2048, 512..2048), OpenBLAS 50-57 (tests/test_kernels.py checks
-it against np.dot; the same idea as oneDNN's packed RNN weights). The vectors are 512-bit: on a
+(K x NR) stays in L1/L2 while every row tile uses it: about twice OpenBLAS's rate on these shapes
+(``charlm bench`` measures it; tests/test_kernels.py checks the result against np.dot; the same
+idea as oneDNN's packed RNN weights). The vectors are 512-bit: on a
 CPU without AVX-512 (NUMBA_CPU_NAME=haswell and its features) LLVM splits each in two, so the
 tile wants 32 accumulators in 16 ymm registers and spills them inside the k-loop: still correct
 (the tests pass there), but a tile of 256-bit vectors (e.g. 6 rows x 2 vectors) would fit.

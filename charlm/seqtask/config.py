@@ -14,10 +14,9 @@ from ..kernels.cells import CELLS
 from ..settings import Overrides, check, names, setting
 
 TASKS = ("classify", "tag")
-# The default pooling is "final": on 12-language word identification it beat max and mean at
-# equal settings (dev accuracy 0.776 vs 0.756 vs 0.741 after 3 epochs, bidirectional LSTM 128).
-# Each direction ends on one edge of the word (suffix, prefix), the strongest cues there;
-# a mean over all steps blurs them.
+# The default pooling is "final", chosen by measurement over max and mean (README, word language
+# identification): each direction ends on one edge of the word (suffix, prefix), the strongest
+# cues there; a mean over all steps blurs them.
 POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8

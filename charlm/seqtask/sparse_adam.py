@@ -9,13 +9,9 @@ charlm.optim.Adam's (eps added after scaling the square root by 1/sqrt(1 - b2^t)
 adds eps before that scaling, which differs only within a few eps of the update: a row touched at
 every step follows dense Adam bit for bit.
 
-Measured against dense Adam by epochs on word language identification (4 salted members, 2..4-gram
-embeddings, the 1..5-gram wide path, 9 epochs; seeds 1234 and 7): best dev accuracy 0.8705 and
-0.8718 lazy against 0.8713 and 0.8712 dense, last epoch 0.8697 and 0.8698 against 0.8690 and
-0.8710 (the same within the spread of seeds); the last dev loss is lower (0.398 and 0.397 against
-0.402 and 0.402). Lazy starts slower (first epoch 0.838 and 0.836 against 0.855 and 0.852) and
-catches up by the fourth. Per step (15.5M parameters, one thread, a busy machine) Adam's pass
-fell from 11-13 ms to 1.5-2.6 ms, the clip from 2.6-3.0 ms to 0.6-1.0 ms.
+By epochs it is as accurate as dense Adam within the spread of seeds (it starts slower and catches
+up within a few epochs), and its pass over a step costs a fraction of dense Adam's on hashed
+tables of millions of rows (README, word language identification: the comparison and commands).
 
 Weight decay is Adam's coupled L2 (SeqTrainConfig.weight_decay), added to the gradient of every
 dense element and of the touched rows only: decaying the untouched rows would be a pass over the
