@@ -6,6 +6,7 @@ training options and the training runner below.
 from __future__ import annotations
 
 import json
+import math
 
 import click
 from rich.markup import escape
@@ -28,8 +29,17 @@ def training_options(task: str):
                             help="share of the training examples held out for dev when there is no --dev")(func)
         func = click.option("--run-dir", type=click.Path(file_okay=False),
                             help="where the run goes [default: runs/<file>-<time>]")(func)
-        return click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
+        func = click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
+        return training_run_options(func)
     return decorate
+
+
+def training_run_options(func):
+    """``--ranks`` and ``--json``, shared by every training command."""
+    func = click.option("--ranks", type=click.IntRange(1),
+                        help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")(func)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="print one JSON object on stdout when training ends (progress stays on stderr)")(func)
 
 
 @click.group("classify")
@@ -49,7 +59,7 @@ def classify():
 @click.option("--header", type=click.Choice(("auto", "yes", "no")), default="auto", show_default=True,
               help="whether the first line is a header (auto: it is when its label is a column name such as 'label')")
 @training_options("classify")
-def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, **options):
+def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 
     Evaluates on the dev split about 8 times (or --eval-every), keeps the best model
@@ -68,22 +78,24 @@ def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, 
     def describe(seed: int) -> dict:
         return data_spec("classify", train_file, dev_file=dev_file, dev_fraction=dev_fraction,
                          header=header, seed=seed)
-    return run_training("classify", train_file, describe, given(options), run_dir, resume)
+    return run_training("classify", train_file, describe, given(options), run_dir, resume, ranks, as_json)
 
 
-def run_training(task: str, train_file, describe, values: dict, run_dir, resume) -> int:
+def run_training(task: str, train_file, describe, values: dict, run_dir, resume, ranks=None, as_json=False) -> int:
     """Start a run on ``train_file`` (its data described by ``describe(seed)``, settings ``values``:
     field name -> value given) or resume one, show its progress, summarise it; shared by classify
-    and tag.
+    and tag. ``ranks``: re-run this command under mpiexec; ``as_json``: the run's summary on stdout.
     A stop signal while training finishes the step and saves (see stop_signals.py)."""
     from ..runs.find import resolve_run
     from ..seqtask import runs
     from ..seqtask.config import make_seq_configs, seq_resume_overrides
     from .seqtask_view import TrainProgress, header_lines, summary_lines
+    from ..distributed.launch import launch_ranks
     from .stop_signals import StopSignals
 
     if not resume and train_file is None:
         raise click.UsageError("give the training file (or --resume RUN)")
+    launch_ranks(ranks)  # --ranks N: this process becomes mpiexec -n N charlm <task> train ...
     console = err()
     with StopSignals() as signals:
         if resume:
@@ -105,6 +117,8 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
                 view.update(event)
     for line in summary_lines(view, run, task):
         console.print(line, highlight=False)
+    if as_json:
+        emit_summary(view.done)
     if view.done.reason == "stopped":
         console.print(f"[yellow]stopped.[/] continue with: [bold]charlm {task} train --resume {escape(run)}[/]",
                       highlight=False)
@@ -114,6 +128,22 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
 
         raise CharlmError(f"training diverged: {view.done.message}")
     return 0
+
+
+def emit_summary(done) -> None:
+    """``--json``: what the run came to (events.DoneEvent.summary) as one line of strict JSON."""
+    emit(json.dumps(_finite(done.summary())))
+
+
+def _finite(value):
+    """``value`` with every non-finite float as None (JSON has no NaN or infinity)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def split_run_and_file(args, task: str):
