@@ -28,15 +28,19 @@ def files(tmp_path_factory) -> dict:
             "tag": ["tag", "train", root / "train.conll", "--dev", root / "dev.conll", *SMALL]}
 
 
-def assert_same_seq_run(a: Path, b: Path, rtol: float = 1e-6) -> None:
-    """The same steps, step losses and dev loss and accuracy, within ``rtol``."""
+def assert_same_seq_run(a: Path, b: Path, rtol: float = 1e-6) -> float:
+    """The same steps, step losses and dev loss, accuracy and macro-F1 within ``rtol``; the
+    largest relative difference seen."""
     sa, sb = records(a, "step"), records(b, "step")
     assert [r["step"] for r in sa] == [r["step"] for r in sb] and sa
-    np.testing.assert_allclose([r["loss"] for r in sb], [r["loss"] for r in sa], rtol=rtol)
     ea, eb = records(a, "eval"), records(b, "eval")
     assert [r["step"] for r in ea] == [r["step"] for r in eb] and ea
-    for key in ("loss", "accuracy", "macro_f1"):
-        np.testing.assert_allclose([r[key] for r in eb], [r[key] for r in ea], rtol=rtol)
+    worst = 0.0
+    for key, x, y in [("loss", sa, sb)] + [(key, ea, eb) for key in ("loss", "accuracy", "macro_f1")]:
+        x, y = np.array([r[key] for r in x]), np.array([r[key] for r in y])
+        worst = max(worst, float((np.abs(x - y) / np.maximum(np.abs(x), 1e-300)).max()))
+    assert worst <= rtol, worst
+    return worst
 
 
 @needs_mpi
@@ -47,7 +51,7 @@ def test_two_ranks_train_the_run_of_one_process(files, tmp_path, task):
     assert alone.returncode == 0, alone.stderr
     done = charlm([*args, "--run-dir", tmp_path / "two", "--ranks", "2", "--json"])
     assert done.returncode == 0, done.stderr
-    assert_same_seq_run(tmp_path / "alone", tmp_path / "two")
+    print(f"{task}, 2 ranks: largest relative difference {assert_same_seq_run(tmp_path / 'alone', tmp_path / 'two'):.2e}")
     assert "allreduce_s" in records(tmp_path / "two", "step")[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "two"]   # rank 0 alone made a run
     assert done.stdout.count("\n") == 1 and '"steps": 18' in done.stdout    # rank 0 alone spoke

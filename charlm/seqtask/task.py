@@ -4,7 +4,8 @@ sequences, Adam lazy on the hashed tables' rows (sparse_adam.py) with a sparse-a
 
 Evaluations are ranked by dev accuracy (ties: lower dev loss); without a dev split the training
 data is scored instead, and the events say so. Checkpoints are ``store.py``'s format with the
-labels, the data description and content digests of both splits.
+labels, the data description and content digests of both splits. Under several ranks
+(charlm/distributed/) a rank trains a block of each batch as blocks.py cuts it.
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ class Task(Protocol):
     weights the loop checks and the ranks keep equal), ``tcfg`` (a training configuration with
     steps, epochs, time_budget, eval_every, threads, lr, min_lr, schedule, warmup_steps),
     ``rng`` (the random stream of dropout, restored on resume), ``metric`` (the headline score's
-    name) and ``display_settings`` (settings besides the budget that a resume may change)."""
+    name), ``display_settings`` (settings besides the budget that a resume may change) and,
+    optionally, ``sum_carry`` (see ``merge_blocks``)."""
 
     model: Any
     tcfg: Any
