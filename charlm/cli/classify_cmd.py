@@ -6,7 +6,6 @@ training options and the training runner below.
 from __future__ import annotations
 
 import json
-import math
 
 import click
 from rich.markup import escape
@@ -14,6 +13,7 @@ from rich.markup import escape
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
 from .common import emit, err, out, runs_root, show_path
 from .options import given, setting_options
+from .run_options import emit_summary, training_run_options
 
 
 def training_options(task: str):
@@ -32,14 +32,6 @@ def training_options(task: str):
         func = click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
         return training_run_options(func)
     return decorate
-
-
-def training_run_options(func):
-    """``--ranks`` and ``--json``, shared by every training command."""
-    func = click.option("--ranks", type=click.IntRange(1),
-                        help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")(func)
-    return click.option("--json", "as_json", is_flag=True,
-                        help="print one JSON object on stdout when training ends (progress stays on stderr)")(func)
 
 
 @click.group("classify")
@@ -128,22 +120,6 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
 
         raise CharlmError(f"training diverged: {view.done.message}")
     return 0
-
-
-def emit_summary(done) -> None:
-    """``--json``: what the run came to (events.DoneEvent.summary) as one line of strict JSON."""
-    emit(json.dumps(_finite(done.summary())))
-
-
-def _finite(value):
-    """``value`` with every non-finite float as None (JSON has no NaN or infinity)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def split_run_and_file(args, task: str):

@@ -6,9 +6,9 @@ from rich.text import Text
 
 from ..config import ModelConfig, TrainConfig
 from ..distributed.launch import launch_ranks
-from .classify_cmd import emit_summary, training_run_options
 from .common import err, runs_root, show_path
 from .options import given, option_names, setting_options
+from .run_options import emit_summary, training_run_options
 from .stop_signals import StopSignals
 
 OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for --config keys)

@@ -47,7 +47,7 @@ class Ranks:
                               "needs at least one stream (raise --batch-size or use fewer ranks)")
         problem = task.split_problem()
         if problem:
-            raise ConfigError(f"{problem}: train on one process, or without it")
+            raise ConfigError(problem)
         if task.tcfg.threads == 0:  # "all cores" of a machine that several ranks share: a share
             task.tcfg = replace(task.tcfg, threads=max(1, (os.cpu_count() or 1) // local_ranks()))
         self.model = task.model

@@ -101,8 +101,9 @@ class SeqTask:
     def split_problem(self) -> str | None:
         c = self.mcfg
         if c.members > 1 and (c.dropout or c.input_dropout or c.wide_dropout):
-            return ("an ensemble's members draw their dropout from generators of their own, which a rank "
-                    "cannot draw for the whole batch (give --dropout 0 --input-dropout 0 --wide-dropout 0)")
+            return ("an ensemble's members draw their dropout from generators of their own, which ranks cannot "
+                    "draw for the whole batch: train it on one process, or with --dropout 0 and no input or "
+                    "wide-path dropout")
         return None
 
     def block_loss_and_grad(self, batch, b0: int, b1: int, rng):
