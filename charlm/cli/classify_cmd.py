@@ -13,6 +13,7 @@ from rich.markup import escape
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
 from .common import emit, err, out, runs_root, show_path
 from .options import given, setting_options
+from .run_options import emit_summary, training_run_options
 
 
 def training_options(task: str):
@@ -28,7 +29,8 @@ def training_options(task: str):
                             help="share of the training examples held out for dev when there is no --dev")(func)
         func = click.option("--run-dir", type=click.Path(file_okay=False),
                             help="where the run goes [default: runs/<file>-<time>]")(func)
-        return click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
+        func = click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
+        return training_run_options(func)
     return decorate
 
 
@@ -49,7 +51,7 @@ def classify():
 @click.option("--header", type=click.Choice(("auto", "yes", "no")), default="auto", show_default=True,
               help="whether the first line is a header (auto: it is when its label is a column name such as 'label')")
 @training_options("classify")
-def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, **options):
+def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 
     Evaluates on the dev split about 8 times (or --eval-every), keeps the best model
@@ -68,22 +70,24 @@ def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, 
     def describe(seed: int) -> dict:
         return data_spec("classify", train_file, dev_file=dev_file, dev_fraction=dev_fraction,
                          header=header, seed=seed)
-    return run_training("classify", train_file, describe, given(options), run_dir, resume)
+    return run_training("classify", train_file, describe, given(options), run_dir, resume, ranks, as_json)
 
 
-def run_training(task: str, train_file, describe, values: dict, run_dir, resume) -> int:
+def run_training(task: str, train_file, describe, values: dict, run_dir, resume, ranks=None, as_json=False) -> int:
     """Start a run on ``train_file`` (its data described by ``describe(seed)``, settings ``values``:
     field name -> value given) or resume one, show its progress, summarise it; shared by classify
-    and tag.
+    and tag. ``ranks``: re-run this command under mpiexec; ``as_json``: the run's summary on stdout.
     A stop signal while training finishes the step and saves (see stop_signals.py)."""
     from ..runs.find import resolve_run
     from ..seqtask import runs
     from ..seqtask.config import make_seq_configs, seq_resume_overrides
     from .seqtask_view import TrainProgress, header_lines, summary_lines
+    from ..distributed.launch import launch_ranks
     from .stop_signals import StopSignals
 
     if not resume and train_file is None:
         raise click.UsageError("give the training file (or --resume RUN)")
+    launch_ranks(ranks)  # --ranks N: this process becomes mpiexec -n N charlm <task> train ...
     console = err()
     with StopSignals() as signals:
         if resume:
@@ -105,6 +109,8 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
                 view.update(event)
     for line in summary_lines(view, run, task):
         console.print(line, highlight=False)
+    if as_json:
+        emit_summary(view.done)
     if view.done.reason == "stopped":
         console.print(f"[yellow]stopped.[/] continue with: [bold]charlm {task} train --resume {escape(run)}[/]",
                       highlight=False)

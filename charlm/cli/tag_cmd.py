@@ -28,7 +28,7 @@ def tag():
               help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
                    "learn to put its spaces back (tag per character: does a space follow?)")
 @training_options("tag")
-def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **options):
+def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a tagger on TRAIN_FILE.
 
     With --format spaces, TRAIN_FILE is plain text: each line, its spaces removed, is a
@@ -47,7 +47,7 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, **option
 
     def describe(seed: int) -> dict:
         return data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt, seed=seed)
-    return run_training("tag", train_file, describe, values, run_dir, resume)
+    return run_training("tag", train_file, describe, values, run_dir, resume, ranks, as_json)
 
 
 @tag.command("eval")

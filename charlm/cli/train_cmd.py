@@ -8,6 +8,7 @@ from ..config import ModelConfig, TrainConfig
 from ..distributed.launch import launch_ranks
 from .common import err, runs_root, show_path
 from .options import given, option_names, setting_options
+from .run_options import emit_summary, training_run_options
 from .stop_signals import StopSignals
 
 OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for --config keys)
@@ -23,8 +24,8 @@ OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for
 @click.option("--resume", "resume", metavar="RUN", help="continue a run from its last checkpoint (budgets may grow)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="settings from a TOML file (same names as the options; options override it)")
-@click.option("--ranks", type=click.IntRange(1), help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")
-def train(corpus, run_dir, overwrite, resume, config_file, **options):
+@training_run_options
+def train(corpus, run_dir, overwrite, resume, config_file, ranks, as_json, **options):
     """Train a language model on CORPUS (text files) and save it under runs/.
 
     With no CORPUS, trains for 5 minutes on the Python standard library's own
@@ -45,7 +46,7 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
     from ..runs import find as run_find
     from .config_keys import read_config_file
 
-    launch_ranks(options.pop("ranks"))  # --ranks N: this process becomes mpiexec -n N charlm train ...
+    launch_ranks(ranks)  # --ranks N: this process becomes mpiexec -n N charlm train ...
 
     if resume and run_dir:
         raise click.UsageError("--resume RUN continues RUN in its own directory; --run-dir cannot move it "
@@ -69,10 +70,10 @@ def train(corpus, run_dir, overwrite, resume, config_file, **options):
                               "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)
             trainer = lm_start.start_training(corpus, model_config, train_config, given=frozenset(values),
                                               run_dir=run_dir, root=runs_root(), overwrite=overwrite)
-        return _run(trainer, console, signals)
+        return _run(trainer, console, signals, as_json)
 
 
-def _run(trainer, console, signals) -> int:
+def _run(trainer, console, signals, as_json=False) -> int:
     from ..training.budget import EvalCadence
     from .render import budget_text, corpus_line, fmt_time, model_line
     from .train_view import TrainView, summary_table
@@ -98,6 +99,8 @@ def _run(trainer, console, signals) -> int:
             view.update(event)
     console.print(summary_table(view, run, trainer.model.num_parameters), soft_wrap=True)
     done = view.done
+    if as_json:
+        emit_summary(done)
     if done.reason == "stopped":
         console.print(Text.assemble(("stopped.", "yellow"), " continue with: ",
                                     (f"charlm train --resume {run}", "bold")), soft_wrap=True)

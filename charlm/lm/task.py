@@ -53,6 +53,12 @@ class LmTask:
     def tokens(self, batch) -> int:
         return batch[0].size
 
+    def streams(self, batch) -> int:
+        return batch[0].shape[1]
+
+    def split_problem(self) -> None:
+        return None  # every setting splits: the masks are drawn per stream (stream_random.py)
+
     def loss_and_grad(self, batch):
         x, y = batch
         return self.model.loss_and_grad(x, y, self.state, self.rng)

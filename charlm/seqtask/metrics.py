@@ -10,15 +10,23 @@ from .heads import log_softmax
 EVAL_BATCH = 256
 
 
-def predict_logits(model, encoded: Encoded, batch_size: int = EVAL_BATCH) -> list:
-    """Logits of every example in its original order: (C,) each (classify) or (n_i, C) (tag)."""
+def predict_logits(model, encoded: Encoded, batch_size: int = EVAL_BATCH, comm=None) -> list:
+    """Logits of every example in its original order: (C,) each (classify) or (n_i, C) (tag).
+    ``comm`` of several ranks (distributed/ranks.py): each rank runs every size-th batch and every
+    rank gets all the logits (a batch's logits do not depend on the rank that runs it)."""
     task = model.config.task
     result = [None] * len(encoded)
-    for index in sorted_batches(encoded.lengths, batch_size):
-        ids, lengths = pad_inputs(encoded, index)
+    batches = sorted_batches(encoded.lengths, batch_size)
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    mine = {}
+    for k in range(rank, len(batches), size):
+        ids, lengths = pad_inputs(encoded, batches[k])
         logits, _ = model.forward(ids, lengths)
-        for b, i in enumerate(index):
-            result[i] = logits[b] if task == "classify" else logits[:lengths[b], b]
+        mine[k] = [logits[b] if task == "classify" else logits[:lengths[b], b] for b in range(len(lengths))]
+    for part in (comm.allgather(mine) if size > 1 else [mine]):
+        for k, rows in part.items():
+            for i, row in zip(batches[k], rows):
+                result[i] = row
     return result
 
 
@@ -27,9 +35,10 @@ def log_probs(logits: np.ndarray) -> np.ndarray:
     return log_softmax(logits.astype(np.float64))
 
 
-def score(model, encoded: Encoded, labels: list[str]) -> dict:
-    """Every metric of ``model`` on ``encoded`` (targets known). JSON-ready."""
-    logits = predict_logits(model, encoded)
+def score(model, encoded: Encoded, labels: list[str], comm=None) -> dict:
+    """Every metric of ``model`` on ``encoded`` (targets known), its batches shared out among
+    ``comm``'s ranks if it has several. JSON-ready."""
+    logits = predict_logits(model, encoded, comm=comm)
     task = model.config.task
     if task == "classify":
         logp = log_probs(np.stack(logits))

@@ -69,11 +69,13 @@ def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig
     in ``run_dir`` or a fresh directory under ``root``. The directory is claimed for this process
     (runs/directory.py: a directory that holds anything is refused, and a second process cannot
     write it); if reading the data fails, what the claim made is removed again."""
+    from ..distributed import on_rank0
     from ..runs.directory import claim_new_run, make_run_dir, release_new
     from ..runs.find import run_stem
     from .train import SeqTrainer
 
-    lock = claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"]))
+    # under mpiexec, rank 0 claims the directory and the others train in it without a lock
+    lock = on_rank0(lambda: claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"])))
     try:
         train, dev = load_data(spec)
         if spec["format"] == "spaces":
@@ -90,6 +92,7 @@ def resume(run_dir, overrides: Overrides):
     """The SeqTrainer of a stopped run, its data re-read from the stored description (and refused
     if its content is not what the run trained on), with ``overrides`` (config.seq_resume_overrides).
     The run is locked for this process first."""
+    from ..distributed import on_rank0
     from ..runs.directory import claim_run, release_new
     from .train import SeqTrainer
 
@@ -98,7 +101,7 @@ def resume(run_dir, overrides: Overrides):
     last = run_dir / store.LAST_FILE
     if not last.exists():
         raise CheckpointError(f"{run_dir}: no {store.LAST_FILE} to resume from")
-    lock = claim_run(run_dir)
+    lock = on_rank0(lambda: claim_run(run_dir))
     try:
         spec = store.load(last).metadata.get("data")
         if not isinstance(spec, dict) or "train" not in spec:

@@ -4,7 +4,8 @@ sequences, Adam lazy on the hashed tables' rows (sparse_adam.py) with a sparse-a
 
 Evaluations are ranked by dev accuracy (ties: lower dev loss); without a dev split the training
 data is scored instead, and the events say so. Checkpoints are ``store.py``'s format with the
-labels, the data description and content digests of both splits.
+labels, the data description and content digests of both splits. Under several ranks
+(charlm/distributed/) a rank trains a block of each batch as blocks.py cuts it.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ BRIEF = ("loss", "accuracy", "macro_f1", "sequence_accuracy")   # the scores eve
 class SeqTask:
     metric = "accuracy"
     display_settings = ()
+    sum_carry = True   # several ranks: the table rows each touched, summed (blocks.py)
 
     def __init__(self, train, dev, model_config: SeqModelConfig, train_config: SeqTrainConfig, *,
                  data_spec=None, resume: store.SeqCheckpoint | None = None):
@@ -54,6 +56,7 @@ class SeqTask:
         self.rng = np.random.default_rng(self.tcfg.seed)
         self.data_epoch, self.data_batch = 0, 0   # the data position: batches of this epoch done
         self._epoch_cache = None
+        self._rows = None   # several ranks: the table rows every rank's block touched (None: the model's own)
 
     def init_weights(self) -> None:
         self.model.init_weights(self.rng)
@@ -92,17 +95,63 @@ class SeqTask:
         ids, lengths, targets = batch
         return self.model.loss_and_grad(ids, lengths, targets, self.rng), None
 
+    def streams(self, batch) -> int:
+        return len(batch[1])
+
+    def split_problem(self) -> str | None:
+        c = self.mcfg
+        if c.members > 1 and (c.dropout or c.input_dropout or c.wide_dropout):
+            return ("an ensemble's members draw their dropout from generators of their own, which ranks cannot "
+                    "draw for the whole batch: train it on one process, or with --dropout 0 and no input or "
+                    "wide-path dropout")
+        return None
+
+    def block_loss_and_grad(self, batch, b0: int, b1: int, rng):
+        """Under several ranks (distributed/ranks.py, seqtask/blocks.py): loss and gradient of rows
+        b0..b1 of the batch sorted as the model sorts it, with dropout drawn for the whole batch;
+        the table rows they touched (a 0/1 mask) and their share of the batch's mean loss."""
+        from . import blocks
+
+        model = self.model
+        self._zero_gradient()
+        whole = blocks.sort_batch(batch)
+        draws = blocks.BlockDraws(getattr(rng, "generator", rng), whole, b0, b1, self.mcfg)
+        loss = model.loss_and_grad(*blocks.block_of(whole, b0, b1), draws)
+        draws.finish()
+        return loss, blocks.touched_mask(model.layout, model.touched), blocks.share(whole, b0, b1, self.mcfg.task)
+
+    def merge_blocks(self, touched, b0: int, b1: int) -> None:
+        """``touched``: every rank's mask summed; the step clips and moves the union of the rows."""
+        from .blocks import mask_rows
+
+        self._rows = mask_rows(self.model.layout, touched)
+
+    def _zero_gradient(self) -> None:
+        """Zero what the last step's sum wrote (other ranks' rows too), so that the model's pass,
+        which zeroes only its own rows, starts from zero everywhere."""
+        from .sparse_grad import zero
+
+        rows = self.rows
+        if rows is None:
+            self.model.grad_flat[...] = 0
+        else:
+            zero(self.model.grad_flat, self.model.layout, rows)
+
+    @property
+    def rows(self):
+        """The table rows this step's gradient holds: the model's, or under ranks every rank's."""
+        return self._rows if self._rows is not None else self.model.touched
+
     def commit(self, carry) -> None:
         pass  # sequences are independent: nothing is carried from one batch to the next
 
     def clip(self) -> float:
         from .sparse_grad import clip_norm
 
-        model = self.model
-        return clip_norm(model.grad_flat, model.layout, model.touched, self.tcfg.clip_norm)
+        return clip_norm(self.model.grad_flat, self.model.layout, self.rows, self.tcfg.clip_norm)
 
     def step(self, lr: float) -> None:
-        self.optimizer.step(self.model.flat, self.model.grad_flat, lr, self.model.touched)
+        self.optimizer.step(self.model.flat, self.model.grad_flat, lr, self.rows)
 
     def warm_up(self) -> None:
         """Compile the kernels on the first two training sequences, with a random stream of its own."""
@@ -119,7 +168,7 @@ class SeqTask:
     def evaluate(self, step: int, train_loss: float, comm) -> Evaluation:
         from .metrics import score
 
-        scores = score(self.model, self.dev or self.train, self.labels)
+        scores = score(self.model, self.dev or self.train, self.labels, comm)
         brief = {k: scores[k] for k in BRIEF if k in scores}
         return Evaluation(brief, scores["loss"], self.dev is not None)
 
@@ -141,6 +190,7 @@ class SeqTask:
 
     def save_last(self, path, loop_meta: dict, comm):
         arrays, scalars = self.optimizer.state_dict()
+        comm.full_state(None)  # several ranks: rank 0 checks that every rank holds the same weights
         if not comm.writes:
             return path
         return self._save(path, loop_meta["step"], extra=arrays, optimizer=scalars,

@@ -27,7 +27,8 @@ class Task(Protocol):
     weights the loop checks and the ranks keep equal), ``tcfg`` (a training configuration with
     steps, epochs, time_budget, eval_every, threads, lr, min_lr, schedule, warmup_steps),
     ``rng`` (the random stream of dropout, restored on resume), ``metric`` (the headline score's
-    name) and ``display_settings`` (settings besides the budget that a resume may change)."""
+    name), ``display_settings`` (settings besides the budget that a resume may change) and,
+    optionally, ``sum_carry`` (see ``merge_blocks``)."""
 
     model: Any
     tcfg: Any
@@ -48,13 +49,21 @@ class Task(Protocol):
         """Forward and backward on ``batch``: (mean loss, what ``commit`` keeps if the step is
         taken); the gradient lands in ``model.grad_flat``. Leaves the task's state unchanged."""
 
+    def streams(self, batch) -> int:
+        """Several ranks only: the rows of ``batch`` that ranks share out (its streams or sequences)."""
+
+    def split_problem(self) -> str | None:
+        """Several ranks only: why this run cannot be split across ranks exactly, or None."""
+
     def block_loss_and_grad(self, batch, b0: int, b1: int, rng) -> tuple[float, Any, float]:
         """Several ranks only (distributed/ranks.py): loss and gradient of rows b0..b1 of the
         batch with dropout from ``rng`` (drawn for the whole batch), what they carry, and their
-        share of the batch."""
+        share of the batch (the weight of their mean in the batch's mean: rows, or tokens)."""
 
     def merge_blocks(self, carry, b0: int, b1: int) -> Any:
-        """Several ranks only: what ``commit`` keeps, with this rank's rows b0..b1 set to ``carry``."""
+        """Several ranks only: what ``commit`` keeps, with this rank's rows b0..b1 set to ``carry``;
+        a task whose ``sum_carry`` is true gets instead the sum of every rank's carry (a 1-D float
+        array of a fixed size, summed in the step's one Allreduce)."""
 
     def commit(self, carry) -> None:
         """The step was taken: keep ``carry`` (the language model's carried hidden state)."""
