@@ -134,7 +134,8 @@ class LmTask:
 
         options = SampleOptions(temperature=temperature, max_length=max_length,
                                 seed=self.tcfg.seed * 1_000_003 + step)
-        sampler = Sampler(self.model, self.corpus.tokenizer, files.start_state(self, step))
+        sampler = Sampler(self.model, self.corpus.tokenizer, files.start_state(self, step),
+                          ends=self.corpus.eos != "none")
         return "".join(sampler.stream("", options))
 
     # -- checkpoints (train_state.py) -------------------------------------------------------------
