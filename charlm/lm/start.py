@@ -17,7 +17,7 @@ def corpus_for(train_config, paths, tokenizer=None):
 
     t = train_config
     return build_corpus([os.path.abspath(p) for p in paths], level=t.level, eos=t.eos,
-                        val_fraction=t.val_fraction, val_file=t.val_file or None, tokenizer=tokenizer,
+                        val_fraction=t.val_fraction, val_file=t.val_file or None, tokenizer=tokenizer, split=t.split,
                         max_vocab=t.max_vocab, min_count=t.min_count)
 
 
