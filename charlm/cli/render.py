@@ -202,7 +202,9 @@ def info_view(info: dict, width: int) -> list:
         ("time split", split_text(info.get("time_split"))),
         ("corpus", ", ".join(info["sources"]) or None),
         ("started from", describe_init(info.get("init_from"))),
-        ("vocabulary", f"{vocab['size']} {vocab['level']} tokens, <eos> per {vocab['eos']}: "
+        ("vocabulary", f"{vocab['size']} {vocab['level']} tokens"
+                       + (f" (split on {vocab['split']})" if vocab.get("split") else "")
+                       + f", <eos> per {vocab['eos']}: "
                        + " ".join(VISIBLE.get(t, t) for t in vocab["first_tokens"])
                        + (" …" if vocab["size"] > len(vocab["first_tokens"]) + 2 else "")),
     ])

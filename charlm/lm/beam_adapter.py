@@ -77,4 +77,5 @@ def _text(tok, prime: str, ids) -> str:
     if not body:
         return prime
     text = tok.decode(np.asarray(body, np.int64))
-    return prime + (" " + text if tok.level == "word" and prime else text)
+    glued = tok.level != "word" or not prime or prime.endswith("\n") or text.startswith("\n")
+    return prime + (text if glued else " " + text)

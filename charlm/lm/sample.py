@@ -168,7 +168,7 @@ class Sampler:
         if prime:
             yield prime
         controls = (self.banned, options.min_length, float(options.repetition_penalty), options.no_repeat_ngram)
-        word_level, first = tok.level == "word", not prime
+        word_level, at_break = tok.level == "word", not prime or prime.endswith("\n")
         stops = StopStrings(options.stop)
         history = np.empty(options.max_length, dtype=np.int64)  # the sample's ids: the controls read them
         done = 0
@@ -185,9 +185,9 @@ class Sampler:
             body = ids[:-1] if ended else ids
             if body.size:
                 text = tok.decode(body)
-                if word_level:
-                    text = text if first or text.startswith("\n") else " " + text
-                first = False
+                if word_level:  # a space between words, none next to a line break
+                    text = text if at_break or text.startswith("\n") else " " + text
+                at_break = text.endswith("\n")
                 text, stopped = stops.feed(text)
                 if text:
                     yield text
