@@ -1,9 +1,10 @@
-"""The sampling rule, written once: temperature, top-k, top-p and an inverse-CDF draw.
+"""The sampling rule, written once: the controls (banned ids, minimum length, repetition penalty,
+no repeated n-gram: ``constrain``), then temperature, top-k, top-p and an inverse-CDF draw.
 
-Both generation loops use this very function: the compiled loop (kernels/generate.py) compiles it
-with ``njit``, and the NumPy loop that serves the first tokens of a sample (generate_numpy.py)
-calls it as it is. So it is written in whole-array NumPy operations that Numba compiles, and this
-module imports nothing but NumPy (a short ``charlm sample`` never loads Numba).
+Both generation loops use these very functions: the compiled loop (kernels/generate.py) compiles
+them with ``njit``, and the NumPy loop that serves the first tokens of a sample (generate_numpy.py)
+calls them as they are. So they are written in whole-array NumPy operations that Numba compiles,
+and this module imports nothing but NumPy (a short ``charlm sample`` never loads Numba).
 
 Every step is exact and in a fixed order (float64 throughout, running sums in id order), so the
 compiled and uncompiled calls draw the same id from the same logits and uniform.
