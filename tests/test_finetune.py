@@ -59,6 +59,7 @@ def test_cli_records_where_it_started_and_info_shows_it(texts):
     r = invoke("train", texts / "new.txt", "--init-from", texts / "lstm", "--steps", "3", "--seq-len", "8",
                "--batch-size", "4", "--run-dir", texts / "ft")
     assert r.exit_code == 0, r.output
+    assert "starting from" in r.stderr and "token(s) added: " in r.stderr and "'z'" in r.stderr
     meta = load_checkpoint(texts / "ft").metadata
     source = load_checkpoint(texts / "lstm").metadata
     assert meta["init_from"]["path"] == str((texts / "lstm" / "model.safetensors").resolve())

@@ -71,11 +71,13 @@ def train(corpus, run_dir, overwrite, resume, init_from, config_file, **options)
         else:
             model_config, train_config = make_configs(values)
             if init_from:
-                from ..lm.finetune import start_from
+                from ..lm.finetune import describe, start_from
+                from .safe_text import printable
 
                 trainer = start_from(run_find.resolve_run(init_from, runs_root()), corpus, model_config,
                                      train_config, given=frozenset(values), run_dir=run_dir, root=runs_root(),
                                      overwrite=overwrite)
+                console.print(Text(f"starting from {printable(describe(trainer.task.init_from))}"), soft_wrap=True)
                 return _run(trainer, console, signals)
             if not corpus:
                 console.print("no corpus given: training on the Python standard library's own source "

@@ -103,6 +103,7 @@ def describe(init_from) -> str | None:
     step = init_from.get("step")
     added = init_from.get("added_tokens") or []
     fp = init_from.get("fingerprint") or {}
+    named = ", ".join(repr(t) for t in added[:10]) + (" …" if len(added) > 10 else "")
     return (f"{init_from.get('path')}" + (f" (step {step:,})" if isinstance(step, int) else "")
             + (f", text {str(fp.get('train'))[:12]}" if isinstance(fp, dict) and fp.get("train") else "")
-            + f", {len(added)} token(s) added")
+            + f", {len(added)} token(s) added" + (f": {named}" if added else ""))
