@@ -2,6 +2,7 @@
 penalty, no repeated n-gram and stop strings; the compiled and NumPy loops agree under them, and
 what a model was never trained to produce (<unk>; <eos> without --eos) is never drawn."""
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -137,5 +138,5 @@ def test_a_min_count_word_model_never_samples_unk_and_a_no_eos_model_runs_to_max
         assert len(ids) == 2000 and tok.unk_id not in ids and "<unk>" not in text
         total += len(ids)
     assert total == 10_000
-    r = invoke("sample", word_run, "--max-length", "300", "--seed", "1")
-    assert r.exit_code == 0 and len(r.stdout.split()) == 300
+    r = invoke("sample", word_run, "--max-length", "300", "--seed", "1", "--json")
+    assert r.exit_code == 0 and len(tok.encode(json.loads(r.stdout)["samples"][0])) == 300
