@@ -83,3 +83,14 @@ def test_many_lines_in_few_passes(run, monkeypatch):
     items = [(k + 1, LINES[k % len(LINES)], None) for k in range(3000)]
     scores = list(scorer.scores(items))
     assert [s.line for s in scores] == list(range(1, 3001)) and sum(calls) == 3000 and len(calls) <= 3000 // 256 + 2
+
+
+def test_an_empty_line_of_a_model_without_eos_predicts_nothing(tmp_path):
+    (tmp_path / "t.txt").write_text("abc abd abe " * 400)
+    r = invoke("train", tmp_path / "t.txt", "--eos", "none", "--steps", "3", "--hidden", "8", "--layers", "1",
+               "--seq-len", "8", "--batch-size", "4", "--run-dir", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    out = invoke("score", tmp_path / "run", "-", input=b"\nab\n\n")
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == lines[2] == "0.000000\t0\t-\t0" and lines[1].split("\t")[1] == "2"

@@ -46,6 +46,7 @@ def score(args, as_json):
         elif s.error:
             emit(f"error\t{s.error}")
         else:
-            emit(f"{s.log_prob:.6f}\t{s.tokens}\t{s.perplexity:.6g}\t{s.oov}")
+            ppl = "-" if s.perplexity is None else f"{s.perplexity:.6g}"   # no token predicted: none
+            emit(f"{s.log_prob:.6f}\t{s.tokens}\t{ppl}\t{s.oov}")
     if bad:
         raise CorpusError(f"{bad} line(s) were not valid UTF-8 and were not scored (marked in the output)")

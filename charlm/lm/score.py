@@ -80,11 +80,12 @@ class LineScorer:
     def _scored(self, items) -> list[LineScore]:
         good = [(k, self.ids(text)) for k, (_, text, problem) in enumerate(items) if problem is None]
         nll = np.zeros(len(items))
-        order = sorted(good, key=lambda kv: len(kv[1]))
+        scored = [kv for kv in good if len(kv[1]) > 1]   # <eos> alone predicts nothing: log-probability 0
+        order = sorted(scored, key=lambda kv: len(kv[1]))
         for b in range(0, len(order), BATCH):
             part = order[b:b + BATCH]
             nll[[k for k, _ in part]] = self.score_batch([s for _, s in part])
         lengths = {k: len(s) for k, s in good}
         return [LineScore(number, error=problem) if problem is not None else
-                LineScore(number, -float(nll[k]), lengths[k] - 1, self.tokenizer.count_unknown(text))
+                LineScore(number, 0.0 - float(nll[k]), lengths[k] - 1, self.tokenizer.count_unknown(text))
                 for k, (number, text, problem) in enumerate(items)]
