@@ -22,6 +22,7 @@ CELLS = tuple(_CELL_TABLE)   # the --cell choices, in the table's order
 COMPARED_CELLS = tuple(sorted(CELLS, key=lambda n: (_CELL_TABLE[n].feeds_output, _CELL_TABLE[n].gates)))
 PER_LAYER_CELLS = tuple(n for n in COMPARED_CELLS if not _CELL_TABLE[n].feeds_output)
 LEVELS = ("char", "word")
+SPLITS = ("whitespace", "words")   # data/tokenizer.py's word-splitting rules (not imported: it loads NumPy)
 EOS_MODES = ("auto", "line", "paragraph", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "linear", "plateau")
@@ -85,6 +86,8 @@ class BudgetSettings:
 class TrainConfig(BudgetSettings):
     # data
     level: str = setting("char", choices=LEVELS, help="tokenize into characters or words")
+    split: str = setting("whitespace", choices=SPLITS,
+                         help="word level: whitespace-separated pieces, or words with each punctuation mark a token")
     eos: str = setting("auto", choices=EOS_MODES, help="what ends a sequence: a line, a paragraph, nothing, or guess")
     val_fraction: float = setting(0.1, minimum=0, below=1, help="tail of the corpus held out for validation")
     val_file: str = setting("", kind="path", shown="none", help="separate validation text (replaces --val-fraction)")

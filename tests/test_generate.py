@@ -13,7 +13,7 @@ import pytest
 
 import charlm.runtime as rt
 from charlm.kernels import CELLS
-from charlm.kernels.sampling_rule import sample_id
+from charlm.kernels.sampling_rule import no_controls, sample_id
 
 G = importlib.import_module("charlm.kernels.generate")  # the module (the package's ``generate`` is the function)
 
@@ -82,9 +82,9 @@ def test_split_generation_equals_one_thread(cell, dtype):
     for temperature, top_k, top_p, stop in [(1.0, 0, 1.0, False), (0.8, 3, 0.9, True), (0.0, 0, 1.0, True)]:
         a, b = np.full(40, -1), np.full(40, -1)
         sa, sb = state0.copy(), state0.copy()
-        na = G.generate(*weights, sa, 2, uniforms, temperature, top_k, top_p, 4, stop, a)
+        na = G.generate(*weights, sa, 2, uniforms, temperature, top_k, top_p, 4, stop, a, 0, no_controls(9))
         nb = G.generate_split(weights[0], *G.split_weights(*weights[:6], nt), *weights[6:], sb, 2, uniforms,
-                              temperature, top_k, top_p, 4, stop, b, nt)
+                              temperature, top_k, top_p, 4, stop, b, 0, no_controls(9), nt)
         assert na == nb and a.tolist() == b.tolist()
         np.testing.assert_array_equal(sa, sb)  # the carried state too: chained calls stay identical
 
@@ -101,11 +101,12 @@ def test_compiled_loop_keeps_its_thread_copies_and_chains(monkeypatch):
         loop = G.CompiledLoop(*weights)
         assert G.split_threads(weights[0], weights[2], weights[4]) == nt
         one, s_one = np.full(30, -1), state0.copy()
-        G.generate(*weights, s_one, 1, uniforms, 1.0, 0, 1.0, 0, False, one)
+        none = no_controls(9)
+        G.generate(*weights, s_one, 1, uniforms, 1.0, 0, 1.0, 0, False, one, 0, none)
         out, state = np.full(30, -1), state0.copy()
-        loop.generate(state, 1, uniforms[:10], 1.0, 0, 1.0, 0, False, out[:10])
+        loop.generate(state, 1, uniforms[:10], 1.0, 0, 1.0, 0, False, out, 0, none)
         copies = loop._split[nt]
-        loop.generate(state, int(out[9]), uniforms[10:], 1.0, 0, 1.0, 0, False, out[10:])
+        loop.generate(state, int(out[9]), uniforms[10:], 1.0, 0, 1.0, 0, False, out, 10, none)
         assert loop._split[nt] is copies  # made once per model
         assert out.tolist() == one.tolist()
         np.testing.assert_array_equal(state, s_one)

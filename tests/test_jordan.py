@@ -12,6 +12,7 @@ from charlm.config import ModelConfig, TrainConfig
 from charlm.data.corpus import build_corpus
 from charlm.kernels import CELL_IDS, get_cell, jordan_weight_grads
 from charlm.kernels.generate import advance, generate
+from charlm.kernels.sampling_rule import no_controls
 from charlm.lm import checkpoint as ckpt
 from charlm.lm.evaluate import score_ids
 from charlm.lm.model import Model, parameter_shapes
@@ -135,7 +136,8 @@ def test_generate_and_advance_follow_the_batched_forward():
     state = np.zeros((2, 1, 6))
     n = 12
     out = np.empty(n, np.int64)
-    written = generate(*sampler._weights(), state, 0, np.full(n, 0.5), 0.0, 0, 1.0, 0, False, out)
+    written = generate(*sampler._weights(), state, 0, np.full(n, 0.5), 0.0, 0, 1.0, 0, False, out, 0,
+                       no_controls(8))
     assert written == n
     ref, token, s = [], 0, model.init_state(1)
     for _ in range(n):

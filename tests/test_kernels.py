@@ -16,6 +16,7 @@ from serial_cells import SERIAL
 from charlm.kernels import CELL_IDS, CELLS, cross_entropy_grad, cross_entropy_rows, generate_numpy, get_cell
 from charlm.kernels.activations import SIGMOID_F32_MAX_ERR, TANH_F32_MAX_ERR, sigmoid_act, tanh_act
 from charlm.kernels.generate import advance, generate
+from charlm.kernels.sampling_rule import no_controls
 
 CELL_NAMES = [name for name, c in CELLS.items() if not c.feeds_output]  # per-layer cells
 
@@ -297,11 +298,12 @@ def reference_generate(cell, raw, m, state, token, uniforms, temperature, top_k,
 
 
 def run_generate(cell, m, state, token, uniforms, temperature=1.0, top_k=0, top_p=1.0, eos_id=0,
-                 stop_at_eos=False, loop=generate):
+                 stop_at_eos=False, loop=generate, controls=None):
     out = np.full(len(uniforms), -1, np.int64)
+    controls = no_controls(m["W_dec"].shape[0]) if controls is None else controls
     n = loop(CELL_IDS[cell], m["table0"], m["W_ih"], m["b_ih"], m["W_hh"], m["b_hh"],
              m["W_dec"], m["b_dec"], state, token, uniforms, temperature, top_k, top_p,
-             eos_id, stop_at_eos, out)
+             eos_id, stop_at_eos, out, 0, controls)
     return out[:n]
 
 

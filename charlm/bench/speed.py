@@ -206,6 +206,7 @@ def _sample(cfg, model, fwd) -> dict:
     import numpy as np
 
     from ..data.tokenizer import Tokenizer
+    from ..kernels.sampling_rule import no_controls
     from ..lm.sample import STREAM_CHUNK, Sampler
 
     tok = Tokenizer("char", ["<eos>", "<unk>"] + [chr(0x4E00 + i) for i in range(cfg.vocab - 2)])
@@ -214,6 +215,7 @@ def _sample(cfg, model, fwd) -> dict:
     rng = np.random.default_rng(cfg.seed)
     c = model.config
     out = np.empty(STREAM_CHUNK, np.int64)
+    controls = no_controls(len(tok))
     runs, first_s = [], 0.0
     for rep in range(cfg.sample_reps + 1):  # the first run is warm-up (and loads the kernel)
         n = cfg.sample_chars if rep else min(cfg.sample_chars, 200)
@@ -223,7 +225,8 @@ def _sample(cfg, model, fwd) -> dict:
         t0 = time.perf_counter()
         while done < n:
             k = min(STREAM_CHUNK, n - done)
-            generate(state, token, uniforms[done:done + k], cfg.temperature, 0, 1.0, tok.eos_id, False, out[:k])
+            generate(state, token, uniforms[done:done + k], cfg.temperature, 0, 1.0, tok.eos_id, False, out[:k], 0,
+                     controls)
             token = int(out[k - 1])
             done += k
         dt = time.perf_counter() - t0
@@ -246,17 +249,19 @@ def _numpy_loop_rate(cfg, sampler, tok) -> float:
     import numpy as np
 
     from ..kernels import generate_numpy
+    from ..kernels.sampling_rule import no_controls
 
     c = sampler.model.config
     n = generate_numpy.NUMPY_TOKENS
     uniforms = np.random.default_rng(cfg.seed).random(n)
     out = np.empty(n, np.int64)
     state = np.zeros((c.layers, c.states, c.hidden), sampler.model.dtype)
+    controls = no_controls(len(tok))
     generate_numpy.generate(*sampler._weights(), state, tok.eos_id, uniforms[:8], cfg.temperature, 0, 1.0,
-                            tok.eos_id, False, out[:8])
+                            tok.eos_id, False, out[:8], 0, controls)
     t0 = time.perf_counter()
     generate_numpy.generate(*sampler._weights(), state, tok.eos_id, uniforms, cfg.temperature, 0, 1.0,
-                            tok.eos_id, False, out)
+                            tok.eos_id, False, out, 0, controls)
     return n / (time.perf_counter() - t0)
 
 

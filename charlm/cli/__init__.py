@@ -15,6 +15,7 @@ from .info_cmd import info
 from .inspect_cmd import inspect_
 from .quality_cmd import bench_quality
 from .sample_cmd import sample
+from .score_cmd import score
 from .sweep_cmd import sweep
 from .tag_cmd import tag
 from .train_cmd import train
@@ -40,6 +41,7 @@ def main():
 main.add_command(train)
 main.add_command(sample)
 main.add_command(eval_)
+main.add_command(score)
 main.add_command(info)
 main.add_command(inspect_)
 main.add_command(bench)

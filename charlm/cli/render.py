@@ -186,6 +186,7 @@ def split_text(split: dict | None) -> str | None:
 def info_view(info: dict, width: int) -> list:
     """``charlm info``: configuration, vocabulary, training history, files (print with ``show``)."""
     from ..config import ModelConfig, from_dict
+    from ..lm.finetune import describe as describe_init
 
     mcfg = from_dict(ModelConfig, info["model_config"])
     best, tcfg, vocab = info["best"] or {}, dict(info["train_config"]), info["vocab"]
@@ -200,7 +201,10 @@ def info_view(info: dict, width: int) -> list:
          + f" (step {best['step']:,})"),
         ("time split", split_text(info.get("time_split"))),
         ("corpus", ", ".join(info["sources"]) or None),
-        ("vocabulary", f"{vocab['size']} {vocab['level']} tokens, <eos> per {vocab['eos']}: "
+        ("started from", describe_init(info.get("init_from"))),
+        ("vocabulary", f"{vocab['size']} {vocab['level']} tokens"
+                       + (f" (split on {vocab['split']})" if vocab.get("split") else "")
+                       + f", <eos> per {vocab['eos']}: "
                        + " ".join(VISIBLE.get(t, t) for t in vocab["first_tokens"])
                        + (" …" if vocab["size"] > len(vocab["first_tokens"]) + 2 else "")),
     ])

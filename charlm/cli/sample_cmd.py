@@ -21,6 +21,14 @@ from .safe_text import printable_text
 @click.option("-p", "--prime", default="", help="text the sample starts with (the model continues it)")
 @click.option("-n", "--max-length", type=int, default=None,
               help="stop after this many tokens if <eos> has not come [default: 2000]")
+@click.option("--stop", multiple=True, metavar="STRING",
+              help="end the sample before this text (not printed); repeatable")
+@click.option("--min-length", type=click.IntRange(0), default=None, metavar="N",
+              help="no <eos> before N tokens [default: 0]")
+@click.option("--repetition-penalty", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="R",
+              help="R > 1 makes a token already in the sample less likely (1 = off) [default: 1]")
+@click.option("--no-repeat-ngram", type=click.IntRange(0), default=None, metavar="N",
+              help="never repeat N tokens in a row within a sample (0 = off) [default: 0]")
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="how many samples")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="same seed, same text (sample i uses seed + i) [default: random, shown on stderr]")
@@ -31,8 +39,8 @@ from .safe_text import printable_text
 @click.option("--length-penalty", type=float, default=None, metavar="ALPHA",
               help="with --beam: rank by log-probability / length**ALPHA, which favours longer "
                    "continuations (0 = by log-probability alone: the K likeliest) [default: 0]")
-def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed, as_json, beam,
-           length_penalty):
+def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, repetition_penalty,
+           no_repeat_ngram, num_samples, seed, as_json, beam, length_penalty):
     """Generate text from a trained model until it emits <eos>.
 
     RUN_OR_CHECKPOINT is a run directory, a run name under ./runs, or a
@@ -44,7 +52,11 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
       charlm sample                                  # latest run, one sample
       charlm sample runs/names-20250101-120000 --num-samples 10 -t 0.8
       charlm sample --prime "ROMEO:" -t 0.5 --seed 7 > romeo.txt
+      charlm sample --prime "ROMEO:" --stop "JULIET:" --no-repeat-ngram 4
       charlm sample --prime "ROMEO:" --beam 5 -n 40  # the 5 likeliest continuations
+
+    A model trained without <eos> (--eos none) never ends a sample early: it
+    writes --max-length tokens. <unk> is never drawn.
     """
     from ..config import replace
     from ..errors import VocabError
@@ -55,12 +67,15 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     if beam is not None or length_penalty is not None:
         from .sample_beam import refuse_sampling_settings
 
-        refuse_sampling_settings(beam, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        refuse_sampling_settings(beam, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                 stop=stop or None, min_length=min_length, repetition_penalty=repetition_penalty,
+                                 no_repeat_ngram=no_repeat_ngram)
     path = run_find.resolve_run(run, runs_root())
     checkpoint = load_checkpoint(path)
     seed = secrets.randbelow(2**31) if seed is None else seed
-    base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p,
-                   max_length=max_length).validate()
+    base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p, max_length=max_length,
+                   stop=tuple(stop), min_length=min_length, repetition_penalty=repetition_penalty,
+                   no_repeat_ngram=no_repeat_ngram).validate()
     tokenizer = checkpoint.tokenizer
     unk = tokenizer.tokens[tokenizer.unk_id]
     if tokenizer.level == "word" and unk in prime:  # a known token, but it means "unknown word"
@@ -84,7 +99,9 @@ def sample(run, temperature, top_k, top_p, prime, max_length, num_samples, seed,
     if as_json:
         emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "seed": seed,
                          "temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p,
-                         "max_length": base.max_length, "samples": texts}, ensure_ascii=False))
+                         "max_length": base.max_length, "stop": list(base.stop), "min_length": base.min_length,
+                         "repetition_penalty": base.repetition_penalty, "no_repeat_ngram": base.no_repeat_ngram,
+                         "samples": texts}, ensure_ascii=False))
 
 
 def _emit(sampler, prime, base, seed, num_samples, as_json, line_mode) -> list[str]:

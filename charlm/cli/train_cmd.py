@@ -22,10 +22,13 @@ OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for
 @click.option("--overwrite", is_flag=True,
               help="let --run-dir replace an earlier run there (its checkpoints and metrics; other files stay)")
 @click.option("--resume", "resume", metavar="RUN", help="continue a run from its last checkpoint (budgets may grow)")
+@click.option("--init-from", "init_from", metavar="RUN_OR_CHECKPOINT",
+              help="fine-tune: start from this model's weights (its settings; vocabulary grown for new "
+                   "characters/words, their rows initialised as a fresh model's) with a fresh optimiser")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="settings from a TOML file (same names as the options; options override it)")
 @training_run_options
-def train(corpus, run_dir, overwrite, resume, config_file, ranks, as_json, **options):
+def train(corpus, run_dir, overwrite, resume, init_from, config_file, ranks, as_json, **options):
     """Train a language model on CORPUS (text files) and save it under runs/.
 
     With no CORPUS, trains for 5 minutes on the Python standard library's own
@@ -40,6 +43,7 @@ def train(corpus, run_dir, overwrite, resume, config_file, ranks, as_json, **opt
       charlm train shakespeare.txt --hidden 512 --time 10m
       charlm train names.txt --eos line --layers 1 --sample-every 200
       charlm train --resume runs/shakespeare-20250101-120000 --time 20m
+      charlm train sonnets.txt --init-from runs/shakespeare-20250101-120000 --time 5m
     """
     from ..config import make_configs, resume_overrides
     from ..lm import start as lm_start
@@ -51,6 +55,8 @@ def train(corpus, run_dir, overwrite, resume, config_file, ranks, as_json, **opt
     if resume and run_dir:
         raise click.UsageError("--resume RUN continues RUN in its own directory; --run-dir cannot move it "
                                "(copy the run directory first, then resume the copy)")
+    if resume and init_from:
+        raise click.UsageError("--resume continues a run; --init-from starts a new one from a model: choose one")
     if resume and overwrite:
         raise click.UsageError("--overwrite is for a new run in --run-dir; --resume continues a run")
     values = read_config_file(config_file, OPTION_NAMES) if config_file else {}
@@ -65,6 +71,15 @@ def train(corpus, run_dir, overwrite, resume, config_file, ranks, as_json, **opt
                           soft_wrap=True)
         else:
             model_config, train_config = make_configs(values)
+            if init_from:
+                from ..lm.finetune import describe, start_from
+                from .safe_text import printable
+
+                trainer = start_from(run_find.resolve_run(init_from, runs_root()), corpus, model_config,
+                                     train_config, given=frozenset(values), run_dir=run_dir, root=runs_root(),
+                                     overwrite=overwrite)
+                console.print(Text(f"starting from {printable(describe(trainer.task.init_from))}"), soft_wrap=True)
+                return _run(trainer, console, signals, as_json)
             if not corpus:
                 console.print("no corpus given: training on the Python standard library's own source "
                               "(built once, then cached)", style="dim", highlight=False, soft_wrap=True)

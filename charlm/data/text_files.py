@@ -173,3 +173,22 @@ def _utf8_boundary(data: bytes) -> int:
             return n - k if need > k else n
     return n                    # only continuation bytes: invalid, let the decoder say where
 
+
+
+def iter_lines(path):
+    """Yield (line number from 1, text, problem) for each line of ``path`` (``-``: standard input),
+    read as it arrives, not whole: the text without its line break (a final CR of a CRLF dropped,
+    the byte-order mark of the first line stripped), or None and one line saying why the line is
+    not valid UTF-8. A bad line is reported on its own; the lines after it are read as usual."""
+    path = check_path(path)
+    with _open(path) as f:
+        for number, raw in enumerate(f, 1):
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                yield number, raw.decode("utf-8"), None
+            except UnicodeDecodeError as e:
+                yield number, None, (f"line {number}: invalid UTF-8 at byte {e.start + 1} of the line "
+                                     f"(byte 0x{raw[e.start]:02x})")

@@ -7,10 +7,13 @@ does not know.
 - char level: the vocabulary is the specials, then the characters sorted by code point
   (makemore's ``sorted(set(text))``). The strings "<eos>" and "<unk>" inside a text are just
   five ordinary characters each: a char model never sees them as one token.
-- word level: tokens are ``str.split()`` pieces (``split="whitespace"``) or runs of word
-  characters and single punctuation marks (``split="words"``), ordered by (-count, token).
-  The literal token text "<eos>" / "<unk>" maps to the special, so a corpus can mark its own
-  boundaries. Decoding joins tokens with single spaces (layout whitespace is not kept).
+- word level: tokens are the pieces between whitespace (``split="whitespace"``) or runs of word
+  characters and single punctuation marks (``split="words"``), ordered by (-count, token). A
+  line break is a token of its own (``NEWLINE``), so a poem keeps its lines; a vocabulary without
+  it (fitted on text that had none inside its sequences, or saved before line breaks were
+  tokens) drops line breaks when encoding, as it always did. The literal token text "<eos>" /
+  "<unk>" maps to the special, so a corpus can mark its own boundaries. Decoding joins tokens with
+  single spaces, none next to a line break (other layout whitespace is not kept).
 
 ``max_vocab`` counts the two specials: ``max_vocab=10000`` gives exactly V = 10000 (what sets
 the size of the model), and at either level rarer tokens beyond it become ``<unk>``.
@@ -31,13 +34,15 @@ LEVELS = ("char", "word")
 SPLITS = ("whitespace", "words")
 FORMAT, VERSION = "charlm-tokenizer", 1
 _KEYS = ("format", "version", "level", "split", "tokens")
+NEWLINE = "\n"   # the word-level token of a line break
 # "words": the specials first so "<eos>" is one token, then \w runs, then single punctuation marks
-_WORDS = re.compile(r"<eos>|<unk>|\w+|[^\w\s]")
+_WORDS = re.compile(r"<eos>|<unk>|\n|\w+|[^\w\s]")
+_PIECES = re.compile(r"\n|[^\s]+")   # "whitespace": what str.split() gives, and each line break
 
 
 def split_words(text: str, split: str) -> list[str]:
-    """Word-level tokens of ``text`` for the given split rule."""
-    return text.split() if split == "whitespace" else _WORDS.findall(text)
+    """Word-level tokens of ``text`` for the given split rule, each line break a NEWLINE token."""
+    return (_PIECES if split == "whitespace" else _WORDS).findall(text)
 
 
 def code_points(text: str) -> np.ndarray:
@@ -153,7 +158,7 @@ class Tokenizer:
                 distinct = [chr(unknown[i]) for i in np.sort(first)[:5]]
                 self._raise_unknown(distinct, len(first), len(unknown), "character")
             return ids.astype(dtype, copy=False)
-        words = split_words(text, self.split)
+        words = self._words(text)
         get = self._index.get
         ids = np.fromiter((get(w, 1) for w in words), dtype=dtype, count=len(words))
         if strict and (ids == self.unk_id).any():
@@ -189,11 +194,16 @@ class Tokenizer:
         """Number of out-of-vocabulary tokens in ``text``."""
         if self.level == "char":
             return int(np.count_nonzero(self._lookup(code_points(text)) == self.unk_id))
-        return sum(1 for w in split_words(text, self.split) if w not in self._index)
+        return sum(1 for w in self._words(text) if w not in self._index)
+
+    def _words(self, text: str) -> list[str]:
+        """The word-level tokens of ``text``; line breaks only when the vocabulary has them."""
+        words = split_words(text, self.split)
+        return words if NEWLINE in self._index else [w for w in words if w != NEWLINE]
 
     def decode(self, ids) -> str:
         """Text of ``ids``. <eos> becomes "\\n"; char level concatenates, word level joins
-        tokens with single spaces (none next to a newline)."""
+        tokens with single spaces (none next to a line break)."""
         ids = np.asarray(ids).ravel()
         if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self)):
             bad = ids[(ids < 0) | (ids >= len(self))] if ids.dtype.kind in "iu" else ids[:1]
@@ -203,7 +213,7 @@ class Tokenizer:
             return "".join("\n" if i == 0 else toks[i] for i in ids.tolist())
         out, prev_word = [], False
         for i in ids.tolist():
-            if i == self.eos_id:
+            if i == self.eos_id or toks[i] == NEWLINE:
                 out.append("\n")
                 prev_word = False
             else:
@@ -295,7 +305,7 @@ def _check(level, tokens, split):
             raise VocabError(f"tokenizer token {i} is a {type(t).__name__}, not a string")
         if i >= 2 and level == "char" and len(t) != 1:
             raise VocabError(f"char tokenizer token {i} ({t!r}) is not a single character")
-        if i >= 2 and level == "word" and t.split() != [t]:
+        if i >= 2 and level == "word" and t.split() != [t] and t != NEWLINE:
             raise VocabError(f"word tokenizer token {i} ({t!r}) is empty or contains whitespace")
         try:
             t.encode("utf-8")

@@ -3,8 +3,9 @@
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
 or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
 function the training kernels use (the cell's ``<name>_step``, by its id: dispatch.py). Then
-logits = W_dec @ h_top + b_dec and one draw by the sampling rule (sampling_rule.py, which the
-NumPy loop shares).
+logits = W_dec @ h_top + b_dec, the sampling controls (banned ids, minimum length, repetition
+penalty, no repeated n-gram: ``constrain``) and one draw (``sample_id``), both from
+sampling_rule.py, which the NumPy loop shares.
 
 One loop (``_tokens``) on one thread or several. Sampling streams every weight once per token, so
 it is bound by cache bandwidth: one core's L2 (2 MB here) does not hold a 2x256 LSTM (3.3 MB); two
@@ -40,13 +41,14 @@ from .barrier import barrier
 from .cells import CELLS
 from .dispatch import cell_step, input_apart
 from .jordan import jordan_feed
-from .sampling_rule import sample_id
+from .sampling_rule import constrain, sample_id
 
 JORDAN = CELLS["jordan"].id
 SPLIT_CELLS = frozenset(c.id for c in CELLS.values() if not c.feeds_output)  # steps that split by unit
 SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
 
 draw = njit(cache=True, error_model="numpy")(sample_id)  # the sampling rule, compiled
+limit = njit(cache=True, error_model="numpy")(constrain)   # and its controls
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -134,7 +136,7 @@ def _feed(cell_id, nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_
 
 @njit(cache=True, error_model="numpy")
 def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token,
-            uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out):
+            uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls):
     """The token loop as thread ``tid`` of ``nthreads`` runs it. Weights (n, ...) as split_weights
     returns them (n = 1: the whole model); hbuf (B, L, S, H) the state: B = 1 is updated in place,
     B = 2 is double-buffered (token k reads hbuf[k % 2] and writes the other, since threads read
@@ -144,9 +146,10 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
     v0, v1 = tid * V // nthreads, (tid + 1) * V // nthreads
     work = _scratch(W_hh.shape[2], (tid + 1) * H // nthreads - u0, V, W_dec.dtype)
     p = np.empty(V, np.float64)
+    q = np.empty(V, np.float64)
     top = hbuf.shape[1] - 1
     nbuf = hbuf.shape[0]
-    n = min(uniforms.shape[0], out.shape[0])
+    n = min(uniforms.shape[0], out.shape[0] - start)
     for k in range(n):
         new = hbuf[(k + 1) % nbuf]
         _feed(cell_id, nthreads, sync, u0, table0[tid], W_ih[tid], b_ih[tid], W_hh[tid], b_hh[tid], W_dec, b_dec,
@@ -156,9 +159,10 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
             logits[v] += b_dec[v]
         if nthreads > 1:
             barrier(sync, nthreads)
-        token = draw(logits, uniforms[k], temperature, top_k, top_p, p)  # the same id on every thread
-        if tid == 0:
-            out[k] = token
+        limit(logits, q, out, start + k, eos_id, controls)  # every thread reads the same history
+        token = draw(q, uniforms[k], temperature, top_k, top_p, p)  # the same id on every thread
+        if tid == 0:  # the others read it next token, after that token's layer barriers
+            out[start + k] = token
         # logits are rewritten only after the next token's layer barriers: no barrier needed here
         if stop_at_eos and token == eos_id:
             return k + 1
@@ -167,14 +171,17 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
 
 @njit(cache=True, error_model="numpy")
 def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-             temperature, top_k, top_p, eos_id, stop_at_eos, out):
+             temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls):
     """The generation loop on one thread.
 
     token:     the id fed first (e.g. <eos> to start, or the last id of the prime)
     uniforms:  (n,) float64 in [0, 1), one per generated id, drawn by the caller's Generator
     temperature, top_k, top_p: see sampling_rule.sample_id (top_p >= 1 and top_k <= 0 mean off)
     eos_id, stop_at_eos: stop after writing eos_id (it is written and counted)
-    out:       (n,) int64 receives the generated ids
+    out:       (M,) int64 this sample's ids: out[:start] were generated before (the controls read
+               them), the new ids go to out[start:start + n]
+    controls:  (banned (V,) bool, min_length, repetition_penalty, no_repeat_ngram): see
+               sampling_rule.constrain (sampling_rule.no_controls(V) changes nothing)
     returns    the number of ids written
     """
     if token < 0 or token >= W_dec.shape[0]:
@@ -184,12 +191,12 @@ def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token
                    W_ih.reshape(one + W_ih.shape), b_ih.reshape(one + b_ih.shape), W_hh.reshape(one + W_hh.shape),
                    b_hh.reshape(one + b_hh.shape), W_dec, b_dec, state.reshape(one + state.shape),
                    np.empty(W_dec.shape[0], W_dec.dtype), token, uniforms, temperature, top_k, top_p, eos_id,
-                   stop_at_eos, out)
+                   stop_at_eos, out, start, controls)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def generate_split(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-                   temperature, top_k, top_p, eos_id, stop_at_eos, out, nthreads):
+                   temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls, nthreads):
     """``generate`` on ``nthreads`` threads that must run concurrently (the caller checks Numba has
     that many). Weights as returned by ``split_weights``; W_dec, b_dec, state (L, S, H) and the
     rest as for ``generate``. Returns the number of ids written."""
@@ -202,7 +209,8 @@ def generate_split(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state,
     written = np.zeros(nthreads, np.int64)
     for tid in prange(nthreads):
         written[tid] = _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf,
-                               logits, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out)
+                               logits, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out,
+                               start, controls)
     state[:] = hbuf[written[0] % 2]
     return written[0]
 
@@ -258,17 +266,18 @@ class CompiledLoop:
         self.weights = (cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec)
         self._split = {}   # thread count -> split_weights(...)
 
-    def generate(self, state, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out) -> int:
+    def generate(self, state, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start,
+                 controls) -> int:
         """``generate`` (arguments from ``state`` on, result and state convention the same)."""
         cell_id, *arrays, W_dec, b_dec = self.weights
         nt = split_threads(cell_id, arrays[1], arrays[3])
         if nt < 2:
             return generate(*self.weights, state, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos,
-                            out)
+                            out, start, controls)
         if nt not in self._split:
             self._split[nt] = split_weights(cell_id, *arrays, nt)
         return generate_split(cell_id, *self._split[nt], W_dec, b_dec, state, token, uniforms, temperature, top_k,
-                              top_p, eos_id, stop_at_eos, out, nt)
+                              top_p, eos_id, stop_at_eos, out, start, controls, nt)
 
     def advance(self, state, ids, logits_out) -> None:
         """``advance`` (arguments from ``state`` on)."""

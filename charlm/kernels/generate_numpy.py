@@ -9,7 +9,8 @@ never imports Numba.
 
 The rule is fixed (always the first NUMPY_TOKENS, whatever has been imported), so a seed gives the
 same text in the CLI, in a training run's samples and in a script. Same arguments, same uniforms,
-and the very same sampling rule (sampling_rule.sample_id, which the compiled loop compiles); only
+and the very same sampling rule (sampling_rule's constrain and sample_id, which the compiled loop
+compiles); only
 the cell arithmetic is a twin, written in whole-vector NumPy (the kernels' per-row steps are
 scalar loops that only run compiled). It differs from theirs by ~1e-7 relative (exact tanh here,
 the kernels' float32 approximation there, and BLAS summation order), which changes a draw only
@@ -22,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cells import CELLS
-from .sampling_rule import sample_id
+from .sampling_rule import constrain, sample_id
 
 NUMPY_TOKENS = 256   # tokens of each sample (and prime length) served by this loop
 LSTM, GRU, RNN = (CELLS[name].id for name in ("lstm", "gru", "rnn"))
@@ -70,19 +71,20 @@ def feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token) -> None:
 
 
 def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-             temperature, top_k, top_p, eos_id, stop_at_eos, out) -> int:
+             temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls) -> int:
     """kernels.generate with the same arguments, result and state convention."""
     V = table0.shape[0]
     if not 0 <= token < V:
         raise IndexError("generate: token id out of range [0, V)")
     top = W_hh.shape[0] - 1
-    p = np.empty(V, np.float64)
-    n = min(uniforms.shape[0], out.shape[0])
+    p, q = np.empty(V, np.float64), np.empty(V, np.float64)
+    n = min(uniforms.shape[0], out.shape[0] - start)
     for k in range(n):
         feed(cell_id, table0, W_ih, b_ih, W_hh, b_hh, state, token)
         logits = W_dec @ state[top, 0] + b_dec
-        token = int(sample_id(logits, uniforms[k], temperature, top_k, top_p, p))
-        out[k] = token
+        constrain(logits, q, out, start + k, eos_id, controls)
+        token = int(sample_id(q, uniforms[k], temperature, top_k, top_p, p))
+        out[start + k] = token
         if stop_at_eos and token == eos_id:
             return k + 1
     return n

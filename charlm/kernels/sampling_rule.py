@@ -1,9 +1,10 @@
-"""The sampling rule, written once: temperature, top-k, top-p and an inverse-CDF draw.
+"""The sampling rule, written once: the controls (banned ids, minimum length, repetition penalty,
+no repeated n-gram: ``constrain``), then temperature, top-k, top-p and an inverse-CDF draw.
 
-Both generation loops use this very function: the compiled loop (kernels/generate.py) compiles it
-with ``njit``, and the NumPy loop that serves the first tokens of a sample (generate_numpy.py)
-calls it as it is. So it is written in whole-array NumPy operations that Numba compiles, and this
-module imports nothing but NumPy (a short ``charlm sample`` never loads Numba).
+Both generation loops use these very functions: the compiled loop (kernels/generate.py) compiles
+them with ``njit``, and the NumPy loop that serves the first tokens of a sample (generate_numpy.py)
+calls them as they are. So they are written in whole-array NumPy operations that Numba compiles,
+and this module imports nothing but NumPy (a short ``charlm sample`` never loads Numba).
 
 Every step is exact and in a fixed order (float64 throughout, running sums in id order), so the
 compiled and uncompiled calls draw the same id from the same logits and uniform.
@@ -46,3 +47,38 @@ def sample_id(logits, u, temperature, top_k, top_p, p):
     if v < V:
         return v
     return np.flatnonzero(p)[-1]  # u * total rounded up to total: the last id left
+
+
+def no_controls(V):
+    """The controls that change nothing: no banned id, no minimum length, no penalty, no n-gram rule."""
+    return (np.zeros(V, np.bool_), 0, 1.0, 0)
+
+
+def constrain(logits, q, history, n, eos_id, controls):
+    """q (V,) float64 <- the logits the draw may use after ``history[:n]`` (this sample's ids so far).
+
+    controls = (banned (V,) bool, min_length, repetition_penalty, no_repeat_ngram):
+    - a banned id (a token the model must not produce: <unk>, and <eos> for a model trained
+      without it) gets -inf, so no temperature, top-k or top-p setting can draw it;
+    - while fewer than min_length ids have been generated, eos_id gets -inf;
+    - repetition_penalty R != 1: the logit of every id already generated is divided by R when
+      positive and multiplied by R when not (CTRL's rule: R > 1 makes repeats less likely);
+    - no_repeat_ngram N > 0: an id that would complete an N-gram already in the history gets -inf.
+    Then ``sample_id(q, ...)`` draws. Whole-array operations only, so Numba compiles it as is.
+    """
+    banned, min_length, penalty, no_repeat = controls
+    q[:] = logits
+    q[banned] = -np.inf
+    if n < min_length:
+        q[eos_id] = -np.inf
+    if penalty != 1.0 and n > 0:
+        seen = history[:n]
+        vals = q[seen]
+        q[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
+    k = no_repeat - 1   # the N-gram's prefix length
+    if no_repeat > 0 and n >= k:
+        starts = n - k  # earlier prefixes start at 0 .. starts - 1, each followed by the id to ban
+        match = np.ones(starts, np.bool_)
+        for j in range(k):
+            match &= history[j:j + starts] == history[starts + j]
+        q[history[k:n][match]] = -np.inf

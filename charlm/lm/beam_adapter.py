@@ -56,7 +56,8 @@ class Continuation:
 
 def beam_continuations(sampler, prime: str = "", options: BeamOptions = BeamOptions()) -> list[Continuation]:
     """The ``options.beam`` best continuations of ``prime`` by beam search, best first. Unknown
-    characters or words in the prime raise VocabError; ``<unk>`` is never generated."""
+    characters or words in the prime raise VocabError; what the sampler bans (``<unk>``, and
+    ``<eos>`` for a model trained without it) is never generated."""
     from ..runtime import thread_limits
 
     options = options.validate()
@@ -65,7 +66,7 @@ def beam_continuations(sampler, prime: str = "", options: BeamOptions = BeamOpti
     with thread_limits():
         state, token = sampler._prime_state(prime_ids)
         found = beam_search(LanguageModelBeam(sampler), state[None], token, tok.eos_id, options,
-                            banned=[tok.unk_id])
+                            banned=sampler.banned_ids())
     return [Continuation(_text(tok, prime, h.tokens), [tok.tokens[i] for i in h.tokens], list(h.tokens),
                          h.log_prob, h.score) for h in found]
 
@@ -76,4 +77,5 @@ def _text(tok, prime: str, ids) -> str:
     if not body:
         return prime
     text = tok.decode(np.asarray(body, np.int64))
-    return prime + (" " + text if tok.level == "word" and prime else text)
+    glued = tok.level != "word" or not prime or prime.endswith("\n") or text.startswith("\n")
+    return prime + (text if glued else " " + text)

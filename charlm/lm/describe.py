@@ -33,8 +33,9 @@ def describe_run(path) -> dict:
         "model_config": to_dict(loaded.config), "train_config": tcfg,
         "parameters": params, "step": _steps_trained(run_dir, meta, metrics),
         "sources": meta.get("sources", []),
+        "init_from": meta.get("init_from"),   # a fine-tuned run's starting model (lm/finetune.py)
         "validation": bool(tcfg.get("val_file") or tcfg.get("val_fraction", 0.1)),
-        "vocab": {"level": tok.level, "size": len(tok), "eos": meta.get("eos"),
+        "vocab": {"level": tok.level, "split": tok.split, "size": len(tok), "eos": meta.get("eos"),
                   "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},
         "best": None if best is None else {k: best.get(k) for k in ("step", "val_loss", "val_bpc", "val_ppl")},
         "elapsed": (evals or steps or [{}])[-1].get("elapsed"),

@@ -29,6 +29,10 @@ class SampleOptions:
     top_p: float = 1.0          # nucleus: smallest set with cumulative probability >= top_p (1 = all)
     max_length: int = 2000      # tokens to generate at most (excluding the prime)
     seed: int | None = None     # None = fresh entropy
+    stop: tuple = ()            # end before the first of these strings in the generated text (not yielded)
+    min_length: int = 0         # no <eos> before this many tokens
+    repetition_penalty: float = 1.0   # > 1: a token already generated is less likely (1 = off)
+    no_repeat_ngram: int = 0    # N > 0: no N tokens in a row appear twice in a sample (0 = off)
 
     def validate(self) -> "SampleOptions":
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -43,14 +47,31 @@ class SampleOptions:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or self.seed < 0):
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not all(isinstance(t, str) and t for t in self.stop):
+            raise ConfigError("each stop string must be non-empty text")
+        for name in ("min_length", "no_repeat_ngram"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0 (0 = off), got {value!r}")
+        r = self.repetition_penalty
+        if not (isinstance(r, (int, float)) and math.isfinite(r) and 0 < r <= 100):
+            raise ConfigError(f"repetition_penalty must be a number in (0, 100] (1 = off), got {r!r}")
         return self
 
 
 class Sampler:
-    """Generates text from a trained model and its tokenizer."""
+    """Generates text from a trained model and its tokenizer.
 
-    def __init__(self, model, tokenizer, start_state=None):
+    ``ends``: whether the model was trained with <eos> (False for ``--eos none``): a model never
+    trained to produce a token must never produce it, so <unk> is always banned from the draw and
+    <eos> too when ``ends`` is False (``banned``); such a sample runs to max_length."""
+
+    def __init__(self, model, tokenizer, start_state=None, *, ends: bool = True):
         self.model, self.tokenizer = model, tokenizer
+        self.banned = np.zeros(model.config.vocab_size, np.bool_)
+        if tokenizer is not None:
+            self.banned[tokenizer.unk_id] = True
+            self.banned[tokenizer.eos_id] = not ends
         c, p = model.config, model.params
         shape = (c.layers, c.states, c.hidden)
         # (L, S, H) state to start from (the checkpoint's "start_state", see lm/train_state.start_state)
@@ -80,7 +101,13 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "Sampler":
-        return cls(checkpoint.build_model(), checkpoint.tokenizer, checkpoint.metadata.get("start_state"))
+        meta = checkpoint.metadata
+        return cls(checkpoint.build_model(), checkpoint.tokenizer, meta.get("start_state"),
+                   ends=meta.get("eos") != "none")
+
+    def banned_ids(self) -> list[int]:
+        """The ids never drawn (beam search skips them too)."""
+        return np.flatnonzero(self.banned).tolist()
 
     def _weights(self):
         return (self.cell_id, self.table0, self.W_ih, self.b_ih, self.W_hh, self.b_hh, self.W_dec, self.b_dec)
@@ -140,31 +167,63 @@ class Sampler:
         rng = np.random.default_rng(options.seed)
         if prime:
             yield prime
-        word_level, first = tok.level == "word", not prime
-        remaining, done = options.max_length, 0
-        out = np.empty(STREAM_CHUNK, dtype=np.int64)
-        while remaining > 0:
-            n_req = min(STREAM_CHUNK, remaining)
+        controls = (self.banned, options.min_length, float(options.repetition_penalty), options.no_repeat_ngram)
+        word_level, at_break = tok.level == "word", not prime or prime.endswith("\n")
+        stops = StopStrings(options.stop)
+        history = np.empty(options.max_length, dtype=np.int64)  # the sample's ids: the controls read them
+        done = 0
+        while done < options.max_length:
+            n_req = min(STREAM_CHUNK, options.max_length - done)
             if done < NUMPY_TOKENS:  # a chunk never straddles the switch to the compiled loop
                 n_req = min(n_req, NUMPY_TOKENS - done)
             uniforms = rng.random(n_req)  # the same stream however it is chunked
             generate, _ = self._loop(done)
             n = generate(state, token, uniforms, float(options.temperature), int(options.top_k),
-                         float(options.top_p), tok.eos_id, True, out[:n_req])
-            ids = out[:n]
+                         float(options.top_p), tok.eos_id, True, history, done, controls)
+            ids = history[done:done + n]
             ended = n > 0 and ids[-1] == tok.eos_id
             body = ids[:-1] if ended else ids
             if body.size:
                 text = tok.decode(body)
-                if word_level:
-                    text = text if first else " " + text
-                first = False
-                yield text
+                if word_level:  # a space between words, none next to a line break
+                    text = text if at_break or text.startswith("\n") else " " + text
+                at_break = text.endswith("\n")
+                text, stopped = stops.feed(text)
+                if text:
+                    yield text
+                if stopped:
+                    return
             if ended or n == 0:
-                return
+                break
             token = int(ids[-1])
-            remaining -= n
             done += n
+        rest = stops.flush()
+        if rest:
+            yield rest
+
+
+class StopStrings:
+    """Cuts generated text before the first stop string, as it streams: text that could be the
+    start of a stop string is held back until the next piece shows whether it is."""
+
+    def __init__(self, stops):
+        self.stops, self.pending = tuple(stops), ""
+        self.hold = max((len(t) for t in self.stops), default=1) - 1
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to show now, whether a stop string was reached)."""
+        self.pending += text
+        found = [i for i in (self.pending.find(t) for t in self.stops) if i >= 0]
+        if found:
+            cut, self.pending = self.pending[:min(found)], ""
+            return cut, True
+        keep = len(self.pending) - self.hold
+        shown, self.pending = self.pending[:max(keep, 0)], self.pending[max(keep, 0):]
+        return shown, False
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
 
 
 def generate_text(checkpoint, prime: str = "", **options) -> str:

@@ -16,7 +16,7 @@ def corpus_for(train_config, paths, tokenizer=None):
     from ..data.corpus import build_corpus
 
     t = train_config
-    return build_corpus([os.path.abspath(p) for p in paths], level=t.level, eos=t.eos,
+    return build_corpus([os.path.abspath(p) for p in paths], level=t.level, eos=t.eos, split=t.split,
                         val_fraction=t.val_fraction, val_file=t.val_file or None, tokenizer=tokenizer,
                         max_vocab=t.max_vocab, min_count=t.min_count)
 

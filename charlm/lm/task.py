@@ -38,6 +38,7 @@ class LmTask:
         self.rng = np.random.default_rng(self.tcfg.seed)
         self.state = self.model.init_state(self.tcfg.batch_size)
         self.auto_choice = None      # autoconfig.Choice.to_dict() when the model was chosen for the budget
+        self.init_from = None        # where a fine-tuned run's weights came from (lm/finetune.py)
 
     def init_weights(self) -> None:
         self.model.init_weights(self.rng)
@@ -140,7 +141,8 @@ class LmTask:
 
         options = SampleOptions(temperature=temperature, max_length=max_length,
                                 seed=self.tcfg.seed * 1_000_003 + step)
-        sampler = Sampler(self.model, self.corpus.tokenizer, files.start_state(self, step))
+        sampler = Sampler(self.model, self.corpus.tokenizer, files.start_state(self, step),
+                          ends=self.corpus.eos != "none")
         return "".join(sampler.stream("", options))
 
     # -- checkpoints (train_state.py) -------------------------------------------------------------

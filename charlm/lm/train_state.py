@@ -26,7 +26,7 @@ def metadata(task, step: int, best: dict | None) -> dict:
             "best_val_loss": finite_or_none(best_val_loss if best_val_loss is not None else math.inf),
             "start_state": start_state(task, step),
             "fingerprint": corpus_fingerprint(task.corpus),  # a resume refuses changed text
-            "auto_choice": task.auto_choice}
+            "auto_choice": task.auto_choice} | ({"init_from": task.init_from} if task.init_from else {})
 
 
 def start_state(task, step: int, context: int = 2048) -> list:
@@ -99,6 +99,7 @@ def _restore_state(task, last: ckpt.Checkpoint) -> None:
     task.batcher.load_state_dict(meta["batcher"])
     task.rng.bit_generator.state = meta["rng"]
     task.auto_choice = meta.get("auto_choice")
+    task.init_from = meta.get("init_from")
 
 
 def saved_val_loss(run_dir: Path) -> float:

@@ -96,7 +96,7 @@ def json_or_none(raw):
 _META_TYPES = {"train_config": dict, "sources": list, "train_tokens": int, "eos": str, "step": int,
                "best_val_loss": (int, float, type(None)), "val_loss": (int, float, type(None)),
                "optimizer": dict, "schedule": dict, "batcher": dict, "rng": dict, "position": dict,
-               "start_state": list, "fingerprint": dict}
+               "start_state": list, "fingerprint": dict, "init_from": dict}
 
 
 def check_metadata(path, meta: dict) -> None:
