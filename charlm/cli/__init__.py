@@ -15,6 +15,7 @@ from .info_cmd import info
 from .inspect_cmd import inspect_
 from .quality_cmd import bench_quality
 from .sample_cmd import sample
+from .seq2seq_cmd import seq2seq
 from .sweep_cmd import sweep
 from .tag_cmd import tag
 from .train_cmd import train
@@ -46,4 +47,5 @@ main.add_command(bench)
 main.add_command(bench_quality)
 main.add_command(classify)
 main.add_command(tag)
+main.add_command(seq2seq)
 main.add_command(sweep)

@@ -16,8 +16,9 @@ MODEL_FILE = "model.safetensors"   # the best weights so far: what sample, eval 
 LAST_FILE = "last.safetensors"     # the latest weights with the whole training position (resume)
 CHECKPOINT_FILES = (MODEL_FILE, LAST_FILE)
 # how messages name each task's runs, and the command that trains one
-TASK_NAMES = {"lm": "language-model", "classify": "classify", "tag": "tag"}
-TRAIN_COMMANDS = {"lm": "charlm train", "classify": "charlm classify train", "tag": "charlm tag train"}
+TASK_NAMES = {"lm": "language-model", "classify": "classify", "tag": "tag", "seq2seq": "seq2seq"}
+TRAIN_COMMANDS = {"lm": "charlm train", "classify": "charlm classify train", "tag": "charlm tag train",
+                  "seq2seq": "charlm seq2seq train"}
 
 
 def run_stem(path) -> str:

@@ -28,44 +28,9 @@ import numpy as np
 from ..seqtask.bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from ..seqtask.heads import dropout_mask
 from . import attention
+from .config import Seq2SeqConfig
 
 EMBEDDINGS = ("src_embedding", "tgt_embedding")
-
-
-@dataclass(frozen=True)
-class Seq2SeqConfig:
-    src_vocab: int
-    tgt_vocab: int
-    cell: str = "lstm"            # encoder and decoder, a per-layer cell of kernels/cells.py
-    embed: int = 64
-    hidden: int = 256             # per direction in the encoder; the decoder's state
-    layers: int = 1               # encoder layers
-    bidirectional: bool = True
-    attention: str = "general"    # a kind of attention.KINDS
-    dropout: float = 0.0          # embeddings, between encoder layers, before the output layer
-
-    @property
-    def directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def width(self) -> int:
-        """F: the width of the encoder outputs."""
-        return self.directions * self.hidden
-
-    def validate(self) -> "Seq2SeqConfig":
-        from ..kernels.cells import get_cell
-
-        if get_cell(self.cell).feeds_output:
-            raise ValueError(f"cell {self.cell!r} feeds its output back: only per-layer cells run here")
-        if self.attention not in attention.KINDS:
-            raise ValueError(f"unknown attention {self.attention!r}; expected one of {', '.join(attention.KINDS)}")
-        for name in ("src_vocab", "tgt_vocab", "embed", "hidden", "layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-        return self
 
 
 def parameter_shapes(c: Seq2SeqConfig) -> list[tuple[str, tuple[int, ...]]]:
@@ -150,6 +115,11 @@ class Seq2SeqModel:
         from ..runtime import kernel_threads
 
         return max(1, min(kernel_threads(), rows))
+
+    def loaded(self, tensors) -> "Seq2SeqModel":
+        """The model with ``tensors`` loaded (load_state_dict)."""
+        self.load_state_dict(tensors)
+        return self
 
     # -- the encoder and the bridge --------------------------------------------------------------
 
