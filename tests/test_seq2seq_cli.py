@@ -165,3 +165,23 @@ def test_help_does_not_import_numba(args):
     assert done.returncode == 0 and "Usage:" in done.stdout
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert not imported & {"numba", "numpy"}, sorted(imported & {"numba", "numpy"})
+
+
+def test_word_level_sides(tmp_path, monkeypatch):
+    """Letters in, space-separated symbols out: a prediction's tokens are joined by spaces, and
+    with no dev split the training sources are scored."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "g2p.tsv").write_text("cat\tK AE T\ncat\tK AA T\ndog\tD AO G\nact\tAE K T\n")
+    r = invoke("seq2seq", "train", "g2p.tsv", "--target-level", "word", "--dev-fraction", "0", "--steps", "3",
+               "--embed", "4", "--hidden", "4", "--run-dir", "run")
+    assert r.exit_code == 0, r.output
+    assert "train loss" in r.stderr and "no dev split" in r.stderr
+    (item,) = predictions(tmp_path / "run", "tac")
+    assert all(token in {"K", "AE", "AA", "T", "D", "AO", "G"} for token in item["prediction"].split(" ") if token)
+    from charlm.seq2seq import store
+
+    checkpoint = store.load(tmp_path / "run")
+    assert checkpoint.target.tokens[:4] == ("<pad>", "<unk>", "<bos>", "<eos>") and "AE" in checkpoint.target.tokens
+    assert checkpoint.levels == {"source": "char", "target": "word"}
+    assert set(checkpoint.tensors) == {name for name, _ in checkpoint.build_model().shapes}

@@ -61,15 +61,18 @@ def select(states: States, rows) -> States:
                   states.src_len[rows], states.h[rows], states.c[rows], states.feed[rows])
 
 
-def greedy(model, src_ids, src_lengths, bos: int, eos: int, max_length: int) -> list[list[int]]:
+def greedy(model, src_ids, src_lengths, bos: int, eos: int, max_length: int, banned=()) -> list[list[int]]:
     """The likeliest token at every step, for a batch of sources at once: each source's ids up to,
-    not including, ``eos`` (or ``max_length`` ids when it never comes). Finished rows leave the batch."""
+    not including, ``eos`` (or ``max_length`` ids when it never comes). Finished rows leave the batch.
+    ``banned`` ids (tokens never to be written, such as padding) are never chosen."""
+    banned = np.asarray(sorted(set(int(b) for b in banned)), np.int64)
     states = encode(model, src_ids, src_lengths)
     alive = np.arange(len(states.src_len))
     outputs: list[list[int]] = [[] for _ in alive]
     tokens = np.full(len(alive), bos, np.int64)
     for _ in range(max_length):
         log_probs, states = step(model, tokens, states)
+        log_probs[:, banned] = -np.inf
         best = log_probs.argmax(axis=1)
         going = best != eos
         for b, t in zip(alive[going].tolist(), best[going].tolist()):

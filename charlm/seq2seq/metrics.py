@@ -56,8 +56,8 @@ def dev_loss(model, encoded, bos: int, eos: int) -> float:
     return total / max(count, 1)
 
 
-def greedy_outputs(model, sources: list, bos: int, eos: int, max_length: int) -> list[list[int]]:
-    """Each source's greedy output ids, decoded in batches of similar length."""
+def greedy_outputs(model, sources: list, bos: int, eos: int, max_length: int, banned=()) -> list[list[int]]:
+    """Each source's greedy output ids (never a ``banned`` id), decoded in batches of similar length."""
     from .data import pad_sources
 
     outputs: list = [None] * len(sources)
@@ -65,6 +65,6 @@ def greedy_outputs(model, sources: list, bos: int, eos: int, max_length: int) ->
     for b0 in range(0, len(order), EVAL_BATCH):
         rows = order[b0:b0 + EVAL_BATCH]
         ids, lengths = pad_sources([sources[i] for i in rows])
-        for i, out in zip(rows.tolist(), model.greedy(ids, lengths, bos, eos, max_length)):
+        for i, out in zip(rows.tolist(), model.greedy(ids, lengths, bos, eos, max_length, banned)):
             outputs[i] = out
     return outputs

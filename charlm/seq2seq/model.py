@@ -211,7 +211,7 @@ class Seq2SeqModel:
 
         return select(states, rows)
 
-    def greedy(self, src_ids, src_lengths, bos: int, eos: int, max_length: int):
+    def greedy(self, src_ids, src_lengths, bos: int, eos: int, max_length: int, banned=()):
         from .decode import greedy
 
-        return greedy(self, src_ids, src_lengths, bos, eos, max_length)
+        return greedy(self, src_ids, src_lengths, bos, eos, max_length, banned)

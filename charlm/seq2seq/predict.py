@@ -39,10 +39,11 @@ def decode_all(model, sources: list, target, max_length: int, beam: int = 0, len
 
     index = target.index
     bos, eos = index[BOS], index[EOS]
+    banned = [index[PAD], index[UNK], bos]   # tokens the decoder was never trained to write
     if not beam:
-        return greedy_outputs(model, sources, bos, eos, max_length), None
+        return greedy_outputs(model, sources, bos, eos, max_length, banned), None
     options = BeamOptions(beam=beam, max_length=max_length, length_penalty=length_penalty).validate()
-    found = beam_outputs(model, sources, bos, eos, [index[PAD], index[UNK], bos], options)
+    found = beam_outputs(model, sources, bos, eos, banned, options)
     best = [list(h[0].tokens[:-1] if h[0].finished else h[0].tokens) if h else [] for h in found]
     return best, found
 

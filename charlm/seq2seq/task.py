@@ -17,7 +17,9 @@ from ..seqtask.task import SeqTask
 from ..training.task import Evaluation
 from . import store
 from .config import Seq2SeqConfig
-from .data import BOS, EOS, SOURCE_SPECIALS, TARGET_SPECIALS, Vocab, batch, encode_pairs, group
+from .data import BOS, EOS, SOURCE_SPECIALS, TARGET_SPECIALS, Pair, Vocab, batch, encode_pairs, group
+
+TRAIN_SCORED = 1000   # sources of the training data scored at each evaluation when there is no dev split
 
 
 def decode_limit(encoded) -> int:
@@ -47,8 +49,11 @@ class Seq2SeqTask(SeqTask):
         self.bos, self.eos = target.index[BOS], target.index[EOS]
         self.data_spec = dict(data_spec or {})
         self.train = encode_pairs(train, source, target, self.tcfg.max_length)
-        self.dev_groups = group(dev or train)   # what greedy decoding is scored on
+        # what evaluations decode and score: the dev split, else the first training sources
+        self.dev_groups = group(dev) if dev else group(train)[:TRAIN_SCORED]
         self.dev = encode_pairs(dev, source, target) if dev else None
+        self.scored = self.dev if dev else encode_pairs([Pair(s, t) for s, ts in self.dev_groups for t in ts],
+                                                        source, target)
         self.model = Seq2SeqModel(self.mcfg, np.dtype(self.tcfg.dtype))
         self.optimizer = Adam(self.model.size, self.model.dtype, weight_decay=self.tcfg.weight_decay)
         self.rng = np.random.default_rng(self.tcfg.seed)
@@ -87,7 +92,7 @@ class Seq2SeqTask(SeqTask):
         from .predict import score_groups
 
         rates = score_groups(self.model, self.dev_groups, self.source, self.target, self.max_output)
-        loss = dev_loss(self.model, self.dev if self.dev is not None else self.train, self.bos, self.eos)
+        loss = dev_loss(self.model, self.scored, self.bos, self.eos)
         return Evaluation({"loss": loss, "wer": rates["wer"], "per": rates["per"]}, loss, self.dev is not None)
 
     def better(self, scores: dict, best: dict | None) -> bool:
