@@ -158,7 +158,7 @@ def test_a_classifier_is_not_a_seq2seq_run(at, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["seq2seq", "-h"], ["seq2seq", "train", "-h"],
-                                  ["seq2seq", "eval", "-h"], ["seq2seq", "predict", "-h"]])
+                                  ["seq2seq", "eval", "-h"], ["seq2seq", "predict", "-h"], ["seq2seq", "encode", "-h"]])
 def test_help_does_not_import_numba(args):
     """Python's import log (-X importtime) of the help names neither Numba nor NumPy."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "charlm", *args], capture_output=True, text=True)
@@ -185,3 +185,33 @@ def test_word_level_sides(tmp_path, monkeypatch):
     assert checkpoint.target.tokens[:4] == ("<pad>", "<unk>", "<bos>", "<eos>") and "AE" in checkpoint.target.tokens
     assert checkpoint.levels == {"source": "char", "target": "word"}
     assert set(checkpoint.tensors) == {name for name, _ in checkpoint.build_model().shapes}
+
+
+def test_autoencoder_and_its_vectors(tmp_path, monkeypatch):
+    """--autoencode: plain lines, each its own target, no attention; encode writes each line's
+    vector as JSON or as one .npy array."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "words.txt").write_text("".join(f"{line.split(chr(9))[0]}\n" for line in reversals(60, 3).splitlines()))
+    r = invoke("seq2seq", "train", "--autoencode", "words.txt", "--steps", "4", "--embed", "4", "--hidden", "6",
+               "--run-dir", "ae")
+    assert r.exit_code == 0, r.output
+    assert "final vector" in r.stderr
+    from charlm.seq2seq import store
+
+    checkpoint = store.load(tmp_path / "ae")
+    assert checkpoint.config.attention == "none" and not any(n.startswith("attention.") for n in checkpoint.tensors)
+    items = [json.loads(line) for line in invoke("seq2seq", "encode", "ae", "abc", "fed").stdout.splitlines()]
+    assert [i["source"] for i in items] == ["abc", "fed"] and all(len(i["vector"]) == 12 for i in items)
+    r = invoke("seq2seq", "encode", "ae", "-f", "words.txt", "--out", "v.npy")
+    assert r.exit_code == 0, r.output
+    vectors = np.load(tmp_path / "v.npy")
+    assert vectors.shape == (60, 12)
+    np.testing.assert_allclose(vectors[0], json.loads(invoke("seq2seq", "encode", "ae", "--json", "-f", "words.txt")
+                                                      .stdout.splitlines()[0])["vector"], rtol=1e-6)
+    assert "no attention" in one_red_line(invoke("seq2seq", "train", "--autoencode", "words.txt",
+                                                 "--attention", "general"))
+    r = invoke("seq2seq", "train", "--resume", "ae", "--steps", "6")
+    assert r.exit_code == 0, r.output

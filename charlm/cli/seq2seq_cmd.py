@@ -22,11 +22,14 @@ BEAM_HELP = "beam search with K hypotheses (length penalty 0.6) instead of greed
 class Seq2SeqRuns:
     """How seq2seq runs start, resume and look (classify_cmd.run_training's ``kind``)."""
 
+    def __init__(self, autoencode: bool = False):
+        self.autoencode = autoencode
+
     def start(self, task, values, describe, run_dir):
         from ..seq2seq import runs
         from ..seq2seq.config import make_configs
 
-        model_config, train_config = make_configs(values)
+        model_config, train_config = make_configs(values, self.autoencode)
         return runs.start(describe(train_config.seed), model_config, train_config, runs_root(), run_dir)
 
     def resume(self, run, values):
@@ -64,9 +67,13 @@ def seq2seq():
               help="source tokens: characters, or whitespace-separated words")
 @click.option("--target-level", type=click.Choice(LEVELS), default="char", show_default=True,
               help="target tokens: characters, or whitespace-separated words (phoneme symbols)")
+@click.option("--autoencode", is_flag=True,
+              help="train an autoencoder: every line of the files is its own target, and the decoder sees only "
+                   "the encoder's final vector (no attention; see `charlm seq2seq encode`)")
 @setting_options(Seq2SeqConfig, SeqTrainConfig)
 @lambda func: run_options(func, examples="sources")
-def seq2seq_train(train_file, source_level, target_level, dev_file, dev_fraction, run_dir, resume, **options):
+def seq2seq_train(train_file, source_level, target_level, autoencode, dev_file, dev_fraction, run_dir, resume,
+                  **options):
     """Train an encoder-decoder on TRAIN_FILE, source<TAB>target lines (a source on several
     lines has several right answers).
 
@@ -79,13 +86,15 @@ def seq2seq_train(train_file, source_level, target_level, dev_file, dev_fraction
       charlm seq2seq train g2p.tsv --target-level word --dev dev.tsv --time 10m
       charlm seq2seq train reverse.tsv --steps 2000 --hidden 64
       charlm seq2seq train --resume runs/g2p-20260101-120000 --time 20m
+      charlm seq2seq train --autoencode words.txt --hidden 64 --time 5m
     """
     from ..seq2seq.runs import data_spec
 
     def describe(seed: int) -> dict:
         return data_spec(train_file, dev_file=dev_file, dev_fraction=dev_fraction, source_level=source_level,
-                         target_level=target_level, seed=seed)
-    return run_training("seq2seq", train_file, describe, given(options), run_dir, resume, kind=Seq2SeqRuns())
+                         target_level=target_level, seed=seed, autoencode=autoencode)
+    return run_training("seq2seq", train_file, describe, given(options), run_dir, resume,
+                        kind=Seq2SeqRuns(autoencode))
 
 
 @seq2seq.command("eval")
@@ -139,13 +148,64 @@ def seq2seq_predict(args, file, beam, as_json):
     from ..seq2seq.predict import Transducer
     from .seq2seq_view import prediction_lines
 
+    transducer, sources = transducer_and_sources(args, file)
+    emit_results(transducer.predict(sources, beam or 0), as_json, prediction_lines)
+
+
+def transducer_and_sources(args, file):
+    """The model of [RUN] (default: the latest seq2seq run) and the sources to read: the other
+    arguments, then the lines of ``file`` (a source<TAB>target line gives its source)."""
+    from ..data.text_files import display_name, read_text
+    from ..errors import CorpusError
+    from ..runs.find import is_run_like, resolve_run
+    from ..seq2seq.data import read_sources, tokens
+    from ..seq2seq.predict import Transducer
+
     run = args[0] if args and is_run_like(args[0], runs_root()) else None
     texts = list(args[1:] if run else args)
     if not texts and not file:
-        raise click.UsageError("give sources to transduce, or --file FILE")
+        raise click.UsageError("give sources, or --file FILE")
     transducer = Transducer.load(resolve_run(run, runs_root(), "seq2seq"))
     level = transducer.checkpoint.levels["source"]
     sources = [tokens(t, level) for t in texts] + (read_sources(read_text(file), level) if file else [])
     if not sources or not all(sources):
-        raise CorpusError("nothing to transduce: a source is empty" if sources else f"{file}: no sources")
-    emit_results(transducer.predict(sources, beam or 0), as_json, prediction_lines)
+        raise CorpusError("a source is empty" if sources else f"{display_name(file)}: no sources")
+    return transducer, sources
+
+
+@seq2seq.command("encode")
+@click.argument("args", nargs=-1, metavar="[RUN] [TEXT...]")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False),
+              help="encode every non-empty line of FILE (- reads standard input)")
+@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False),
+              help="write the vectors as one (lines, width) float array to this .npy file")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line: source and vector (the default)")
+def seq2seq_encode(args, file, out_file, as_json):
+    """The encoder's vector of each source (the top layer's final states, both directions):
+    an autoencoder's code of each line (`charlm seq2seq train --autoencode`).
+
+    \b
+    Examples:
+      charlm seq2seq encode runs/words-20260101-120000 -f words.txt --out words.npy
+      charlm seq2seq encode "hello" "help" --json
+    """
+    from ..seq2seq.data import join
+
+    if out_file and as_json:
+        raise click.UsageError("give --out FILE or --json, not both")
+    transducer, sources = transducer_and_sources(args, file)
+    vectors = transducer.vectors(sources)
+    if out_file:
+        import io
+
+        import numpy as np
+
+        from ..fsutil import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        atomic_write_bytes(out_file, buffer.getvalue())
+        emit(f"{len(sources):,} vectors of {vectors.shape[1]} → {show_path(out_file)}")
+        return
+    level = transducer.checkpoint.levels["source"]
+    emit_results([{"source": join(s, level), "vector": v.tolist()} for s, v in zip(sources, vectors)], True, None)

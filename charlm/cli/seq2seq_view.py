@@ -12,7 +12,7 @@ def header_lines(trainer) -> list[str]:
     dev = (f"dev {len(trainer.dev_groups):,} sources" if trainer.dev is not None
            else "no dev split: scores are on the training data")
     return [f"  model   {levels['source']} → {levels['target']}, embed {c.embed} → {encoder_text(c)} encoder → "
-            f"{c.attention} attention → decoder {c.hidden} · {trainer.model.size:,} parameters",
+            f"{'final vector' if c.attention == 'none' else c.attention + ' attention'} → decoder {c.hidden} · {trainer.model.size:,} parameters",
             f"  data    {_p(show_path(trainer.data_spec.get('train', '?')))}: {len(trainer.train):,} pairs, "
             f"vocabularies {c.src_vocab:,} → {c.tgt_vocab:,} · {dev}", budget_line(trainer.tcfg)]
 

@@ -12,7 +12,9 @@ from ..errors import ConfigError
 from ..seqtask.config import SeqTrainConfig, per_layer_cells
 from ..settings import check, names, setting
 
-ATTENTIONS = ("general", "additive")   # attention.KINDS: Luong's bilinear score, Bahdanau's MLP
+# attention.KINDS: Luong's bilinear score, Bahdanau's MLP; "none": the decoder sees only the
+# encoder's final vector (an autoencoder's bottleneck)
+ATTENTIONS = ("general", "additive", "none")
 LEVELS = ("char", "word")
 
 
@@ -26,7 +28,7 @@ class Seq2SeqConfig:
     layers: int = setting(1, minimum=1, help="encoder layers")
     bidirectional: bool = setting(True, flag="--bidirectional/--unidirectional",
                                   help="the encoder reads each source both ways, or forward only")
-    attention: str = setting("general", choices=ATTENTIONS, help="general (bilinear) or additive attention")
+    attention: str = setting("general", choices=ATTENTIONS, help="general (bilinear), additive, or none (the decoder sees only the encoder's final vector)")
     dropout: float = setting(0.0, minimum=0, below=1,
                              help="dropout on embeddings, between encoder layers and before the output (training only)")
 
@@ -44,10 +46,16 @@ class Seq2SeqConfig:
         return self
 
 
-def make_configs(values: dict) -> tuple[Seq2SeqConfig, SeqTrainConfig]:
+def make_configs(values: dict, autoencode: bool = False) -> tuple[Seq2SeqConfig, SeqTrainConfig]:
     """A new run's configurations from ``values`` (field name -> value; ``None`` means unset),
-    validated before any data is read (the vocabulary sizes come from the data later)."""
+    validated before any data is read (the vocabulary sizes come from the data later). An
+    autoencoder has no attention: its decoder sees only the encoder's final vector."""
     values = {k: v for k, v in values.items() if v is not None}
+    if autoencode:
+        if values.get("attention", "none") != "none":
+            raise ConfigError("an autoencoder has no attention (its decoder reads only the encoder's final vector): "
+                              "leave --attention out")
+        values["attention"] = "none"
     model_fields, train_fields = names(Seq2SeqConfig), names(SeqTrainConfig)
     unknown = sorted(set(values) - model_fields - train_fields)
     if unknown:

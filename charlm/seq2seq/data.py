@@ -54,6 +54,14 @@ def read_pairs(path, source_level: str, target_level: str) -> list[Pair]:
     return pairs
 
 
+def read_lines_as_pairs(path, level: str) -> list[Pair]:
+    """An autoencoder's examples: every non-empty line of ``path`` is its own target."""
+    items = [tokens(line.strip(), level) for line in text_lines(read_text(path)) if line.strip()]
+    if not items:
+        raise CorpusError(f"{display_name(path)}: no examples")
+    return [Pair(t, t) for t in items]
+
+
 def read_sources(text: str, level: str) -> list[tuple]:
     """Sources to transduce, one per non-empty line (a ``source<TAB>target`` line gives its source)."""
     return [tokens(line.split("\t", 1)[0].strip(), level) for line in text_lines(text) if line.strip()]

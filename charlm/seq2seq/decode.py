@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seqtask.heads import log_softmax
-from . import attention
 from .decoder import run_forward
 
 
@@ -33,10 +32,9 @@ def encode(model, src_ids, src_lengths) -> States:
     """The states of B sources (src_ids (S, B) right-padded, any order), before their first token."""
     enc = model.encode_batch(src_ids, src_lengths)
     rows = np.argsort(enc.order, kind="stable")   # the caller's row b is the encoder's rows[b]
-    memory = np.ascontiguousarray(enc.out[:, rows])
-    h0, c0, _ = model.bridge(enc, rows)
-    return States(memory, attention.keys(model.config.attention, memory, model.params),
-                  np.ascontiguousarray(enc.spans.lengths[rows]), h0, c0, np.zeros_like(h0))
+    h0, c0, top = model.bridge(enc, rows)
+    memory, keys, src_len = model.attended(enc, rows, top)
+    return States(memory, keys, src_len, h0, c0, np.zeros_like(h0))
 
 
 def step(model, tokens, states: States):

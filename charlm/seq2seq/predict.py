@@ -90,6 +90,21 @@ class Transducer(Loaded):
             result.append(item)
         return result
 
+    def vectors(self, sources: list[tuple]) -> np.ndarray:
+        """(N, F): each source's encoding, the top encoder layer's final states (directions concatenated)."""
+        from ..seqtask.model import kernel_scope
+        from .data import pad_sources
+        from .metrics import EVAL_BATCH
+
+        model, index = self._model(), self.checkpoint.source.index
+        result = np.zeros((len(sources), model.config.width), model.dtype)
+        with kernel_scope():
+            for b0 in range(0, len(sources), EVAL_BATCH):
+                ids, lengths = pad_sources([self.checkpoint.source.encode(s, index) for s in sources[b0:b0 + EVAL_BATCH]])
+                enc = model.encode_batch(ids, lengths)
+                result[b0:b0 + len(lengths)] = model.bridge(enc, np.argsort(enc.order, kind="stable"))[2][0]
+        return result
+
     def evaluate(self, path, beam: int = 0) -> dict:
         """WER and token error rate on a ``source<TAB>target`` file (several lines of one source:
         several references)."""

@@ -18,11 +18,12 @@ from ..training.loop import Loop
 from ..training.run_state import check_fingerprint, resume_config
 from . import store
 from .config import LEVELS, Seq2SeqConfig
-from .data import hold_out, read_pairs
+from .data import hold_out, read_lines_as_pairs, read_pairs
 
 
 def data_spec(train_file, *, dev_file=None, dev_fraction: float = 0.1, source_level: str = "char",
-              target_level: str = "char", seed: int = 1234) -> dict:
+              target_level: str = "char", seed: int = 1234, autoencode: bool = False) -> dict:
+    """``autoencode``: the files hold plain lines, each its own target (both sides at ``source_level``)."""
     from ..data.text_files import check_file
 
     check_file(train_file)   # standard input cannot be read again on resume
@@ -33,7 +34,9 @@ def data_spec(train_file, *, dev_file=None, dev_fraction: float = 0.1, source_le
             raise ConfigError(f"{side} level must be one of {', '.join(LEVELS)}; got {level!r}")
     if not (0.0 <= dev_fraction < 1.0):
         raise ConfigError(f"dev fraction must be in [0, 1), got {dev_fraction}")
-    return {"task": store.TASK, "train": os.path.abspath(train_file),
+    if autoencode:
+        target_level = source_level
+    return {"task": store.TASK, "format": "lines" if autoencode else "tsv", "train": os.path.abspath(train_file),
             "dev": os.path.abspath(dev_file) if dev_file else None,
             "dev_fraction": 0.0 if dev_file else float(dev_fraction),
             "levels": {"source": source_level, "target": target_level}, "seed": int(seed)}
@@ -42,9 +45,14 @@ def data_spec(train_file, *, dev_file=None, dev_fraction: float = 0.1, source_le
 def load_data(spec: dict) -> tuple[list, list]:
     """(training pairs, dev pairs) as ``spec`` describes them."""
     levels = spec["levels"]
-    train = read_pairs(spec["train"], levels["source"], levels["target"])
+
+    def read(path):
+        if spec.get("format") == "lines":
+            return read_lines_as_pairs(path, levels["source"])
+        return read_pairs(path, levels["source"], levels["target"])
+    train = read(spec["train"])
     if spec.get("dev"):
-        return train, read_pairs(spec["dev"], levels["source"], levels["target"])
+        return train, read(spec["dev"])
     if not spec.get("dev_fraction"):
         return train, []
     return hold_out(train, spec["dev_fraction"], spec.get("seed", 0), spec["train"])
