@@ -154,7 +154,7 @@ def test_a_classifier_is_not_a_seq2seq_run(at, tmp_path):
     store.save(tmp_path / "c.safetensors", config, Tokenizer("char", ["<eos>", "<unk>", "a"]), ["x", "y"],
                model.state_dict())
     line = one_red_line(invoke("seq2seq", "eval", tmp_path / "c.safetensors", at[0] / "dev.tsv"))
-    assert "not an encoder-decoder checkpoint" in line
+    assert "a classify checkpoint" in line and "charlm classify train" in line
 
 
 @pytest.mark.parametrize("args", [["--help"], ["seq2seq", "-h"], ["seq2seq", "train", "-h"],

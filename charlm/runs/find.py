@@ -64,6 +64,15 @@ def task_of(path: Path) -> str | None:
     return None
 
 
+def refuse_other_task(path, meta, tasks: tuple) -> None:
+    """One CheckpointError when a checkpoint's metadata ``meta`` records a known task other than
+    ``tasks`` (a language model records none), naming the task and the command that trains it."""
+    task = meta.get("charlm.task", "lm") if isinstance(meta, dict) and "charlm.format" in meta else None
+    if task in TASK_NAMES and task not in tasks:
+        raise CheckpointError(f"{path}: a {TASK_NAMES[task]} checkpoint (trained by `{TRAIN_COMMANDS[task]}`), "
+                              "which this command does not read")
+
+
 def resolve_run(arg, root, task: str = "lm") -> Path:
     """The run directory or checkpoint file meant by ``arg``: a path, the name of a run under
     ``root``, or (``None``) the most recent run of ``task`` under ``root``."""

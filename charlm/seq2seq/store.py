@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import from_dict
 from ..errors import CharlmError, CheckpointError
+from ..runs.find import refuse_other_task
 from ..runs.header import one_line, read_header
 from ..seqtask.store import checkpoint_file, read_arrays, write
 from .config import LEVELS, Seq2SeqConfig
@@ -57,10 +58,9 @@ def load(path) -> Seq2SeqCheckpoint:
     path = checkpoint_file(path)
     header, _ = read_header(path)
     meta = header.get("__metadata__") or {}
+    refuse_other_task(path, meta, (TASK,))
     if not isinstance(meta, dict) or meta.get("charlm.task") != TASK:
-        what = (f"a {meta['charlm.task']} model" if isinstance(meta, dict) and isinstance(meta.get("charlm.task"), str)
-                else "a language model" if isinstance(meta, dict) and "charlm.config" in meta else "not a charlm model")
-        raise CheckpointError(f"{path}: not an encoder-decoder checkpoint ({one_line(what)[:40]})")
+        raise CheckpointError(f"{path}: not an encoder-decoder checkpoint")
     try:
         if meta.get("charlm.format") != FORMAT:
             raise CheckpointError(f"unsupported format {str(meta.get('charlm.format'))[:20]!r}")

@@ -19,7 +19,7 @@ from ..config import from_dict
 from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes
-from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
+from ..runs.find import LAST_FILE, MODEL_FILE, refuse_other_task  # noqa: F401 (LAST_FILE: read by users)
 from ..runs.header import check_parsed, one_line, read_header
 from .config import SeqModelConfig
 
@@ -74,6 +74,7 @@ def load(path) -> SeqCheckpoint:
     path = checkpoint_file(path)
     header, _ = read_header(path)
     meta = header.get("__metadata__") or {}
+    refuse_other_task(path, meta, ("classify", "tag", "lm"))   # a language model: the message below
     if not isinstance(meta, dict) or "charlm.task" not in meta:
         what = "a language model" if isinstance(meta, dict) and "charlm.config" in meta else "not a charlm model"
         raise CheckpointError(f"{path}: not a classifier or tagger checkpoint ({what})")
