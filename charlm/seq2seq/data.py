@@ -37,12 +37,10 @@ class Pair:
 def read_pairs(path, source_level: str, target_level: str) -> list[Pair]:
     """The examples of a ``source<TAB>target`` file (blank lines skipped; the target is after the
     first tab); a line without a tab or with an empty side is one CorpusError naming it."""
+    from ..seqtask.data import tab_lines
+
     name, pairs = display_name(path), []
-    for number, line in enumerate(text_lines(read_text(path)), 1):
-        if not line.strip():
-            continue
-        if "\t" not in line:
-            raise CorpusError(f"{name}:{number}: expected source<TAB>target, found no tab")
+    for number, line in tab_lines(path, "source<TAB>target"):
         source, target = line.split("\t", 1)
         pair = Pair(tokens(source.strip(), source_level), tokens(target.strip(), target_level))
         for side, items in (("source", pair.source), ("target", pair.target)):
