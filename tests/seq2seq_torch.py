@@ -45,7 +45,8 @@ class TorchSeq2Seq(nn.Module):
         if self.lstm:
             self.bridge_c = nn.Linear(F, H)
         self.decoder = cell(E + H, H)
-        self.attention = (General if c.attention == "general" else Additive)(H, F)
+        # no attention: the decoder sees only the encoder's final vector, as the context of every step
+        self.attention = None if c.attention == "none" else (General if c.attention == "general" else Additive)(H, F)
         self.combine = nn.Linear(H + F, H)
         self.out = nn.Linear(H, c.tgt_vocab)
         self.D = c.directions
@@ -65,6 +66,8 @@ class TorchSeq2Seq(nn.Module):
         h = torch.tanh(self.bridge_h(top[0]))
         c = self.bridge_c(top[1]) if self.lstm else None
         valid = torch.arange(S)[None, :] < torch.as_tensor(src_len)[:, None]    # (B, S)
+        if self.attention is None:
+            enc, valid = top[0][None], torch.ones(B, 1, dtype=torch.bool)
         feed = torch.zeros_like(h)
         outs, alphas = [], []
         for t in range(tgt_in.shape[0]):
@@ -76,7 +79,8 @@ class TorchSeq2Seq(nn.Module):
                 h, c = self.decoder(x, (h, c))
             else:
                 h = self.decoder(x, h)
-            alpha = torch.softmax(self.attention(h, enc).masked_fill(~valid, float("-inf")), dim=1)
+            score = self.attention(h, enc) if self.attention is not None else torch.zeros(B, 1, dtype=h.dtype)
+            alpha = torch.softmax(score.masked_fill(~valid, float("-inf")), dim=1)
             ctx = torch.einsum("bs,sbf->bf", alpha, enc)
             a = torch.tanh(self.combine(torch.cat([h, ctx], 1)))
             if masks is not None:

@@ -29,7 +29,7 @@ def valid_mask(lengths, T):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("kind", ["general", "additive"])
+@pytest.mark.parametrize("kind", ["general", "additive", "none"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_matches_the_torch_module(cell, kind, layers):
     from seq2seq_torch import torch_loss_and_grads
@@ -68,7 +68,8 @@ def test_dropout_masks_match_the_torch_module():
 
 
 @pytest.mark.parametrize("cell, kind, bidirectional", [("lstm", "general", True), ("gru", "additive", True),
-                                                       ("rnn", "general", False), ("lstm", "additive", False)])
+                                                       ("rnn", "general", False), ("lstm", "additive", False),
+                                                       ("lstm", "none", True), ("gru", "none", False)])
 def test_loss_gradient_matches_finite_differences(cell, kind, bidirectional):
     """A few random coordinates of every parameter tensor, through the whole model."""
     m = make(cell, kind, 2, bidirectional)

@@ -16,6 +16,7 @@ from .inspect_cmd import inspect_
 from .quality_cmd import bench_quality
 from .sample_cmd import sample
 from .score_cmd import score
+from .seq2seq_cmd import seq2seq
 from .sweep_cmd import sweep
 from .tag_cmd import tag
 from .train_cmd import train
@@ -48,4 +49,5 @@ main.add_command(bench)
 main.add_command(bench_quality)
 main.add_command(classify)
 main.add_command(tag)
+main.add_command(seq2seq)
 main.add_command(sweep)

@@ -20,18 +20,19 @@ def training_options(task: str):
     """The options of ``charlm <task> train``: the settings, then where the data and the run are."""
     settings = setting_options(SeqModelConfig, SeqTrainConfig, exclude=() if task == "classify" else CLASSIFY_ONLY)
 
-    def decorate(func):
-        func = settings(func)
-        func = click.option("--dev", "dev_file", type=click.Path(dir_okay=False),
-                            help="labelled dev file (else --dev-fraction of the training data is held out)")(func)
-        func = click.option("--dev-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-                            show_default=True,
-                            help="share of the training examples held out for dev when there is no --dev")(func)
-        func = click.option("--run-dir", type=click.Path(file_okay=False),
-                            help="where the run goes [default: runs/<file>-<time>]")(func)
-        func = click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
-        return training_run_options(func)
-    return decorate
+    return lambda func: training_run_options(run_options(settings(func)))
+
+
+def run_options(func, examples: str = "examples"):
+    """--dev, --dev-fraction, --run-dir and --resume: where a training command's dev data and run are."""
+    func = click.option("--dev", "dev_file", type=click.Path(dir_okay=False),
+                        help="labelled dev file (else --dev-fraction of the training data is held out)")(func)
+    func = click.option("--dev-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+                        show_default=True,
+                        help=f"share of the training {examples} held out for dev when there is no --dev")(func)
+    func = click.option("--run-dir", type=click.Path(file_okay=False),
+                        help="where the run goes [default: runs/<file>-<time>]")(func)
+    return click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
 
 
 @click.group("classify")
@@ -73,16 +74,43 @@ def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, 
     return run_training("classify", train_file, describe, given(options), run_dir, resume, ranks, as_json)
 
 
-def run_training(task: str, train_file, describe, values: dict, run_dir, resume, ranks=None, as_json=False) -> int:
+class SeqRuns:
+    """How classify and tag start, resume and show a run (``run_training``'s ``kind``)."""
+
+    def start(self, task: str, values: dict, describe, run_dir):
+        from ..seqtask import runs
+        from ..seqtask.config import make_seq_configs
+
+        model_config, train_config = make_seq_configs(task, values)
+        return runs.start(describe(train_config.seed), model_config, train_config, runs_root(), run_dir)
+
+    def resume(self, run, values: dict):
+        from ..seqtask import runs
+        from ..seqtask.config import seq_resume_overrides
+
+        return runs.resume(run, seq_resume_overrides(values))
+
+    def header_lines(self, trainer) -> list[str]:
+        from .seqtask_view import header_lines
+
+        return header_lines(trainer)
+
+    def progress(self, console):
+        from .seqtask_view import TrainProgress
+
+        return TrainProgress(console, live=console.is_terminal)
+
+
+def run_training(task: str, train_file, describe, values: dict, run_dir, resume, ranks=None, as_json=False,
+                 kind=SeqRuns()) -> int:
     """Start a run on ``train_file`` (its data described by ``describe(seed)``, settings ``values``:
-    field name -> value given) or resume one, show its progress, summarise it; shared by classify
-    and tag. ``ranks``: re-run this command under mpiexec; ``as_json``: the run's summary on stdout.
+    field name -> value given) or resume one, show its progress, summarise it; shared by classify,
+    tag and seq2seq (``kind``: how the task's runs start, resume and look). ``ranks``: re-run this
+    command under mpiexec; ``as_json``: the run's summary on stdout.
     A stop signal while training finishes the step and saves (see stop_signals.py)."""
-    from ..runs.find import resolve_run
-    from ..seqtask import runs
-    from ..seqtask.config import make_seq_configs, seq_resume_overrides
-    from .seqtask_view import TrainProgress, header_lines, summary_lines
     from ..distributed.launch import launch_ranks
+    from ..runs.find import resolve_run
+    from .seqtask_view import summary_lines
     from .stop_signals import StopSignals
 
     if not resume and train_file is None:
@@ -91,18 +119,16 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
     console = err()
     with StopSignals() as signals:
         if resume:
-            trainer = runs.resume(resolve_run(resume, runs_root(), task), seq_resume_overrides(values))
+            trainer = kind.resume(resolve_run(resume, runs_root(), task), values)
             console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                           highlight=False)
         else:
-            model_config, train_config = make_seq_configs(task, values)
-            spec = describe(train_config.seed)
-            trainer = runs.start(spec, model_config, train_config, runs_root(), run_dir)
+            trainer = kind.start(task, values, describe, run_dir)
         run = show_path(trainer.run_dir)
         console.print(f"[bold]charlm {task} train[/] → {escape(run)}", highlight=False)
-        for line in header_lines(trainer):
+        for line in kind.header_lines(trainer):
             console.print(line, highlight=False, soft_wrap=True)
-        view = TrainProgress(console, live=console.is_terminal)
+        view = kind.progress(console)
         with view:
             signals.training(trainer, view)
             for event in trainer.events():

@@ -13,6 +13,11 @@ def training_run_options(func):
     """``--ranks N`` and ``--json``, for ``train``, ``classify train`` and ``tag train``."""
     func = click.option("--ranks", type=click.IntRange(1),
                         help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")(func)
+    return json_option(func)
+
+
+def json_option(func):
+    """``--json``: every training command's summary, for scripts."""
     return click.option("--json", "as_json", is_flag=True,
                         help="print one JSON object on stdout when training ends (progress stays on stderr)")(func)
 

@@ -24,22 +24,29 @@ def _p(text) -> str:
 def header_lines(trainer) -> list[str]:
     c, t = trainer.mcfg, trainer.tcfg
     spec = trainer.data_spec
-    kind = f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
+    kind = encoder_text(c)
     kind = f"{c.members} × ({kind}{', own n-gram hashes' if c.member_salts and (c.ngrams or c.wide_ngrams) else ''})" \
         if c.members > 1 else kind
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     wide = f" (+ a linear model of hashed 1..{c.wide_ngrams}-grams, {c.wide_buckets:,} buckets)" if c.wide_ngrams else ""
-    budget = budget_text(t, lambda s: f"{s:g} s")
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None
            else "no dev split: scores are on the training data")
     return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels{wide} · "
             f"{trainer.model.size:,} parameters",
             f"  data    {_p(show_path(spec.get('train', '?')))}: {len(trainer.train):,} examples, "
             f"vocabulary {c.vocab_size:,} · {dev}",
-            f"  budget  {budget} · evaluate {EvalCadence(t.eval_every).describe()} · batch {t.batch_size} · "
-            f"lr {t.lr:g} → {t.min_lr:g} ({t.schedule})"]
+            budget_line(t)]
 
+
+def encoder_text(c) -> str:
+    return f"{'bidirectional ' if c.bidirectional else ''}{c.cell.upper()} {c.layers}×{c.hidden}"
+
+
+def budget_line(t) -> str:
+    """The header's line of budget, cadence, batch and learning rates (a SeqTrainConfig)."""
+    return (f"  budget  {budget_text(t, lambda s: f'{s:g} s')} · evaluate {EvalCadence(t.eval_every).describe()} · "
+            f"batch {t.batch_size} · lr {t.lr:g} → {t.min_lr:g} ({t.schedule})")
 
 
 class TrainProgress:
@@ -62,6 +69,11 @@ class TrainProgress:
     def note(self, text: str) -> None:
         self.console.print(f"[yellow]{escape(text)}[/]")
 
+    def scores_text(self, s: dict) -> str:
+        """An evaluation's scores besides the loss."""
+        return (f"accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}"
+                + (f"  sequences {s['sequence_accuracy']:.4f}" if "sequence_accuracy" in s else ""))
+
     def update(self, event) -> None:
         from ..training.events import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, WarningEvent
 
@@ -75,10 +87,8 @@ class TrainProgress:
             where = "dev" if event.held_out else "train"
             mark = " [green]best[/]" if event.improved else ""
             self.console.print(f"step {event.step:>7,}  epoch {event.epoch:6.2f}  train loss {event.train_loss:.4f}  "
-                               f"{where} loss {s['loss']:.4f}  accuracy {s['accuracy']:.4f}  "
-                               f"macro-F1 {s['macro_f1']:.4f}"
-                               + (f"  sequences {s['sequence_accuracy']:.4f}" if "sequence_accuracy" in s else "")
-                               + f"  {fmt_time(event.elapsed)}{mark}", highlight=False, soft_wrap=True)
+                               f"{where} loss {s['loss']:.4f}  {self.scores_text(s)}"
+                               f"  {fmt_time(event.elapsed)}{mark}", highlight=False, soft_wrap=True)
         elif isinstance(event, CheckpointEvent) and event.best:
             self.best_path = event.path
         elif isinstance(event, WarningEvent):
@@ -94,7 +104,7 @@ def fmt_time(seconds: float) -> str:
 def summary_lines(view, run: str, task: str) -> list[str]:
     done = view.done
     lines = [f"finished     {done.message}", f"steps        {done.step:,} in {fmt_time(done.elapsed)}",
-             f"best         accuracy {done.best_value:.4f}"]
+             f"best         {done.metric.upper() if done.metric == 'wer' else done.metric} {done.best_value:.4f}"]
     if view.best_path:
         lines.append(f"best model   {escape(show_path(view.best_path))}")
     lines.append(f"evaluate it  charlm {task} eval {escape(run)} FILE")

@@ -28,7 +28,7 @@ from ..config import ModelConfig, from_dict, to_dict
 from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes, atomic_write_text, remove_temp_files  # noqa: F401 (re-exported)
-from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
+from ..runs.find import LAST_FILE, MODEL_FILE, refuse_other_task  # noqa: F401 (the names a checkpoint user reads)
 from ..runs.header import (
     OPTIM_PREFIX,
     check_metadata,
@@ -117,6 +117,7 @@ def load_checkpoint(path) -> Checkpoint:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or meta.get("charlm.format") is None:
         raise CheckpointError(f"{path}: not a charlm checkpoint (no charlm metadata)")
+    refuse_other_task(path, meta, ("lm",))
     if meta["charlm.format"] != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {str(meta['charlm.format'])[:20]!r} is not "
                               f"supported by charlm {__version__} (expects {FORMAT_VERSION})")

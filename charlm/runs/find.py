@@ -16,8 +16,9 @@ MODEL_FILE = "model.safetensors"   # the best weights so far: what sample, eval 
 LAST_FILE = "last.safetensors"     # the latest weights with the whole training position (resume)
 CHECKPOINT_FILES = (MODEL_FILE, LAST_FILE)
 # how messages name each task's runs, and the command that trains one
-TASK_NAMES = {"lm": "language-model", "classify": "classify", "tag": "tag"}
-TRAIN_COMMANDS = {"lm": "charlm train", "classify": "charlm classify train", "tag": "charlm tag train"}
+TASK_NAMES = {"lm": "language-model", "classify": "classify", "tag": "tag", "seq2seq": "seq2seq"}
+TRAIN_COMMANDS = {"lm": "charlm train", "classify": "charlm classify train", "tag": "charlm tag train",
+                  "seq2seq": "charlm seq2seq train"}
 
 
 def run_stem(path) -> str:
@@ -61,6 +62,15 @@ def task_of(path: Path) -> str | None:
             task = meta.get("charlm.task", "lm")
             return task if isinstance(task, str) else None
     return None
+
+
+def refuse_other_task(path, meta, tasks: tuple) -> None:
+    """One CheckpointError when a checkpoint's metadata ``meta`` records a known task other than
+    ``tasks`` (a language model records none), naming the task and the command that trains it."""
+    task = meta.get("charlm.task", "lm") if isinstance(meta, dict) and "charlm.format" in meta else None
+    if task in TASK_NAMES and task not in tasks:
+        raise CheckpointError(f"{path}: a {TASK_NAMES[task]} checkpoint (trained by `{TRAIN_COMMANDS[task]}`), "
+                              "which this command does not read")
 
 
 def resolve_run(arg, root, task: str = "lm") -> Path:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seqtask.heads import log_softmax
-from . import attention
 from .decoder import run_forward
 
 
@@ -33,10 +32,9 @@ def encode(model, src_ids, src_lengths) -> States:
     """The states of B sources (src_ids (S, B) right-padded, any order), before their first token."""
     enc = model.encode_batch(src_ids, src_lengths)
     rows = np.argsort(enc.order, kind="stable")   # the caller's row b is the encoder's rows[b]
-    memory = np.ascontiguousarray(enc.out[:, rows])
-    h0, c0, _ = model.bridge(enc, rows)
-    return States(memory, attention.keys(model.config.attention, memory, model.params),
-                  np.ascontiguousarray(enc.spans.lengths[rows]), h0, c0, np.zeros_like(h0))
+    h0, c0, top = model.bridge(enc, rows)
+    memory, keys, src_len = model.attended(enc, rows, top)
+    return States(memory, keys, src_len, h0, c0, np.zeros_like(h0))
 
 
 def step(model, tokens, states: States):
@@ -61,15 +59,18 @@ def select(states: States, rows) -> States:
                   states.src_len[rows], states.h[rows], states.c[rows], states.feed[rows])
 
 
-def greedy(model, src_ids, src_lengths, bos: int, eos: int, max_length: int) -> list[list[int]]:
+def greedy(model, src_ids, src_lengths, bos: int, eos: int, max_length: int, banned=()) -> list[list[int]]:
     """The likeliest token at every step, for a batch of sources at once: each source's ids up to,
-    not including, ``eos`` (or ``max_length`` ids when it never comes). Finished rows leave the batch."""
+    not including, ``eos`` (or ``max_length`` ids when it never comes). Finished rows leave the batch.
+    ``banned`` ids (tokens never to be written, such as padding) are never chosen."""
+    banned = np.asarray(sorted(set(int(b) for b in banned)), np.int64)
     states = encode(model, src_ids, src_lengths)
     alive = np.arange(len(states.src_len))
     outputs: list[list[int]] = [[] for _ in alive]
     tokens = np.full(len(alive), bos, np.int64)
     for _ in range(max_length):
         log_probs, states = step(model, tokens, states)
+        log_probs[:, banned] = -np.inf
         best = log_probs.argmax(axis=1)
         going = best != eos
         for b, t in zip(alive[going].tolist(), best[going].tolist()):

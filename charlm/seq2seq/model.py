@@ -28,44 +28,9 @@ import numpy as np
 from ..seqtask.bidir import Spans, encoder_backward, encoder_forward, encoder_shapes
 from ..seqtask.heads import dropout_mask
 from . import attention
+from .config import Seq2SeqConfig
 
 EMBEDDINGS = ("src_embedding", "tgt_embedding")
-
-
-@dataclass(frozen=True)
-class Seq2SeqConfig:
-    src_vocab: int
-    tgt_vocab: int
-    cell: str = "lstm"            # encoder and decoder, a per-layer cell of kernels/cells.py
-    embed: int = 64
-    hidden: int = 256             # per direction in the encoder; the decoder's state
-    layers: int = 1               # encoder layers
-    bidirectional: bool = True
-    attention: str = "general"    # a kind of attention.KINDS
-    dropout: float = 0.0          # embeddings, between encoder layers, before the output layer
-
-    @property
-    def directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def width(self) -> int:
-        """F: the width of the encoder outputs."""
-        return self.directions * self.hidden
-
-    def validate(self) -> "Seq2SeqConfig":
-        from ..kernels.cells import get_cell
-
-        if get_cell(self.cell).feeds_output:
-            raise ValueError(f"cell {self.cell!r} feeds its output back: only per-layer cells run here")
-        if self.attention not in attention.KINDS:
-            raise ValueError(f"unknown attention {self.attention!r}; expected one of {', '.join(attention.KINDS)}")
-        for name in ("src_vocab", "tgt_vocab", "embed", "hidden", "layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-        return self
 
 
 def parameter_shapes(c: Seq2SeqConfig) -> list[tuple[str, tuple[int, ...]]]:
@@ -80,7 +45,7 @@ def parameter_shapes(c: Seq2SeqConfig) -> list[tuple[str, tuple[int, ...]]]:
             + [(f"{b}.{kind}", shape) for b in bridges for kind, shape in (("weight", (H, F)), ("bias", (H,)))]
             + [("decoder.weight_ih", (G, c.embed + H)), ("decoder.weight_hh", (G, H)),
                ("decoder.bias_ih", (G,)), ("decoder.bias_hh", (G,))]
-            + attention.attention_shapes(c.attention, H, F)
+            + (attention.attention_shapes(c.attention, H, F) if c.attention != "none" else [])
             + [("combine.weight", (H, H + F)), ("combine.bias", (H,)),
                ("out.weight", (c.tgt_vocab, H)), ("out.bias", (c.tgt_vocab,))])
 
@@ -111,7 +76,8 @@ class Seq2SeqModel:
         spans = [(name, shape, a, b) for (name, shape), a, b in zip(self.shapes, bounds[:-1], bounds[1:])]
         self.params = {name: self.flat[a:b].reshape(shape) for name, shape, a, b in spans}
         self.grads = {name: self.grad_flat[a:b].reshape(shape) for name, shape, a, b in spans}
-        self.kind = attention.KINDS[config.attention]
+        # no attention runs the general kernel over one position (its weight is 1, whatever the score)
+        self.kind = attention.KINDS.get(config.attention, attention.KINDS["general"])
 
     @property
     def cell(self):
@@ -151,6 +117,11 @@ class Seq2SeqModel:
 
         return max(1, min(kernel_threads(), rows))
 
+    def loaded(self, tensors) -> "Seq2SeqModel":
+        """The model with ``tensors`` loaded (load_state_dict)."""
+        self.load_state_dict(tensors)
+        return self
+
     # -- the encoder and the bridge --------------------------------------------------------------
 
     def encode_batch(self, src_ids, src_lengths, rng=None) -> Encoded:
@@ -179,6 +150,32 @@ class Seq2SeqModel:
         h0 = np.tanh(top[0] @ p["bridge_h.weight"].T + p["bridge_h.bias"])
         c0 = top[1] @ p["bridge_c.weight"].T + p["bridge_c.bias"] if len(top) > 1 else h0
         return h0, np.ascontiguousarray(c0), top
+
+    def attended(self, enc: Encoded, rows, top):
+        """(memory (S, B, F), keys (S, B, A), source lengths) the decoder rows ``rows`` attend to:
+        the encoder outputs, or without attention the top layer's final vector as a memory of one
+        position (the context is then that vector at every step, and keys of 0 score nothing)."""
+        if self.config.attention == "none":
+            B = len(rows)
+            return (np.ascontiguousarray(top[0][None]), np.zeros((1, B, self.config.hidden), self.dtype),
+                    np.ones(B, np.int64))
+        memory = np.ascontiguousarray(enc.out[:, rows])
+        return (memory, attention.keys(self.config.attention, memory, self.params),
+                np.ascontiguousarray(enc.spans.lengths[rows]))
+
+    def attended_backward(self, enc: Encoded, rows, memory, grads, dfinals):
+        """dL/d(encoder outputs) in the encoder's order from the decoder's ``grads``; without
+        attention, what reached the memory goes to the top layer's final states in ``dfinals``."""
+        c = self.config
+        dout = np.zeros_like(enc.out)
+        if c.attention == "none":
+            D, H = c.directions, c.hidden
+            for d in range(D):
+                dfinals[(c.layers - 1) * D + d, 0][rows] += grads["denc"][0][:, d * H:(d + 1) * H]
+            return dout
+        dout[:, rows] = grads["denc"] + attention.keys_backward(c.attention, memory, grads["dkeys"], self.params,
+                                                                self.grads)
+        return dout
 
     def bridge_backward(self, enc: Encoded, rows, dh0, dc0, h0, top):
         """The bridge's weight gradients, and dL/d(final states) for the encoder (L*D, states, B, H)."""
@@ -241,7 +238,7 @@ class Seq2SeqModel:
 
         return select(states, rows)
 
-    def greedy(self, src_ids, src_lengths, bos: int, eos: int, max_length: int):
+    def greedy(self, src_ids, src_lengths, bos: int, eos: int, max_length: int, banned=()):
         from .decode import greedy
 
-        return greedy(self, src_ids, src_lengths, bos, eos, max_length)
+        return greedy(self, src_ids, src_lengths, bos, eos, max_length, banned)

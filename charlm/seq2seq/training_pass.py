@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seqtask.heads import dropout_mask
-from . import attention
 from .decoder import run_backward, run_forward
 from .model import Encoded
 
@@ -44,10 +43,8 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
     T, B, H, dt = int(lengths[0]), len(lengths), c.hidden, model.dtype
     valid = np.arange(T)[:, None] < lengths[None, :]
     ids = np.where(valid, np.asarray(tgt_in)[:T][:, order], 0)
-    memory = np.ascontiguousarray(enc.out[:, rows])
-    keys = attention.keys(c.attention, memory, p)
-    src_len = np.ascontiguousarray(enc.spans.lengths[rows])
     h0, c0, top = model.bridge(enc, rows)
+    memory, keys, src_len = model.attended(enc, rows, top)
     emb = p["tgt_embedding.weight"][ids]
     drop_p = c.dropout if rng is not None else 0.0
     keep = dropout_mask(emb.shape, drop_p, rng, dt) if drop_p else None
@@ -107,13 +104,11 @@ def backward(model, state: Pass, dlogits) -> None:
     if c.attention == "additive":
         g["attention.query.weight"][...] = grads["dq"][valid].T @ fwd["hs"][1:][valid]
         g["attention.v.weight"][0] = grads["dv"]
-    denc = grads["denc"] + attention.keys_backward(c.attention, state.memory, grads["dkeys"], p, g)
     demb = dxp @ p["decoder.weight_ih"][:, :E]
     if state.keep is not None:
         demb *= state.keep[valid]
     scatter_add_rows(g["tgt_embedding.weight"], state.ids[valid], demb)
     h0, _, top = state.bridge
     dfinals = model.bridge_backward(state.enc, state.rows, grads["dh0"], grads["dc0"], h0, top)
-    dout = np.empty_like(state.enc.out)
-    dout[:, state.rows] = denc
+    dout = model.attended_backward(state.enc, state.rows, state.memory, grads, dfinals)
     model.encoder_backward(state.enc, dout, dfinals)

@@ -124,12 +124,12 @@ def make_seq_configs(task: str, values: dict) -> tuple[SeqModelConfig, SeqTrainC
     return model, train
 
 
-def seq_resume_overrides(values: dict) -> Overrides:
+def seq_resume_overrides(values: dict, model_class=SeqModelConfig) -> Overrides:
     """The training settings ``values`` (``None`` means unset) given to continue a run, checked as
-    for a new run; the trainer decides which may change (SeqTrainer.resume). A model setting is
-    refused: the checkpoint fixes the model."""
+    for a new run; the trainer decides which may change (SeqTrainer.resume). A model setting (a
+    field of ``model_class``) is refused: the checkpoint fixes the model."""
     values = {k: v for k, v in values.items() if v is not None}
-    model_keys = sorted(set(values) & names(SeqModelConfig))
+    model_keys = sorted(set(values) & names(model_class))
     if model_keys:
         raise ConfigError(f"cannot change the model when resuming ({', '.join(model_keys)}); "
                           "start a new run instead")

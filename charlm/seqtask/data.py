@@ -29,11 +29,7 @@ def read_tsv(path, *, header: str = "auto") -> list[Example]:
     header: "yes", "no" or "auto" (the first line is a header when its label is a column name
     such as ``label`` or ``class`` and appears on no other line)."""
     rows = []
-    for number, line in enumerate(text_lines(read_text(path)), 1):
-        if not line.strip():
-            continue
-        if "\t" not in line:
-            raise CorpusError(f"{display_name(path)}:{number}: expected text<TAB>label, found no tab")
+    for number, line in tab_lines(path, "text<TAB>label"):
         text, label = line.rsplit("\t", 1)
         label = label.strip()
         if not label:
@@ -44,6 +40,17 @@ def read_tsv(path, *, header: str = "auto") -> list[Example]:
     if not rows:
         raise CorpusError(f"{display_name(path)}: no examples")
     return [Example(text, label) for _, text, label in rows]
+
+
+def tab_lines(path, expected: str):
+    """(line number, line) of every non-blank line of ``path``; a line without a tab is one
+    CorpusError naming it and the ``expected`` shape."""
+    for number, line in enumerate(text_lines(read_text(path)), 1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise CorpusError(f"{display_name(path)}:{number}: expected {expected}, found no tab")
+        yield number, line
 
 
 def _is_header(rows, header: str) -> bool:

@@ -15,12 +15,24 @@ from .model import kernel_scope
 
 
 @dataclass
-class Predictor:
-    checkpoint: store.SeqCheckpoint
+class Loaded:
+    """A checkpoint read by ``read`` and its model, built once on first use."""
+    checkpoint: object
+    read = staticmethod(store.load)
 
     @classmethod
-    def load(cls, path) -> "Predictor":
-        return cls(store.load(path))
+    def load(cls, path):
+        return cls(cls.read(path))
+
+    def _model(self):
+        if not hasattr(self, "_cached_model"):
+            self._cached_model = self.checkpoint.build_model()
+        return self._cached_model
+
+
+@dataclass
+class Predictor(Loaded):
+    checkpoint: store.SeqCheckpoint
 
     @property
     def task(self) -> str:
@@ -31,11 +43,6 @@ class Predictor:
         """"restore-spaces" for a tagger trained on text with its spaces removed, else None."""
         spec = self.checkpoint.metadata.get("data")
         return spec.get("derived_task") if isinstance(spec, dict) else None
-
-    def _model(self):
-        if not hasattr(self, "_cached_model"):
-            self._cached_model = self.checkpoint.build_model()
-        return self._cached_model
 
     def _logits(self, token_lists) -> list:
         c = self.checkpoint

@@ -19,7 +19,7 @@ from ..config import from_dict
 from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes
-from ..runs.find import LAST_FILE, MODEL_FILE  # noqa: F401 (the names a checkpoint user reads)
+from ..runs.find import LAST_FILE, MODEL_FILE, refuse_other_task  # noqa: F401 (LAST_FILE: read by users)
 from ..runs.header import check_parsed, one_line, read_header
 from .config import SeqModelConfig
 
@@ -47,13 +47,20 @@ class SeqCheckpoint:
 
 def save(path, config: SeqModelConfig, tokenizer: Tokenizer, labels: list, tensors: dict, *,
          extra: dict | None = None, metadata: dict | None = None) -> Path:
-    from safetensors.numpy import save as save_bytes
-
     meta = {"charlm.format": FORMAT, "charlm.task": config.task,
             "charlm.seq_config": json.dumps(dataclasses.asdict(config)),
             "charlm.vocab": json.dumps(tokenizer.tokens, ensure_ascii=False),
             "charlm.tokenizer": json.dumps({"level": tokenizer.level, "split": tokenizer.split}),
             "charlm.labels": json.dumps(list(labels), ensure_ascii=False)}
+    return write(path, meta, tensors, extra, metadata)
+
+
+def write(path, meta: dict, tensors: dict, extra: dict | None, metadata: dict | None) -> Path:
+    """Write ``tensors`` and the optimiser's ``extra`` buffers atomically, with the header's ``meta``
+    strings and every ``metadata`` value as JSON under ``charlm.<key>``."""
+    from safetensors.numpy import save as save_bytes
+
+    meta = dict(meta)
     for key, value in (metadata or {}).items():
         meta[f"charlm.{key}"] = json.dumps(value)
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
@@ -64,18 +71,10 @@ def save(path, config: SeqModelConfig, tokenizer: Tokenizer, labels: list, tenso
 
 def load(path) -> SeqCheckpoint:
     """A checkpoint file, or a run directory (its best model, else its last)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (MODEL_FILE, LAST_FILE):
-            if (path / name).exists():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path} holds no checkpoint ({MODEL_FILE} or {LAST_FILE})")
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+    path = checkpoint_file(path)
     header, _ = read_header(path)
     meta = header.get("__metadata__") or {}
+    refuse_other_task(path, meta, ("classify", "tag", "lm"))   # a language model: the message below
     if not isinstance(meta, dict) or "charlm.task" not in meta:
         what = "a language model" if isinstance(meta, dict) and "charlm.config" in meta else "not a charlm model"
         raise CheckpointError(f"{path}: not a classifier or tagger checkpoint ({what})")
@@ -99,9 +98,31 @@ def load(path) -> SeqCheckpoint:
         raise CheckpointError(f"{path}: the label list does not match the model's {config.num_labels} outputs")
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(tokenizer)} tokens, the model expects {config.vocab_size}")
-    _check_shapes(path, header, config)
+    from .model import parameter_shapes
+
+    tensors, extra = read_arrays(path, header, config, parameter_shapes)
+    return SeqCheckpoint(path, config, tokenizer, labels, tensors, extra, others)
+
+
+def checkpoint_file(path) -> Path:
+    """``path`` itself, or a run directory's best model, else its last checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (MODEL_FILE, LAST_FILE):
+            if (path / name).exists():
+                return path / name
+        raise CheckpointError(f"{path} holds no checkpoint ({MODEL_FILE} or {LAST_FILE})")
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def read_arrays(path, header, config, parameter_shapes) -> tuple[dict, dict]:
+    """(weights, optimiser buffers) of a checkpoint whose header lists exactly the tensors
+    ``parameter_shapes(config)`` names, with those shapes, all finite."""
     from safetensors.numpy import load_file
 
+    _check_shapes(path, header, config, parameter_shapes)
     try:
         arrays = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - the parser's own errors: one line, never a dump
@@ -112,12 +133,10 @@ def load(path) -> SeqCheckpoint:
             raise CheckpointError(f"{path}: tensor {name[:60]!r} contains NaN or infinite values")
     tensors = {k: v for k, v in arrays.items() if not k.startswith(STATE_PREFIX)}
     extra = {k[len(STATE_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}
-    return SeqCheckpoint(path, config, tokenizer, labels, tensors, extra, others)
+    return tensors, extra
 
 
-def _check_shapes(path, header, config: SeqModelConfig) -> None:
-    from .model import parameter_shapes
-
+def _check_shapes(path, header, config, parameter_shapes) -> None:
     if config.layers > 64 or config.hidden > 1 << 16:
         raise CheckpointError(f"{path}: implausible configuration (layers={config.layers}, hidden={config.hidden})")
     expected = dict(parameter_shapes(config))

@@ -82,11 +82,14 @@ class SeqTask:
         if self._epoch_cache is None or self._epoch_cache[0] != self.data_epoch:
             self._epoch_cache = (self.data_epoch, epoch_batches(self.train.lengths, self.tcfg.batch_size,
                                                                 self.tcfg.seed, self.data_epoch))
-        batch = pad(self.train, self._epoch_cache[1][self.data_batch], self.mcfg.task)
+        batch = self._batch(self._epoch_cache[1][self.data_batch])
         self.data_batch += 1
         if self.data_batch >= self.batches_per_epoch:
             self.data_epoch, self.data_batch = self.data_epoch + 1, 0
         return batch
+
+    def _batch(self, index):
+        return pad(self.train, index, self.mcfg.task)
 
     def tokens(self, batch) -> int:
         return int(np.sum(batch[1]))

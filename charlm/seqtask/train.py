@@ -32,13 +32,7 @@ class SeqTrainer(Loop):
         if not (run_dir / store.LAST_FILE).exists():
             raise CheckpointError(f"{run_dir}: no {store.LAST_FILE} to resume from")
         last = store.load(run_dir / store.LAST_FILE)
-        try:
-            saved = dict(last.metadata["train_config"])
-            saved["eval_every"] = stored_eval_every(saved.get("eval_every", "auto"))
-            tcfg = from_dict(SeqTrainConfig, saved).validate()
-        except (KeyError, TypeError, ValueError, ConfigError):
-            raise CheckpointError(f"{run_dir}: last checkpoint has no valid training state") from None
-        tcfg = resume_config(tcfg, overrides)
+        tcfg = resume_config(saved_train_config(last.metadata, run_dir), overrides)
         trainer = cls(train, dev, last.config, tcfg, run_dir, data_spec=last.metadata.get("data"), clock=clock,
                       _resume=last)
         if last.metadata.get("train_examples") != len(trainer.train):
@@ -46,3 +40,13 @@ class SeqTrainer(Loop):
                               f"examples now, {last.metadata.get('train_examples')} before)")
         check_fingerprint(last.metadata.get("fingerprint"), trainer.fingerprint(), run_dir)
         return trainer
+
+
+def saved_train_config(metadata: dict, run_dir) -> SeqTrainConfig:
+    """The training configuration a last checkpoint stored (eval_every in any shape it was written in)."""
+    try:
+        saved = dict(metadata["train_config"])
+        saved["eval_every"] = stored_eval_every(saved.get("eval_every", "auto"))
+        return from_dict(SeqTrainConfig, saved).validate()
+    except (KeyError, TypeError, ValueError, ConfigError):
+        raise CheckpointError(f"{run_dir}: last checkpoint has no valid training state") from None
