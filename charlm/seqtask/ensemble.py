@@ -14,10 +14,13 @@ so they make partly different mistakes; averaging their probabilities cancels pa
 times the cost of a step.
 
 Each member draws its dropout from its own generator, seeded from the run's generator in member
-order at every training step, so its draws never depend on when it runs. Members run one after
-another, each on every kernel thread (a bidirectional layer's two directions side by side): the
-parallel kernels must not be launched from two Python threads at once (Numba's workqueue layer,
-which charlm runs on, refuses concurrent launches).
+order at every training step, so its draws never depend on when it runs. The members' recurrent
+layers run stacked, one kernel call per layer for all of them (bidir.stacked_forward: D = members
+x directions blocks side by side, each member on its own input), so they share the kernel
+threads; a block computes exactly what it would alone, so a member's results are those of its
+own model. The parallel kernels must not be launched from two Python threads at once (Numba's
+workqueue layer, which charlm runs on, refuses concurrent launches): stacking is how the members
+share the cores.
 """
 from __future__ import annotations
 
@@ -74,10 +77,6 @@ class SeqEnsemble:
     state_dict = SeqModel.state_dict
     load_state_dict = SeqModel.load_state_dict
 
-    def _each_member(self, run):
-        """[run(0), ..., run(K-1)], in member order."""
-        return [run(k) for k in range(len(self.members))]
-
     def member_generators(self, rng):
         """One generator per member, seeded from ``rng`` in member order (None: no dropout)."""
         if rng is None:
@@ -86,11 +85,25 @@ class SeqEnsemble:
 
     # -- forward / backward ------------------------------------------------------------------------
 
+    def _forward_members(self, ids, lengths, rngs):
+        """Every member's (logits, cache), their recurrent layers in one stacked pass."""
+        from .bidir import stacked_forward
+
+        c = self.config
+        prepared = [member.inputs(ids, lengths, rng) for member, rng in zip(self.members, rngs)]
+        spans = prepared[0][1][-1]
+        drop = c.dropout if rngs[0] is not None else 0.0
+        out, _, enc_cache = stacked_forward(self.members[0].cell, [m.params for m in self.members],
+                                            [x for x, _ in prepared], spans, c.layers, c.directions,
+                                            dropout=drop, rngs=rngs)
+        F = c.directions * c.hidden
+        return [member.head(np.ascontiguousarray(out[:, :, k * F:(k + 1) * F]), prepared[k][1], enc_cache, rngs[k])
+                for k, member in enumerate(self.members)]
+
     def forward(self, ids, lengths, *, rng=None):
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
         padded steps), and the members' (logits, cache) pairs."""
-        rngs = self.member_generators(rng)
-        outputs = self._each_member(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k]))
+        outputs = self._forward_members(ids, lengths, self.member_generators(rng))
         logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
@@ -101,9 +114,21 @@ class SeqEnsemble:
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
         """Mean of the members' losses; their gradients (each / K) into ``grads``."""
-        rngs = self.member_generators(rng)
-        total = 0.0
-        for loss in self._each_member(lambda k: self.members[k].loss_and_grad(ids, lengths, labels, rngs[k])):
+        from .bidir import stacked_backward
+
+        c = self.config
+        outputs = self._forward_members(ids, lengths, self.member_generators(rng))
+        total, douts, touched = 0.0, [], []
+        for member, (logits, cache) in zip(self.members, outputs):
+            loss, dlogits = member.loss(logits, labels, lengths)
             total += loss
+            dout, rows = member.head_backward(dlogits, cache)
+            douts.append(dout)
+            touched.append(rows)
+        spans, enc_cache = outputs[0][1][7:9]
+        dxs = stacked_backward(self.members[0].cell, [m.grads for m in self.members], np.concatenate(douts, axis=2),
+                               [None] * len(self.members), spans, enc_cache, c.layers, c.directions)
+        for member, dx, (_, cache), rows in zip(self.members, dxs, outputs, touched):
+            member.inputs_backward(dx, cache, rows)
         divide(self.grad_flat, self.layout, self.touched, len(self.members))
         return total / len(self.members)
