@@ -47,6 +47,19 @@ class GradLayout:
         return cls(tuple((a + o, b + o) for lay, o in zip(layouts, offsets) for a, b in lay.dense),
                    tuple((s + o, k, d) for lay, o in zip(layouts, offsets) for s, k, d in lay.tables))
 
+    def entries(self, rows, piece: int = 1 << 14):
+        """What a parallel pass over the live part of the buffer visits (row_kernels.lazy_adam):
+        pieces (P, 2), the dense spans cut into [start, end) of at most ``piece`` elements (enough
+        of them to spread over the threads), and the tables' starts and widths with the listed
+        rows of all of them flat: entry n is row rows[n] of table which[n]."""
+        pieces = np.array([(a, min(a + piece, b)) for lo, b in self.dense for a in range(lo, b, piece)],
+                          np.int64).reshape(-1, 2)
+        starts = np.array([t[0] for t in self.tables], np.int64)
+        widths = np.array([t[2] for t in self.tables], np.int64)
+        which = np.repeat(np.arange(len(rows), dtype=np.int64), [len(r) for r in rows])
+        flat = np.concatenate([np.asarray(r, np.int64) for r in rows]) if rows else np.zeros(0, np.int64)
+        return pieces, starts, widths, which, flat
+
     def table(self, flat: np.ndarray, i: int) -> np.ndarray:
         """Table i of ``flat`` (or of a buffer shaped as it: a gradient, a moment) as a (K, D) view."""
         start, K, D = self.tables[i]
@@ -62,12 +75,11 @@ def zero(grad: np.ndarray, layout: GradLayout, rows) -> None:
 
 
 def divide(grad: np.ndarray, layout: GradLayout, rows, divisor) -> None:
-    """grad /= divisor, element for element as the dense division (the other rows are zero)."""
-    for a, b in layout.dense:
-        grad[a:b] /= divisor
-    for i, r in enumerate(rows):
-        table = layout.table(grad, i)
-        table[r] = table[r] / divisor
+    """grad /= divisor, element for element as the dense division (the other rows are zero), in
+    one pass across the threads."""
+    from .row_kernels import divide_rows
+
+    divide_rows(grad, *layout.entries(rows), divisor)
 
 
 def sum_squares(grad: np.ndarray, layout: GradLayout, rows) -> float:
