@@ -148,8 +148,8 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
         model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True, wide_ngrams=3,
                                     wide_buckets=13, wide_dropout=0.2),
                             np.float64).init_weights(np.random.default_rng(0))
-        own = model.members[1].head_backward
-        model.members[1].head_backward = lambda *a: where.append(threading.current_thread().name) or own(*a)
+        own = model.members[1].inputs_backward
+        model.members[1].inputs_backward = lambda *a: where.append(threading.current_thread().name) or own(*a)
         ids, lengths, labels = tiny_batch("classify", np.random.default_rng(5), lengths=(7, 3, 6, 1, 7, 2))
         with kernel_scope(threads):
             loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(6))
@@ -185,16 +185,19 @@ def test_stacked_members_compute_what_each_member_computes_alone(task, layers, b
     model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
     alone = build_model(config, np.float64)
     alone.flat[...] = model.flat
-    ids, lengths, labels = tiny_batch(task, np.random.default_rng(5))
+    model.stacked = True  # on one thread too
     with kernel_scope(threads):
-        loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(6))
-        rngs = alone.member_generators(np.random.default_rng(6))
-        losses = [m.loss_and_grad(ids, lengths, labels, rng) for m, rng in zip(alone.members, rngs)]
-        divide(alone.grad_flat, alone.layout, alone.touched, len(alone.members))
+        # a longer batch, then a shorter one: the reused scratch arrays hold stale values past its end
+        for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
+            ids, lengths, labels = tiny_batch(task, np.random.default_rng(seed), lengths=batch_lengths)
+            loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
+            rngs = alone.member_generators(np.random.default_rng(seed))
+            losses = [m.loss_and_grad(ids, lengths, labels, rng) for m, rng in zip(alone.members, rngs)]
+            divide(alone.grad_flat, alone.layout, alone.touched, len(alone.members))
+            assert loss == sum(losses) / len(losses)
+            np.testing.assert_array_equal(model.grad_flat, alone.grad_flat)
+            for rows, rows_alone in zip(model.touched, alone.touched):
+                np.testing.assert_array_equal(rows, rows_alone)
         _, outputs = model.forward(ids, lengths)
         for member, (member_logits, _) in zip(alone.members, outputs):
             np.testing.assert_array_equal(member.forward(ids, lengths)[0], member_logits)
-    assert loss == sum(losses) / len(losses)
-    np.testing.assert_array_equal(model.grad_flat, alone.grad_flat)
-    for rows, rows_alone in zip(model.touched, alone.touched):
-        np.testing.assert_array_equal(rows, rows_alone)

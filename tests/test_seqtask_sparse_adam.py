@@ -219,7 +219,7 @@ def test_entries_cut_the_dense_spans_into_pieces_and_list_every_row():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_parallel_passes_give_the_serial_results_on_any_thread_count(dtype):
-    """Adam's update and the ensemble's division, one pass across the threads over the dense pieces
+    """Adam's update, the reset and the ensemble's division, one pass across the threads over the dense pieces
     and listed rows: NumPy's division element for element, and the same buffers on 1 and 2 threads."""
     from charlm.seqtask.model import kernel_scope
 
@@ -238,3 +238,5 @@ def test_the_parallel_passes_give_the_serial_results_on_any_thread_count(dtype):
     np.testing.assert_array_equal(results[0][0], grad / dtype(3))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+    sparse_grad.zero(grad, layout, [rows])  # the reset: every written element, nothing else to do
+    assert not grad.any()

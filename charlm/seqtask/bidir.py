@@ -103,13 +103,15 @@ def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int,
 
 
 def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, directions: int, *,
-                    dropout: float = 0.0, rngs=None, prefix: str = "rnn."):
+                    dropout: float = 0.0, rngs=None, prefix: str = "rnn.", scratch=None):
     """``encoder_forward`` of M models of the same shapes on the same batch, each on its own input
     xs[m] (T, B, I) with its own parameters and dropout generator rngs[m], in one kernel call per
     layer (D = M x directions blocks side by side, so the models share the threads). Returns out
     (T, B, M*D*H), the models' outputs side by side, the list of their finals and the cache.
-    Each model's arithmetic and draws are those of ``encoder_forward`` on it alone."""
+    Each model's arithmetic and draws are those of ``encoder_forward`` on it alone. ``scratch``
+    (scratch.py): where the layers' large arrays come from, valid until the next call with it."""
     from ..kernels.layer import layer_forward
+    from .scratch import allocator
 
     M, (T, B, _) = len(params), xs[0].shape
     D, S, dt = M * directions, cell.states, xs[0].dtype
@@ -120,6 +122,7 @@ def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, dir
     finals, cache = [], []
     inp = np.ascontiguousarray(xs[0] if M == 1 else np.concatenate(xs, axis=2))
     for k in range(layers):
+        empty = allocator(scratch, ("forward", k))
         mask = None
         if k > 0 and dropout > 0 and all(rng is not None for rng in rngs):
             keep, width = 1.0 - dropout, inp.shape[2] // M
@@ -128,9 +131,9 @@ def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, dir
             inp = inp * mask
         weights = _stacked(params, prefix, k, directions)
         H = weights[2].shape[2]
-        hs = np.empty((D, T + 1, B, H), dt)
-        arrays = {name: np.empty((D,) + shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
-        out = np.empty((T, B, D * H), dt)
+        hs = empty("hs", (D, T + 1, B, H), dt)
+        arrays = {name: empty(name, (D,) + shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
+        out = empty("out", (T, B, D * H), dt)
         layer_forward(cell.id, inp, none3, no_ids, *weights, np.zeros((D, S, B, H), dt), hs, *arrays.values(), out,
                       lengths, nchunks, tb)
         final = np.empty((D, S, B, H), dt)
@@ -160,11 +163,13 @@ def encoder_backward(cell, params, grads, dout, dfinals, spans: Spans, cache, la
 
 
 def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache, layers: int, directions: int,
-                     prefix: str = "rnn."):
+                     prefix: str = "rnn.", scratch=None):
     """``encoder_backward`` of the M models ``stacked_forward`` ran: dout (T, B, M*D*H) their
     outputs' gradients side by side, dfinals[m] (L*D, S, B, H) or None. Accumulates each model's
-    gradients into grads[m] and returns the list of their dL/dx (T, B, I)."""
+    gradients into grads[m] and returns the list of their dL/dx (T, B, I) (from ``scratch``,
+    when given, as ``stacked_forward``'s arrays)."""
     from ..kernels.layer import layer_backward
+    from .scratch import allocator
 
     M, (T, B, _) = len(grads), dout.shape
     D, S, dt = M * directions, cell.states, cache[0][3].dtype
@@ -173,13 +178,14 @@ def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache
     for k in range(layers - 1, -1, -1):
         inp, mask, (W_ih, _, W_hh, _), hs, arrays = cache[k]
         G, H, I = W_hh.shape[1], W_hh.shape[2], W_ih.shape[2]
+        empty = allocator(scratch, ("backward", k))
         dsT = np.zeros((D, S, B, H), dt)
         for m, dfinal in enumerate(dfinals):
             if dfinal is not None:
                 dsT[m * directions:(m + 1) * directions] = dfinal[k * directions:(k + 1) * directions]
-        dW_hh, dW_ih = np.empty((D * nchunks, G, H), dt), np.empty((D * nchunks, G, I), dt)
+        dW_hh, dW_ih = empty("dW_hh", (D * nchunks, G, H), dt), empty("dW_ih", (D * nchunks, G, I), dt)
         db_hh, db_ih = np.empty((D * nchunks, G), dt), np.empty((D * nchunks, G), dt)
-        dx = np.empty((D, T, B, I), dt)
+        dx = empty("dx", (D, T, B, I), dt)
         layer_backward(cell.id, np.ascontiguousarray(dout, dtype=dt), dsT, W_hh, hs, *arrays, inp, W_ih, no_ids,
                        dW_hh, dW_ih, db_hh, db_ih, none3, dx, np.empty((D, S, B, H), dt), none4, spans.lengths,
                        nchunks, tb)

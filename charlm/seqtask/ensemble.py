@@ -18,7 +18,8 @@ order at every training step, so its draws never depend on when it runs. The mem
 layers run stacked, one kernel call per layer for all of them (bidir.stacked_forward: D = members
 x directions blocks side by side, each member on its own input), so they share the kernel
 threads; a block computes exactly what it would alone, so a member's results are those of its
-own model. The parallel kernels must not be launched from two Python threads at once (Numba's
+own model (on one thread a training step runs the members one after another instead: the same
+results, at less CPU time). The parallel kernels must not be launched from two Python threads at once (Numba's
 workqueue layer, which charlm runs on, refuses concurrent launches): stacking is how the members
 share the cores.
 """
@@ -32,6 +33,7 @@ import numpy as np
 from .config import SeqModelConfig
 from .heads import log_softmax
 from .model import SeqModel, parameter_shapes
+from .scratch import Scratch
 from .sparse_grad import GradLayout, divide
 
 
@@ -59,6 +61,11 @@ class SeqEnsemble:
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                       for name, a in member.grads.items()}
+        # the stacked layers' large arrays, reused by every training step (one at a time)
+        self.scratch = Scratch()
+        # training steps stack the members (True), run them one after another (False), or choose
+        # by the thread count (None: see ``loss_and_grad``); the results are the same bit for bit
+        self.stacked: bool | None = None
         self.layout = GradLayout.joined([member.layout for member in self.members], range(0, K * m, m))
 
     @property
@@ -85,7 +92,7 @@ class SeqEnsemble:
 
     # -- forward / backward ------------------------------------------------------------------------
 
-    def _forward_members(self, ids, lengths, rngs):
+    def _forward_members(self, ids, lengths, rngs, scratch=None):
         """Every member's (logits, cache), their recurrent layers in one stacked pass."""
         from .bidir import stacked_forward
 
@@ -95,7 +102,7 @@ class SeqEnsemble:
         drop = c.dropout if rngs[0] is not None else 0.0
         out, _, enc_cache = stacked_forward(self.members[0].cell, [m.params for m in self.members],
                                             [x for x, _ in prepared], spans, c.layers, c.directions,
-                                            dropout=drop, rngs=rngs)
+                                            dropout=drop, rngs=rngs, scratch=scratch)
         F = c.directions * c.hidden
         return [member.head(np.ascontiguousarray(out[:, :, k * F:(k + 1) * F]), prepared[k][1], enc_cache, rngs[k])
                 for k, member in enumerate(self.members)]
@@ -113,11 +120,28 @@ class SeqEnsemble:
         return mean_logp.astype(self.dtype), outputs
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
-        """Mean of the members' losses; their gradients (each / K) into ``grads``."""
+        """Mean of the members' losses; their gradients (each / K) into ``grads``. On one thread
+        the members train one after another, each step whole (its caches still warm for its
+        backward pass; stacked, they wait for every member's forward pass, which costs CPU time
+        with nothing to gain on one thread); on more, stacked."""
+        from ..runtime import kernel_threads
+
+        rngs = self.member_generators(rng)
+        if self.stacked is False or (self.stacked is None and kernel_threads() == 1):
+            total = 0.0
+            for member, member_rng in zip(self.members, rngs):
+                total += member.loss_and_grad(ids, lengths, labels, member_rng)
+        else:
+            total = self._stacked_loss_and_grad(ids, lengths, labels, rngs)
+        divide(self.grad_flat, self.layout, self.touched, len(self.members))
+        return total / len(self.members)
+
+    def _stacked_loss_and_grad(self, ids, lengths, labels, rngs) -> float:
+        """The sum of the members' losses, their gradients into ``grads``: one stacked pass."""
         from .bidir import stacked_backward
 
         c = self.config
-        outputs = self._forward_members(ids, lengths, self.member_generators(rng))
+        outputs = self._forward_members(ids, lengths, rngs, self.scratch)
         total, douts, touched = 0.0, [], []
         for member, (logits, cache) in zip(self.members, outputs):
             loss, dlogits = member.loss(logits, labels, lengths)
@@ -127,8 +151,8 @@ class SeqEnsemble:
             touched.append(rows)
         spans, enc_cache = outputs[0][1][7:9]
         dxs = stacked_backward(self.members[0].cell, [m.grads for m in self.members], np.concatenate(douts, axis=2),
-                               [None] * len(self.members), spans, enc_cache, c.layers, c.directions)
+                               [None] * len(self.members), spans, enc_cache, c.layers, c.directions,
+                               scratch=self.scratch)
         for member, dx, (_, cache), rows in zip(self.members, dxs, outputs, touched):
             member.inputs_backward(dx, cache, rows)
-        divide(self.grad_flat, self.layout, self.touched, len(self.members))
-        return total / len(self.members)
+        return total

@@ -67,11 +67,11 @@ class GradLayout:
 
 
 def zero(grad: np.ndarray, layout: GradLayout, rows) -> None:
-    """Zero the dense spans and the listed rows: the whole gradient, when nothing else was written."""
-    for a, b in layout.dense:
-        grad[a:b] = 0
-    for i, r in enumerate(rows):
-        layout.table(grad, i)[r] = 0
+    """Zero the dense spans and the listed rows (the whole gradient, when nothing else was
+    written), in one pass across the threads."""
+    from .row_kernels import zero_rows
+
+    zero_rows(grad, *layout.entries(rows))
 
 
 def divide(grad: np.ndarray, layout: GradLayout, rows, divisor) -> None:
