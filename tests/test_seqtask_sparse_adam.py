@@ -208,13 +208,13 @@ def test_training_with_hashed_tables_resumes_exactly(tmp_path):
     assert 0 < (v.sum(axis=1) > 0).sum() < v.shape[0]  # some rows trained, some never touched
 
 
-def test_entries_cut_the_dense_spans_into_pieces_and_list_every_row():
+def test_entries_cut_the_dense_spans_into_pieces_and_the_rows_into_chunks():
     layout = GradLayout.of([("a", (700,)), ("t", (50, 4)), ("b", (1300,)), ("u", (9, 3))], ("t", "u"))
-    pieces, starts, widths, which, rows = layout.entries([np.array([3, 7]), np.array([0, 8, 2])], piece=256)
+    pieces, tables, rows, chunks = layout.entries([np.array([3, 7]), np.array([0, 8, 2])], piece=256, chunk=2)
     covered = [i for a, b in pieces for i in range(a, b)]
     assert covered == [i for a, b in layout.dense for i in range(a, b)] and (pieces[:, 1] - pieces[:, 0]).max() == 256
-    assert list(starts) == [700, 2200] and list(widths) == [4, 3]
-    assert list(which) == [0, 0, 1, 1, 1] and list(rows) == [3, 7, 0, 8, 2]
+    assert tables.tolist() == [[700, 50, 4], [2200, 9, 3]] and rows.tolist() == [3, 7, 0, 8, 2]
+    assert chunks.tolist() == [[0, 0, 2], [1, 2, 4], [1, 4, 5]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,12 +3,15 @@ their squared norm, a scale, and Adam's update of only those rows (sparse_grad.p
 
 ``rows`` are distinct (np.unique's output): the update of a row listed twice would run twice.
 The norm and the scale are serial loops (the norm's order of summation is fixed that way). Adam's
-update, the reset and the ensemble's division run as one parallel pass over every dense piece and listed
-row of the whole buffer: an ensemble's members have K times the rows, and this way all of them
-share the threads in one launch (an elementwise pass, so its result does not depend on them).
+update, the reset and the ensemble's division are each one parallel pass over pieces of the dense
+spans and runs of listed rows of the whole buffer (an ensemble's members' too, so all of them
+share the threads in one launch), each piece or run done by the serial loop: elementwise, so the
+result does not depend on the threads.
 """
 import numpy as np
 from numba import njit, prange
+
+from ..kernels.update import adam_update
 
 
 @njit(cache=True, error_model="numpy")
@@ -34,66 +37,80 @@ def rows_multiply(table, rows, factor):
 
 
 @njit(cache=True, error_model="numpy")
-def adam_span(param, grad, m, v, a, b, c1, c2, s, dsc, e, fb1, fb2, wd, decay):
-    """Adam's update of elements [a, b) of four flat buffers (the constants in their dtype), per
-    element with g = grad + wd*param when ``decay``: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-    param -= step * m / (sqrt(v) * denom_scale + eps): the arithmetic of
-    charlm.kernels.update.adam_update, so a row listed at every step follows dense Adam bit for bit."""
-    for i in range(a, b):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        mi = fb1 * m[i] + c1 * g
-        vi = fb2 * v[i] + c2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        param[i] -= s * mi / (np.sqrt(vi) * dsc + e)
-
-
-@njit(cache=True)
-def entry_span(n, pieces, starts, widths, which, rows):
-    """[start, end) in the flat buffer of entry n of a pass: dense piece n, then listed row n - P."""
-    P = pieces.shape[0]
-    if n < P:
-        return pieces[n, 0], pieces[n, 1]
-    t = which[n - P]
-    a = starts[t] + rows[n - P] * widths[t]
-    return a, a + widths[t]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def lazy_adam(param, grad, m, v, pieces, starts, widths, which, rows, step, b1, b2, denom_scale, eps, weight_decay):
-    """Adam's update of a flat buffer's dense pieces and of listed rows of its tables, all at once
-    across the threads; everything else, moments included, is left as it is. The four buffers
-    (n,), one dtype; pieces (P, 2) [start, end) of the dense spans (weight decay already in their
-    gradient); table t is (K, widths[t]) from starts[t]; entry n is row rows[n] of table which[n]
-    (distinct per table: a row listed twice would be updated twice). step = lr / (1 - b1^t),
-    denom_scale = 1 / sqrt(1 - b2^t). Every element's arithmetic is ``adam_span``'s, whichever thread
-    runs it, so the result does not depend on the thread count."""
+def lazy_adam_rows(param, grad, m, v, rows, step, b1, b2, denom_scale, eps, weight_decay):
+    """Adam's update of the listed rows only (all four arrays (K, D), one dtype); the other rows,
+    their moments included, are left as they are. Per element, with g = grad + weight_decay*param:
+    m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; param -= step * m / (sqrt(v) * denom_scale + eps),
+    step = lr / (1 - b1^t) and denom_scale = 1 / sqrt(1 - b2^t) from the global step count t:
+    the arithmetic of charlm.kernels.update.adam_update, so a row listed at every step follows
+    dense Adam bit for bit."""
     dt = param.dtype.type
     c1, c2, s, dsc, e = dt(1 - b1), dt(1 - b2), dt(step), dt(denom_scale), dt(eps)
     fb1, fb2, wd = dt(b1), dt(b2), dt(weight_decay)
-    P = pieces.shape[0]
-    for n in prange(P + rows.shape[0]):
-        a, b = entry_span(n, pieces, starts, widths, which, rows)
-        adam_span(param, grad, m, v, a, b, c1, c2, s, dsc, e, fb1, fb2, wd, n >= P and weight_decay != 0.0)
+    for n in range(rows.shape[0]):
+        r = rows[n]
+        for d in range(param.shape[1]):
+            g = grad[r, d]
+            if weight_decay != 0.0:
+                g = g + wd * param[r, d]
+            mi = fb1 * m[r, d] + c1 * g
+            vi = fb2 * v[r, d] + c2 * (g * g)
+            m[r, d] = mi
+            v[r, d] = vi
+            param[r, d] -= s * mi / (np.sqrt(vi) * dsc + e)
+
+
+@njit(cache=True)
+def table_of(flat, tables, t):
+    """Table t of a flat buffer as a (K, D) view; tables (T, 3) rows (start, K, D)."""
+    start, K, D = tables[t, 0], tables[t, 1], tables[t, 2]
+    return flat[start:start + K * D].reshape(K, D)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def divide_rows(grad, pieces, starts, widths, which, rows, divisor):
+def lazy_adam(param, grad, m, v, pieces, tables, rows, chunks, step, b1, b2, denom_scale, eps, weight_decay):
+    """Adam's update of a flat buffer's dense pieces and of listed rows of its tables, all at once
+    across the threads; everything else, moments included, is left as it is. The four buffers
+    (n,), one dtype; pieces (P, 2) [start, end) of the dense spans (weight decay already in their
+    gradient: ``adam_update``); chunk q (Q, 3) is rows[lo:hi] of table t (``lazy_adam_rows``,
+    weight decay included). Every element's arithmetic is the serial kernels', whichever thread
+    runs it, so the result does not depend on the thread count."""
+    P = pieces.shape[0]
+    for n in prange(P + chunks.shape[0]):
+        if n < P:
+            a, b = pieces[n, 0], pieces[n, 1]
+            adam_update(param[a:b], grad[a:b], m[a:b], v[a:b], step, b1, b2, denom_scale, eps)
+        else:
+            t, lo, hi = chunks[n - P, 0], chunks[n - P, 1], chunks[n - P, 2]
+            lazy_adam_rows(table_of(param, tables, t), table_of(grad, tables, t), table_of(m, tables, t),
+                           table_of(v, tables, t), rows[lo:hi], step, b1, b2, denom_scale, eps, weight_decay)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def divide_rows(grad, pieces, tables, rows, chunks, divisor):
     """grad /= divisor over the dense pieces and listed table rows (as ``lazy_adam`` lists them),
     element for element as NumPy's division in the buffer's dtype."""
     f = grad.dtype.type(divisor)
-    for n in prange(pieces.shape[0] + rows.shape[0]):
-        a, b = entry_span(n, pieces, starts, widths, which, rows)
-        for i in range(a, b):
-            grad[i] /= f
+    P = pieces.shape[0]
+    for n in prange(P + chunks.shape[0]):
+        if n < P:
+            grad[pieces[n, 0]:pieces[n, 1]] /= f
+        else:
+            table = table_of(grad, tables, chunks[n - P, 0])
+            for r in rows[chunks[n - P, 1]:chunks[n - P, 2]]:
+                for d in range(table.shape[1]):
+                    table[r, d] /= f
 
 
 @njit(cache=True, parallel=True)
-def zero_rows(grad, pieces, starts, widths, which, rows):
+def zero_rows(grad, pieces, tables, rows, chunks):
     """grad = 0 over the dense pieces and listed table rows (as ``lazy_adam`` lists them)."""
-    for n in prange(pieces.shape[0] + rows.shape[0]):
-        a, b = entry_span(n, pieces, starts, widths, which, rows)
-        for i in range(a, b):
-            grad[i] = 0
+    P = pieces.shape[0]
+    for n in prange(P + chunks.shape[0]):
+        if n < P:
+            grad[pieces[n, 0]:pieces[n, 1]] = 0
+        else:
+            table = table_of(grad, tables, chunks[n - P, 0])
+            for r in rows[chunks[n - P, 1]:chunks[n - P, 2]]:
+                for d in range(table.shape[1]):
+                    table[r, d] = 0

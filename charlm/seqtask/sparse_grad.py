@@ -47,18 +47,21 @@ class GradLayout:
         return cls(tuple((a + o, b + o) for lay, o in zip(layouts, offsets) for a, b in lay.dense),
                    tuple((s + o, k, d) for lay, o in zip(layouts, offsets) for s, k, d in lay.tables))
 
-    def entries(self, rows, piece: int = 1 << 14):
+    def entries(self, rows, piece: int = 1 << 14, chunk: int = 256):
         """What a parallel pass over the live part of the buffer visits (row_kernels.lazy_adam):
-        pieces (P, 2), the dense spans cut into [start, end) of at most ``piece`` elements (enough
-        of them to spread over the threads), and the tables' starts and widths with the listed
-        rows of all of them flat: entry n is row rows[n] of table which[n]."""
+        pieces (P, 2), the dense spans cut into [start, end) of at most ``piece`` elements; the
+        tables (T, 3) as (start, K, D); the listed rows of all tables one after another (rows[i]
+        of table i, int64); chunks (Q, 3) (table, lo, hi), those rows in runs of at most ``chunk``.
+        Enough pieces and chunks to spread over the threads, each long enough for a vector loop."""
         pieces = np.array([(a, min(a + piece, b)) for lo, b in self.dense for a in range(lo, b, piece)],
                           np.int64).reshape(-1, 2)
-        starts = np.array([t[0] for t in self.tables], np.int64)
-        widths = np.array([t[2] for t in self.tables], np.int64)
-        which = np.repeat(np.arange(len(rows), dtype=np.int64), [len(r) for r in rows])
-        flat = np.concatenate([np.asarray(r, np.int64) for r in rows]) if rows else np.zeros(0, np.int64)
-        return pieces, starts, widths, which, flat
+        tables = np.array(self.tables, np.int64).reshape(-1, 3)
+        chunks, offset = [], 0
+        for t, r in enumerate(rows):
+            chunks += [(t, lo, min(lo + chunk, offset + len(r))) for lo in range(offset, offset + len(r), chunk)]
+            offset += len(r)
+        flat = np.concatenate([np.asarray(r, np.int64) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+        return pieces, tables, flat, np.array(chunks, np.int64).reshape(-1, 3)
 
     def table(self, flat: np.ndarray, i: int) -> np.ndarray:
         """Table i of ``flat`` (or of a buffer shaped as it: a gradient, a moment) as a (K, D) view."""
