@@ -13,11 +13,13 @@ CELL_NAMES = [name for name, c in CELLS.items() if not c.feeds_output]
 LENGTHS = np.array([7, 7, 5, 4, 4, 2, 1])
 
 
-def make_layer(cell, rng, D=2, B=len(LENGTHS), T=7, I=3, H=5, V=6, dtype=np.float64):
+def make_layer(cell, rng, D=2, B=len(LENGTHS), T=7, I=3, H=5, V=6, dtype=np.float64, inputs=1):
+    """A layer of D directions; ``inputs`` > 1: x holds that many different inputs side by side,
+    each read by D / inputs directions (an ensemble's members stacked)."""
     c = CELLS[cell]
     G, S = c.gates * H, c.states
     return dict(
-        x=rng.standard_normal((T, B, I)), table=rng.standard_normal((D, V, G)) * 0.5, ids=rng.integers(0, V, (T, B)),
+        x=rng.standard_normal((T, B, inputs * I)), table=rng.standard_normal((D, V, G)) * 0.5, ids=rng.integers(0, V, (T, B)),
         W_ih=rng.uniform(-0.5, 0.5, (D, G, I)), b_ih=rng.uniform(-0.3, 0.3, (D, G)),
         W_hh=rng.uniform(-0.5, 0.5, (D, G, H)), b_hh=rng.uniform(-0.3, 0.3, (D, G)),
         s0=rng.standard_normal((D, S, B, H)) * 0.5, w_out=rng.standard_normal((T, B, D * H)),
@@ -29,8 +31,9 @@ def run_kernels(cell, m, lengths, nchunks, tb, mode="project"):
     final states). Returns out, finals and the gradients (per direction, partial sums added)."""
     c, dt = CELLS[cell], m["dtype"]
     a = {k: np.ascontiguousarray(v, dtype=dt) if k not in ("ids", "dtype") else v for k, v in m.items()}
-    T, B, I = a["x"].shape
+    T, B, width = a["x"].shape
     D, G, H = a["W_hh"].shape
+    I = a["W_ih"].shape[2]  # x may hold M inputs side by side, one per D/M directions
     S, V = c.states, a["table"].shape[1]
     lengths = np.asarray(lengths, np.int64)
     none3, none4 = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt)
@@ -53,7 +56,9 @@ def run_kernels(cell, m, lengths, nchunks, tb, mode="project"):
     layer_backward(c.id, a["w_out"], a["w_final"], a["W_hh"], hs, *cache, x_in, a["W_ih"], ids if table else
                    np.zeros((0, 0), np.int64), *parts.values(), dx, ds0, none4, lengths, nchunks, tb)
     grads = {name: p.reshape((D, nchunks) + p.shape[1:]).sum(axis=1) for name, p in parts.items()}
-    grads.update(ds0=ds0, dx=dx.sum(axis=0) if not table else None)
+    M = width // I  # each input's gradient: its directions' summed, the inputs side by side as in x
+    grads.update(ds0=ds0, dx=None if table else
+                 dx.reshape((M, D // M) + dx.shape[1:]).sum(axis=1).transpose(1, 2, 0, 3).reshape(T, B, width))
     return out, finals, grads
 
 
@@ -107,10 +112,11 @@ def test_two_directions_over_lengths_agree_with_the_serial_reference(cell, nchun
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_layer_gradients_match_finite_differences(cell):
+@pytest.mark.parametrize("D, inputs", [(2, 1), (4, 2)])
+def test_layer_gradients_match_finite_differences(cell, D, inputs):
     rng = np.random.default_rng(12)
     lengths = np.array([4, 3, 3, 1])
-    m = make_layer(cell, rng, B=4, T=4, I=2, H=3)
+    m = make_layer(cell, rng, D=D, B=4, T=4, I=2, H=3, inputs=inputs)
     out, finals, grads = run_kernels(cell, m, lengths, 2, 2)
 
     def loss():
@@ -123,9 +129,10 @@ def test_layer_gradients_match_finite_differences(cell):
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_padding_never_changes_outputs_or_gradients(cell):
+@pytest.mark.parametrize("D, inputs", [(2, 1), (6, 3)])
+def test_padding_never_changes_outputs_or_gradients(cell, D, inputs):
     rng = np.random.default_rng(13)
-    m = make_layer(cell, rng)
+    m = make_layer(cell, rng, D=D, inputs=inputs)
     pad = np.arange(7)[:, None] >= LENGTHS[None, :]
     out, finals, grads = run_kernels(cell, m, LENGTHS, 2, 3)
     assert np.all(out[pad] == 0) and np.all(grads["dx"][pad] == 0)

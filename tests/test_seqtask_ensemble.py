@@ -135,8 +135,8 @@ def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_p
 
 
 def test_two_threads_give_the_serial_results_bit_for_bit():
-    """Members one after another, each with its directions split across the threads: the same
-    loss, gradients and logits as one thread, dropout and salted n-grams included."""
+    """Members stacked in one kernel call per layer, their directions' blocks split across the
+    threads: the same loss, gradients and logits as one thread, dropout and salted n-grams included."""
     import threading
     from dataclasses import replace
 
@@ -148,8 +148,8 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
         model = build_model(replace(base.config, dropout=0.3, input_dropout=0.2, member_salts=True, wide_ngrams=3,
                                     wide_buckets=13, wide_dropout=0.2),
                             np.float64).init_weights(np.random.default_rng(0))
-        own = model.members[1].loss_and_grad
-        model.members[1].loss_and_grad = lambda *a: where.append(threading.current_thread().name) or own(*a)
+        own = model.members[1].inputs_backward
+        model.members[1].inputs_backward = lambda *a: where.append(threading.current_thread().name) or own(*a)
         ids, lengths, labels = tiny_batch("classify", np.random.default_rng(5), lengths=(7, 3, 6, 1, 7, 2))
         with kernel_scope(threads):
             loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(6))
@@ -167,3 +167,37 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
 def test_bad_member_counts_are_one_clear_error(members):
     with pytest.raises(ConfigError, match="members"):
         SeqModelConfig(vocab_size=7, num_labels=3, members=members).validate()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("task, layers, bidirectional", [("classify", 2, True), ("classify", 2, False), ("tag", 2, True)])
+def test_stacked_members_compute_what_each_member_computes_alone(task, layers, bidirectional, threads):
+    """One kernel call per layer for all members gives every member's loss, gradient and logits of
+    its own model run alone with its own generator, bit for bit (dropout between layers included)."""
+    from dataclasses import replace
+
+    from charlm.seqtask.model import kernel_scope
+    from charlm.seqtask.sparse_grad import divide
+
+    config = replace(ensemble(task).config, layers=layers, bidirectional=bidirectional, dropout=0.3,
+                     input_dropout=0.2, ngrams=3, member_salts=True,
+                     **(dict(wide_ngrams=3, wide_buckets=13, wide_dropout=0.2) if task == "classify" else {}))
+    model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
+    alone = build_model(config, np.float64)
+    alone.flat[...] = model.flat
+    model.stacked = True  # on one thread too
+    with kernel_scope(threads):
+        # a longer batch, then a shorter one: the reused scratch arrays hold stale values past its end
+        for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
+            ids, lengths, labels = tiny_batch(task, np.random.default_rng(seed), lengths=batch_lengths)
+            loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
+            rngs = alone.member_generators(np.random.default_rng(seed))
+            losses = [m.loss_and_grad(ids, lengths, labels, rng) for m, rng in zip(alone.members, rngs)]
+            divide(alone.grad_flat, alone.layout, alone.touched, len(alone.members))
+            assert loss == sum(losses) / len(losses)
+            np.testing.assert_array_equal(model.grad_flat, alone.grad_flat)
+            for rows, rows_alone in zip(model.touched, alone.touched):
+                np.testing.assert_array_equal(rows, rows_alone)
+        _, outputs = model.forward(ids, lengths)
+        for member, (member_logits, _) in zip(alone.members, outputs):
+            np.testing.assert_array_equal(member.forward(ids, lengths)[0], member_logits)

@@ -206,3 +206,37 @@ def test_training_with_hashed_tables_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(resumed.optimizer.state[key], straight.optimizer.state[key])
     v = straight.model.layout.table(straight.optimizer.state["v"], 1)  # member 0's wide table
     assert 0 < (v.sum(axis=1) > 0).sum() < v.shape[0]  # some rows trained, some never touched
+
+
+def test_entries_cut_the_dense_spans_into_pieces_and_the_rows_into_chunks():
+    layout = GradLayout.of([("a", (700,)), ("t", (50, 4)), ("b", (1300,)), ("u", (9, 3))], ("t", "u"))
+    pieces, tables, rows, chunks = layout.entries([np.array([3, 7]), np.array([0, 8, 2])], piece=256, chunk=2)
+    covered = [i for a, b in pieces for i in range(a, b)]
+    assert covered == [i for a, b in layout.dense for i in range(a, b)] and (pieces[:, 1] - pieces[:, 0]).max() == 256
+    assert tables.tolist() == [[700, 50, 4], [2200, 9, 3]] and rows.tolist() == [3, 7, 0, 8, 2]
+    assert chunks.tolist() == [[0, 0, 2], [1, 2, 4], [1, 4, 5]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_parallel_passes_give_the_serial_results_on_any_thread_count(dtype):
+    """Adam's update, the reset and the ensemble's division, one pass across the threads over the dense pieces
+    and listed rows: NumPy's division element for element, and the same buffers on 1 and 2 threads."""
+    from charlm.seqtask.model import kernel_scope
+
+    layout, size, start = dense_and_table_problem(5)
+    rows = np.unique(np.random.default_rng(6).integers(0, 2000, 300))
+    grad = sparse_gradient(layout, size, np.random.default_rng(7), rows).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        param, g = start.astype(dtype), grad.copy()
+        with kernel_scope(threads):
+            sparse_grad.divide(g, layout, [rows], 3)
+            adam = LazyAdam(layout, size, dtype, weight_decay=0.01)
+            for _ in range(2):
+                adam.step(param, g.copy(), 1e-2, [rows])
+        results.append((g, param, adam.state["m"], adam.state["v"]))
+    np.testing.assert_array_equal(results[0][0], grad / dtype(3))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    sparse_grad.zero(grad, layout, [rows])  # the reset: every written element, nothing else to do
+    assert not grad.any()

@@ -13,10 +13,12 @@ block's rows. tests/serial_cells.py holds the serial reference these agree with.
 
 Variable lengths: stream b has its own length L_b (``lengths``, non-increasing: the caller sorts);
 the streams still running at step t are a prefix of each thread's streams, and only those enter
-the GEMMs and the steps (layer_rows.py), so padding is never computed. Direction 0 reads position
-t at step t; direction 1 (the reverse one) reads position L_b - 1 - t, so it starts at each
-stream's own last token. Every direction's states are stored by step (hs[d, t + 1] after step t;
-stream b's final state is hs[d, L_b]); ``out`` and the gradients wrt the input are by position.
+the GEMMs and the steps (layer_rows.py), so padding is never computed. The forward direction
+reads position t at step t; the reverse one position L_b - 1 - t, so it starts at each stream's
+own last token. D may stack the directions of several independent layers (an ensemble's
+members, each reading its own columns of x_in), each layer's consecutive, forward first. Every
+direction's states are stored by step (hs[d, t + 1] after step t; stream b's final state is
+hs[d, L_b]); ``out`` and the gradients wrt the input are by position.
 
 Dimensions: D directions, T steps, B streams, H hidden, G = gates * H, I input width, V vocabulary,
 S states. Weights per direction in PyTorch's layout: W_ih (D, G, I), b_ih (D, G), W_hh (D, G, H),
@@ -30,8 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from .dispatch import cell_step, cell_step_backward, input_apart
-from .layer_rows import (active_rows, block_rows, block_weight_grads, cache_row, gather_block, pack_directions,
-                         position, scatter_row, zero_parts)
+from .layer_rows import (active_rows, block_input, block_rows, block_weight_grads, cache_row, gather_block,
+                         input_groups, pack_directions, position, scatter_row, zero_parts)
 from .parallel import chunk
 from .tile import MR, matmul_packed, matmul_rec
 
@@ -44,8 +46,11 @@ def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gat
     direction's output at its position (direction d in columns [d*H, (d+1)*H), 0 at padded steps).
 
     The layer's input, one of two ways:
-      x_in (T, B, I) not empty: the input itself (embeddings or the layer below's outputs). Each
-          thread projects ``tb`` steps of its streams at a time, X @ W_ih^T (rows, I) @ (I, G);
+      x_in (T, B, M*I) not empty: the input itself (embeddings or the layer below's outputs), M
+          inputs side by side, each read by D/M consecutive directions (M = 1: one input every
+          direction reads; an ensemble's members stacked as D = members x directions each read
+          their own, layer_rows.input_groups). Each thread projects ``tb`` steps of its streams
+          at a time, X @ W_ih^T (rows, I) @ (I, G);
       x_in empty (layer 0): ``table`` (D, V, G) = E @ W_ih^T, the embedding folded into W_ih, read
           at row ids[position, b] (T, B): the projection is a gather.
     s0 (D, S, B, H) the initial states; lengths (B,) int64, non-increasing, 1 <= L_b <= T."""
@@ -58,14 +63,15 @@ def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gat
     bias = b_ih + b_hh  # for the cells that sum them (the GRU keeps them apart: b_hn sits inside r * (...))
     P = pack_directions(W_hh, True)  # W_hh^T in register-tile panels, once per call
     project = x_in.size > 0
-    I = x_in.shape[2]
+    I = W_ih.shape[2]
+    M = input_groups(D, x_in.shape[2] if project else 0, I)
     P_ih = pack_directions(W_ih if project else W_ih[:, :0], True)  # W_ih^T panels (empty for the table)
     wide = out.size > 0
     for kk in prange(D * nchunks):
         d = kk // nchunks  # the direction, then its block of streams
         r0, r1 = chunk(kk - d * nchunks, B, nchunks)
         R = r1 - r0
-        reverse = d == 1
+        c0, reverse = block_input(d, D, M, I)
         hW = np.empty((R, G), hs.dtype)
         tmp = np.empty((MR, P.shape[3]), hs.dtype)
         spare = np.empty(G, hs.dtype)  # stands for the cache rows the cell does not use
@@ -78,7 +84,7 @@ def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gat
         for t0 in range(0, lengths[r0] if R > 0 else 0, tb):  # up to the longest of these streams
             t1 = min(lengths[r0], t0 + tb)
             if project:
-                n = gather_block(x_in, lengths, reverse, t0, t1, r0, r1, X)
+                n = gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, X)
                 matmul_packed(X[:n], P_ih[d], XP[:n], tmp)
             j = 0
             for t in range(t0, t1):
@@ -128,13 +134,14 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
     I = W_ih.shape[2]  # (dx may be wanted without x_in: inspect's state gradients)
     scatter = ids.size > 0
     keep = dxp.size > 0
+    M = input_groups(D, x_in.shape[2] if project else 0, I)
     P = pack_directions(W_hh, False)  # W_hh in register-tile panels, once per call
     P_ih = pack_directions(W_ih if dx.size > 0 else W_ih[:, :0], False)  # for dx = dX @ W_ih
     for kk in prange(D * nchunks):
         d = kk // nchunks  # the direction, then its block of streams
         r0, r1 = chunk(kk - d * nchunks, B, nchunks)
         R = r1 - r0
-        reverse = d == 1
+        c0, reverse = block_input(d, D, M, I)
         zero_parts(kk, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
         db_ih[kk, :] = 0
         tmp = np.empty((MR, P.shape[3]), dh_out.dtype)
@@ -172,7 +179,7 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
                     if keep:
                         dxp[d, t, b] = dX[j + i]
                 matmul_rec(dA[j:j + a], P[d], W_hh[d], False, carry[0, :a], tmp)  # (rows, H) = (rows, G) @ (G, H)
-            block_weight_grads(dA[:n], dX[:n], hs[d], x_in, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
+            block_weight_grads(dA[:n], dX[:n], hs[d], x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
                                dW_ih[kk], P_ih[d], tmp, dx, d, t1 == Tk)
         for i in range(R):
             b = r0 + i

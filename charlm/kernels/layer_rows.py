@@ -41,15 +41,37 @@ def block_rows(lengths, r0, r1, t0, t1):
 
 
 @njit(cache=True)
-def gather_block(src, lengths, reverse, t0, t1, r0, r1, dst):
-    """dst[i] = src[position, b] for the block's rows in compact order; src (T, B, I). Returns
-    how many rows it wrote."""
+def input_groups(D, width, I):
+    """How many inputs x_in (T, B, width) holds side by side, M = width / I (1 without x_in), each
+    read by D / M consecutive blocks (its directions, forward first): one input is shared by every
+    direction; an ensemble's members each have their own. Raises when they do not divide."""
+    if width == 0:
+        return 1
+    M = width // I if I > 0 else 0
+    if M < 1 or M * I != width or D % M != 0:
+        raise ValueError("layer kernels: the input's width is not a whole number of inputs, one per group of blocks")
+    return M
+
+
+@njit(cache=True)
+def block_input(d, D, M, I):
+    """(first column, reverse) of block d's input, of M inputs of width I (``input_groups``)."""
+    per = D // M
+    g = d // per
+    return g * I, d - g * per == 1
+
+
+@njit(cache=True)
+def gather_block(src, c0, lengths, reverse, t0, t1, r0, r1, dst):
+    """dst[i] = src[position, b, c0:c0 + I] for the block's rows in compact order; src (T, B, .),
+    dst (rows, I). Returns how many rows it wrote."""
     j = 0
+    I = dst.shape[1]
     for t in range(t0, t1):
         a = active_rows(lengths, r0, r1, t)
         for i in range(a):
             b = r0 + i
-            dst[j + i] = src[position(lengths, reverse, t, b), b]
+            dst[j + i] = src[position(lengths, reverse, t, b), b, c0:c0 + I]
         j += a
     return j
 
@@ -103,10 +125,10 @@ def scatter_row(dst, src):
 
 
 @njit(cache=True, error_model="numpy")
-def block_weight_grads(dA, dX, hs, x_in, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih, tmp,
-                       dx, d, first):
+def block_weight_grads(dA, dX, hs, x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih,
+                       tmp, dx, d, first):
     """One thread's block of steps [t0, t1) x streams [r0, r1) of direction d, rows compact:
-    dW_hh += dA^T @ h_{t-1}, dW_ih += dX^T @ x_in and dx[d] = dX @ W_ih at the rows' positions
+    dW_hh += dA^T @ h_{t-1}, dW_ih += dX^T @ x_in (its columns from c0) and dx[d] = dX @ W_ih at the rows' positions
     (when x_in / dx are not empty; P_ih is W_ih packed by pack_panels). dA are the gradients of
     the recurrent pre-activations, dX of the input projections (equal unless the cell keeps them
     apart). The two weight-gradient GEMMs stay with BLAS: packing their operands per block costs
@@ -116,7 +138,7 @@ def block_weight_grads(dA, dX, hs, x_in, lengths, reverse, t0, t1, r0, r1, Hp, X
     gather_states(hs, lengths, t0, t1, r0, r1, Hp)
     gemm(dA, Hp[:n], dW_hh, True, False, beta)
     if x_in.size > 0:
-        gather_block(x_in, lengths, reverse, t0, t1, r0, r1, Xg)
+        gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, Xg)
         gemm(dX, Xg[:n], dW_ih, True, False, beta)
     if dx.size > 0:
         matmul_packed(dX, P_ih, DX[:n], tmp)

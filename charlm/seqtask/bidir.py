@@ -7,7 +7,10 @@ sequence runs exactly its own length inside the kernels (padding is never comput
 state is the state at its length, as with PyTorch's packed sequences), and the reverse direction
 starts at each sequence's own last token. The kernels write both directions' outputs by position,
 the forward direction's before the reverse one's, (T, B, 2H), as input to the next layer or the
-head. On two threads or more the two directions run side by side.
+head. On two threads or more the two directions run side by side. ``stacked_forward`` and
+``stacked_backward`` run several models of the same shapes (an ensemble's members), each on its
+own input, in one call per layer: their directions' blocks share the threads, and each model
+computes exactly what it would alone.
 
 Parameters carry ``nn.LSTM/GRU/RNN(bidirectional=True)``'s names under a prefix:
 ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and the same with
@@ -73,14 +76,16 @@ def _names(prefix: str, k: int, d: int):
 
 
 def _stacked(params, prefix: str, k: int, directions: int):
-    """Layer k's (W_ih (D, G, I), b_ih (D, G), W_hh (D, G, H), b_hh (D, G)), the directions stacked."""
+    """Layer k's (W_ih (D, G, I), b_ih (D, G), W_hh (D, G, H), b_hh (D, G)) of every model in
+    ``params`` (a list of parameter dicts), the models' directions stacked one model after another."""
     names = [_names(prefix, k, d) for d in range(directions)]
-    return tuple(np.ascontiguousarray(np.stack([params[name(kind)] for name in names]))
+    return tuple(np.ascontiguousarray(np.stack([p[name(kind)] for p in params for name in names]))
                  for kind in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
 
 
 def _blocks(B: int, directions: int):
-    """(blocks per direction, steps per block): the kernel threads shared by the directions."""
+    """(blocks per direction, steps per block): the kernel threads shared by one model's directions.
+    Stacked models keep their own split (so each computes as it would alone) and add blocks."""
     from ..kernels.parallel import block_steps
     from ..runtime import kernel_threads
 
@@ -92,26 +97,43 @@ def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int,
                     dropout: float = 0.0, rng=None, prefix: str = "rnn."):
     """x (T, B, I) -> out (T, B, D*H) (0 at padded steps), finals (L*D, S, B, H), cache.
     ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does."""
-    from ..kernels.layer import layer_forward
+    out, finals, cache = stacked_forward(cell, [params], [x], spans, layers, directions, dropout=dropout, rngs=[rng],
+                                         prefix=prefix)
+    return out, finals[0], cache
 
-    T, B, _ = x.shape
-    D, S, dt = directions, cell.states, x.dtype
-    nchunks, tb = _blocks(B, D)
+
+def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, directions: int, *,
+                    dropout: float = 0.0, rngs=None, prefix: str = "rnn.", scratch=None):
+    """``encoder_forward`` of M models of the same shapes on the same batch, each on its own input
+    xs[m] (T, B, I) with its own parameters and dropout generator rngs[m], in one kernel call per
+    layer (D = M x directions blocks side by side, so the models share the threads). Returns out
+    (T, B, M*D*H), the models' outputs side by side, the list of their finals and the cache.
+    Each model's arithmetic and draws are those of ``encoder_forward`` on it alone. ``scratch``
+    (scratch.py): where the layers' large arrays come from, valid until the next call with it."""
+    from ..kernels.layer import layer_forward
+    from .scratch import allocator
+
+    M, (T, B, _) = len(params), xs[0].shape
+    D, S, dt = M * directions, cell.states, xs[0].dtype
+    rngs = rngs if rngs is not None else [None] * M
+    nchunks, tb = _blocks(B, directions)
     lengths, rows = spans.lengths, np.arange(B)
     none3, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0), np.int64)
     finals, cache = [], []
-    inp = np.ascontiguousarray(x)
+    inp = np.ascontiguousarray(xs[0] if M == 1 else np.concatenate(xs, axis=2))
     for k in range(layers):
+        empty = allocator(scratch, ("forward", k))
         mask = None
-        if k > 0 and dropout > 0 and rng is not None:
-            keep = 1.0 - dropout
-            mask = ((rng.random(inp.shape) < keep) / keep).astype(inp.dtype)
+        if k > 0 and dropout > 0 and all(rng is not None for rng in rngs):
+            keep, width = 1.0 - dropout, inp.shape[2] // M
+            mask = np.concatenate([((rng.random((T, B, width)) < keep) / keep).astype(inp.dtype) for rng in rngs],
+                                  axis=2)
             inp = inp * mask
-        weights = _stacked(params, prefix, k, D)
+        weights = _stacked(params, prefix, k, directions)
         H = weights[2].shape[2]
-        hs = np.empty((D, T + 1, B, H), dt)
-        arrays = {name: np.empty((D,) + shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
-        out = np.empty((T, B, D * H), dt)
+        hs = empty("hs", (D, T + 1, B, H), dt)
+        arrays = {name: empty(name, (D,) + shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
+        out = empty("out", (T, B, D * H), dt)
         layer_forward(cell.id, inp, none3, no_ids, *weights, np.zeros((D, S, B, H), dt), hs, *arrays.values(), out,
                       lengths, nchunks, tb)
         final = np.empty((D, S, B, H), dt)
@@ -121,7 +143,8 @@ def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int,
         finals.append(final)
         cache.append((inp, mask, weights, hs, tuple(arrays.values())))
         inp = out
-    return inp, np.concatenate(finals), cache
+    per_model = [np.concatenate([f[m * directions:(m + 1) * directions] for f in finals]) for m in range(M)]
+    return inp, per_model, cache
 
 
 def _sum_parts(parts, nchunks: int, d: int):
@@ -136,31 +159,48 @@ def encoder_backward(cell, params, grads, dout, dfinals, spans: Spans, cache, la
                      directions: int, prefix: str = "rnn."):
     """Accumulate parameter gradients into ``grads`` (same names as ``params``) and return dL/dx
     (T, B, I). dout (T, B, D*H) wrt the top layer's outputs; dfinals (L*D, S, B, H) or None."""
-    from ..kernels.layer import layer_backward
+    return stacked_backward(cell, [grads], dout, [dfinals], spans, cache, layers, directions, prefix)[0]
 
-    T, B, _ = dout.shape
-    D, S, dt = directions, cell.states, cache[0][3].dtype
-    nchunks, tb = _blocks(B, D)
+
+def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache, layers: int, directions: int,
+                     prefix: str = "rnn.", scratch=None):
+    """``encoder_backward`` of the M models ``stacked_forward`` ran: dout (T, B, M*D*H) their
+    outputs' gradients side by side, dfinals[m] (L*D, S, B, H) or None. Accumulates each model's
+    gradients into grads[m] and returns the list of their dL/dx (T, B, I) (from ``scratch``,
+    when given, as ``stacked_forward``'s arrays)."""
+    from ..kernels.layer import layer_backward
+    from .scratch import allocator
+
+    M, (T, B, _) = len(grads), dout.shape
+    D, S, dt = M * directions, cell.states, cache[0][3].dtype
+    nchunks, tb = _blocks(B, directions)
     none3, none4, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt), np.zeros((0, 0), np.int64)
     for k in range(layers - 1, -1, -1):
         inp, mask, (W_ih, _, W_hh, _), hs, arrays = cache[k]
-        G, H, I = W_hh.shape[1], W_hh.shape[2], inp.shape[2]
-        dsT = (np.zeros((D, S, B, H), dt) if dfinals is None
-               else np.ascontiguousarray(dfinals[k * D:(k + 1) * D], dtype=dt))
-        dW_hh, dW_ih = np.empty((D * nchunks, G, H), dt), np.empty((D * nchunks, G, I), dt)
+        G, H, I = W_hh.shape[1], W_hh.shape[2], W_ih.shape[2]
+        empty = allocator(scratch, ("backward", k))
+        dsT = np.zeros((D, S, B, H), dt)
+        for m, dfinal in enumerate(dfinals):
+            if dfinal is not None:
+                dsT[m * directions:(m + 1) * directions] = dfinal[k * directions:(k + 1) * directions]
+        dW_hh, dW_ih = empty("dW_hh", (D * nchunks, G, H), dt), empty("dW_ih", (D * nchunks, G, I), dt)
         db_hh, db_ih = np.empty((D * nchunks, G), dt), np.empty((D * nchunks, G), dt)
-        dx = np.empty((D, T, B, I), dt)
+        dx = empty("dx", (D, T, B, I), dt)
         layer_backward(cell.id, np.ascontiguousarray(dout, dtype=dt), dsT, W_hh, hs, *arrays, inp, W_ih, no_ids,
                        dW_hh, dW_ih, db_hh, db_ih, none3, dx, np.empty((D, S, B, H), dt), none4, spans.lengths,
                        nchunks, tb)
-        for d in range(D):
-            name = _names(prefix, k, d)
-            for kind, parts in (("weight_hh", dW_hh), ("bias_hh", db_hh), ("weight_ih", dW_ih), ("bias_ih", db_ih)):
-                grads[name(kind)] += _sum_parts(parts, nchunks, d)
-        dinp = dx[0]
-        for d in range(1, D):   # summed in a fixed order
-            dinp += dx[d]
-        if mask is not None:
-            dinp *= mask
-        dout = dinp
-    return dout
+        dinps = []
+        for m in range(M):
+            for d in range(directions):
+                name, kk = _names(prefix, k, d), m * directions + d
+                for kind, parts in (("weight_hh", dW_hh), ("bias_hh", db_hh), ("weight_ih", dW_ih),
+                                    ("bias_ih", db_ih)):
+                    grads[m][name(kind)] += _sum_parts(parts, nchunks, kk)
+            dinp = dx[m * directions]
+            for d in range(1, directions):   # summed in a fixed order
+                dinp += dx[m * directions + d]
+            if mask is not None:
+                dinp *= mask[:, :, m * I:(m + 1) * I]
+            dinps.append(dinp)
+        dout = dinps[0] if M == 1 else np.concatenate(dinps, axis=2)
+    return dinps

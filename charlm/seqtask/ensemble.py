@@ -14,10 +14,14 @@ so they make partly different mistakes; averaging their probabilities cancels pa
 times the cost of a step.
 
 Each member draws its dropout from its own generator, seeded from the run's generator in member
-order at every training step, so its draws never depend on when it runs. Members run one after
-another, each on every kernel thread (a bidirectional layer's two directions side by side): the
-parallel kernels must not be launched from two Python threads at once (Numba's workqueue layer,
-which charlm runs on, refuses concurrent launches).
+order at every training step, so its draws never depend on when it runs. The members' recurrent
+layers run stacked, one kernel call per layer for all of them (bidir.stacked_forward: D = members
+x directions blocks side by side, each member on its own input), so they share the kernel
+threads; a block computes exactly what it would alone, so a member's results are those of its
+own model (on one thread a training step runs the members one after another instead: the same
+results, at less CPU time). The parallel kernels must not be launched from two Python threads at once (Numba's
+workqueue layer, which charlm runs on, refuses concurrent launches): stacking is how the members
+share the cores.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 from .config import SeqModelConfig
 from .heads import log_softmax
 from .model import SeqModel, parameter_shapes
+from .scratch import Scratch
 from .sparse_grad import GradLayout, divide
 
 
@@ -56,6 +61,11 @@ class SeqEnsemble:
                        for name, a in member.params.items()}
         self.grads = {f"members.{k}.{name}": a for k, member in enumerate(self.members)
                       for name, a in member.grads.items()}
+        # the stacked layers' large arrays, reused by every training step (one at a time)
+        self.scratch = Scratch()
+        # training steps stack the members (True), run them one after another (False), or choose
+        # by the thread count (None: see ``loss_and_grad``); the results are the same bit for bit
+        self.stacked: bool | None = None
         self.layout = GradLayout.joined([member.layout for member in self.members], range(0, K * m, m))
 
     @property
@@ -74,10 +84,6 @@ class SeqEnsemble:
     state_dict = SeqModel.state_dict
     load_state_dict = SeqModel.load_state_dict
 
-    def _each_member(self, run):
-        """[run(0), ..., run(K-1)], in member order."""
-        return [run(k) for k in range(len(self.members))]
-
     def member_generators(self, rng):
         """One generator per member, seeded from ``rng`` in member order (None: no dropout)."""
         if rng is None:
@@ -86,11 +92,25 @@ class SeqEnsemble:
 
     # -- forward / backward ------------------------------------------------------------------------
 
+    def _forward_members(self, ids, lengths, rngs, scratch=None):
+        """Every member's (logits, cache), their recurrent layers in one stacked pass."""
+        from .bidir import stacked_forward
+
+        c = self.config
+        prepared = [member.inputs(ids, lengths, rng) for member, rng in zip(self.members, rngs)]
+        spans = prepared[0][1][-1]
+        drop = c.dropout if rngs[0] is not None else 0.0
+        out, _, enc_cache = stacked_forward(self.members[0].cell, [m.params for m in self.members],
+                                            [x for x, _ in prepared], spans, c.layers, c.directions,
+                                            dropout=drop, rngs=rngs, scratch=scratch)
+        F = c.directions * c.hidden
+        return [member.head(np.ascontiguousarray(out[:, :, k * F:(k + 1) * F]), prepared[k][1], enc_cache, rngs[k])
+                for k, member in enumerate(self.members)]
+
     def forward(self, ids, lengths, *, rng=None):
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
         padded steps), and the members' (logits, cache) pairs."""
-        rngs = self.member_generators(rng)
-        outputs = self._each_member(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k]))
+        outputs = self._forward_members(ids, lengths, self.member_generators(rng))
         logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
@@ -100,10 +120,39 @@ class SeqEnsemble:
         return mean_logp.astype(self.dtype), outputs
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
-        """Mean of the members' losses; their gradients (each / K) into ``grads``."""
+        """Mean of the members' losses; their gradients (each / K) into ``grads``. On one thread
+        the members train one after another, each step whole (its caches still warm for its
+        backward pass; stacked, they wait for every member's forward pass, which costs CPU time
+        with nothing to gain on one thread); on more, stacked."""
+        from ..runtime import kernel_threads
+
         rngs = self.member_generators(rng)
-        total = 0.0
-        for loss in self._each_member(lambda k: self.members[k].loss_and_grad(ids, lengths, labels, rngs[k])):
-            total += loss
+        if self.stacked is False or (self.stacked is None and kernel_threads() == 1):
+            total = 0.0
+            for member, member_rng in zip(self.members, rngs):
+                total += member.loss_and_grad(ids, lengths, labels, member_rng)
+        else:
+            total = self._stacked_loss_and_grad(ids, lengths, labels, rngs)
         divide(self.grad_flat, self.layout, self.touched, len(self.members))
         return total / len(self.members)
+
+    def _stacked_loss_and_grad(self, ids, lengths, labels, rngs) -> float:
+        """The sum of the members' losses, their gradients into ``grads``: one stacked pass."""
+        from .bidir import stacked_backward
+
+        c = self.config
+        outputs = self._forward_members(ids, lengths, rngs, self.scratch)
+        total, douts, touched = 0.0, [], []
+        for member, (logits, cache) in zip(self.members, outputs):
+            loss, dlogits = member.loss(logits, labels, lengths)
+            total += loss
+            dout, rows = member.head_backward(dlogits, cache)
+            douts.append(dout)
+            touched.append(rows)
+        spans, enc_cache = outputs[0][1][7:9]
+        dxs = stacked_backward(self.members[0].cell, [m.grads for m in self.members], np.concatenate(douts, axis=2),
+                               [None] * len(self.members), spans, enc_cache, c.layers, c.directions,
+                               scratch=self.scratch)
+        for member, dx, (_, cache), rows in zip(self.members, dxs, outputs, touched):
+            member.inputs_backward(dx, cache, rows)
+        return total

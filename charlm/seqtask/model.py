@@ -131,6 +131,17 @@ class SeqModel:
     def forward(self, ids, lengths, *, rng=None):
         """Logits in the caller's order: (B, C) for classify, (T, B, C) for tag (0 at padded
         steps). ``rng`` turns on dropout (training). Returns (logits, cache for backward)."""
+        c = self.config
+        x, batch = self.inputs(ids, lengths, rng)
+        drop = c.dropout if rng is not None else 0.0
+        out, _, enc_cache = encoder_forward(self.cell, self.params, x, batch[-1], c.layers, c.directions,
+                                            dropout=drop, rng=rng)
+        return self.head(out, batch, enc_cache, rng)
+
+    def inputs(self, ids, lengths, rng):
+        """The encoder's input x (T, B, E) of the batch sorted by length, longest first, and the
+        sorted batch (order, lengths, ids, n-gram buckets, input-dropout multipliers, spans).
+        The first of the model's draws from ``rng``; the encoder's and ``head``'s follow."""
         c, p = self.config, self.params
         lengths = np.asarray(lengths, dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
@@ -149,9 +160,14 @@ class SeqModel:
             if drop_in:
                 gram_keep = heads.dropout_mask(grams.shape, drop_in, rng, x.dtype)
             ngrams.embed(p["ngram_embedding.weight"], grams, x, gram_keep)
+        return x, (order, lengths_s, ids_s, grams, token_keep, gram_keep, spans)
+
+    def head(self, out, batch, enc_cache, rng):
+        """(logits in the caller's order, cache for ``backward``) from the encoder's outputs out
+        (T, B, D*H) of the sorted ``batch`` (``inputs``)."""
+        c, p = self.config, self.params
+        order, lengths_s, ids_s, spans = *batch[:3], batch[-1]
         drop = c.dropout if rng is not None else 0.0
-        out, _, enc_cache = encoder_forward(self.cell, p, x, spans, c.layers, c.directions,
-                                            dropout=drop, rng=rng)
         if c.task == "classify":
             feats, arg = heads.pool(c.pooling, out, lengths_s, spans.mask, c.directions)
         else:
@@ -163,25 +179,31 @@ class SeqModel:
         if c.wide_ngrams:  # its dropout is drawn last: without it, every other draw is as before
             buckets, rows = wide.bag(ids_s, lengths_s, c.vocab_size, c.wide_ngrams, c.wide_buckets, self.ngram_salt)
             drop_wide = c.wide_dropout if rng is not None else 0.0
-            wide_keep = heads.dropout_mask(buckets.shape, drop_wide, rng, x.dtype) if drop_wide else None
+            wide_keep = heads.dropout_mask(buckets.shape, drop_wide, rng, out.dtype) if drop_wide else None
             logits_s = logits_s + wide.logits(p["wide.weight"], buckets, rows, len(lengths_s), wide_keep)
             bag = (buckets, rows, wide_keep)
         if c.task == "tag":
             logits_s = logits_s * spans.mask[:, :, None]
         inverse = np.argsort(order, kind="stable")
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
-        cache = (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out.shape,
-                 arg, mask, h, bag)
-        return logits, cache
+        return logits, (order, inverse, *batch[1:], enc_cache, out.shape, arg, mask, h, bag)
 
     def backward(self, dlogits, cache) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
         in the caller's order (zero wherever the loss does not look). Only what the previous
         pass wrote is zeroed first, and ``touched`` lists the table rows this one writes: the
         rest of each table's gradient stays zero without being visited (sparse_grad.py)."""
+        c = self.config
+        dout, touched = self.head_backward(dlogits, cache)
+        dx = encoder_backward(self.cell, self.params, self.grads, dout, None, cache[7], cache[8], c.layers,
+                              c.directions)
+        self.inputs_backward(dx, cache, touched)
+
+    def head_backward(self, dlogits, cache):
+        """Zero the gradients the last pass wrote, write the head's and the wide path's, and return
+        dL/d(encoder outputs) (T, B, D*H) and the wide table's rows written ({name: rows})."""
         c, p, g = self.config, self.params, self.grads
-        (order, inverse, lengths_s, ids_s, grams, token_keep, gram_keep, spans, enc_cache, out_shape,
-         arg, mask, h, bag) = cache
+        order, _, lengths_s, _, _, _, _, spans, _, out_shape, arg, mask, h, bag = cache
         if self.touched is None:
             self.grad_flat[...] = 0
         else:
@@ -197,12 +219,16 @@ class SeqModel:
         if mask is not None:
             dh *= mask
         if c.task == "classify":
-            dout = heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions)
-        else:
-            dout = dh
-        dx = encoder_backward(self.cell, p, g, dout, None, spans, enc_cache, c.layers, c.directions)
+            return heads.pool_backward(c.pooling, dh, out_shape, lengths_s, spans.mask, arg, c.directions), touched
+        return dh, touched
+
+    def inputs_backward(self, dx, cache, touched) -> None:
+        """The embeddings' gradients from dL/dx (T, B, E); ``touched`` (``head_backward``'s) gets
+        the n-gram table's rows and becomes the model's."""
         from ..kernels.embedding import scatter_add_rows
 
+        g = self.grads
+        ids_s, grams, token_keep, gram_keep, spans = cache[3:8]
         if grams is not None:
             touched["ngram_embedding.weight"] = ngrams.embed_backward(g["ngram_embedding.weight"], grams, dx,
                                                                       spans.mask, gram_keep)

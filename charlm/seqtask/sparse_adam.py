@@ -41,20 +41,15 @@ class LazyAdam(Optimizer):
         self.layout, self.beta1, self.beta2, self.eps = layout, beta1, beta2, eps
 
     def step(self, param: np.ndarray, grad: np.ndarray, lr: float, rows) -> None:
-        from ..kernels.update import adam_update
-        from .row_kernels import lazy_adam_rows
+        from .row_kernels import lazy_adam
 
         self.t += 1
         m, v, b1, b2, wd = self.state["m"], self.state["v"], self.beta1, self.beta2, self.weight_decay
         step, denom_scale = adam_scales(lr, b1, b2, self.t)
-        for a, b in self.layout.dense:
-            if wd:  # coupled L2 written into the gradient, as charlm.optim.Optimizer.step does
+        if wd:  # coupled L2 written into the dense gradient, as charlm.optim.Optimizer.step does
+            for a, b in self.layout.dense:
                 grad[a:b] += wd * param[a:b]
-            adam_update(param[a:b], grad[a:b], m[a:b], v[a:b], step, b1, b2, denom_scale, self.eps)
-        table = self.layout.table
-        for i, r in enumerate(rows):
-            lazy_adam_rows(table(param, i), table(grad, i), table(m, i), table(v, i), r, step, b1, b2, denom_scale,
-                           self.eps, wd)
+        lazy_adam(param, grad, m, v, *self.layout.entries(rows), step, b1, b2, denom_scale, self.eps, wd)
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
         """Also a dense Adam's state: its moments mean the same, the tables' rows go on lazily."""

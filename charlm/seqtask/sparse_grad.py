@@ -47,6 +47,22 @@ class GradLayout:
         return cls(tuple((a + o, b + o) for lay, o in zip(layouts, offsets) for a, b in lay.dense),
                    tuple((s + o, k, d) for lay, o in zip(layouts, offsets) for s, k, d in lay.tables))
 
+    def entries(self, rows, piece: int = 1 << 14, chunk: int = 256):
+        """What a parallel pass over the live part of the buffer visits (row_kernels.lazy_adam):
+        pieces (P, 2), the dense spans cut into [start, end) of at most ``piece`` elements; the
+        tables (T, 3) as (start, K, D); the listed rows of all tables one after another (rows[i]
+        of table i, int64); chunks (Q, 3) (table, lo, hi), those rows in runs of at most ``chunk``.
+        Enough pieces and chunks to spread over the threads, each long enough for a vector loop."""
+        pieces = np.array([(a, min(a + piece, b)) for lo, b in self.dense for a in range(lo, b, piece)],
+                          np.int64).reshape(-1, 2)
+        tables = np.array(self.tables, np.int64).reshape(-1, 3)
+        chunks, offset = [], 0
+        for t, r in enumerate(rows):
+            chunks += [(t, lo, min(lo + chunk, offset + len(r))) for lo in range(offset, offset + len(r), chunk)]
+            offset += len(r)
+        flat = np.concatenate([np.asarray(r, np.int64) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+        return pieces, tables, flat, np.array(chunks, np.int64).reshape(-1, 3)
+
     def table(self, flat: np.ndarray, i: int) -> np.ndarray:
         """Table i of ``flat`` (or of a buffer shaped as it: a gradient, a moment) as a (K, D) view."""
         start, K, D = self.tables[i]
@@ -54,20 +70,19 @@ class GradLayout:
 
 
 def zero(grad: np.ndarray, layout: GradLayout, rows) -> None:
-    """Zero the dense spans and the listed rows: the whole gradient, when nothing else was written."""
-    for a, b in layout.dense:
-        grad[a:b] = 0
-    for i, r in enumerate(rows):
-        layout.table(grad, i)[r] = 0
+    """Zero the dense spans and the listed rows (the whole gradient, when nothing else was
+    written), in one pass across the threads."""
+    from .row_kernels import zero_rows
+
+    zero_rows(grad, *layout.entries(rows))
 
 
 def divide(grad: np.ndarray, layout: GradLayout, rows, divisor) -> None:
-    """grad /= divisor, element for element as the dense division (the other rows are zero)."""
-    for a, b in layout.dense:
-        grad[a:b] /= divisor
-    for i, r in enumerate(rows):
-        table = layout.table(grad, i)
-        table[r] = table[r] / divisor
+    """grad /= divisor, element for element as the dense division (the other rows are zero), in
+    one pass across the threads."""
+    from .row_kernels import divide_rows
+
+    divide_rows(grad, *layout.entries(rows), divisor)
 
 
 def sum_squares(grad: np.ndarray, layout: GradLayout, rows) -> float:
