@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
-from .common import emit, err, out, runs_root, show_path
+from .common import emit, err, out, runs_root, shell_command, show_path
 from .options import given, setting_options
 
 
@@ -106,7 +106,7 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
     for line in summary_lines(view, run, task):
         console.print(line, highlight=False)
     if view.done.reason == "stopped":
-        console.print(f"[yellow]stopped.[/] continue with: [bold]charlm {task} train --resume {escape(run)}[/]",
+        console.print(f"[yellow]stopped.[/] continue with: [bold]{escape(shell_command('charlm', task, 'train', '--resume', run))}[/]",
                       highlight=False)
         return signals.exit_code
     if view.done.reason == "diverged":

@@ -152,6 +152,14 @@ def show_path(path) -> str:
     return printable(str(path))
 
 
+def shell_command(*words) -> str:
+    """A command line the user can paste back into a shell: each word quoted as needed (a run
+    directory may hold spaces or quotes)."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 class CharlmGroup(click.Group):
     """A click group whose ``main`` reports every failure in one line (see the module docstring)."""
 

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from ..config import ModelConfig, TrainConfig
 from ..distributed.launch import launch_ranks
-from .common import err, runs_root, show_path
+from .common import err, runs_root, shell_command, show_path
 from .options import given, option_names, setting_options
 from .stop_signals import StopSignals
 
@@ -100,7 +100,7 @@ def _run(trainer, console, signals) -> int:
     done = view.done
     if done.reason == "stopped":
         console.print(Text.assemble(("stopped.", "yellow"), " continue with: ",
-                                    (f"charlm train --resume {run}", "bold")), soft_wrap=True)
+                                    (shell_command("charlm", "train", "--resume", run), "bold")), soft_wrap=True)
         return signals.exit_code
     if done.reason == "diverged":
         from ..errors import CharlmError
