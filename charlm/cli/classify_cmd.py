@@ -101,7 +101,7 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume)
         view = TrainProgress(console, live=console.is_terminal)
         with view:
             signals.training(trainer, view)
-            for event in trainer.events():
+            for event in signals.watch(trainer.events()):
                 view.update(event)
     for line in summary_lines(view, run, task):
         console.print(line, highlight=False)

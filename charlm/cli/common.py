@@ -217,6 +217,8 @@ def report(e: BaseException) -> int | None:
     no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
     if isinstance(e, SystemExit):
         return None
+    if isinstance(e, click.Abort) and isinstance(e.__cause__, StopSignal):
+        e = e.__cause__  # click turns every KeyboardInterrupt into Abort: keep which signal it was
     if no_args and isinstance(e, no_args):
         click.echo(e.ctx.get_help(), err=True)
         return EXIT_USAGE

@@ -94,7 +94,7 @@ def _run(trainer, console, signals) -> int:
     view = TrainView(console, trainer, live=console.is_terminal)
     signals.training(trainer, view)
     with view:
-        for event in trainer.events():
+        for event in signals.watch(trainer.events()):
             view.update(event)
     console.print(summary_table(view, run, trainer.model.num_parameters), soft_wrap=True)
     done = view.done
