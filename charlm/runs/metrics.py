@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, name_the_file
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -45,10 +45,13 @@ def append_metrics(run_dir: Path, *records: dict) -> None:
             raise CheckpointError(f"{path} is a symbolic link: charlm writes nothing through a link in "
                                   "a run directory (remove it)") from None
         raise
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(record) + "\n" for record in records))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(record) + "\n" for record in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # (a torn last line is skipped when read)
+        raise name_the_file(e, path) from None
 
 
 def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict]:
