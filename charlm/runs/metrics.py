@@ -33,10 +33,10 @@ class MetricsProblem:
         return f"{path} line {self.line}: {self.reason}; skipped"
 
 
-def append_metrics(run_dir: Path, *records: dict) -> None:
-    """Append one JSON line per record in one write, flushed and fsynced: a crash loses at most
-    the lines of this call (a torn last line is skipped when read)."""
-    path = Path(run_dir) / METRICS_FILE
+def append_metrics(run_dir: Path, *records: dict, file: str = METRICS_FILE) -> None:
+    """Append one JSON line per record to ``file`` in one write, flushed and fsynced: a crash
+    loses at most the lines of this call (a torn last line is skipped when read)."""
+    path = Path(run_dir) / file
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o644)
