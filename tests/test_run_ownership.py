@@ -131,7 +131,6 @@ def test_sigterm_and_sighup_save_the_exact_position_like_ctrl_c(tmp_path, signum
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(line.startswith("step ") for line in seen):
         time.sleep(0.05)
-    time.sleep(0.5)                                     # some steps after the first
     proc.send_signal(signum)
     proc.wait(timeout=60)
     reader.join(timeout=10)
