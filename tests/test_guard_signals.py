@@ -88,3 +88,14 @@ def test_an_exception_that_replaced_a_signal_is_still_that_signal():
             os.kill(os.getpid(), signal.SIGTERM)
             raise SystemError("CPUDispatcher(<function step>) returned a result with an exception set")
     assert stopped.value.signum == signal.SIGTERM
+
+
+def test_a_problem_of_its_own_after_a_signal_keeps_its_line():
+    from charlm.cli.stop_signals import StopSignals
+    from charlm.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        with StopSignals() as signals:
+            signals.training(type("T", (), {"request_stop": lambda self: None})(), None)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise CheckpointError("cannot write run/last.safetensors: No space left on device")

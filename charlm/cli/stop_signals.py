@@ -16,7 +16,10 @@ from __future__ import annotations
 import signal
 import threading
 
+from ..errors import CharlmError
 from .common import StopSignal
+
+_ITS_OWN = (StopSignal, SystemExit, CharlmError, OSError, MemoryError)   # errors that are not a signal's
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 NAMES = {getattr(signal, n): label for n, label in (("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM"),
@@ -44,9 +47,10 @@ class StopSignals:
     def __exit__(self, kind, exc, tb):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
-        if exc is not None and self.signals and not isinstance(exc, StopSignal) and not isinstance(exc, SystemExit):
+        if exc is not None and self.signals and not isinstance(exc, _ITS_OWN):
             # The signal's exception was swallowed or replaced on its way out (a compiled call
-            # reports "returned a result with an exception set"): it is still that signal.
+            # reports "returned a result with an exception set"): it is still that signal. A
+            # problem of its own (a full disk while saving) keeps its line.
             raise StopSignal(self.signals[-1]) from None
         return False
 

@@ -1,10 +1,12 @@
 """Many small trainings instead of one large one: a grid or random search of settings.
 
 Each trial is an independent ``charlm train`` run in its own directory under the sweep's
-directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by a pool of
-local worker processes or, given a scheduler address, by the workers of a Dask distributed
-cluster (the ``dask`` extra). The results, one JSON line per finished trial in
-``sweep.jsonl``, are ranked by the best validation loss. Nothing here prints.
+directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by local
+worker processes (sweep_workers.py: a killed worker is a failed trial, a stop saves the running
+ones) or, given a scheduler address, by the workers of a Dask distributed cluster (the ``dask``
+extra). The sweep directory itself is locked: one sweep writes it. The results, one JSON line
+per finished, failed or stopped trial in ``sweep.jsonl``, are ranked by the best validation
+loss. Nothing here prints.
 
 Settings are ``name=value`` with the names of ``charlm train``'s settings (``hidden``, ``lr``,
 ``steps``...). A grid axis lists values, ``hidden=64,128``; a random axis gives a range,
@@ -175,7 +177,7 @@ def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler
     jobs = [([str(Path(p).resolve()) for p in corpus], t, str(sweep_dir), plan.threads) for t in plan.trials]
     results = []
     if scheduler:
-        records = _on_dask(scheduler, jobs)
+        records = _on_dask(scheduler, jobs, poll)
     else:
         from .sweep_workers import run_on_processes
 
@@ -200,9 +202,11 @@ def ranked(results: list[TrialResult]) -> list[TrialResult]:
     return sorted(results, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0, r.name))
 
 
-def _on_dask(scheduler: str, jobs):
+def _on_dask(scheduler: str, jobs, poll=None):
+    """The trials on a Dask cluster; a trial whose task fails (its worker died) is a failed
+    record, and a stop cancels the trials still queued or running there."""
     try:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import Client, wait
     except ImportError:
         raise ConfigError("a sweep on a Dask cluster needs dask: pip install 'charlm[dask]'") from None
     try:
@@ -210,9 +214,24 @@ def _on_dask(scheduler: str, jobs):
     except OSError as e:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
     with client:
-        futures = [client.submit(run_trial, *job, pure=False) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        futures = {client.submit(run_trial, *job, pure=False): job for job in jobs}
+        try:
+            while futures:
+                if poll is not None and poll():
+                    return
+                try:
+                    done, _ = wait(list(futures), timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                for future in done:
+                    job = futures.pop(future)
+                    try:
+                        record = future.result()
+                    except Exception as e:  # noqa: BLE001 - the trial's failure, whatever it was
+                        record = _failed(job, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+                    yield record
+        finally:
+            client.cancel(list(futures))
 
 
 def _finite(x):
