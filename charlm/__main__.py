@@ -1,5 +1,5 @@
 """``python -m charlm`` runs the command line."""
-from charlm.cli import main
+from charlm.entry import main
 
 if __name__ == "__main__":
-    main(prog_name="charlm")
+    main()

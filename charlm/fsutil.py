@@ -53,14 +53,24 @@ def atomic_write_bytes(path, data: bytes, *, make_parents: bool = False) -> Path
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            name_the_file(e, path)
         raise
     fsync_dir(path.parent)
     return path
+
+
+def name_the_file(error: OSError, path) -> OSError:
+    """``error`` naming ``path`` if it names no file: a failed write() or fsync() (a full disk,
+    a quota) says only "No space left on device", which tells the user nothing to free."""
+    if error.filename is None:
+        error.filename = str(path)
+    return error
 
 
 def atomic_write_text(path, text: str, *, make_parents: bool = False) -> Path:

@@ -386,9 +386,11 @@ def test_file_size_limit_while_training_is_one_line_and_keeps_the_checkpoint(ws,
 
 def test_ctrl_c_saves_prints_how_to_resume_and_exits_130(ws, tmp_path):
     run = tmp_path / "run"
-    proc = _cli(["train", ws / "ok.txt", "--run-dir", run, *SMALL, "--steps", "100000", "--eval-every", "1000"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(ckpt.read_metrics(run)) < 20:
+    proc = _cli(["train", ws / "ok.txt", "--run-dir", run, *SMALL, "--steps", "100000", "--eval-every", "20"])
+    # the event: the checkpoint of step 20 (records are written with checkpoints); the deadline
+    # only bounds a hung run
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and len(ckpt.read_metrics(run)) < 20:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

@@ -9,8 +9,9 @@ script). It imports charlm, warms the kernels and runs the uninterrupted referen
 "segment" of the interrupted run is a ``fork()`` of the driver (no imports, no compilation), which
 resumes from the run directory and trains until it is killed:
 
-- "timer" kills: the driver sends SIGKILL after a random delay (covers resume, steps, evals,
-  metric appends and checkpoint writes, as chance has it);
+- "event" kills: the child kills itself with SIGKILL right after a random number of the loop's
+  events (steps, evaluations, checkpoints written), counted, never timed: a busy machine
+  changes nothing about where the kills land;
 - "write" kills: the child kills itself with SIGKILL at a chosen point of the write path, by
   wrapping the ``os`` functions that ``charlm.fsutil`` (atomic writes) and ``charlm.runs.metrics`` call: after the temporary file is
   fully written but before its fsync, before the rename over the target, right after the rename
@@ -59,7 +60,7 @@ def report(tmp_path_factory):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_sigkill_twenty_times_never_loses_or_changes_the_run(report):
-    kills = [s for s in report["segments"] if s["kind"] in ("timer", "write")]
+    kills = [s for s in report["segments"] if s["kind"] in ("event", "write")]
     assert len(kills) == KILLS and all(s["killed"] for s in kills), report["segments"]
     # the write-path kills hit every targeted point, in both checkpoint files
     hit = {s["hit"].split(" ")[0] for s in kills if s["kind"] == "write"}
@@ -179,8 +180,9 @@ def _val_loss(path):
     return json.loads(header["__metadata__"]["charlm.val_loss"])
 
 
-def _segment(run_dir, setup, log_path, target=None, on_sigint=False):
-    """Fork a child that resumes (or starts) the run and trains; returns its pid."""
+def _segment(run_dir, setup, log_path, target=None, on_sigint=False, after=None):
+    """Fork a child that resumes (or starts) the run and trains; returns its pid. ``after``: the
+    child sends itself SIGKILL (SIGINT with ``on_sigint``) right after that many of its events."""
     pid = os.fork()
     if pid:
         return pid
@@ -205,9 +207,11 @@ def _segment(run_dir, setup, log_path, target=None, on_sigint=False):
         if stop["asked"]:
             trainer.request_stop()
         reason = None
-        for event in trainer.events():
+        for seen, event in enumerate(trainer.events(), 1):
             if isinstance(event, DoneEvent):
                 reason = event.reason
+            if seen == after:
+                os.kill(os.getpid(), signal.SIGINT if on_sigint else signal.SIGKILL)
         os.write(log_fd, (json.dumps({"done": reason}) + "\n").encode())
         code = 130 if reason == "stopped" else 0
     except BaseException:
@@ -295,25 +299,20 @@ def driver(work: Path) -> dict:
     setup = _setup(work)
     rnd = random.Random(20240)
     # 1. the uninterrupted reference, in this process (after warming the kernels, which the
-    # forks then inherit, so that its time per step is the children's)
+    # forks then inherit)
     ref_dir, run_dir, log_path = work / "ref", work / "run", work / "log.jsonl"
     from dataclasses import replace
 
     for _ in _trainer(work / "warm", setup[0], setup[1], replace(setup[2], steps=2, eval_every=1)).events():
         pass
-    t0 = time.perf_counter()
     for _ in _trainer(ref_dir, *setup).events():
         pass
-    ref_time = time.perf_counter() - t0
-    step_time = ref_time / STEPS
-    t0 = time.perf_counter()
     _trainer(ref_dir, *setup)  # (a resume rewrites nothing but an identical metrics file)
-    resume_time = time.perf_counter() - t0
     _, ref_steps, ref_evals = _records(ref_dir)
     assert len(ref_steps) == STEPS
 
     segments, replacements, best_over_time = [], [], []
-    plan = ["write" if i % 2 else "timer" for i in range(KILLS)]
+    plan = ["write" if i % 2 else "event" for i in range(KILLS)]
     sigint_at = set(rnd.sample(range(2, KILLS), SIGINTS))
     for i, kind in enumerate(plan):
         for mode in (["sigint"] if i in sigint_at else []) + [kind]:
@@ -323,11 +322,11 @@ def driver(work: Path) -> dict:
                 # (the best model: its first write after the resume, while it still improves;
                 # metrics.jsonl is rewritten once per resume; the last checkpoint: any of the next 3)
                 target = (point, file, rnd.randint(1, 3) if file == "last.safetensors" else 1)
-            pid = _segment(run_dir, setup, log_path, target=target, on_sigint=mode == "sigint")
-            if mode in ("timer", "sigint"):  # late in the resume or in the next ~8 steps
-                time.sleep(rnd.uniform(0.5, 1.0) * resume_time + rnd.uniform(0.0, 8.0) * step_time)
-                os.kill(pid, signal.SIGKILL if mode == "timer" else signal.SIGINT)
-            status = _wait(pid, timeout=30)
+            # event kills and Ctrl-C: after 1 to 12 of the segment's events (steps, evaluations,
+            # checkpoints); the timeout below only bounds a hung child
+            after = rnd.randint(1, 12) if mode in ("event", "sigint") else None
+            pid = _segment(run_dir, setup, log_path, target=target, on_sigint=mode == "sigint", after=after)
+            status = _wait(pid, timeout=120)
             log = _read_log(log_path)
             replacements += [e["replace"] for e in log if "replace" in e]
             problems, last_step, best, metrics_step = _check_after(run_dir, ref_steps, ref_evals)
@@ -356,7 +355,7 @@ def driver(work: Path) -> dict:
         "stale_temp_files": sorted(p.name for p in run_dir.glob(".*.tmp")),
     }
     return {"segments": segments, "best_replacements": replacements, "best_over_time": best_over_time,
-            "final": final, "ref_time": ref_time}
+            "final": final}
 
 
 if __name__ == "__main__":

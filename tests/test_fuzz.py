@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import struct
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -223,9 +222,8 @@ def test_stored_config_mismatches_are_refused_before_allocation(run, changes, re
 
 
 def _bomb(tmp_path, header, body=b""):
-    """Refused quickly, without tensor-sized allocations."""
+    """Refused without tensor-sized allocations (counted in bytes, not timed)."""
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         with pytest.raises(CheckpointError):
             path = tmp_path / "bomb.safetensors"
@@ -234,7 +232,6 @@ def _bomb(tmp_path, header, body=b""):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - t0 < 1.0
     assert peak < 8 << 20, peak
 
 

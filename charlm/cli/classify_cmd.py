@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
-from .common import emit, err, out, runs_root, show_path
+from .common import emit, err, out, runs_root, shell_command, show_path
 from .options import given, setting_options
 from .run_options import emit_summary, training_run_options
 
@@ -131,14 +131,14 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
         view = kind.progress(console)
         with view:
             signals.training(trainer, view)
-            for event in trainer.events():
+            for event in signals.watch(trainer.events()):
                 view.update(event)
     for line in summary_lines(view, run, task):
         console.print(line, highlight=False)
     if as_json:
         emit_summary(view.done)
     if view.done.reason == "stopped":
-        console.print(f"[yellow]stopped.[/] continue with: [bold]charlm {task} train --resume {escape(run)}[/]",
+        console.print(f"[yellow]stopped.[/] continue with: [bold]{escape(shell_command('charlm', task, 'train', '--resume', run))}[/]",
                       highlight=False)
         return signals.exit_code
     if view.done.reason == "diverged":

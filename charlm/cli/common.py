@@ -152,6 +152,14 @@ def show_path(path) -> str:
     return printable(str(path))
 
 
+def shell_command(*words) -> str:
+    """A command line the user can paste back into a shell: each word quoted as needed (a run
+    directory may hold spaces or quotes)."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 class CharlmGroup(click.Group):
     """A click group whose ``main`` reports every failure in one line (see the module docstring)."""
 
@@ -209,6 +217,8 @@ def report(e: BaseException) -> int | None:
     no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
     if isinstance(e, SystemExit):
         return None
+    if isinstance(e, click.Abort) and isinstance(e.__cause__, StopSignal):
+        e = e.__cause__  # click turns every KeyboardInterrupt into Abort: keep which signal it was
     if no_args and isinstance(e, no_args):
         click.echo(e.ctx.get_help(), err=True)
         return EXIT_USAGE

@@ -53,6 +53,8 @@ def load_config_file(path) -> dict:
         raise ConfigError(f"{path}: is a directory, not a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    except RecursionError:  # tomllib's parser recurses once per level of nesting
+        raise ConfigError(f"{path}: arrays or tables nested too deeply; settings are flat values") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     values = {}

@@ -236,9 +236,22 @@ def info_view(info: dict, width: int) -> list:
 
 
 def show(console, parts) -> None:
-    """Print renderables in order; ``Lines`` (paths, commands) are never wrapped or cropped."""
+    """Print renderables in order; ``Lines`` (paths, commands) are never wrapped or cropped, and
+    a table is never drawn narrower than its cells' longest words (on a narrow terminal, or with
+    ``COLUMNS=10``, rich would otherwise shrink the columns until the numbers vanish: wider
+    lines wrap in the terminal but keep every figure)."""
+    from rich.measure import Measurement
+
     for part in parts:
-        console.print(part, soft_wrap=isinstance(part, Lines))
+        if not isinstance(part, Table):
+            console.print(part, soft_wrap=isinstance(part, Lines))
+            continue
+        narrow = console.width  # print() never draws wider than the console: widen it for the table
+        console.width = max(narrow, Measurement.get(console, console.options.update_width(10_000), part).minimum)
+        try:
+            console.print(part)
+        finally:
+            console.width = narrow
 
 
 def budget_text(t, seconds) -> str:

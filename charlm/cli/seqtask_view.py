@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..training.budget import EvalCadence
-from .common import show_path
+from .common import shell_command, show_path
 from .render import budget_text
 from .safe_text import printable
 
@@ -107,7 +107,7 @@ def summary_lines(view, run: str, task: str) -> list[str]:
              f"best         {done.metric.upper() if done.metric == 'wer' else done.metric} {done.best_value:.4f}"]
     if view.best_path:
         lines.append(f"best model   {escape(show_path(view.best_path))}")
-    lines.append(f"evaluate it  charlm {task} eval {escape(run)} FILE")
+    lines.append(f"evaluate it  {escape(shell_command('charlm', task, 'eval', run))} FILE")
     return lines
 
 

@@ -2,18 +2,24 @@
 
 ``timeout``, systemd, docker and Slurm stop a job with SIGTERM, and a closed terminal sends
 SIGHUP; each deserves what Ctrl-C gets. While the run is being set up (reading the corpus,
-compiling) there is nothing to save and the signal stops the command at once. Once training
-runs, the first signal asks the Trainer to finish its step and save the exact position; a
-second one aborts (the last checkpoint stays as it was). The exit status is the shell's
-convention for a process stopped by that signal: 128 + its number (130, 143, 129). A signal
-that was ignored when the command started (SIGHUP under ``nohup``) stays ignored.
+compiling) there is nothing to save and the signal stops the command at once; should it land in
+a compiled call (which turns it into some other exception), the command still ends as stopped by
+that signal. Once training runs, the handler only records the signal and asks the loop to stop;
+everything else happens at safe points, between the loop's events (``watch``): the notice is
+shown, and a second signal aborts there (the last checkpoint stays as it was) instead of raising
+inside a kernel. The exit status is the shell's convention for a process stopped by a signal:
+128 + its number (130, 143, 129), the last one received. A signal that was ignored when the
+command started (SIGHUP under ``nohup``) stays ignored.
 """
 from __future__ import annotations
 
 import signal
 import threading
 
+from ..errors import CharlmError
 from .common import StopSignal
+
+_ITS_OWN = (StopSignal, SystemExit, CharlmError, OSError, MemoryError)   # errors that are not a signal's
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 NAMES = {getattr(signal, n): label for n, label in (("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM"),
@@ -25,6 +31,8 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None   # the first signal, once training has started
+        self.signals: list[int] = []       # every signal recorded, in order
+        self._announced = 0
         self._trainer = self._view = None
         self._previous = {}
 
@@ -36,24 +44,48 @@ class StopSignals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, exc, tb):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        if exc is not None and self.signals and not isinstance(exc, _ITS_OWN):
+            # The signal's exception was swallowed or replaced on its way out (a compiled call
+            # reports "returned a result with an exception set"): it is still that signal. A
+            # problem of its own (a full disk while saving) keeps its line.
+            raise StopSignal(self.signals[-1]) from None
         return False
 
     def training(self, trainer, view) -> None:
         """From now on a signal stops the Trainer gracefully instead of raising."""
         self._trainer, self._view = trainer, view
 
+    def watch(self, events):
+        """``events`` (a training loop's), acting between them on the signals recorded meanwhile."""
+        try:
+            for event in events:
+                yield event
+                self.act()
+        finally:
+            events.close()  # an abort ends the loop here, its thread limits undone
+
+    def act(self) -> None:
+        """At a safe point: announce a stop request once; abort if asked twice."""
+        if len(self.signals) > 1:
+            raise StopSignal(self.signals[-1])
+        if self.received is not None and self._announced == 0:
+            self._announced = 1
+            name = NAMES.get(self.received, "signal")
+            again = "Ctrl-C" if self.received == signal.SIGINT else f"another {name}"
+            self._view.note(f"{name}: stopping after this step and saving… ({again} to abort)")
+
     @property
     def exit_code(self) -> int:
-        return 128 + (self.received or signal.SIGINT)
+        return 128 + (self.signals[-1] if self.signals else signal.SIGINT)
 
     def _handle(self, signum, frame):
-        if self._trainer is None or self.received is not None:
-            raise StopSignal(signum)  # setting up (nothing to save), or asked twice: stop now
-        self.received = signum
-        self._trainer.request_stop()
-        again = "Ctrl-C" if signum == signal.SIGINT else f"another {NAMES.get(signum, 'signal')}"
-        self._view.note(f"{NAMES.get(signum, 'signal')}: stopping after this step and saving… "
-                        f"({again} to abort)")
+        # Only record: raising here could land inside a compiled call mid-step.
+        self.signals.append(signum)
+        if self._trainer is None:
+            raise StopSignal(signum)  # setting up: nothing to save, stop now
+        if self.received is None:
+            self.received = signum
+            self._trainer.request_stop()

@@ -55,7 +55,14 @@ def sweep(corpus, grid, randoms, trials, workers, scheduler, sweep_dir, seed, as
                  else f"best val loss {result.best_val_loss:.4f}")
         console.print(Text(f"  {result.name} {_settings(result.values)}: {score}"), soft_wrap=True)
 
-    results = run_sweep(corpus, plan, where, workers=workers, scheduler=scheduler, on_result=finished)
+    from .stop_signals import StopSignals
+
+    with StopSignals() as signals:
+        # a stop signal is only recorded; the sweep looks between waits, stops its workers (they
+        # save and are recorded), and a second signal aborts there
+        signals.training(_NothingToStop(), _Note(console))
+        results = run_sweep(corpus, plan, where, workers=workers, scheduler=scheduler, on_result=finished,
+                            poll=lambda: (signals.act(), signals.received is not None)[1])
     varied = [name for name in plan.trials[0].values
               if len({repr(t.values[name]) for t in plan.trials}) > 1]
     table = Table(title=Text(f"{len(results)} trials, best first"), title_justify="left")
@@ -71,7 +78,26 @@ def sweep(corpus, grid, randoms, trials, workers, scheduler, sweep_dir, seed, as
     if as_json:
         for r in results:
             emit(json.dumps(r.to_dict()))
+    if signals.received is not None:
+        console.print(Text(f"stopped: {len(results)} of {len(plan.trials)} trials recorded in "
+                           f"{show_path(where)}/sweep.jsonl"), soft_wrap=True)
+        return signals.exit_code
     return 0 if any(r.best_val_loss is not None for r in results) else 1
+
+
+class _NothingToStop:
+    """The sweep polls for the stop itself (run_sweep's ``poll``)."""
+
+    def request_stop(self) -> None:
+        pass
+
+
+class _Note:
+    def __init__(self, console):
+        self.console = console
+
+    def note(self, message: str) -> None:
+        self.console.print(Text(message.replace("after this step", "every trial after its step"), style="yellow"))
 
 
 def _settings(values: dict) -> str:

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from ..config import ModelConfig, TrainConfig
 from ..distributed.launch import launch_ranks
-from .common import err, runs_root, show_path
+from .common import err, runs_root, shell_command, show_path
 from .options import given, option_names, setting_options
 from .run_options import emit_summary, training_run_options
 from .stop_signals import StopSignals
@@ -110,7 +110,7 @@ def _run(trainer, console, signals, as_json=False) -> int:
     view = TrainView(console, trainer, live=console.is_terminal)
     signals.training(trainer, view)
     with view:
-        for event in trainer.events():
+        for event in signals.watch(trainer.events()):
             view.update(event)
     console.print(summary_table(view, run, trainer.model.num_parameters), soft_wrap=True)
     done = view.done
@@ -118,7 +118,7 @@ def _run(trainer, console, signals, as_json=False) -> int:
         emit_summary(done)
     if done.reason == "stopped":
         console.print(Text.assemble(("stopped.", "yellow"), " continue with: ",
-                                    (f"charlm train --resume {run}", "bold")), soft_wrap=True)
+                                    (shell_command("charlm", "train", "--resume", run), "bold")), soft_wrap=True)
         return signals.exit_code
     if done.reason == "diverged":
         from ..errors import CharlmError

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..training.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent, WarningEvent
+from .common import shell_command
 from .render import fmt_count, fmt_num, fmt_time, kv_table, loss_plot, split_text
 from .safe_text import printable, printable_text
 
@@ -205,5 +206,5 @@ def summary_table(view: TrainView, run: str, parameters: int) -> Table:
     saved = {name: (view.trainer.run_dir / name).exists() for name in (MODEL_FILE, LAST_FILE)}
     rows += [("best model", str(Path(run) / MODEL_FILE) if saved[MODEL_FILE] else None),
              ("resume from", str(Path(run) / LAST_FILE) if saved[LAST_FILE] else None),
-             ("sample it", Text(f"charlm sample {run}", style="bold green") if saved[MODEL_FILE] else None)]
+             ("sample it", Text(shell_command("charlm", "sample", run), style="bold green") if saved[MODEL_FILE] else None)]
     return kv_table(rows, title="training summary")

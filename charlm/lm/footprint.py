@@ -44,7 +44,9 @@ def training_bytes(model_config, train_config, vocab: int | None = None) -> int:
 
 
 def available_bytes() -> int:
-    """Memory this process may use: the smaller of the available RAM and its address-space limit."""
+    """Memory this process may use: the smallest of the available RAM, the room left under its
+    control group's limit (a container's or a Slurm job's, which the host's figures ignore) and
+    its address-space limit."""
     limits = []
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -58,6 +60,11 @@ def available_bytes() -> int:
             limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
         except (ValueError, OSError, AttributeError):
             pass
+    from .cgroup_memory import cgroup_room
+
+    room = cgroup_room()
+    if room is not None:
+        limits.append(room)
     try:
         import resource
 
@@ -99,30 +106,29 @@ def check_training_fits(model_config, train_config, vocab: int | None = None,
     """Refuse a configuration whose training would not fit in memory, naming the option that
     makes it too big (the one whose default would shrink the estimate most) and the estimate.
     ``vocab`` defaults to the model's vocabulary size (unknown before the corpus is read)."""
+    vocab = vocab or model_config.vocab_size or None
+    fallback = f"a vocabulary of {vocab:,} tokens (--max-vocab)" if vocab else "this configuration"
+    check_estimate_fits(lambda c: training_bytes(c["model"], c["train"], vocab),
+                        {"model": model_config, "train": train_config}, _SIZES, fallback, available)
+
+
+def check_estimate_fits(estimate, configs: dict, sizes, fallback: str, available: int | None = None) -> None:
+    """Refuse (ConfigError) when ``estimate(configs)`` bytes exceed the memory available, naming
+    the setting among ``sizes`` ((field, key of ``configs``) pairs) whose default would shrink the
+    estimate most, else ``fallback``. Shared by every task's estimate."""
     from dataclasses import replace
 
-    from ..config import ModelConfig, TrainConfig
     from ..settings import spec_of
 
-    vocab = vocab or model_config.vocab_size or None
-    needed = training_bytes(model_config, train_config, vocab)
+    needed = estimate(configs)
     available = available_bytes() if available is None else available
     if needed <= available:
         return
-    classes = {"model": ModelConfig, "train": TrainConfig}
     best, culprit = needed, None
-    for field, kind in _SIZES:
-        configs = {"model": model_config, "train": train_config}
-        configs[kind] = replace(configs[kind], **{field: getattr(classes[kind](), field)})
-        smaller = training_bytes(configs["model"], configs["train"], vocab)
+    for field, kind in sizes:
+        given = configs[kind]
+        smaller = estimate(configs | {kind: replace(given, **{field: getattr(type(given)(), field)})})
         if smaller < best:
-            best = smaller
-            given = (model_config, train_config)[kind == "train"]
-            culprit = (spec_of(classes[kind], field).option, getattr(given, field))
-    if culprit is None and vocab:
-        what = f"a vocabulary of {vocab:,} tokens (--max-vocab)"
-    elif culprit is None:
-        what = "this configuration"
-    else:
-        what = f"{culprit[0]} {culprit[1]}"
-    check_fits(needed, what + " (model, gradients, optimiser state and one step's activations)", available)
+            best, culprit = smaller, f"{spec_of(type(given), field).option} {getattr(given, field)}"
+    check_fits(needed, (culprit or fallback) + " (model, gradients, optimiser state and one step's activations)",
+               available)

@@ -1,10 +1,12 @@
 """Many small trainings instead of one large one: a grid or random search of settings.
 
 Each trial is an independent ``charlm train`` run in its own directory under the sweep's
-directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by a pool of
-local worker processes or, given a scheduler address, by the workers of a Dask distributed
-cluster (the ``dask`` extra). The results, one JSON line per finished trial in
-``sweep.jsonl``, are ranked by the best validation loss. Nothing here prints.
+directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by local
+worker processes (sweep_workers.py: a killed worker is a failed trial, a stop saves the running
+ones) or, given a scheduler address, by the workers of a Dask distributed cluster (the ``dask``
+extra). The sweep directory itself is locked: one sweep writes it. The results, one JSON line
+per finished, failed or stopped trial in ``sweep.jsonl``, are ranked by the best validation
+loss. Nothing here prints.
 
 Settings are ``name=value`` with the names of ``charlm train``'s settings (``hidden``, ``lr``,
 ``steps``...). A grid axis lists values, ``hidden=64,128``; a random axis gives a range,
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig, make_configs
 from ..errors import ConfigError
+from ..runs.metrics import append_metrics
 from ..settings import specs
 
 RESULTS_FILE = "sweep.jsonl"
@@ -129,9 +131,10 @@ def _range(name: str, value: str):
     return name, draw
 
 
-def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> dict:
+def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int, stop=None) -> dict:
     """Train one trial to the end in this process; its result as a dict (errors included, so
-    that one failing trial does not end the sweep)."""
+    that one failing trial does not end the sweep). ``stop()``, asked after each event, returns
+    True once the trial should save and stop."""
     from ..errors import CharlmError
     from . import start as lm_start
 
@@ -145,6 +148,8 @@ def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> 
         done = None
         for event in trainer.events():
             done = event
+            if stop is not None and stop():
+                trainer.request_stop()
         result.best_val_loss = _finite(done.best_value)
         result.best_step, result.steps = done.best_step, done.step
         result.seconds, result.reason = round(done.elapsed, 3), done.reason
@@ -154,25 +159,42 @@ def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int) -> 
 
 
 def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler: str | None = None,
-              on_result=None) -> list[TrialResult]:
-    """Run every trial of ``plan``, ``workers`` at a time in local processes, or on the Dask
-    cluster at ``scheduler``; each result is appended to ``sweep_dir``/sweep.jsonl as it comes
-    and passed to ``on_result``. Returns the results ranked by best validation loss."""
+              on_result=None, poll=None) -> list[TrialResult]:
+    """Run every trial of ``plan``, ``workers`` at a time in local processes (sweep_workers.py),
+    or on the Dask cluster at ``scheduler``; each result is appended to ``sweep_dir``/sweep.jsonl
+    as it comes and passed to ``on_result``. ``poll()`` returns True once the sweep should stop
+    (the running trials save and are recorded; no other starts). The sweep directory is locked
+    for this process (runs/directory.py): a second sweep into it is refused. Returns the
+    results ranked by best validation loss."""
+    from ..runs.directory import lock_run_dir
+
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(sweep_dir)  # noqa: F841 - held until the sweep returns
     taken = sorted(t.name for t in plan.trials if (sweep_dir / t.name).exists())
     if taken:
         raise ConfigError(f"{sweep_dir} already holds {', '.join(taken[:3])}: choose another --sweep-dir")
     jobs = [([str(Path(p).resolve()) for p in corpus], t, str(sweep_dir), plan.threads) for t in plan.trials]
     results = []
-    for record in (_on_dask(scheduler, jobs) if scheduler else _on_processes(workers, jobs)):
+    if scheduler:
+        records = _on_dask(scheduler, jobs, poll)
+    else:
+        from .sweep_workers import run_on_processes
+
+        records = run_on_processes(workers, jobs, run_trial, _failed, poll)
+    for record in records:
         result = TrialResult(**record)
-        with open(sweep_dir / RESULTS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(result.to_dict()) + "\n")
+        append_metrics(sweep_dir, result.to_dict(), file=RESULTS_FILE)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return ranked(results)
+
+
+def _failed(job, why: str) -> dict:
+    """The record of a trial whose worker ended without a result."""
+    _, trial, sweep_dir, _ = job
+    return TrialResult(trial.name, trial.values, str(Path(sweep_dir) / trial.name), error=why).to_dict()
 
 
 def ranked(results: list[TrialResult]) -> list[TrialResult]:
@@ -180,26 +202,11 @@ def ranked(results: list[TrialResult]) -> list[TrialResult]:
     return sorted(results, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0, r.name))
 
 
-def _on_processes(workers: int, jobs):
-    """Fresh (spawned) processes: a forked copy of a process that has loaded Numba's threads
-    is not safe to run kernels in."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+def _on_dask(scheduler: str, jobs, poll=None):
+    """The trials on a Dask cluster; a trial whose task fails (its worker died) is a failed
+    record, and a stop cancels the trials still queued or running there."""
     try:
-        futures = [pool.submit(run_trial, *job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
-    except BaseException:  # Ctrl-C: trials not yet started never start
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _on_dask(scheduler: str, jobs):
-    try:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import Client, wait
     except ImportError:
         raise ConfigError("a sweep on a Dask cluster needs dask: pip install 'charlm[dask]'") from None
     try:
@@ -207,9 +214,24 @@ def _on_dask(scheduler: str, jobs):
     except OSError as e:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
     with client:
-        futures = [client.submit(run_trial, *job, pure=False) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        futures = {client.submit(run_trial, *job, pure=False): job for job in jobs}
+        try:
+            while futures:
+                if poll is not None and poll():
+                    return
+                try:
+                    done, _ = wait(list(futures), timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                for future in done:
+                    job = futures.pop(future)
+                    try:
+                        record = future.result()
+                    except Exception as e:  # noqa: BLE001 - the trial's failure, whatever it was
+                        record = _failed(job, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+                    yield record
+        finally:
+            client.cancel(list(futures))
 
 
 def _finite(x):

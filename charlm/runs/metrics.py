@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, name_the_file
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -33,10 +33,10 @@ class MetricsProblem:
         return f"{path} line {self.line}: {self.reason}; skipped"
 
 
-def append_metrics(run_dir: Path, *records: dict) -> None:
-    """Append one JSON line per record in one write, flushed and fsynced: a crash loses at most
-    the lines of this call (a torn last line is skipped when read)."""
-    path = Path(run_dir) / METRICS_FILE
+def append_metrics(run_dir: Path, *records: dict, file: str = METRICS_FILE) -> None:
+    """Append one JSON line per record to ``file`` in one write, flushed and fsynced: a crash
+    loses at most the lines of this call (a torn last line is skipped when read)."""
+    path = Path(run_dir) / file
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o644)
@@ -45,10 +45,13 @@ def append_metrics(run_dir: Path, *records: dict) -> None:
             raise CheckpointError(f"{path} is a symbolic link: charlm writes nothing through a link in "
                                   "a run directory (remove it)") from None
         raise
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(record) + "\n" for record in records))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(record) + "\n" for record in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # (a torn last line is skipped when read)
+        raise name_the_file(e, path) from None
 
 
 def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import CheckpointError, ConfigError
 from . import data, store
@@ -48,20 +47,18 @@ def read_split(spec: dict, path) -> list:
 
 
 def load_data(spec: dict) -> tuple[list, list]:
-    """(training examples, dev examples) as the spec describes them."""
+    """(training examples, dev examples) as the spec describes them; training data with nothing
+    to learn is refused, and a held-out dev keeps every label in training (learnable.py)."""
+    from .learnable import check_learnable, hold_out
+
     train = read_split(spec, spec["train"])
+    check_learnable(train, spec["train"], spec["format"])
     if spec.get("dev"):
         return train, read_split(spec, spec["dev"])
     fraction = spec.get("dev_fraction", 0.0)
     if not fraction:
         return train, []
-    order = np.random.default_rng([spec.get("seed", 0), 7]).permutation(len(train))
-    n_dev = int(round(len(train) * fraction))
-    if n_dev < 1 or n_dev >= len(train):
-        raise ConfigError(f"{spec['train']}: {len(train)} examples are too few to hold out "
-                          f"{fraction:g} of them as dev (give a dev file, or a dev fraction of 0)")
-    dev_idx = set(order[:n_dev].tolist())
-    return ([e for i, e in enumerate(train) if i not in dev_idx], [train[i] for i in sorted(dev_idx)])
+    return hold_out(train, fraction, spec.get("seed", 0), spec["train"])
 
 
 def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig, root, run_dir=None):

@@ -50,6 +50,10 @@ class SeqTask:
         self.train = encode_examples(train, tokenizer, labels, task, max_length=self.tcfg.max_length,
                                      where="training data: ")
         self.dev = encode_examples(dev, tokenizer, labels, task, where="dev data: ") if dev else None
+        from .footprint import check_seq_training_fits
+
+        # before allocating: a mistyped size is refused in one line, not by the OOM killer
+        check_seq_training_fits(self.mcfg, self.tcfg, int(self.train.lengths.max(initial=1)))
         self.model = build_model(self.mcfg, np.dtype(self.tcfg.dtype))
         self.optimizer = LazyAdam(self.model.layout, self.model.size, self.model.dtype,
                                   weight_decay=self.tcfg.weight_decay)

@@ -107,7 +107,24 @@ class Loop:
         """Train until a budget is reached or a stop is requested, yielding events. The thread
         limits (``tcfg.threads``) hold while it runs and are undone when it ends."""
         with self.task.thread_scope(self.task.tcfg.threads):
-            yield from self._events()
+            try:
+                yield from self._events()
+            except OSError as e:
+                raise self._write_failed(e) from None
+
+    def _write_failed(self, error: OSError) -> BaseException:
+        """A write into the run directory failed (a full disk, a quota): one line naming the file
+        and what is still safe. Every write there is atomic or an append trimmed on resume, so the
+        newest checkpoint is as it was. Other errors pass unchanged."""
+        from ..errors import CheckpointError
+
+        where = Path(error.filename) if error.filename else None
+        if where is None or self.run_dir.resolve() not in where.resolve().parents:
+            return error
+        why = error.strerror or str(error)
+        kept = (f"the last checkpoint, {LAST_FILE} at step {self._saved_step:,}, is intact: free space and "
+                "resume from it" if self._saved_step is not None else "no checkpoint had been written yet")
+        return CheckpointError(f"cannot write {where}: {why}; {kept}")
 
     def _events(self):
         task, pos, clock = self.task, self.pos, self.clock
