@@ -7,13 +7,12 @@ import numpy as np
 
 from ..seqtask.heads import dropout_mask
 from .decoder import run_backward, run_forward
-from .model import Encoded
 
 
 @dataclass
 class Pass:
     """What the backward reads of one forward; the decoder's rows sorted by target length."""
-    enc: Encoded
+    enc: object           # model.Encoded (not imported: model.py imports this module)
     order: np.ndarray     # decoder row i is the caller's row order[i]
     rows: np.ndarray      # ... and the encoder's sorted row rows[i]
     lengths: np.ndarray   # (B,) target lengths, non-increasing
