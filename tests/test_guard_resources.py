@@ -14,7 +14,7 @@ TINY = ("--layers", 1, "--threads", 1, "--steps", 3)
 
 def _cgroup(tmp_path, monkeypatch, proc: str, files: dict):
     """A cgroup tree under tmp_path (``files``: relative path -> content) and the process's line."""
-    from charlm.lm import cgroup_memory
+    from charlm.training import cgroup_memory
 
     root = tmp_path / "cgroup"
     for name, text in files.items():
@@ -39,8 +39,8 @@ def _cgroup(tmp_path, monkeypatch, proc: str, files: dict):
     ("0::/elsewhere\n", {"memory.max": "7000000\n", "memory.current": "1000000\n"}, 6_000_000),  # a namespace
 ])
 def test_the_cgroup_limit_bounds_the_memory_available(tmp_path, monkeypatch, proc, files, room):
-    from charlm.lm.cgroup_memory import cgroup_room
-    from charlm.lm.footprint import available_bytes
+    from charlm.training.cgroup_memory import cgroup_room
+    from charlm.training.memory import available_bytes
 
     _cgroup(tmp_path, monkeypatch, proc, files)
     assert cgroup_room() == room

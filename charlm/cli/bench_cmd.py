@@ -48,8 +48,9 @@ def bench(names, repeat, no_train, no_sample, compare_torch, torch_baseline, tor
     import dataclasses
     import sys
 
-    from ..lm.footprint import check_fits, training_bytes
+    from ..lm.footprint import training_bytes
     from ..settings import spec_of
+    from ..training.memory import check_fits
 
     values = given(options)
     custom = {k: v for k, v in values.items() if k in CUSTOM}
@@ -76,7 +77,13 @@ def bench(names, repeat, no_train, no_sample, compare_torch, torch_baseline, tor
 
 
 def _run(configs, repeat, baseline, torch_python):
-    from ..bench.compare import blas_warning, measure_isolated, median_result, ratios, run_torch_baseline
+    from ..bench.compare import (
+        blas_warning,
+        measure_isolated,
+        median_result,
+        ratios,
+        run_torch_baseline,
+    )
 
     console = err()
     rows, warned = [], False

@@ -280,7 +280,8 @@ def _check_memory_fits(cells, distances, per_distance, hidden, seq_len, batch_si
 
     from ..config import ModelConfig, TrainConfig, replace
     from ..inspect.memory import run_memory_experiment
-    from ..lm.footprint import check_fits, check_training_fits
+    from ..lm.footprint import check_training_fits
+    from ..training.memory import check_fits
 
     defaults = {k: p.default for k, p in pyinspect.signature(run_memory_experiment).parameters.items()}
     ds = sorted(set(distances))

@@ -1,6 +1,6 @@
 """How much memory training a classifier or tagger needs, estimated before anything is allocated.
 
-The counterpart of lm/footprint.py (whose refusal it shares): the parameters from their shapes
+The counterpart of lm/footprint.py (the refusal both share: training/memory.py): the parameters from their shapes
 (Python integers: ``--buckets 2000000000`` or ``--hidden 24000`` cannot overflow), the gradient and
 the two Adam buffers of each, and one batch of the longest sequences' activations in every layer,
 direction and member. Within a factor of about two: enough to refuse what cannot fit.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..lm.footprint import check_estimate_fits
+from ..training.memory import check_estimate_fits
 
 _PER_PARAMETER = 4   # weights, gradient, Adam's two moments
 _WORKSPACE = 2       # the kernels' scratch and the evaluation pass, on top of the activations
