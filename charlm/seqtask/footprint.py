@@ -2,9 +2,8 @@
 
 The counterpart of lm/footprint.py (the refusal both share: training/memory.py): the parameters
 from their shapes (Python integers: ``--buckets 2000000000`` or ``--hidden 24000`` cannot overflow),
-the gradient and
-the two Adam buffers of each, and one batch of the longest sequences' activations in every layer,
-direction and member. Within a factor of about two: enough to refuse what cannot fit.
+the gradient and the two Adam buffers of each, and one batch of the longest sequences' activations
+in every layer, direction and member. Within a factor of about two: enough to refuse what cannot fit.
 """
 from __future__ import annotations
 
