@@ -76,3 +76,15 @@ def test_standard_input_is_read_once_and_kept(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     with pytest.raises(text_files.CorpusError, match="standard input: is empty"):
         text_files.read_text("-")
+
+
+def test_predict_refuses_a_mistyped_run_and_names_the_model_that_answers(trained):
+    run, _ = trained
+    (run.parent / "runs").mkdir(exist_ok=True)
+    os.rename(run, run.parent / "runs" / "words")
+    result = invoke("classify", "predict", "runs/wrods", "hello")       # a typo, not a text to classify
+    one_line_error(result, "runs/wrods", "no such run")
+    answered = invoke("classify", "predict", "runs/words", "hello")
+    assert answered.exit_code == 0 and "hello" in answered.stdout
+    assert "model" in answered.stderr and "words" in answered.stderr
+    assert invoke("classify", "predict", "and/or").exit_code == 0      # text with a slash is still text

@@ -9,6 +9,7 @@ import json
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
 from .common import emit, err, out, runs_root, shell_command, show_path
@@ -222,13 +223,29 @@ def predictor_and_texts(args, file, task: str):
     """The predictor of [RUN] (default: the latest ``task`` run) and the texts to label: the
     other arguments, then the lines of ``file``."""
     from ..seqtask.predict import Predictor, read_lines
-    from ..runs.find import is_run_like, resolve_run
 
-    run = args[0] if args and is_run_like(args[0], runs_root()) else None
-    texts = list(args[1:] if run else args) + (read_lines(file) if file else [])
+    run, texts = run_and_texts(args, task)
+    texts += read_lines(file) if file else []
     if not texts:
         raise click.UsageError(f"give texts to {task}, or --file FILE")
-    return Predictor.load(resolve_run(run, runs_root(), task)), texts
+    predictor = Predictor.load(run)
+    name_the_model(predictor.checkpoint.path)
+    return predictor, texts
+
+
+def run_and_texts(args, task: str):
+    """[RUN] [TEXT...]: the run the first argument names (else the latest ``task`` run) and the
+    texts after it. A path into a folder of runs that names none of them is refused as a
+    mistyped run, not read as text."""
+    from ..runs.find import is_run_like, mistyped_run, resolve_run
+
+    named = bool(args) and (is_run_like(args[0], runs_root()) or mistyped_run(args[0]))
+    return resolve_run(args[0] if named else None, runs_root(), task), list(args[1:] if named else args)
+
+
+def name_the_model(path) -> None:
+    """Which model answered, on standard error (the answers go to standard output)."""
+    err().print(Text(f"model {show_path(path)}"), style="dim", highlight=False, soft_wrap=True)
 
 
 def emit_results(items, as_json: bool, lines) -> None:

@@ -12,10 +12,17 @@ import click
 
 from ..seq2seq.config import LEVELS, Seq2SeqConfig
 from ..seqtask.config import SeqTrainConfig
-from .classify_cmd import emit_results, run_options, run_training, split_run_and_file
-from .run_options import json_option
+from .classify_cmd import (
+    emit_results,
+    name_the_model,
+    run_and_texts,
+    run_options,
+    run_training,
+    split_run_and_file,
+)
 from .common import emit, out, runs_root, show_path
 from .options import given, setting_options
+from .run_options import json_option
 
 BEAM_HELP = "beam search with K hypotheses (length penalty 0.6) instead of greedy decoding"
 
@@ -142,11 +149,6 @@ def seq2seq_predict(args, file, beam, as_json):
       charlm seq2seq predict "hello" "world"
       charlm seq2seq predict runs/g2p-20260101-120000 -f words.txt --beam 5 --json
     """
-    from ..data.text_files import read_text
-    from ..errors import CorpusError
-    from ..runs.find import is_run_like, resolve_run
-    from ..seq2seq.data import read_sources, tokens
-    from ..seq2seq.predict import Transducer
     from .seq2seq_view import prediction_lines
 
     transducer, sources = transducer_and_sources(args, file)
@@ -158,15 +160,14 @@ def transducer_and_sources(args, file):
     arguments, then the lines of ``file`` (a source<TAB>target line gives its source)."""
     from ..data.text_files import display_name, read_text
     from ..errors import CorpusError
-    from ..runs.find import is_run_like, resolve_run
     from ..seq2seq.data import read_sources, tokens
     from ..seq2seq.predict import Transducer
 
-    run = args[0] if args and is_run_like(args[0], runs_root()) else None
-    texts = list(args[1:] if run else args)
+    run, texts = run_and_texts(args, "seq2seq")
     if not texts and not file:
         raise click.UsageError("give sources, or --file FILE")
-    transducer = Transducer.load(resolve_run(run, runs_root(), "seq2seq"))
+    transducer = Transducer.load(run)
+    name_the_model(transducer.checkpoint.path)
     level = transducer.checkpoint.levels["source"]
     sources = [tokens(t, level) for t in texts] + (read_sources(read_text(file), level) if file else [])
     if not sources or not all(sources):

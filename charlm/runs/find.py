@@ -7,6 +7,7 @@ A run directory is what a trainer writes: its best and last checkpoints (``MODEL
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -92,6 +93,13 @@ def resolve_run(arg, root, task: str = "lm") -> Path:
     names = [p.name for p in list_runs(root)][-5:]
     known = f" (recent runs in {root}: {', '.join(names)})" if names else ""
     raise CheckpointError(f"{arg}: no such run directory or checkpoint file{known}")
+
+
+def mistyped_run(arg) -> bool:
+    """Whether ``arg`` is a path into a folder of runs that names none of them (``runs/typo``): a
+    mistyped run, which a command taking ``[RUN] [TEXT...]`` must not read as text."""
+    path = Path(arg)
+    return os.sep in str(arg) and not path.exists() and bool(list_runs(path.parent))
 
 
 def is_run_like(arg, root) -> bool:
