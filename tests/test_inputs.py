@@ -45,7 +45,8 @@ def test_training_refuses_pipes_endless_devices_and_standard_input_before_making
     os.mkfifo(tmp_path / "pipe")
     for source, needle in ((tmp_path / "pipe", "named pipe"), ("/dev/zero", "not a regular text file"),
                            ("-", "not standard input")):
-        one_line_error(invoke(*command, source, "--steps", "1", input="a\tb\n"), needle)
+        line = one_line_error(invoke(*command, source, "--steps", "1", input="a\tb\n"), needle)
+        assert "give -" not in line          # training data cannot come from standard input
     assert not (tmp_path / "runs").exists()
 
 

@@ -20,7 +20,7 @@ STDIN = "-"              # the name of standard input wherever a file is read
 _STDIN_TEXT: dict = {}    # standard input's text, read once (keyed by the stream: tests swap it)
 
 
-def check_path(path) -> str:
+def check_path(path, *, stdin: bool = True) -> str:
     """The path as a string, or CorpusError if it is missing, a directory or not a regular file.
     ``-`` (standard input) passes: it is read once, as a stream."""
     path = os.fspath(path)
@@ -32,17 +32,17 @@ def check_path(path) -> str:
         raise CorpusError(f"{path}: is a directory, not a text file")
     problem = not_a_regular_file(path)  # a FIFO would block the read forever, /dev/zero never end
     if problem:
-        raise CorpusError(f"{path}: {problem}, not a regular text file (save the text to a file first, "
-                          "or give - to read standard input)")
+        hint = "save the text to a file first" + (", or give - to read standard input" if stdin else "")
+        raise CorpusError(f"{path}: {problem}, not a regular text file ({hint})")
     return path
 
 
 def check_file(path) -> str:
     """``check_path`` for inputs that must be read again later (training data: a resume re-reads
     it and checks its content), which standard input cannot be."""
-    path = check_path(path)
-    if path == STDIN:
+    if os.fspath(path) == STDIN:
         raise CorpusError("-: training data must be a file (a run reads it again to resume), not standard input")
+    path = check_path(path, stdin=False)
     return path
 
 
