@@ -57,8 +57,8 @@ def gemv(W, x, y, accumulate):
 
     Four rows at a time, so each x[k] loaded is used four times and the four sums vectorise
     (reassoc) over k. At batch 1 every weight byte is read once per token, so this is bound by
-    cache bandwidth; measured here against OpenBLAS's sgemv called from @njit: equal on 1-4 MB
-    matrices, 1.3-1.8x faster on small ones (no per-call dispatch)."""
+    cache bandwidth: as fast as OpenBLAS's sgemv called from @njit on large matrices, faster on
+    small ones (no per-call dispatch)."""
     M, K = W.shape
     zero = y.dtype.type(0)
     r = 0

@@ -3,7 +3,7 @@
 Why not let OpenBLAS thread its own GEMMs? Because a training step is hundreds of small GEMMs
 (one per time step and layer, 32-64 rows), and every multithreaded BLAS call is a fork/join
 whose idle worker spins: on 2 cores shared with anything else, one descheduled worker stalls
-the step (measured here under load: 64-row GEMM 60 GFLOP/s on one thread, 2 GFLOP/s on two).
+the step (under load a 64-row GEMM on two BLAS threads can run far slower than on one).
 Instead charlm splits the *work*: the rows of the batch are independent in the recurrence, so
 each thread runs the whole recurrence over its block of streams (no synchronisation per step),
 and the large GEMMs are split by rows (``matmul_rows``) or by the summed dimension with a fixed-
