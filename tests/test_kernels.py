@@ -472,3 +472,14 @@ def test_every_row_names_its_kernels(name):
     for entry in entries:
         fn = f"{name}_{entry}" if not entry.startswith("stack") else entry
         assert callable(getattr(cell.kernels, fn)), fn
+
+
+def test_the_losses_exp_is_within_two_ulp_of_numpys_on_the_whole_range():
+    """The vectorisable exp of the softmax (kernels/loss.py) against np.exp over [-708, 0]."""
+    from charlm.kernels.loss import _exp_nonpos
+
+    row = -np.concatenate([np.linspace(0, 708, 200_001), np.random.default_rng(0).uniform(0, 708, 100_000)])
+    e, bits = np.empty(row.size), np.empty(row.size, np.int64)
+    _exp_nonpos(row, 0.0, e, bits)
+    exact = np.exp(row)
+    assert np.max(np.abs(e - exact) / np.spacing(exact)) <= 2.0

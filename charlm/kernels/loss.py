@@ -15,8 +15,9 @@ exp: libm's scalar exp (no SVML in PyPI's llvmlite) cost ~10 ns per element, so 
 (V = 10k, N = 8192) this loop took longer than the three decoder GEMMs. ``_exp_nonpos`` is a
 vectorisable float64 exp (range reduction x = n ln2 + r, degree-13 Taylor polynomial for e^r on
 |r| <= ln2/2, 2^n built from its exponent bits): within about one ulp of np.exp on [-708, 0]
-(tests/test_kernels.py bounds it) and several times faster, because the loop vectorises. Arguments below -708 return ~3e-308 instead of
-underflowing to 0, which cannot change a sum that contains exp(0) = 1.
+(tests/test_kernels.py bounds it at two) and several times faster, because the loop vectorises.
+Arguments below -708 return ~3e-308 instead of underflowing to 0, which cannot change a sum that
+contains exp(0) = 1.
 
 ``cross_entropy_grad`` and ``cross_entropy_rows`` run the rows serially: they are the reference.
 The model trains and evaluates with their twins ``cross_entropy_grad_par`` / ``cross_entropy_rows_par``,
