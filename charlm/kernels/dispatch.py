@@ -60,3 +60,13 @@ cell_step_backward = _chain("step_backward")  # (cell_id, dh_out, dh, dq, h_prev
 input_apart = _unknown  # 1 if the cell keeps its input and recurrent products apart (Cell.input_apart), 0 if not
 for _cell in reversed(PER_LAYER):
     input_apart = _flag_link(_cell.id, int(_cell.input_apart), input_apart)
+
+
+@njit
+def known_input_apart(cell_id):
+    """``input_apart`` of a cell the compiled chains know; ValueError for any other id (kernels
+    compiled before a cell was added: clear the Numba cache)."""
+    apart = input_apart(cell_id)
+    if apart < 0:
+        raise ValueError("a cell id the compiled kernels do not know (clear the Numba cache)")
+    return apart

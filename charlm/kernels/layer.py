@@ -31,7 +31,7 @@ not the cell uses them, empty when it does not (``Cell.cache`` names the ones it
 import numpy as np
 from numba import njit, prange
 
-from .dispatch import cell_step, cell_step_backward, input_apart
+from .dispatch import cell_step, cell_step_backward, known_input_apart
 from .layer_rows import (active_rows, block_input, block_rows, block_weight_grads, cache_row, gather_block,
                          input_groups, pack_directions, position, scatter_row, zero_parts)
 from .parallel import chunk
@@ -58,8 +58,7 @@ def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gat
     T = T1 - 1
     G = W_hh.shape[1]
     S = s0.shape[1]
-    if input_apart(cell_id) < 0:
-        raise ValueError("layer_forward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    known_input_apart(cell_id)  # an id the compiled chains do not know is refused before any work
     bias = b_ih + b_hh  # for the cells that sum them (the GRU keeps them apart: b_hn sits inside r * (...))
     P = pack_directions(W_hh, True)  # W_hh^T in register-tile panels, once per call
     project = x_in.size > 0
@@ -127,9 +126,7 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
     T = T1 - 1
     G = W_hh.shape[1]
     S = dsT.shape[1]
-    apart = input_apart(cell_id)
-    if apart < 0:
-        raise ValueError("layer_backward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    apart = known_input_apart(cell_id)
     project = x_in.size > 0
     I = W_ih.shape[2]  # (dx may be wanted without x_in: inspect's state gradients)
     scatter = ids.size > 0

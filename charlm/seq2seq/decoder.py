@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from ..kernels.activations import tanh_act
 from ..kernels.blas import gemm
-from ..kernels.dispatch import cell_step, cell_step_backward, input_apart
+from ..kernels.dispatch import cell_step, cell_step_backward, known_input_apart
 from ..kernels.layer_rows import active_rows
 from ..kernels.parallel import chunk
 from .attention import attend, attend_backward
@@ -56,8 +56,7 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
     (B, H) (c0 read only by a cell with two states)."""
     T, B, G = xp.shape
     H = W_hh.shape[1]
-    if input_apart(cell_id) < 0:
-        raise ValueError("decoder_forward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    known_input_apart(cell_id)  # an id the compiled chains do not know is refused before any work
     bias = b_ih + b_hh   # for the cells that sum them (the GRU reads them apart)
     two = cs.size > 0
     dropping = drop.size > 0
@@ -109,9 +108,7 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
     T, B, G = dxp.shape
     H = W_hh.shape[1]
     S = alpha.shape[2]
-    apart = input_apart(cell_id)
-    if apart < 0:
-        raise ValueError("decoder_backward: a cell id the compiled kernels do not know (clear the Numba cache?)")
+    apart = known_input_apart(cell_id)
     two = cs.size > 0
     dropping = drop.size > 0
     one = dxp.dtype.type(1)
