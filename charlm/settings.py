@@ -69,6 +69,12 @@ def specs(cls) -> list[Spec]:
                  f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
 
 
+def user_specs(*classes, exclude=()) -> list[Spec]:
+    """The fields of ``classes`` a user sets (not those the program sets), but those in ``exclude``."""
+    found = {s.name: s for cls in classes for s in specs(cls) if s.meta.option and s.name not in exclude}
+    return list(found.values())
+
+
 def spec_of(cls, name: str) -> Spec:
     return next(s for s in specs(cls) if s.name == name)
 

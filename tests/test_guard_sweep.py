@@ -1,6 +1,6 @@
-"""A sweep survives its workers and obeys stop signals: a killed worker is a recorded failed trial
-and the others go on; SIGTERM, SIGHUP or Ctrl-C stops every worker, saves and records the
-running trials, starts no other and leaves no process behind; a sweep directory has one owner.
+"""A sweep of any task survives its workers and obeys stop signals: a killed worker is a recorded
+failed trial and the others go on; SIGTERM, SIGHUP or Ctrl-C stops every worker, saves and records
+the running trials, starts no other and leaves no process behind; a sweep directory has one owner.
 
 Every moment is an event seen in the sweep's directory (a trial's lock file naming its worker,
 its first checkpoint), never a delay; timeouts only bound a hung test."""
@@ -14,18 +14,23 @@ import time
 import pytest
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals and process groups")
-SETTINGS = ["--grid", "layers=1", "--grid", "embed=8", "--grid", "hidden=4", "--grid", "batch_size=4",
-            "--grid", "seq_len=8", "--grid", "eval_every=5", "--grid", "threads=1"]
+SETTINGS = ["layers=1", "embed=8", "hidden=4", "batch_size=4", "eval_every=5", "threads=1"]   # every task's
 LONG = 1_000_000   # steps no trial reaches in a test: it ends by the test's doing
 
 
-def _sweep(tmp_path, steps: str, where="sw", workers=2):
-    corpus = tmp_path / "words.txt"
+def _sweep(tmp_path, steps: str, where="sw", workers=2, task="lm"):
+    if task == "lm":
+        corpus, command = tmp_path / "words.txt", ["sweep"]
+        text, settings = "a quick brown fox jumps over the lazy dog under grey skies\n" * 200, [*SETTINGS, "seq_len=8"]
+    else:   # a classifier's sweep: the same workers, signals and records
+        corpus, command = tmp_path / "words.tsv", [task, "sweep"]
+        text, settings = "".join(f"{w}\t{len(w) % 2}\n" for w in "a quick brown fox jumps over".split() * 40), SETTINGS
     if not corpus.exists():
-        corpus.write_text("a quick brown fox jumps over the lazy dog under grey skies\n" * 200)
+        corpus.write_text(text)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), CHARLM_RUNS_DIR=str(tmp_path / "runs"),
                CHARLM_CACHE_DIR=str(tmp_path / "cache"))
-    return subprocess.Popen([sys.executable, "-m", "charlm", "sweep", str(corpus), *SETTINGS, "--grid", f"steps={steps}",
+    grid = [arg for s in [*settings, f"steps={steps}"] for arg in ("--grid", s)]
+    return subprocess.Popen([sys.executable, "-m", "charlm", *command, str(corpus), *grid,
                              "--workers", str(workers), "--sweep-dir", str(tmp_path / where)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -57,8 +62,9 @@ def _records(tmp_path):
     return {r["name"]: r for r in map(json.loads, (tmp_path / "sw" / "sweep.jsonl").read_text().splitlines())}
 
 
-def test_a_killed_worker_is_a_failed_trial_and_the_others_go_on(tmp_path):
-    proc = _sweep(tmp_path, f"{LONG},20")
+@pytest.mark.parametrize("task", ["lm", "classify"])
+def test_a_killed_worker_is_a_failed_trial_and_the_others_go_on(tmp_path, task):
+    proc = _sweep(tmp_path, f"{LONG},20", task=task)
     os.kill(_worker_of(tmp_path / "sw" / "trial-001", proc), signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0 and "internal error" not in err, err
@@ -67,12 +73,15 @@ def test_a_killed_worker_is_a_failed_trial_and_the_others_go_on(tmp_path):
     assert records["trial-002"]["error"] is None and records["trial-002"]["steps"] == 20
 
 
-@pytest.mark.parametrize("signum, group", [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, True)],
-                         ids=["SIGTERM", "SIGHUP", "Ctrl-C"])
-def test_a_stop_signal_saves_and_records_the_running_trials_and_leaves_no_process(tmp_path, signum, group):
+@pytest.mark.parametrize("signum, group, task", [(signal.SIGTERM, False, "lm"), (signal.SIGHUP, False, "lm"),
+                                                (signal.SIGINT, True, "lm"), (signal.SIGTERM, False, "classify")],
+                         ids=["SIGTERM", "SIGHUP", "Ctrl-C", "SIGTERM-classify"])
+def test_a_stop_signal_saves_and_records_the_running_trials_and_leaves_no_process(tmp_path, signum, group, task):
     from charlm.lm.checkpoint import load_checkpoint
+    from charlm.seqtask import store
 
-    proc = _sweep(tmp_path, f"{LONG},{LONG},{LONG}")
+    load = load_checkpoint if task == "lm" else store.load
+    proc = _sweep(tmp_path, f"{LONG},{LONG},{LONG}", task=task)
     workers = [_worker_of(tmp_path / "sw" / name, proc) for name in ("trial-001", "trial-002")]
     if group:   # a terminal's Ctrl-C reaches the sweep and its workers at once
         os.killpg(proc.pid, signum)
@@ -85,7 +94,7 @@ def test_a_stop_signal_saves_and_records_the_running_trials_and_leaves_no_proces
     assert sorted(records) == ["trial-001", "trial-002"] and not (tmp_path / "sw" / "trial-003").exists()
     for name, record in records.items():
         assert record["reason"] == "stopped" and record["error"] is None
-        saved = load_checkpoint(tmp_path / "sw" / name / "last.safetensors").metadata["step"]
+        saved = load(tmp_path / "sw" / name / "last.safetensors").metadata["step"]
         assert saved == record["steps"] > 0
     assert all(_gone(pid) for pid in workers)
 

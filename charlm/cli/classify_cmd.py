@@ -1,4 +1,4 @@
-"""``charlm classify train|eval|predict``: one label per text, from a TSV of text<TAB>label.
+"""``charlm classify train|eval|predict|sweep``: one label per text, from a TSV of text<TAB>label.
 
 The commands parse, make one library call (charlm.seqtask) and render; ``tag_cmd`` reuses the
 training options and the training runner below.
@@ -15,6 +15,7 @@ from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
 from .common import emit, err, out, runs_root, shell_command, show_path
 from .options import given, setting_options
 from .run_options import emit_summary, training_run_options
+from .sweep_cmd import run_sweep_command, sweep_options
 
 
 def training_options(task: str):
@@ -24,13 +25,18 @@ def training_options(task: str):
     return lambda func: training_run_options(run_options(settings(func)))
 
 
-def run_options(func, examples: str = "examples"):
-    """--dev, --dev-fraction, --run-dir and --resume: where a training command's dev data and run are."""
+def dev_options(func, examples: str = "examples"):
+    """--dev and --dev-fraction: where a training command's (or a sweep's) dev data is."""
     func = click.option("--dev", "dev_file", type=click.Path(dir_okay=False),
                         help="labelled dev file (else --dev-fraction of the training data is held out)")(func)
-    func = click.option("--dev-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+    return click.option("--dev-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
                         show_default=True,
                         help=f"share of the training {examples} held out for dev when there is no --dev")(func)
+
+
+def run_options(func, examples: str = "examples"):
+    """--dev, --dev-fraction, --run-dir and --resume: where a training command's dev data and run are."""
+    func = dev_options(func, examples)
     func = click.option("--run-dir", type=click.Path(file_okay=False),
                         help="where the run goes [default: runs/<file>-<time>]")(func)
     return click.option("--resume", metavar="RUN", help="continue a stopped run (the budget may grow)")(func)
@@ -45,13 +51,17 @@ def classify():
       charlm classify train words.tsv --dev dev.tsv --epochs 10
       charlm classify eval dev.tsv                     # the latest classifier
       charlm classify predict "bonjour" "hallo" --top-k 3
+      charlm classify sweep words.tsv --dev dev.tsv --grid hidden=64,128 --grid epochs=3
     """
+
+
+HEADER = click.option("--header", type=click.Choice(("auto", "yes", "no")), default="auto", show_default=True,
+                      help="whether the first line is a header (auto: it is when its label is a column name such as 'label')")
 
 
 @classify.command("train")
 @click.argument("train_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--header", type=click.Choice(("auto", "yes", "no")), default="auto", show_default=True,
-              help="whether the first line is a header (auto: it is when its label is a column name such as 'label')")
+@HEADER
 @training_options("classify")
 def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
@@ -73,6 +83,37 @@ def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, 
         return data_spec("classify", train_file, dev_file=dev_file, dev_fraction=dev_fraction,
                          header=header, seed=seed)
     return run_training("classify", train_file, describe, given(options), run_dir, resume, ranks, as_json)
+
+
+def sweep_command(task: str, data_option, doc: str):
+    """``charlm <task> sweep``: TRAIN_FILE with ``data_option`` (its format), the dev options and
+    the sweep's; the trials start as ``charlm <task> train`` runs (seqtask.runs.SeqTrials)."""
+    def command(train_file, dev_file, dev_fraction, **options):
+        from ..seqtask.runs import SeqTrials
+
+        data = {name: options.pop(name) for name in ("header", "fmt") if name in options}
+        kind = SeqTrials(task, train_file, dev_file=dev_file, dev_fraction=dev_fraction, **data)
+        return run_sweep_command(kind, **options)
+    command.__doc__ = doc
+    decorate = (click.argument("train_file", type=click.Path(dir_okay=False)), data_option, dev_options, sweep_options)
+    for decorator in reversed(decorate):
+        command = decorator(command)
+    return click.command("sweep")(command)
+
+
+classify.add_command(sweep_command("classify", HEADER, """Train many classifiers on TRAIN_FILE, one run per
+    combination of settings, and rank them by dev accuracy (ties: lower dev loss).
+
+    Settings are charlm classify train's, by field name (hidden, ngrams, lr, dropout,
+    epochs, time_budget ...); --grid and --random as for charlm sweep. Each trial is its own
+    run under the sweep's directory (charlm classify predict RUN ... uses it), with
+    sweep.jsonl holding one result line per trial.
+
+    \b
+    Examples:
+      charlm classify sweep words.tsv --dev dev.tsv --grid hidden=64,128 --grid lr=1e-3,3e-3 --grid epochs=3
+      charlm classify sweep words.tsv --grid epochs=5 --random dropout=0:0.5 --random ngrams=2:5 --trials 6
+    """))
 
 
 class SeqRuns:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from ..settings import Spec, specs
+from ..settings import Spec, user_specs
 
 
 class Duration(click.ParamType):
@@ -31,7 +31,7 @@ class Duration(click.ParamType):
 
 def option_specs(*classes, only=None, exclude=()) -> list[Spec]:
     """The declared, user-set fields of ``classes`` (those in ``only``, in its order, when given)."""
-    found = {s.name: s for cls in classes for s in specs(cls) if s.meta.option and s.name not in exclude}
+    found = {s.name: s for s in user_specs(*classes, exclude=exclude)}
     return [found[n] for n in only] if only is not None else list(found.values())
 
 

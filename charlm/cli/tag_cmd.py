@@ -1,11 +1,12 @@
-"""``charlm tag train|eval|predict``: one tag per token, from CoNLL files or the restore-spaces task."""
+"""``charlm tag train|eval|predict|sweep``: one tag per token, from CoNLL files or the restore-spaces task."""
 from __future__ import annotations
 
 import json
 
 import click
 
-from .classify_cmd import emit_results, evaluate_command, predictor_and_texts, run_training, training_options
+from .classify_cmd import (emit_results, evaluate_command, predictor_and_texts, run_training, sweep_command,
+                           training_options)
 from .common import emit
 from .options import given
 
@@ -22,11 +23,14 @@ def tag():
     """
 
 
+FORMAT = click.option("--format", "fmt", type=click.Choice(("conll", "spaces")), default="conll", show_default=True,
+                      help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
+                           "learn to put its spaces back (tag per character: does a space follow?)")
+
+
 @tag.command("train")
 @click.argument("train_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(("conll", "spaces")), default="conll", show_default=True,
-              help="conll: token and tag per line, blank lines between sequences; spaces: any plain text, "
-                   "learn to put its spaces back (tag per character: does a space follow?)")
+@FORMAT
 @training_options("tag")
 def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a tagger on TRAIN_FILE.
@@ -48,6 +52,20 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, a
     def describe(seed: int) -> dict:
         return data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt, seed=seed)
     return run_training("tag", train_file, describe, values, run_dir, resume, ranks, as_json)
+
+
+tag.add_command(sweep_command("tag", FORMAT, """Train many taggers on TRAIN_FILE, one run per combination of
+    settings, and rank them by dev token accuracy (ties: lower dev loss).
+
+    Settings are charlm tag train's, by field name; --grid and --random as for charlm sweep.
+    Each trial is its own run under the sweep's directory, with sweep.jsonl holding one
+    result line per trial.
+
+    \b
+    Examples:
+      charlm tag sweep train.conll --dev dev.conll --grid hidden=64,128 --grid epochs=10
+      charlm tag sweep book.txt --format spaces --grid time_budget=2m --random lr=1e-3:1e-2:log --trials 4
+    """))
 
 
 @tag.command("eval")

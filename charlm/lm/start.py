@@ -97,3 +97,33 @@ def resume_training(run, overrides: Overrides, paths=()):
         raise
     trainer.run_lock = lock  # held as long as the trainer lives
     return trainer
+
+
+class LmTrials:
+    """How a sweep (training/sweep.py) starts language-model trials on ``paths``: its settings are
+    ``charlm train``'s, and a lower validation loss is better."""
+
+    metric = "val_loss"
+    command = "charlm train"
+
+    def __init__(self, paths):
+        self.paths = [os.path.abspath(p) for p in paths]
+
+    def specs(self):
+        from ..settings import user_specs
+
+        return user_specs(ModelConfig, TrainConfig)
+
+    def configs(self, values: dict):
+        from ..config import make_configs
+
+        return make_configs(values)
+
+    def start(self, values: dict, run_dir):
+        model_config, train_config = self.configs(values)
+        return start_training(list(self.paths), model_config, train_config, given=frozenset(values), run_dir=run_dir)
+
+    def better(self, scores: dict, best: dict | None) -> bool:
+        from .task import LmTask
+
+        return LmTask.better(scores, best)

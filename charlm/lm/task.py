@@ -127,7 +127,8 @@ class LmTask:
             records = [record] if record is not None else []
         return Evaluation(scores, val_loss, held_out, records)
 
-    def better(self, scores: dict, best: dict | None) -> bool:
+    @staticmethod   # no state: a sweep ranks its trials' best scores by it too
+    def better(scores: dict, best: dict | None) -> bool:
         return scores["val_loss"] < (best["val_loss"] if best else math.inf)
 
     def sample(self, step: int) -> str | None:

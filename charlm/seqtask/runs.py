@@ -110,3 +110,37 @@ def resume(run_dir, overrides: Overrides):
         raise
     trainer.run_lock = lock
     return trainer
+
+
+class SeqTrials:
+    """How a sweep (training/sweep.py) starts classifier or tagger trials (``task``) on the data
+    ``data_spec`` describes (checked here, once): its settings are ``charlm <task> train``'s, and
+    a higher dev accuracy is better (ties: a lower dev loss, as the run itself ranks them)."""
+
+    metric = "accuracy"
+
+    def __init__(self, task: str, train_file, **data):
+        self.task, self.command = task, f"charlm {task} train"
+        self.spec = data_spec(task, train_file, **data)
+
+    def specs(self):
+        from ..settings import user_specs
+        from .config import CLASSIFY_ONLY
+
+        return user_specs(SeqModelConfig, SeqTrainConfig, exclude=() if self.task == "classify" else CLASSIFY_ONLY)
+
+    def configs(self, values: dict):
+        from .config import make_seq_configs
+
+        if self.spec["format"] == "spaces":   # restoring spaces tags characters, whatever the default level
+            values = {"level": "char"} | values
+        return make_seq_configs(self.task, values)
+
+    def start(self, values: dict, run_dir):
+        model_config, train_config = self.configs(values)
+        return start(self.spec | {"seed": train_config.seed}, model_config, train_config, None, run_dir)
+
+    def better(self, scores: dict, best: dict | None) -> bool:
+        from .task import SeqTask
+
+        return SeqTask.better(scores, best)

@@ -179,7 +179,8 @@ class SeqTask:
         brief = {k: scores[k] for k in BRIEF if k in scores}
         return Evaluation(brief, scores["loss"], self.dev is not None)
 
-    def better(self, scores: dict, best: dict | None) -> bool:
+    @staticmethod   # no state: a sweep ranks its trials' best scores by it too
+    def better(scores: dict, best: dict | None) -> bool:
         best = best or {"accuracy": -1.0, "loss": math.inf}
         return scores["accuracy"] > best["accuracy"] or (scores["accuracy"] == best["accuracy"]
                                                          and scores["loss"] < best["loss"])

@@ -1,20 +1,33 @@
-"""Many small trainings instead of one large one: a grid or random search of settings.
+"""Many small trainings instead of one large one: a grid or random search of settings, for any task.
 
-Each trial is an independent ``charlm train`` run in its own directory under the sweep's
-directory (``trial-001``, ...; each locked by its process, runs/directory.py), executed by local
-worker processes (sweep_workers.py: a killed worker is a failed trial, a stop saves the running
-ones) or, given a scheduler address, by the workers of a Dask distributed cluster (the ``dask``
-extra). The sweep directory itself is locked: one sweep writes it. The results, one JSON line
-per finished, failed or stopped trial in ``sweep.jsonl``, are ranked by the best validation
-loss. Nothing here prints.
+Each trial is an independent training run in its own directory under the sweep's directory
+(``trial-001``, ...; each locked by its process, runs/directory.py), executed by local worker
+processes (sweep_workers.py: a killed worker is a failed trial, a stop saves the running ones) or,
+given a scheduler address, by the workers of a Dask distributed cluster (the ``dask`` extra). The
+sweep directory itself is locked: one sweep writes it. The results, one JSON line per finished,
+failed or stopped trial in ``sweep.jsonl`` naming the task's headline metric, are ranked as the
+task ranks its own evaluations. Nothing here prints.
 
-Settings are ``name=value`` with the names of ``charlm train``'s settings (``hidden``, ``lr``,
+The sweep knows no task: a ``kind`` says how the task's trials start (its data and settings
+given), which settings exist and what is better (``lm.start.LmTrials``,
+``seqtask.runs.SeqTrials``):
+
+- ``metric``: the headline score's name; ``command``: the command whose settings these are;
+- ``specs()``: the settings a user may set (settings.py declarations);
+- ``configs(values)``: validate a trial's settings (raises ``ConfigError``);
+- ``start(values, run_dir)``: a training loop (training/loop.py) for a new run in ``run_dir``;
+- ``better(scores, best)``: the task's own ranking of two evaluations' scores.
+
+A kind is pickled to the workers, so it holds only plain data (its data description).
+
+Settings are ``name=value`` with the field names of the task's settings (``hidden``, ``lr``,
 ``steps``...). A grid axis lists values, ``hidden=64,128``; a random axis gives a range,
 ``lr=1e-4:1e-2:log`` (log-uniform), ``dropout=0:0.3`` (uniform; integers when both ends are).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -23,13 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ModelConfig, TrainConfig, make_configs
 from ..errors import ConfigError
 from ..runs.metrics import append_metrics
-from ..settings import specs
 
 RESULTS_FILE = "sweep.jsonl"
-_TYPES = {s.name: s.type for c in (ModelConfig, TrainConfig) for s in specs(c) if s.meta.option}  # what a user sets
 
 
 @dataclass
@@ -43,7 +53,9 @@ class TrialResult:
     name: str
     values: dict
     run_dir: str
-    best_val_loss: float | None = None   # None: the trial failed, see ``error``
+    metric: str = ""                     # the task's headline score (val_loss, accuracy)
+    best_value: float | None = None      # its best value; None: failed (see ``error``) or diverged
+    best: dict | None = None             # every score of that best evaluation (what ranks it)
     best_step: int | None = None
     steps: int = 0
     seconds: float = 0.0
@@ -60,40 +72,49 @@ class SweepPlan:
     threads: int = 1          # kernel threads of each trial (0: all cores of its machine)
 
 
-def parse_setting(text: str) -> tuple[str, str]:
+def parse_setting(kind, text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip().replace("-", "_")
     if not sep or not name or not value.strip():
         raise ConfigError(f"{text!r}: a sweep setting is name=value (e.g. hidden=64,128 or lr=1e-4:1e-2:log)")
-    if name not in _TYPES:
-        raise ConfigError(f"{name!r} is not a training setting (see charlm train -h)")
+    if name not in _settings(kind):
+        raise ConfigError(f"{name!r} is not a setting of {kind.command} (see {kind.command} -h)")
     return name, value.strip()
 
 
-def typed(name: str, text: str):
-    """``text`` as the type of setting ``name`` (its declared type)."""
-    kind = _TYPES[name]
+def _settings(kind) -> dict:
+    return {s.name: s for s in kind.specs()}
+
+
+def typed(kind, name: str, text: str):
+    """``text`` as the type of setting ``name`` of ``kind`` (its declared type; a duration in seconds)."""
+    spec = _settings(kind)[name]
+    if spec.meta.kind == "duration":
+        from ..config import parse_duration
+
+        return parse_duration(text)
+    declared = spec.type
     try:
-        if kind is bool:
+        if declared is bool:
             if text.lower() not in ("true", "false"):
                 raise ValueError
             return text.lower() == "true"
-        if kind is int:
+        if declared is int:
             return int(text)
-        return float(text) if kind is float else text
+        return float(text) if declared is float else text
     except ValueError:
-        raise ConfigError(f"{name}={text!r}: {name} takes {kind.__name__} values") from None
+        raise ConfigError(f"{name}={text!r}: {name} takes {declared.__name__} values") from None
 
 
-def plan_sweep(grid: list[str], randoms: list[str], trials: int = 0, seed: int = 0,
+def plan_sweep(kind, grid: list[str], randoms: list[str], trials: int = 0, seed: int = 0,
                workers: int | None = 1, cores: int | None = None) -> SweepPlan:
-    """The trials: every combination of the grid axes, times ``trials`` random draws of the
-    random axes (one draw per trial when there is no grid). Every trial's settings are
-    validated before any runs. Each trial gets this machine's ``cores`` shared among
+    """The trials of the task ``kind``: every combination of the grid axes, times ``trials``
+    random draws of the random axes (one draw per trial when there is no grid). Every trial's
+    settings are validated before any runs. Each trial gets this machine's ``cores`` shared among
     ``workers``; ``workers=None`` (a cluster's workers): all cores of the machine it runs on."""
-    axes = [(name, [typed(name, v.strip()) for v in value.split(",")])
-            for name, value in map(parse_setting, grid)]
-    ranges = [_range(name, value) for name, value in map(parse_setting, randoms)]
+    axes = [(name, [typed(kind, name, v.strip()) for v in value.split(",")])
+            for name, value in (parse_setting(kind, g) for g in grid)]
+    ranges = [_range(kind, name, value) for name, value in (parse_setting(kind, r) for r in randoms)]
     if ranges and trials < 1:
         raise ConfigError("a random search needs --trials N (how many draws)")
     if not ranges and trials:
@@ -107,20 +128,20 @@ def plan_sweep(grid: list[str], randoms: list[str], trials: int = 0, seed: int =
     if len(points) < 1:
         raise ConfigError("the sweep has no trials")
     for values in points:
-        make_configs(values)
+        kind.configs(values)
     cores = cores or os.cpu_count() or 1
     threads = 0 if workers is None else max(1, cores // max(1, workers))
     return SweepPlan([Trial(f"trial-{i:03d}", v) for i, v in enumerate(points, 1)], threads=threads)
 
 
-def _range(name: str, value: str):
+def _range(task, name: str, value: str):
     parts = value.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
         raise ConfigError(f"{name}={value!r}: a random axis is low:high or low:high:log")
-    kind = _TYPES[name]
+    kind = _settings(task)[name].type
     if kind not in (int, float):
         raise ConfigError(f"{name} is not a number: list its values instead ({name}=a,b)")
-    low, high = (float(typed(name, p)) for p in parts[:2])
+    low, high = (float(typed(task, name, p)) for p in parts[:2])
     log = len(parts) == 3
     if not low < high or (log and low <= 0):
         raise ConfigError(f"{name}={value!r}: needs low < high" + (" and low > 0 for :log" if log else ""))
@@ -131,26 +152,23 @@ def _range(name: str, value: str):
     return name, draw
 
 
-def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int, stop=None) -> dict:
-    """Train one trial to the end in this process; its result as a dict (errors included, so
-    that one failing trial does not end the sweep). ``stop()``, asked after each event, returns
-    True once the trial should save and stop."""
+def run_trial(kind, trial: Trial, sweep_dir: str, threads: int, stop=None) -> dict:
+    """Train one trial of the task ``kind`` to the end in this process; its result as a dict
+    (errors included, so that one failing trial does not end the sweep). ``stop()``, asked after
+    each event, returns True once the trial should save and stop."""
     from ..errors import CharlmError
-    from . import start as lm_start
 
     run_dir = Path(sweep_dir) / trial.name
-    result = TrialResult(trial.name, trial.values, str(run_dir))
+    result = TrialResult(trial.name, trial.values, str(run_dir), kind.metric)
     try:
-        values = {"threads": threads} | trial.values
-        model_config, train_config = make_configs(values)
-        trainer = lm_start.start_training(list(corpus), model_config, train_config, given=frozenset(values),
-                                          run_dir=run_dir)
+        trainer = kind.start({"threads": threads} | trial.values, run_dir)
         done = None
         for event in trainer.events():
             done = event
             if stop is not None and stop():
                 trainer.request_stop()
-        result.best_val_loss = _finite(done.best_value)
+        result.best_value = _finite(done.best_value)
+        result.best = done.best if result.best_value is not None else None
         result.best_step, result.steps = done.best_step, done.step
         result.seconds, result.reason = round(done.elapsed, 3), done.reason
     except CharlmError as e:
@@ -158,14 +176,14 @@ def run_trial(corpus: list[str], trial: Trial, sweep_dir: str, threads: int, sto
     return result.to_dict()
 
 
-def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler: str | None = None,
+def run_sweep(kind, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler: str | None = None,
               on_result=None, poll=None) -> list[TrialResult]:
-    """Run every trial of ``plan``, ``workers`` at a time in local processes (sweep_workers.py),
-    or on the Dask cluster at ``scheduler``; each result is appended to ``sweep_dir``/sweep.jsonl
-    as it comes and passed to ``on_result``. ``poll()`` returns True once the sweep should stop
-    (the running trials save and are recorded; no other starts). The sweep directory is locked
-    for this process (runs/directory.py): a second sweep into it is refused. Returns the
-    results ranked by best validation loss."""
+    """Run every trial of ``plan`` (of the task ``kind``), ``workers`` at a time in local processes
+    (sweep_workers.py), or on the Dask cluster at ``scheduler``; each result is appended to
+    ``sweep_dir``/sweep.jsonl as it comes and passed to ``on_result``. ``poll()`` returns True
+    once the sweep should stop (the running trials save and are recorded; no other starts). The
+    sweep directory is locked for this process (runs/directory.py): a second sweep into it is
+    refused. Returns the results ranked as the task ranks evaluations (``ranked``)."""
     from ..runs.directory import lock_run_dir
 
     sweep_dir = Path(sweep_dir)
@@ -174,7 +192,7 @@ def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler
     taken = sorted(t.name for t in plan.trials if (sweep_dir / t.name).exists())
     if taken:
         raise ConfigError(f"{sweep_dir} already holds {', '.join(taken[:3])}: choose another --sweep-dir")
-    jobs = [([str(Path(p).resolve()) for p in corpus], t, str(sweep_dir), plan.threads) for t in plan.trials]
+    jobs = [(kind, t, str(sweep_dir), plan.threads) for t in plan.trials]
     results = []
     if scheduler:
         records = _on_dask(scheduler, jobs, poll)
@@ -188,18 +206,27 @@ def run_sweep(corpus, plan: SweepPlan, sweep_dir, *, workers: int = 1, scheduler
         results.append(result)
         if on_result is not None:
             on_result(result)
-    return ranked(results)
+    return ranked(results, kind.better)
 
 
 def _failed(job, why: str) -> dict:
     """The record of a trial whose worker ended without a result."""
-    _, trial, sweep_dir, _ = job
-    return TrialResult(trial.name, trial.values, str(Path(sweep_dir) / trial.name), error=why).to_dict()
+    kind, trial, sweep_dir, _ = job
+    return TrialResult(trial.name, trial.values, str(Path(sweep_dir) / trial.name), kind.metric, error=why).to_dict()
 
 
-def ranked(results: list[TrialResult]) -> list[TrialResult]:
-    """Best validation loss first; failed trials last."""
-    return sorted(results, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0, r.name))
+def ranked(results: list[TrialResult], better) -> list[TrialResult]:
+    """The best first as ``better(scores, best)`` (the task's own rule) orders the trials' best
+    scores; equal ones by name, failed and diverged trials last."""
+    def order(a: TrialResult, b: TrialResult) -> int:
+        if (a.best is None) != (b.best is None):
+            return 1 if a.best is None else -1
+        if a.best is not None and better(a.best, b.best):
+            return -1
+        if a.best is not None and better(b.best, a.best):
+            return 1
+        return (a.name > b.name) - (a.name < b.name)
+    return sorted(results, key=functools.cmp_to_key(order))
 
 
 def _on_dask(scheduler: str, jobs, poll=None):
