@@ -9,16 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import PER_LAYER_CELLS
-from ..lm.gradflow import (
-    GradientReport,
-    LagCurves,
-    Spectrum,
-    hidden_state_grads,
-    lag_curves,
-    measure,
-    recurrent_spectra,
-    tracking_record,
-)
+from ..lm.gradflow import (GradientReport, LagCurves, Spectrum, hidden_state_grads, lag_curves,  # noqa: F401
+                           measure, recurrent_spectra, tracking_record)  # (the measurement, read here too)
 
 
 def comparison_models(config, cells=PER_LAYER_CELLS, seed: int = 0, dtype=np.float32) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from ..config import ModelConfig, TrainConfig, replace, to_dict
 from ..data.tokenizer import Tokenizer

@@ -86,7 +86,7 @@ def lock_run_dir(run_dir, *, created: bool = False) -> RunLock:
         # a read-only lock file (a copied run) can still be locked; a read-only directory cannot
         # hold a new one, and then nothing could be saved there either
         fd = _open_lock_read_only(path)
-    except OSError as e:
+    except OSError:
         if not os.path.islink(path):
             raise
         raise CharlmError(f"{path} is a symbolic link: charlm writes nothing through a link in a run "
