@@ -273,6 +273,24 @@ def test_eval_table_json_and_surprisal(trained, tmp_path):
     assert "surprisal" in heat.stdout and "the " in heat.stdout
 
 
+def test_eval_gives_bits_per_character_at_every_level(trained, tmp_path):
+    """A character model scores one token per character (a line break counts one), so its bits
+    per character are its loss / ln 2; a word model's are its total bits over the same count."""
+    import math
+
+    text = "the cat sat.\nthe dog ran\n"
+    held = write(tmp_path / "held.txt", text)
+    char = json.loads(invoke("eval", trained, held, "--json").stdout)
+    characters = char["characters"]
+    assert characters == char["tokens"] and abs(characters - len(text)) <= 1   # the closing <eos>
+    assert char["bits_per_char"] == pytest.approx(char["loss_nats"] / math.log(2))
+    words, _ = train_tiny(tmp_path, "--level", "word", "--split", "words", name="words", steps=3)
+    word = json.loads(invoke("eval", words, held, "--json").stdout)
+    assert word["characters"] == characters and word["tokens"] < characters
+    assert word["bits_per_char"] == pytest.approx(word["loss_nats"] * word["tokens"] / characters / math.log(2))
+    assert "bits per char" in invoke("eval", words, held).stdout
+
+
 def test_eval_errors(trained, tmp_path):
     (tmp_path / "adir").mkdir()
     write(tmp_path / "empty.txt", "")

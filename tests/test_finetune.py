@@ -83,5 +83,9 @@ def test_changed_model_settings_and_level_are_refused(texts):
     same = invoke("train", texts / "new.txt", "--init-from", texts / "lstm", "--hidden", "12", "--steps", "2",
                   "--seq-len", "8", "--batch-size", "4", "--run-dir", texts / "yes")
     assert same.exit_code == 0, same.output
+    regularised = invoke("train", texts / "new.txt", "--init-from", texts / "lstm", "--dropout", "0.3", "--steps", "2",
+                         "--seq-len", "8", "--batch-size", "4", "--run-dir", texts / "drop")
+    assert regularised.exit_code == 0, regularised.output   # dropout is not the model's shape
+    assert load_checkpoint(texts / "drop").config.dropout == 0.3
     r = invoke("train", "--resume", texts / "lstm", "--init-from", texts / "lstm")
     assert r.exit_code == 2 and "choose one" in r.output

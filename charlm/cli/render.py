@@ -118,7 +118,7 @@ def kv_table(rows, title=None) -> Lines:
 
 
 def eval_table(result: dict, checkpoint: str, files) -> list:
-    char = result["bits_per_char"] is not None
+    char = result.get("level", "char") == "char"
     title = Text(f"{', '.join(files)} · scored by {checkpoint}")
     table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
@@ -126,9 +126,9 @@ def eval_table(result: dict, checkpoint: str, files) -> list:
     table.add_column("meaning", style="dim")
     unit = "character" if char else "word"
     table.add_row("loss", fmt_num(result["loss_nats"], 4), f"nats per {unit}: mean −ln p(next {unit})")
-    if char:
-        table.add_row("bits per char", fmt_num(result["bits_per_char"], 4),
-                      "loss / ln 2: bits to encode each character")
+    table.add_row("bits per char", fmt_num(result["bits_per_char"], 4),
+                  "loss / ln 2: bits to encode each character" if char else
+                  "total bits / characters of the text: compares with character models")
     table.add_row("perplexity", fmt_num(result["perplexity"]),
                   f"exp(loss): as unsure as a fair choice among this many {unit}s")
     table.add_row("tokens", f"{result['tokens']:,}", "predictions scored")
@@ -137,9 +137,8 @@ def eval_table(result: dict, checkpoint: str, files) -> list:
         table.add_section()
         table.add_row("dynamic loss", fmt_num(result["dynamic_loss_nats"], 4),
                       "another protocol: the model trains on each window after scoring it")
-        if char:
-            table.add_row("dynamic bits/char", fmt_num(result["dynamic_bits_per_char"], 4),
-                          "dynamic loss / ln 2 (not comparable with static figures)")
+        table.add_row("dynamic bits/char", fmt_num(result["dynamic_bits_per_char"], 4),
+                      "the same per character (not comparable with static figures)")
     return [Lines(title), table]
 
 

@@ -26,8 +26,9 @@ LN2 = math.log(2.0)
 class EvalResult:
     loss_nats: float              # mean negative log-likelihood per token
     perplexity: float             # exp(loss_nats), per token
-    bits_per_char: float | None   # character models: loss in bits per character
+    bits_per_char: float          # total bits over the characters of the text (every level)
     tokens: int                   # tokens scored
+    characters: int               # characters the scored tokens stand for (a line break counts one)
     oov: int                      # out-of-vocabulary tokens in the text (scored as <unk>)
     level: str
     surprisal: np.ndarray | None = field(default=None, repr=False)  # (tokens,) bits, if asked
@@ -36,10 +37,11 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         d = {"loss_nats": self.loss_nats, "bits_per_char": self.bits_per_char,
-             "perplexity": self.perplexity, "tokens": self.tokens, "oov": self.oov, "level": self.level}
+             "perplexity": self.perplexity, "tokens": self.tokens, "characters": self.characters,
+             "oov": self.oov, "level": self.level}
         if self.dynamic_loss_nats is not None:
             d["dynamic_loss_nats"] = self.dynamic_loss_nats
-            d["dynamic_bits_per_char"] = self.dynamic_loss_nats / LN2 if self.level == "char" else None
+            d["dynamic_bits_per_char"] = self.dynamic_loss_nats * self.tokens / self.characters / LN2
         return d
 
 
@@ -140,12 +142,24 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
             dynamic_loss = total / count
     loss = float(nll.mean())
     level = checkpoint.tokenizer.level
+    characters = count_characters(paths, corpus.eos, level, errors)
     return EvalResult(
         loss_nats=loss, perplexity=math.exp(min(loss, 700.0)),
-        bits_per_char=loss / LN2 if level == "char" else None,
-        tokens=int(nll.size), oov=int(corpus.stats().get("unknown", 0)), level=level,
+        bits_per_char=float(nll.sum()) / characters / LN2,
+        tokens=int(nll.size), characters=characters, oov=int(corpus.stats().get("unknown", 0)), level=level,
         surprisal=nll / LN2 if surprisal else None,
         target_ids=np.asarray(ids[1:]) if surprisal else None, dynamic_loss_nats=dynamic_loss)
+
+
+def count_characters(paths, eos_mode: str, level: str, errors: str = "strict") -> int:
+    """The characters of the text the tokens stand for: every sequence's characters and one for
+    the boundary after it (a character model scores exactly this many tokens). Dividing a word
+    model's total bits by it gives the bits per character that compares levels honestly."""
+    from ..data.sequences import file_segments
+
+    return max(1, sum(sum(map(len, seqs)) + len(seqs) - (not closed)   # an unclosed last sequence
+                      for path in paths                                   # continues in the next segment
+                      for seqs, closed in file_segments(path, eos_mode, errors, level)))
 
 
 def _without_dropout(checkpoint):

@@ -1,10 +1,15 @@
 """Fine-tuning: a new run on new text whose weights start from another run's model.
 
 Only the weights carry over: the optimiser, its schedule and the data position start fresh, and
-the model settings are the checkpoint's (a different one given is refused; the budget does not
-choose a model). The vocabulary grows rather than refusing new text: the characters or words of
-the new text (after its --min-count/--max-vocab) that the old vocabulary lacks are appended after
-the old ids, so every old id keeps its rows. Their rows (embedding, decoder, decoder bias, and
+the model's shape is the checkpoint's (a different one given is refused; the budget does not
+choose a model). Dropout is not shape: ``--dropout`` may differ from the source run's, but it is
+not chosen by the budget's pressure rule as a new run's is (switching dropout on in a model trained
+without it set a measured fine-tune back more than the overfitting it prevented; the measurement
+is in docs/language-models.md).
+
+The vocabulary grows rather than refusing new text: the characters or words of the new text
+(after its --min-count/--max-vocab) that the old vocabulary lacks are appended after the old
+ids, so every old id keeps its rows. Their rows (embedding, decoder, decoder bias, and
 Jordan's output-to-hidden columns) are what a fresh model of the grown size gets from the new
 run's seed (``Model.init_weights``: N(0, 1) embedding rows, U(±1/√H) decoder rows and biases); every
 other weight is the checkpoint's, exactly. The run's metadata records where it started
@@ -19,6 +24,8 @@ from pathlib import Path
 from ..config import ModelConfig, TrainConfig, replace, to_dict
 from ..data.tokenizer import Tokenizer
 from ..errors import ConfigError
+
+NOT_SHAPE = ("vocab_size", "dropout", "weight_dropout")  # model settings a fine-tune may change
 
 
 def grown_tokenizer(old: Tokenizer, fitted: Tokenizer) -> tuple[Tokenizer, list[str]]:
@@ -44,7 +51,7 @@ def settle_configs(checkpoint, model_config: ModelConfig, train_config: TrainCon
 
     saved = checkpoint.config
     clash = [f"{spec_of(ModelConfig, k).option} {getattr(model_config, k)!r} (the model has "
-             f"{getattr(saved, k)!r})" for k in sorted(given) if k in to_dict(saved) and k != "vocab_size"
+             f"{getattr(saved, k)!r})" for k in sorted(given) if k in to_dict(saved) and k not in NOT_SHAPE
              and getattr(model_config, k) != getattr(saved, k)]
     tok = checkpoint.tokenizer
     if "level" in given and train_config.level != tok.level:
@@ -53,7 +60,8 @@ def settle_configs(checkpoint, model_config: ModelConfig, train_config: TrainCon
         clash.append(f"--split {train_config.split} (the model splits on {tok.split})")
     if clash:
         raise ConfigError(f"--init-from keeps the model's settings; cannot change {'; '.join(clash)}")
-    return saved, replace(train_config, level=tok.level, split=tok.split or train_config.split)
+    kept = replace(saved, **{k: getattr(model_config, k) for k in NOT_SHAPE if k in given and k != "vocab_size"})
+    return kept, replace(train_config, level=tok.level, split=tok.split or train_config.split)
 
 
 def start_from(checkpoint_path, paths, model_config: ModelConfig, train_config: TrainConfig, *,
