@@ -36,7 +36,7 @@ from ..kernels.cells import CELLS, get_cell
 from ..settings import setting
 
 # float32 GEMM peak assumed for ``train.fraction_of_peak`` (passed to the baseline too, so both
-# sides divide by the same figure); README's Performance section gives the peak measured there.
+# sides divide by the same figure); docs/performance.md gives the peak measured there.
 PEAK_GFLOPS = 395.0
 
 
@@ -82,7 +82,7 @@ class BenchConfig:
                             layers=self.layers), TrainConfig(batch_size=self.batch, seq_len=self.seq_len))
 
 
-# The five standard configurations (a-e) of README's Performance table.
+# The five standard configurations (a-e) of the table in docs/performance.md.
 STANDARD = {
     "a": BenchConfig("lstm", 1, 128, 32, 64),
     "b": BenchConfig("lstm", 2, 256, 64, 128),

@@ -168,7 +168,7 @@ class TrainView:
 
 def _grid(rows) -> Text:
     """Label/value pairs in aligned columns, as one Text: the live view redraws four times a
-    second on the training thread's time, and a rich Table costs ~10x as much to lay out."""
+    second on the training thread's time, and a rich Table costs many times as much to lay out."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     text = Text(no_wrap=True, overflow="ellipsis")
     for r, row in enumerate(rows):

@@ -2,9 +2,10 @@
 the sampling loop; and the cell table (cells.py) that says which cell is which.
 
 Importing this package imports nothing heavy and changes nothing process-wide: the table is
-plain Python, and the kernel modules (and Numba, ~0.4 s) load when one of their names is first
-used. Every kernel is ``@njit(cache=True)``, compiled per dtype (float32 for training, float64 for
-gradient checks) on first use and then loaded from Numba's on-disk cache.
+plain Python, and the kernel modules (and Numba, which takes a noticeable part of a second) load
+when one of their names is first used. Every kernel is ``@njit(cache=True)``, compiled per dtype
+(float32 for training, float64 for gradient checks) on first use and then loaded from Numba's
+on-disk cache.
 
 Shapes, layouts and gate orders are PyTorch's (see each cell's module docstring).
 """

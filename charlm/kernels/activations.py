@@ -37,8 +37,9 @@ _BETA = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.198
 # Fast-math flags of the per-row step functions that call these (lstm_step, gru_step, ...):
 # "contract" only, which lets LLVM fuse a multiply and an add into one FMA (one rounding instead of
 # two, so each fused step is at least as accurate). Numba does not fuse by default;
-# the rational tanh is a chain of multiply-adds, and fusing them took it from 0.80 to 0.53 ns per
-# value here. No reassociation: sums keep their order, so results stay reproducible.
+# the rational tanh is a chain of multiply-adds, so fusing them shortens it by about a third
+# (docs/performance.md, "How"). No reassociation: sums keep their order, so results stay
+# reproducible.
 STEP_MATH = {"contract"}
 
 TANH_F32_MAX_ERR = 5e-7

@@ -12,7 +12,7 @@ from numba.extending import intrinsic
 
 # SciPy's BLAS (behind numba_xxgemm, which Numba's own np.dot calls too) is imported by
 # charlm.runtime.kernel_threads before any kernel here runs, not at import: sampling needs no
-# BLAS, and importing SciPy would cost ``charlm sample`` ~0.2 s.
+# BLAS, and importing SciPy would slow the start of ``charlm sample``.
 
 
 @intrinsic

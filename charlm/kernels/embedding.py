@@ -1,6 +1,6 @@
 """Scatter-add of gradient rows by token id (the embedding / folded-table backward).
 
-``np.add.at`` does the same but is ~100x slower (per-element ufunc dispatch); this is one pass.
+``np.add.at`` does the same but far slower (per-element ufunc dispatch); this is one pass.
 """
 from numba import njit
 

@@ -1,11 +1,11 @@
 """The generation loop of kernels/generate.py in plain NumPy, for the first tokens of a sample.
 
-Why a second loop: loading Numba and its cached kernels costs ~0.9 s per process (``import numba``,
-its typing registries, and the SciPy import it triggers), far more than a short sample takes. So
-``Sampler`` produces the first ``NUMPY_TOKENS`` tokens of every sample (and conditions on primes up
-to that length) here, and only a longer sample loads the compiled loop, which is 2-8x faster per
-token once loaded. ``charlm sample`` of a few hundred characters from a small model therefore
-never imports Numba.
+Why a second loop: loading Numba and its cached kernels costs most of a second per process
+(``import numba``, its typing registries, and the SciPy import it triggers), far more than a short
+sample takes. So ``Sampler`` produces the first ``NUMPY_TOKENS`` tokens of every sample (and
+conditions on primes up to that length) here, and only a longer sample loads the compiled loop,
+which is several times faster per token once loaded (docs/performance.md, "Start-up").
+``charlm sample`` of a few hundred characters from a small model therefore never imports Numba.
 
 The rule is fixed (always the first NUMPY_TOKENS, whatever has been imported), so a seed gives the
 same text in the CLI, in a training run's samples and in a script. Same arguments, same uniforms,

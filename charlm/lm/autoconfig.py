@@ -4,7 +4,7 @@ When ``charlm train`` is given a time budget and no model size, the best model i
 one: a short budget wants a small network that sees the text several times, a long one a wide
 network that would otherwise overfit. ``choose`` measures what this machine does (a short
 throughput probe of each candidate width: a few real training steps, compiled kernels
-excluded) and applies a rule fitted to runs recorded in the README ("Choosing the model"):
+excluded) and applies a rule fitted to the runs of docs/results.md (docs/model-choice.md):
 
   1. candidates are the model asked for (cell, layers: by default a GRU 2xH) at each width H
      from ``LADDER``; the probe predicts the characters each would train in the budget,
@@ -114,7 +114,7 @@ def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS)
     """Training tokens per second of ``model`` at ``train``'s batch and window on this machine:
     forward, backward, clipping and the optimiser step on random ids, timed after one untimed
     step (which loads the compiled kernels and sizes the workspace). The median step, not the
-    fastest: a training loop's steps scatter 10-15 % above the fastest one on a shared machine,
+    fastest: a training loop's steps scatter above the fastest one on a shared machine,
     and the predicted tokens should be the ones the run will train."""
     import numpy as np
 

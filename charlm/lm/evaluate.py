@@ -9,7 +9,7 @@ Scoring is one batched pass: the targets are cut into S contiguous streams run s
 start the text starts from the state reached by reading the ``context`` tokens before it from
 the zero state (those warm-up predictions are not counted), which stands in for the state a
 single sequential pass would carry there: the difference is far below the noise of any
-comparison (tests/test_evaluate.py bounds it on a trained model; README gives the measured
+comparison (tests/test_evaluate.py bounds it on a trained model; docs/results.md gives the
 figure on a real text), and the pass runs B = S wide instead of batch 1.
 """
 from __future__ import annotations

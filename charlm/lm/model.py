@@ -83,7 +83,7 @@ class Model:
         recurrent weights: ``stack.init_recurrent``).
 
         Kept over orthogonal recurrent blocks and a forget-gate bias of 1 because they trained
-        better here, not by habit (the comparison and its command: README, "Initialisation").
+        better here, not by habit (the comparison: docs/results.md, "Initialisation").
         """
         c, p = self.config, self.params
         H, G, rec = c.hidden, c.gates, self.cell.recurrent

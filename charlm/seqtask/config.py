@@ -14,8 +14,8 @@ from ..kernels.cells import CELLS
 from ..settings import Overrides, check, names, setting
 
 TASKS = ("classify", "tag")
-# The default pooling is "final", chosen by measurement over max and mean (README, word language
-# identification): each direction ends on one edge of the word (suffix, prefix), the strongest
+# The default pooling is "final", chosen by measurement over max and mean (docs/results.md,
+# "Pooling"): each direction ends on one edge of the word (suffix, prefix), the strongest
 # cues there; a mean over all steps blurs them.
 POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")

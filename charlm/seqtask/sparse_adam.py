@@ -11,7 +11,7 @@ every step follows dense Adam bit for bit.
 
 By epochs it is as accurate as dense Adam within the spread of seeds (it starts slower and catches
 up within a few epochs), and its pass over a step costs a fraction of dense Adam's on hashed
-tables of millions of rows (README, word language identification: the comparison and commands).
+tables of millions of rows (docs/results.md, "Hashed n-grams, the wide path and ensembles").
 
 Weight decay is Adam's coupled L2 (SeqTrainConfig.weight_decay), added to the gradient of every
 dense element and of the touched rows only: decaying the untouched rows would be a pass over the

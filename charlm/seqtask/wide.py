@@ -16,7 +16,7 @@ base 1000003 modulo 2^31 - 1 (ngrams.py's arithmetic), times the member's salt f
 The bag is a sum, not a mean: a logistic regression on n-gram counts, so a longer text (more
 evidence) gets larger logits. Under Adam a mean divides the path's effective learning rate by
 the number of grams (about 40 for a 9-letter word at N = 5), and the sum also trained better than
-a bag scaled to unit length (README, word language identification).
+a bag scaled to unit length (docs/results.md, "Tried and not kept").
 
 A batch's bag is flat: ``buckets`` (M,) and ``rows`` (M,), the example each gram belongs to.
 Dimensions: T steps, B batch, N the largest n, K buckets, C labels.

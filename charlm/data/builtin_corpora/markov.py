@@ -122,7 +122,7 @@ def markov_text(source: MarkovSource, n_chars: int, seed: int = 0) -> str:
 
     The first context is drawn from pi (conditioned on ending in ``\\n`` if the alphabet
     has it, so the text starts at a line start) and is not emitted. One uniform per symbol,
-    inverted through that context's CDF: about 0.6 s per million symbols.
+    inverted through that context's CDF.
     """
     if not isinstance(n_chars, int) or n_chars < 0:
         raise CorpusError(f"n_chars must be an integer >= 0, got {n_chars!r}")

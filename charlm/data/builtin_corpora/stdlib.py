@@ -25,7 +25,7 @@ _MAX_FILE_BYTES = 160_000   # one huge file (e.g. _pydecimal.py) would crowd out
 def _prose_fraction(text: str) -> float:
     """Rough share of characters in comments and triple-quoted strings.
 
-    A line-based guess (tokenize is right but ~30x slower): a line toggles "inside a
+    A line-based guess (tokenize is right but far slower): a line toggles "inside a
     docstring" when it holds an odd number of triple quotes.
     """
     prose, inside = 0, False
