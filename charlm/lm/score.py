@@ -115,7 +115,8 @@ class LineScorer:
             order = sorted((kv for kv in scored if kv[2] == label), key=lambda kv: len(kv[1]))
             for b in range(0, len(order), BATCH):
                 part = order[b:b + BATCH]
-                nll[[k for k, _, _ in part]] = self.score_batch([s for _, s, _ in part], label)
+                seqs = [s for _, s, _ in part]
+                nll[[k for k, _, _ in part]] = self.score_batch(seqs) if label is None else self.score_batch(seqs, label)
         lengths = {k: len(s) for k, s, _ in good}
         return [LineScore(number, error=problem) if problem is not None else
                 LineScore(number, 0.0 - float(nll[k]), lengths[k] - 1, self.tokenizer.count_unknown(text))
