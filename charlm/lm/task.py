@@ -113,8 +113,8 @@ class LmTask:
     def warm_up(self) -> None:
         """Compile (or load from Numba's cache) the training and evaluation kernels on a 2x2 batch."""
         x = np.zeros((2, 2), np.int64)
-        labels = np.zeros(2, np.int64) if self.labelled else None
-        self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0), labels)
+        labels = (np.zeros(2, np.int64),) if self.labelled else ()   # a labelled model's path too
+        self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0), *labels)
         self.model.token_nll(x, x, self.model.init_state(2))
 
     def thread_scope(self, threads: int):
