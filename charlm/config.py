@@ -24,6 +24,7 @@ PER_LAYER_CELLS = tuple(n for n in COMPARED_CELLS if not _CELL_TABLE[n].feeds_ou
 LEVELS = ("char", "word")
 SPLITS = ("whitespace", "words")   # data/tokenizer.py's word-splitting rules (not imported: it loads NumPy)
 EOS_MODES = ("auto", "line", "paragraph", "none")
+CONDITIONS = ("input", "state")   # how a labelled model takes its label (lm/layers.py)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "linear", "plateau")
 DTYPES = ("float32", "float64")
@@ -41,6 +42,9 @@ class ModelConfig:
                              help="dropout between layers and before the decoder, one mask per window")
     weight_dropout: float = setting(0.0, minimum=0, below=1, help="DropConnect on the recurrent weights W_hh")
     tie_weights: bool = setting(False, help="share the embedding and decoder (needs embed = hidden)")
+    labels: int = setting(0, minimum=0, option=False, help="labels the model knows, set from its lines")
+    condition: str = setting("input", choices=CONDITIONS,
+                             help="--labelled: the label is one more input at every step, or the initial state")
 
     @property
     def row(self):
@@ -61,6 +65,8 @@ class ModelConfig:
         check(self)
         if self.weight_dropout and self.row.recurrent != "hh":
             raise ConfigError(f"weight_dropout applies to W_hh, which the {self.cell} cell does not have")
+        if self.labels and self.row.feeds_output:
+            raise ConfigError(f"labelled lines need a cell that feeds back its own state, not {self.cell}")
         if self.tie_weights and self.embed != self.hidden:
             raise ConfigError(
                 f"--tie-weights needs embed == hidden (got embed={self.embed}, hidden={self.hidden})")
@@ -89,6 +95,7 @@ class TrainConfig(BudgetSettings):
     split: str = setting("whitespace", choices=SPLITS,
                          help="word level: whitespace-separated pieces, or words with each punctuation mark a token")
     eos: str = setting("auto", choices=EOS_MODES, help="what ends a sequence: a line, a paragraph, nothing, or guess")
+    labelled: bool = setting(False, help="lines are text<TAB>label: learn each text given its label")
     val_fraction: float = setting(0.1, minimum=0, below=1, help="tail of the corpus held out for validation")
     val_file: str = setting("", kind="path", shown="none", help="separate validation text (replaces --val-fraction)")
     max_vocab: int = setting(0, minimum=0, help="word level: keep the most frequent words (0 = all)")

@@ -44,7 +44,7 @@ def test_dropout_masks_hold_over_time_and_drop_connect_masks_w_hh():
     model = make_model("lstm", 2, V=6, H=8, dropout=0.5, weight_dropout=0.5)
     x, _ = batch(6, T=5, B=3)
     _, _, cache = model.forward(x, model.init_state(3), train=True, rng=np.random.default_rng(1))
-    _, _, layers, (_, top_mask), recurrent = cache
+    _, _, layers, (_, top_mask), recurrent, _ = cache
     for mask in (layers[1][0][1], top_mask):  # layer 2's input, the decoder's input: (T*B, H)
         per_step = mask.reshape(5, 3, 8)
         assert (per_step == per_step[0]).all() and set(np.unique(per_step)) == {0.0, 2.0}

@@ -46,7 +46,13 @@ def info(run, as_json):
     from .render import info_view, show
 
     console = out()
-    show(console, info_view(described, console.width))
+    parts = info_view(described, console.width)
+    if described["labels"]:  # a labelled model: what charlm sample --label takes
+        from ..lm.labels import known
+
+        parts.insert(1, Text.assemble(("labels  ", "bold"), printable(f"{len(described['labels'])}: "
+                                                               + known(described["labels"], 50))))
+    show(console, parts)
     if tracked:
         from .inspect_view import lag_plot
 

@@ -24,10 +24,11 @@ def refuse_sampling_settings(beam, **given) -> None:
                                "they are sampling settings, and a beam search draws nothing")
 
 
-def beam_sample(checkpoint, source: str, prime: str, beam: int, length_penalty, max_length, as_json) -> None:
+def beam_sample(checkpoint, source: str, prime: str, beam: int, length_penalty, max_length, as_json,
+                label=None) -> None:
     """Run the search once and render it. One line a hypothesis, best first: its log-probability,
     its normalised score when a length penalty is on, then its text escaped onto that one line
-    (``--json`` keeps the text exact)."""
+    (``--json`` keeps the text exact). ``label``: a labelled model's label (lm/labels.py)."""
     from ..config import replace
     from ..decoding.beam import BeamOptions
     from ..lm.beam_adapter import beam_continuations
@@ -36,9 +37,9 @@ def beam_sample(checkpoint, source: str, prime: str, beam: int, length_penalty, 
     options = replace(BeamOptions(beam=beam), length_penalty=length_penalty, max_length=max_length).validate()
     err().print(Text(f"beam search from {source} · beam {options.beam}"
                      f" · length penalty {options.length_penalty:g}", style="dim"), soft_wrap=True)
-    found = beam_continuations(Sampler.from_checkpoint(checkpoint), prime, options)
+    found = beam_continuations(Sampler.from_checkpoint(checkpoint, label), prime, options)
     if as_json:
-        emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "beam": options.beam,
+        emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "label": label, "beam": options.beam,
                          "length_penalty": options.length_penalty, "max_length": options.max_length,
                          "hypotheses": [c.to_dict() for c in found]}, ensure_ascii=False))
         return

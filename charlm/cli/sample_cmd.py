@@ -8,7 +8,7 @@ import click
 from rich.text import Text
 
 from .common import emit, err, runs_root, show_path
-from .safe_text import printable_text
+from .safe_text import printable, printable_text
 
 
 @click.command("sample")
@@ -19,6 +19,8 @@ from .safe_text import printable_text
 @click.option("--top-p", type=float, default=None,
               help="draw only from the likeliest tokens whose probabilities add up to p (1 = all)")
 @click.option("-p", "--prime", default="", help="text the sample starts with (the model continues it)")
+@click.option("-l", "--label", default=None, metavar="LABEL",
+              help="a model trained on labelled lines (train --labelled): generate text of this label")
 @click.option("-n", "--max-length", type=int, default=None,
               help="stop after this many tokens if <eos> has not come [default: 2000]")
 @click.option("--stop", multiple=True, metavar="STRING",
@@ -39,7 +41,7 @@ from .safe_text import printable_text
 @click.option("--length-penalty", type=float, default=None, metavar="ALPHA",
               help="with --beam: rank by log-probability / length**ALPHA, which favours longer "
                    "continuations (0 = by log-probability alone: the K likeliest) [default: 0]")
-def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, repetition_penalty,
+def sample(run, temperature, top_k, top_p, prime, label, max_length, stop, min_length, repetition_penalty,
            no_repeat_ngram, num_samples, seed, as_json, beam, length_penalty):
     """Generate text from a trained model until it emits <eos>.
 
@@ -54,6 +56,7 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
       charlm sample --prime "ROMEO:" -t 0.5 --seed 7 > romeo.txt
       charlm sample --prime "ROMEO:" --stop "JULIET:" --no-repeat-ngram 4
       charlm sample --prime "ROMEO:" --beam 5 -n 40  # the 5 likeliest continuations
+      charlm sample runs/wordlang --label french -n 30 --num-samples 5
 
     A model trained without <eos> (--eos none) never ends a sample early: it
     writes --max-length tokens. <unk> is never drawn.
@@ -61,6 +64,7 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
     from ..config import replace
     from ..errors import VocabError
     from ..lm.checkpoint import load_checkpoint
+    from ..lm.labels import label_index
     from ..lm.sample import SampleOptions, Sampler
     from ..runs import find as run_find
 
@@ -72,6 +76,7 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
                                  no_repeat_ngram=no_repeat_ngram)
     path = run_find.resolve_run(run, runs_root())
     checkpoint = load_checkpoint(path)
+    label_index(checkpoint.metadata.get("labels", []), label)  # a missing, needless or unknown label: refused first
     seed = secrets.randbelow(2**31) if seed is None else seed
     base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p, max_length=max_length,
                    stop=tuple(stop), min_length=min_length, repetition_penalty=repetition_penalty,
@@ -90,14 +95,15 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
     if beam is not None:
         from .sample_beam import beam_sample
 
-        return beam_sample(checkpoint, source, prime, beam, length_penalty, max_length, as_json)
+        return beam_sample(checkpoint, source, prime, beam, length_penalty, max_length, as_json, label)
     err().print(Text(f"sampling from {source}"
+                     + (f" · label {printable(label)}" if label is not None else "")
                      + f" · temperature {base.temperature:g} · seed {seed}", style="dim"), soft_wrap=True)
-    sampler = Sampler.from_checkpoint(checkpoint)
+    sampler = Sampler.from_checkpoint(checkpoint, label)
     line_mode = checkpoint.metadata.get("eos") == "line"
     texts = _emit(sampler, prime, base, seed, num_samples, as_json, line_mode)
     if as_json:
-        emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "seed": seed,
+        emit(json.dumps({"checkpoint": str(checkpoint.path), "prime": prime, "label": label, "seed": seed,
                          "temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p,
                          "max_length": base.max_length, "stop": list(base.stop), "min_length": base.min_length,
                          "repetition_penalty": base.repetition_penalty, "no_repeat_ngram": base.no_repeat_ngram,

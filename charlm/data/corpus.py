@@ -37,6 +37,7 @@ class Corpus:
     eos: str                    # resolved boundary mode: line | paragraph | none
     sources: list[str]          # training files, in order
     val_source: str | None = None   # separate validation file, if one was given
+    labels: object = None           # labelled lines: a labelled.LabelledLines (each line its label)
 
     def stats(self) -> dict:
         """Sizes and counts for the CLI to show."""

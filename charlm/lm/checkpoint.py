@@ -137,6 +137,10 @@ def load_checkpoint(path) -> Checkpoint:
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(tokenizer)} tokens but the model "
                               f"expects {config.vocab_size}")
+    names = extra_meta.get("labels", [])   # a labelled model's label vocabulary (lm/labels.py)
+    if not (isinstance(names, list) and len(names) == config.labels and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{path}: malformed metadata 'labels' (expected the model's {config.labels} "
+                              "label names; hand-crafted or corrupted file?)")
     found = model_tensors(header)
     # A cheap closed-form check first, so that an absurd configuration (layers=10**9) is refused
     # before parameter_shapes builds a list of its tensors.

@@ -34,6 +34,7 @@ def describe_run(path) -> dict:
         "parameters": params, "step": _steps_trained(run_dir, meta, metrics),
         "sources": meta.get("sources", []),
         "init_from": meta.get("init_from"),   # a fine-tuned run's starting model (lm/finetune.py)
+        "labels": meta.get("labels", []),   # a labelled model's label vocabulary (lm/labels.py)
         "validation": bool(tcfg.get("val_file") or tcfg.get("val_fraction", 0.1)),
         "vocab": {"level": tok.level, "split": tok.split, "size": len(tok), "eos": meta.get("eos"),
                   "specials": tok.tokens[:2], "first_tokens": tok.tokens[2:42]},

@@ -126,14 +126,25 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
 
     train_cfg = checkpoint.metadata.get("train_config") or {}
     eos = checkpoint.metadata.get("eos") or train_cfg.get("eos", "auto")
-    corpus = build_corpus(list(paths), level=checkpoint.tokenizer.level, eos=eos, val_fraction=0.0,
-                          tokenizer=checkpoint.tokenizer, errors=errors)
+    labelled = checkpoint.config.labels > 0
+    if labelled:  # text<TAB>label lines, each scored from its own label (lm/labels.py)
+        from ..data.labelled import build_labelled_corpus
+        from ..errors import ConfigError
+        from .labels import line_nll
+
+        if dynamic is not None:
+            raise ConfigError("dynamic evaluation does not take labelled lines")
+        corpus = build_labelled_corpus(list(paths), val_fraction=0.0, tokenizer=checkpoint.tokenizer,
+                                       names=checkpoint.metadata["labels"])
+    else:
+        corpus = build_corpus(list(paths), level=checkpoint.tokenizer.level, eos=eos, val_fraction=0.0,
+                              tokenizer=checkpoint.tokenizer, errors=errors)
     ids = corpus.train
     if ids.size < 2:
         raise CorpusError("nothing to evaluate: the text has no tokens after tokenization")
     model = checkpoint.build_model()
     with thread_limits():  # all cores for the kernels, one per BLAS call; undone on return
-        nll = score_ids(model, np.asarray(ids))
+        nll = line_nll(model, np.asarray(ids), corpus.labels.train) if labelled else score_ids(model, np.asarray(ids))
         dynamic_loss = None
         if dynamic is not None:
             from .dynamic_eval import dynamic_score

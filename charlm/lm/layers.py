@@ -35,14 +35,17 @@ class LayerStack:
         bound = 1.0 / np.sqrt(self.model.config.hidden)
         w_hh[...] = rng.uniform(-bound, bound, w_hh.shape)
 
-    def forward(self, x, state, train, rng, ws):
-        """(logits (T*B, V), new_state (L, S, B, H), cache) with arrays from ``ws``.
+    def forward(self, x, state, train, rng, ws, labels=None):
+        """(logits (T*B, V), new_state (L, S, B, H), cache) with arrays from ``ws``; ``labels`` (B,)
+        each stream's label, for a labelled model (the state design takes it in ``state`` already).
 
-        The cache is (x, emb, layers, (top, top_mask), recurrent) with layers[l] = (inp, hs,
+        The cache is (x, emb, layers, (top, top_mask), recurrent, labelled) with layers[l] = (inp, hs,
         cell_cache): inp None for layer 0, else (input, dropout mask or None); cell_cache the
         arrays named by the cell's ``cache``, as the layer kernels take them; emb the gathered
         embeddings, or None when layer 0 reads the folded table; recurrent[l] = (the W_hh the
-        recurrence used, its DropConnect mask or None).
+        recurrence used, its DropConnect mask or None); labelled None, or (labels,
+        None or, when the label is an input, layer 0's W_ih with the label columns beside it): layer 0
+        then reads [embedding; one-hot label], which adds the label's vector to its gate pre-activations.
 
         Regularisation (training only): ``dropout`` on the inputs of layers 2..L and of the
         decoder with one mask per stream for the whole window, the same at every step
@@ -72,10 +75,16 @@ class LayerStack:
         layers = []
         # layer 0's input: rows of the folded table E @ W_ih0ᵀ read by token id (a gather inside
         # the kernel), or, when V > T*B, the gathered embeddings (projected inside the kernel).
-        E = p["encoder.weight"]
-        if c.vocab_size <= N:
+        E, W_ih0 = p["encoder.weight"], p["rnn.weight_ih_l0"]
+        labelled = None if labels is None or not c.labels else (np.asarray(labels, np.int64), None)
+        if labelled and c.condition == "input":
+            W_ih0 = np.ascontiguousarray(np.hstack([W_ih0, p["label_embedding.weight"].T]))
+            labelled = (labelled[0], W_ih0)
+            emb = label_inputs(E, ids, labelled[0], c.labels)              # (T*B, E + labels)
+            table, x_in = none3, emb.reshape(T, B, -1)
+        elif c.vocab_size <= N:
             table, emb, x_in = ws.get("table", (1, c.vocab_size, GH), dt), None, none3
-            np.dot(E, p["rnn.weight_ih_l0"].T, out=table[0])
+            np.dot(E, W_ih0.T, out=table[0])
         else:
             emb = E[ids.reshape(-1)]                                    # (T*B, E)
             table, x_in = none3, emb.reshape(T, B, -1)
@@ -93,7 +102,8 @@ class LayerStack:
             hs = ws.get(f"hs{layer}", (T + 1, B, H), dt)
             arrays = {name: ws.get(f"{name}{layer}", shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
             # one direction: every per-direction array is a (1, ...) view
-            layer_forward(cell.id, x_in, table, ids, p[f"rnn.weight_ih_l{layer}"][None],
+            W_ih = W_ih0 if layer == 0 else p[f"rnn.weight_ih_l{layer}"]
+            layer_forward(cell.id, x_in, table, ids, W_ih[None],
                           p[f"rnn.bias_ih_l{layer}"][None], W_hh[None], p[f"rnn.bias_hh_l{layer}"][None], s0[None],
                           hs[None], *(a[None] for a in arrays.values()), none3, lengths, nc, tb)
             new_state[layer, 0] = hs[T]
@@ -103,7 +113,7 @@ class LayerStack:
         top = dropout(hs[1:], drop, rng)
         logits = ws.get("logits", (N, c.vocab_size), dt)
         matmul_rows_bias(top[0], p["decoder.weight"].T, p["decoder.bias"], logits, nc)
-        return logits, new_state, (x, emb, layers, top, recurrent)
+        return logits, new_state, (x, emb, layers, top, recurrent, labelled)
 
     def backward(self, dlogits, cache, ws, db_dec) -> None:
         """Gradients into the model's ``grads`` from dL/dlogits (T*B, V) C-contiguous; ``db_dec`` is
@@ -116,7 +126,8 @@ class LayerStack:
         m, cell = self.model, self.cell
         c, p, g, dt = m.config, m.params, m.grads, m.dtype
         nc = kernel_threads()
-        x, emb, layers, (top, top_mask), recurrent = cache
+        x, emb, layers, (top, top_mask), recurrent, labelled = cache
+        label_W = labelled[1] if labelled else None
         T, B = x.shape
         N, H, G, V = T * B, c.hidden, c.gates * c.hidden, c.vocab_size
         tb = block_steps(-(-B // nc))
@@ -144,11 +155,13 @@ class LayerStack:
         folded = emb is None
         dtab = ws.get("dtab", (nc, V, G), dt) if folded else none3
         no_ids = np.zeros((0, 0), np.int64)
+        by_state = labelled and c.condition == "state"
+        ds0_all = ws.get("ds0_all", (c.layers, c.states, B, H), dt) if by_state else None
         for layer in reversed(range(c.layers)):
             inp, hs, cell_cache = layers[layer]
             arrays = dict(zip(cell.cache, cell_cache))
             cache_args = [arrays.get(name, none3)[None] for name in LAYER_CACHE]
-            W_ih = p[f"rnn.weight_ih_l{layer}"]
+            W_ih = label_W if layer == 0 and label_W is not None else p[f"rnn.weight_ih_l{layer}"]
             if layer > 0:
                 # dL/dx_in overwrites dh in place: each thread writes its streams' rows of a block of
                 # steps only after reading them (see kernels/layer.py)
@@ -163,12 +176,14 @@ class LayerStack:
             layer_backward(cell.id, dh, dsT[None], W_hh[None], hs[None], *cache_args, x_in, W_ih[None],
                            ids if layer == 0 and folded else no_ids, dW_hh, dW_ih, db_hh, db_ih, dtab, dx, ds0[None],
                            none4, lengths, nc, tb)
+            if ds0_all is not None:  # dL/ds0: what the lines' label vectors receive
+                ds0_all[layer] = ds0
             sum_blocks(dW_hh, g[f"rnn.weight_hh_l{layer}"])
             if w_mask is not None:  # dL/dW_hh = dL/d(W_hh * mask) * mask
                 g[f"rnn.weight_hh_l{layer}"][...] *= w_mask
             g[f"rnn.bias_hh_l{layer}"][...] = db_hh.sum(axis=0)
             g[f"rnn.bias_ih_l{layer}"][...] = db_ih.sum(axis=0)
-            if x_in.shape[0]:
+            if x_in.shape[0] and not (layer == 0 and label_W is not None):
                 sum_blocks(dW_ih, g[f"rnn.weight_ih_l{layer}"])
             if layer > 0:
                 dh = dx[0]
@@ -180,7 +195,28 @@ class LayerStack:
                 np.dot(dtable.T, p["encoder.weight"], out=g["rnn.weight_ih_l0"])
                 g["encoder.weight"][...] += dtable @ W_ih
             else:
-                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), dx[0].reshape(N, -1))
+                demb = dx[0].reshape(N, -1)
+                if label_W is not None:  # layer 0 read [embedding; one-hot label]: split its gradients
+                    demb = self._split_label_grads(dW_ih, demb)
+                scatter_add_rows(g["encoder.weight"], ids.reshape(-1), demb)
+        if c.labels and label_W is None:  # each line's dL/ds0 into its label's vector (if any)
+            g_label = g["label_embedding.weight"]
+            g_label[...] = 0
+        if ds0_all is not None:
+            np.add.at(g_label, labelled[0], ds0_all.transpose(2, 0, 1, 3).reshape(B, -1))
+
+    def _split_label_grads(self, dW_ih, demb):
+        """From layer 0's gradients wrt [W_ih0 | label columns] and its input [embedding; one-hot]:
+        write dW_ih0 and the label vectors' gradient; return the embeddings' part (T*B, E)."""
+        from ..kernels.parallel import sum_blocks
+
+        m = self.model
+        E, g = m.config.embed, m.grads
+        both = np.empty(dW_ih.shape[1:], m.dtype)
+        sum_blocks(dW_ih, both)
+        g["rnn.weight_ih_l0"][...] = both[:, :E]
+        g["label_embedding.weight"][...] = both[:, E:].T
+        return np.ascontiguousarray(demb[:, :E])
 
     def state_grads(self, dlogits, cache) -> np.ndarray:
         """(L, T, B, H) float64 total dL/dh^l_s for every layer and step, from dL/dlogits (T*B, V) of
@@ -193,7 +229,7 @@ class LayerStack:
 
         m, cell = self.model, self.cell
         c, p, dt = m.config, m.params, m.dtype
-        x, _, layers, _, _ = cache
+        x, _, layers, _, _, _ = cache
         T, B = x.shape
         H, G, nc = c.hidden, c.gates * c.hidden, kernel_threads()
         none3, none4 = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt)
@@ -238,3 +274,14 @@ def dropout(a, p, rng):
     mask = np.broadcast_to((stream_uniform(rng, (B, H), 0) >= p).astype(a.dtype) / a.dtype.type(1 - p), (T, B, H))
     mask = mask.reshape(T * B, H)  # a copy: the backward multiplies by it row for row
     return (a * mask.reshape(T, B, H)).reshape(T * B, H), mask
+
+
+def label_inputs(E, ids, labels, n_labels):
+    """(T*B, E + n_labels): each position's embedding beside its stream's one-hot label, layer 0's
+    input when the label is an input (W_ih [x; onehot(l)] = W_ih x + the label's vector)."""
+    T, B = ids.shape
+    width = E.shape[1]
+    out = np.zeros((T, B, width + n_labels), E.dtype)
+    out[:, :, :width] = E[ids]
+    out[:, np.arange(B), width + labels] = 1
+    return out.reshape(T * B, -1)

@@ -40,7 +40,16 @@ def parameter_shapes(config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     if not config.tie_weights:
         shapes.append(("decoder.weight", (V, H)))
     shapes.append(("decoder.bias", (V,)))
+    if config.labels:  # a labelled model: each label's vector (layers.py; lm/labels.py)
+        shapes.append(("label_embedding.weight", (config.labels, label_width(config))))
     return shapes
+
+
+def label_width(config: ModelConfig) -> int:
+    """A label vector's width: G*H added to layer 0's gate pre-activations (the label is an input),
+    or L*S*H, every layer's initial state (the label is the state)."""
+    c = config
+    return c.gates * c.hidden if c.condition == "input" else c.layers * c.states * c.hidden
 
 
 def _views(flat: np.ndarray, shapes) -> dict[str, np.ndarray]:
@@ -100,6 +109,8 @@ class Model:
         if not c.tie_weights:
             p["decoder.weight"][...] = rng.uniform(-bound, bound, p["decoder.weight"].shape)
         p["decoder.bias"][...] = rng.uniform(-bound, bound, c.vocab_size)
+        if c.labels:  # drawn last: an unlabelled model's initialisation is unchanged
+            p["label_embedding.weight"][...] = rng.uniform(-bound, bound, p["label_embedding.weight"].shape)
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -135,20 +146,35 @@ class Model:
         """Write every gradient into ``grad_flat`` from dL/dlogits (T*B, V)."""
         self.stack.backward(np.ascontiguousarray(dlogits), cache, Scratch(), None)
 
-    def loss_and_grad(self, x, y, state, rng=None):
-        """Mean NLL per token over the chunk, gradients in ``grad_flat``, and the carried state."""
+    def loss_and_grad(self, x, y, state, rng=None, labels=None):
+        """Mean NLL per token over the chunk, gradients in ``grad_flat``, and the carried state.
+
+        ``labels`` (B,): each stream is one labelled line (data/labelled.line_batch), read from
+        ``state`` = ``line_state(labels)``; the targets -1 past a line's end carry no loss."""
         from ..kernels.loss import cross_entropy_grad_par
         from ..runtime import kernel_threads
 
         ws = self._workspace("train")
-        logits, new_state, cache = self.stack.forward(x, state, True, rng, ws)
+        logits, new_state, cache = self.stack.forward(x, state, True, rng, ws, labels)
         n = logits.shape[0]
         targets = ws.get("targets", (n,), np.int64)
         targets[...] = y.reshape(-1)
         db_dec = ws.get("db_dec", (self.config.vocab_size,), self.dtype)
-        loss_sum = cross_entropy_grad_par(logits, targets, 1.0 / n, db_dec, kernel_threads())
+        if labels is None:
+            loss_sum = cross_entropy_grad_par(logits, targets, 1.0 / n, db_dec, kernel_threads())
+        else:
+            loss_sum, n = masked_loss(logits, targets, db_dec)
         self.stack.backward(logits, cache, ws, db_dec)
         return loss_sum / n, new_state
+
+    def line_state(self, labels) -> np.ndarray:
+        """(L, S, B, H): where lines with these labels start, the zero state or (when the label is
+        the state) each label's vector."""
+        c, labels = self.config, np.asarray(labels, np.int64)
+        if c.condition != "state" or not c.labels:
+            return self.init_state(len(labels))
+        rows = self.params["label_embedding.weight"][labels]
+        return np.ascontiguousarray(rows.reshape(len(labels), c.layers, c.states, c.hidden).transpose(1, 2, 0, 3))
 
     def token_nll(self, x, y, state):
         """Per-token NLL in nats (T*B,) float64 and the carried state; no gradients, no dropout."""
@@ -179,3 +205,17 @@ class Model:
         if not hasattr(self, "_ws"):
             self._ws = {}
         return self._ws.setdefault(kind, Workspace())
+
+
+def masked_loss(logits, targets, db_dec):
+    """The loss kernel over the rows whose target is >= 0 only: (sum of their NLL, their count);
+    ``logits`` becomes dL/dlogits of their mean (0 on the other rows), ``db_dec`` its column sums."""
+    from ..kernels.loss import cross_entropy_grad_par
+    from ..runtime import kernel_threads
+
+    rows = np.flatnonzero(targets >= 0)
+    part = np.ascontiguousarray(logits[rows])
+    loss_sum = cross_entropy_grad_par(part, targets[rows], 1.0 / max(len(rows), 1), db_dec, kernel_threads())
+    logits[...] = 0
+    logits[rows] = part
+    return loss_sum, max(len(rows), 1)

@@ -26,10 +26,10 @@ class OutputFedStack:
         c = self.model.config
         w_yh[...] = rng.uniform(-1.0, 1.0, w_yh.shape) * math.sqrt(c.embed / c.hidden)
 
-    def forward(self, x, state, train, rng, ws):
+    def forward(self, x, state, train, rng, ws, labels=None):
         """(logits (T*B, V), new_state (L, S, B, H), cache). The cache is (x, emb, layers, stack
         cache) like LayerStack's, with layers[l] = (None, hs_l, ()), so that inspection reads
-        hidden states the same way for every cell."""
+        hidden states the same way for every cell. (No labels: ModelConfig refuses them here.)"""
         m = self.model
         c, dt = m.config, m.dtype
         T, B = x.shape

@@ -100,10 +100,17 @@ class Sampler:
         self._compiled = None  # the compiled loop, made on first use (that loads Numba)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint) -> "Sampler":
+    def from_checkpoint(cls, checkpoint, label: str | None = None) -> "Sampler":
+        """The checkpoint's model; a labelled one as given ``label`` (lm/labels.py), which it needs,
+        as an unlabelled one refuses any."""
+        from .labels import conditioned, label_index
+
         meta = checkpoint.metadata
-        return cls(checkpoint.build_model(), checkpoint.tokenizer, meta.get("start_state"),
-                   ends=meta.get("eos") != "none")
+        model, start = checkpoint.build_model(), meta.get("start_state")
+        index = label_index(meta.get("labels", []), label)
+        if index is not None:
+            model, start = conditioned(model, index)
+        return cls(model, checkpoint.tokenizer, start, ends=meta.get("eos") != "none")
 
     def banned_ids(self) -> list[int]:
         """The ids never drawn (beam search skips them too)."""
@@ -226,6 +233,6 @@ class StopStrings:
         return rest
 
 
-def generate_text(checkpoint, prime: str = "", **options) -> str:
-    """One sample as a string (convenience for scripts and tests)."""
-    return "".join(Sampler.from_checkpoint(checkpoint).stream(prime, SampleOptions(**options)))
+def generate_text(checkpoint, prime: str = "", label: str | None = None, **options) -> str:
+    """One sample as a string (convenience for scripts and tests); ``label`` for a labelled model."""
+    return "".join(Sampler.from_checkpoint(checkpoint, label).stream(prime, SampleOptions(**options)))

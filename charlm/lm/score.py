@@ -39,30 +39,56 @@ class LineScore:
             return {"line": self.line, "error": self.error}
         return {"line": self.line, "log_prob": self.log_prob, "tokens": self.tokens,
                 "perplexity": self.perplexity, "oov": self.oov}
-
-
 class LineScorer:
-    """Scores lines with one checkpoint's model (the model is built once)."""
+    """Scores lines with one checkpoint's model (the model is built once). A labelled model's lines
+    are ``text<TAB>label``, each scored from its label (lm/labels.py); a line without a tab or with
+    a label the model does not know is marked, as an undecodable one is."""
 
     def __init__(self, checkpoint):
         self.model = checkpoint.build_model()
         self.tokenizer = checkpoint.tokenizer
         self.ends = checkpoint.metadata.get("eos") != "none"
+        self.labels = checkpoint.metadata.get("labels", [])
+        self._conditioned = {}
 
     def ids(self, text: str) -> np.ndarray:
         """<eos>, the line's ids, and <eos> again when the model was trained to end sequences."""
         eos = [self.tokenizer.eos_id]
         return np.concatenate([eos, self.tokenizer.encode(text, dtype=np.int64), eos if self.ends else []])
 
-    def score_batch(self, seqs: list[np.ndarray]) -> np.ndarray:
-        """(len(seqs),) total NLL in nats of each sequence's tokens after its first, in one pass."""
+    def score_batch(self, seqs: list[np.ndarray], label: int | None = None) -> np.ndarray:
+        """(len(seqs),) total NLL in nats of each sequence's tokens after its first, in one pass
+        (from ``label``'s start, for a labelled model)."""
         from .evaluate import score_spans
 
+        model, state = self.model, self.model.init_state(len(seqs))
+        if label is not None:
+            model, start = self._for_label(label)
+            state = np.ascontiguousarray(np.repeat(start[:, :, None, :], len(seqs), axis=2))
         lengths = np.array([len(s) for s in seqs])
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         spans = [(int(b), int(b), int(b + n - 1)) for b, n in zip(starts, lengths)]
-        nll = score_spans(self.model, np.concatenate(seqs), spans, self.model.init_state(len(seqs)))
+        nll = score_spans(model, np.concatenate(seqs), spans, state)
         return np.add.reduceat(nll, np.concatenate([[0], np.cumsum(lengths - 1)[:-1]]))
+
+    def _for_label(self, label: int):
+        if label not in self._conditioned:
+            from .labels import conditioned
+
+            self._conditioned[label] = conditioned(self.model, label)
+        return self._conditioned[label]
+
+    def split_label(self, text: str) -> tuple[str, int | None, str | None]:
+        """(text, label id or None, problem or None) of one input line."""
+        if not self.labels:
+            return text, None, None
+        if "\t" not in text:
+            return text, None, "expected text<TAB>label, found no tab"
+        text, label = text.rsplit("\t", 1)
+        label = label.strip()
+        if label not in self.labels:
+            return text, None, f"unknown label {label[:60]!r}"
+        return text, self.labels.index(label), None
 
     def scores(self, lines: Iterable[tuple[int, str | None, str | None]]) -> Iterator[LineScore]:
         """A LineScore per (number, text, problem) of ``lines`` (text_files.iter_lines), in order."""
@@ -70,22 +96,28 @@ class LineScorer:
 
         with thread_limits():
             buffer = []
-            for item in lines:
-                buffer.append(item)
+            for number, text, problem in lines:
+                if problem is None:
+                    text, label, problem = self.split_label(text)
+                else:
+                    label = None
+                buffer.append((number, text, problem, label))
                 if len(buffer) == BUFFER:
                     yield from self._scored(buffer)
                     buffer = []
             yield from self._scored(buffer)
 
     def _scored(self, items) -> list[LineScore]:
-        good = [(k, self.ids(text)) for k, (_, text, problem) in enumerate(items) if problem is None]
+        good = [(k, self.ids(text), label) for k, (_, text, problem, label) in enumerate(items) if problem is None]
         nll = np.zeros(len(items))
         scored = [kv for kv in good if len(kv[1]) > 1]   # <eos> alone predicts nothing: log-probability 0
-        order = sorted(scored, key=lambda kv: len(kv[1]))
-        for b in range(0, len(order), BATCH):
-            part = order[b:b + BATCH]
-            nll[[k for k, _ in part]] = self.score_batch([s for _, s in part])
-        lengths = {k: len(s) for k, s in good}
+        for label in sorted({label for _, _, label in scored}, key=lambda v: -1 if v is None else v):
+            order = sorted((kv for kv in scored if kv[2] == label), key=lambda kv: len(kv[1]))
+            for b in range(0, len(order), BATCH):
+                part = order[b:b + BATCH]
+                seqs = [s for _, s, _ in part]
+                nll[[k for k, _, _ in part]] = self.score_batch(seqs) if label is None else self.score_batch(seqs, label)
+        lengths = {k: len(s) for k, s, _ in good}
         return [LineScore(number, error=problem) if problem is not None else
                 LineScore(number, 0.0 - float(nll[k]), lengths[k] - 1, self.tokenizer.count_unknown(text))
-                for k, (number, text, problem) in enumerate(items)]
+                for k, (number, text, problem, _) in enumerate(items)]

@@ -16,6 +16,12 @@ def corpus_for(train_config, paths, tokenizer=None):
     from ..data.corpus import build_corpus
 
     t = train_config
+    if t.labelled:
+        from ..data.labelled import build_labelled_corpus
+
+        return build_labelled_corpus([os.path.abspath(p) for p in paths], level=t.level, split=t.split,
+                                     val_fraction=t.val_fraction, val_file=t.val_file or None,
+                                     tokenizer=tokenizer, max_vocab=t.max_vocab, min_count=t.min_count)
     return build_corpus([os.path.abspath(p) for p in paths], level=t.level, eos=t.eos, split=t.split,
                         val_fraction=t.val_fraction, val_file=t.val_file or None, tokenizer=tokenizer,
                         max_vocab=t.max_vocab, min_count=t.min_count)

@@ -14,6 +14,7 @@ import numpy as np
 from ..config import ModelConfig, TrainConfig, replace
 from ..data.batches import StreamBatcher
 from ..data.corpus import Corpus
+from ..data.labelled import LineBatcher
 from ..runs.fingerprint import corpus_fingerprint
 from ..training.task import Evaluation
 from . import train_state as files
@@ -30,8 +31,11 @@ class LmTask:
         from .model import Model
 
         self.corpus, self.tcfg = corpus, train_config.validate()
-        self.mcfg = replace(model_config, vocab_size=len(corpus.tokenizer)).validate()
-        self.batcher = StreamBatcher(corpus.train, self.tcfg.batch_size, self.tcfg.seq_len)
+        self.labelled = corpus.labels is not None   # labelled lines (data/labelled.py): no carried state
+        self.mcfg = replace(model_config, vocab_size=len(corpus.tokenizer),
+                            labels=len(corpus.labels.names) if self.labelled else 0).validate()
+        self.batcher = (LineBatcher(corpus.train, corpus.labels.train, self.tcfg.batch_size, self.tcfg.seed)
+                        if self.labelled else StreamBatcher(corpus.train, self.tcfg.batch_size, self.tcfg.seq_len))
         self.model = Model(self.mcfg, dtype=np.dtype(self.tcfg.dtype))
         self.optimizer = make_optimizer(self.tcfg.optimizer, self.model.size, self.model.dtype,
                                         weight_decay=self.tcfg.weight_decay, momentum=self.tcfg.momentum)
@@ -52,7 +56,7 @@ class LmTask:
         return self.batcher.next_batch()
 
     def tokens(self, batch) -> int:
-        return batch[0].size
+        return int(np.count_nonzero(batch[1] >= 0)) if self.labelled else batch[0].size
 
     def streams(self, batch) -> int:
         return batch[0].shape[1]
@@ -61,12 +65,20 @@ class LmTask:
         return None  # every setting splits: the masks are drawn per stream (stream_random.py)
 
     def loss_and_grad(self, batch):
+        if self.labelled:  # every line starts from its label: nothing is carried to the next batch
+            x, y, labels = batch
+            loss, _ = self.model.loss_and_grad(x, y, self.model.line_state(labels), self.rng, labels)
+            return loss, self.state
         x, y = batch
         return self.model.loss_and_grad(x, y, self.state, self.rng)
 
     def block_loss_and_grad(self, batch, b0: int, b1: int, rng):
         """Under several ranks (distributed/ranks.py): loss and gradient of streams b0..b1 only,
         their new carried state, and their share of the batch (the gradient is scaled by it)."""
+        if self.labelled:  # lines: the share is the block's share of the batch's predicted tokens
+            x, y, labels = (np.ascontiguousarray(a[..., b0:b1]) for a in batch)
+            loss, _ = self.model.loss_and_grad(x, y, self.model.line_state(labels), rng, labels)
+            return loss, None, np.count_nonzero(y >= 0) / max(self.tokens(batch), 1)
         x, y = batch
         state = np.ascontiguousarray(self.state[:, :, b0:b1])
         loss, mine = self.model.loss_and_grad(np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(y[:, b0:b1]),
@@ -75,6 +87,8 @@ class LmTask:
 
     def merge_blocks(self, mine, b0: int, b1: int):
         """The whole carried state with this rank's streams b0..b1 replaced by ``mine``."""
+        if self.labelled:
+            return self.state
         state = self.state.copy()
         state[:, :, b0:b1] = mine
         return state
@@ -99,7 +113,8 @@ class LmTask:
     def warm_up(self) -> None:
         """Compile (or load from Numba's cache) the training and evaluation kernels on a 2x2 batch."""
         x = np.zeros((2, 2), np.int64)
-        self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0))
+        labels = (np.zeros(2, np.int64),) if self.labelled else ()   # a labelled model's path too
+        self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0), *labels)
         self.model.token_nll(x, x, self.model.init_state(2))
 
     def thread_scope(self, threads: int):
@@ -109,12 +124,20 @@ class LmTask:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def evaluate(self, step: int, train_loss: float, comm) -> Evaluation:
+    def val_loss(self, comm) -> float:
+        """Mean NLL per token of the held-out text (labelled lines: each from its own label; every
+        rank scores them all, as they are few)."""
         from .evaluate import mean_nll
+        from .labels import line_nll
 
+        if self.labelled:
+            return float(line_nll(self.model, np.asarray(self.corpus.val), self.corpus.labels.val).mean())
+        return mean_nll(self.model, np.asarray(self.corpus.val), comm)
+
+    def evaluate(self, step: int, train_loss: float, comm) -> Evaluation:
         held_out = self.corpus.val.size > 1
         # no held-out text: judge by the training loss, and say so in the event
-        val_loss = mean_nll(self.model, np.asarray(self.corpus.val), comm) if held_out else train_loss
+        val_loss = self.val_loss(comm) if held_out else train_loss
         char_level = self.corpus.tokenizer.level == "char"
         scores = {"val_loss": val_loss, "val_bpc": val_loss / LN2 if char_level else None,
                   "val_ppl": math.exp(min(val_loss, 700.0))}
@@ -142,6 +165,12 @@ class LmTask:
 
         options = SampleOptions(temperature=temperature, max_length=max_length,
                                 seed=self.tcfg.seed * 1_000_003 + step)
+        if self.labelled:  # a line of the first label, shown with it
+            from .labels import conditioned
+
+            plain, start = conditioned(self.model, 0)
+            text = "".join(Sampler(plain, self.corpus.tokenizer, start).stream("", options))
+            return f"[{self.corpus.labels.names[0]}] {text}"
         sampler = Sampler(self.model, self.corpus.tokenizer, files.start_state(self, step),
                           ends=self.corpus.eos != "none")
         return "".join(sampler.stream("", options))

@@ -26,7 +26,8 @@ def metadata(task, step: int, best: dict | None) -> dict:
             "best_val_loss": finite_or_none(best_val_loss if best_val_loss is not None else math.inf),
             "start_state": start_state(task, step),
             "fingerprint": corpus_fingerprint(task.corpus),  # a resume refuses changed text
-            "auto_choice": task.auto_choice} | ({"init_from": task.init_from} if task.init_from else {})
+            "auto_choice": task.auto_choice} | ({"init_from": task.init_from} if task.init_from else {}) | (
+            {"labels": task.corpus.labels.names} if task.labelled else {})
 
 
 def start_state(task, step: int, context: int = 2048) -> list:
@@ -35,6 +36,8 @@ def start_state(task, step: int, context: int = 2048) -> list:
     never sees the zero state, so text generated from it begins garbled."""
     from .evaluate import state_after
 
+    if task.labelled:  # every line starts from its label (lm/labels.conditioned), not from here
+        return np.zeros((task.mcfg.layers, task.mcfg.states, task.mcfg.hidden)).tolist()
     cached = getattr(task, "_start_cache", None)
     if cached is not None and cached[0] == step:  # best and last are saved at one step
         return cached[1]
@@ -89,6 +92,8 @@ def restore(task, last: ckpt.Checkpoint, run_dir: Path):
 
 def _restore_state(task, last: ckpt.Checkpoint) -> None:
     meta = last.metadata
+    if task.labelled and meta.get("labels") != task.corpus.labels.names:
+        raise CheckpointError(f"{last.path}: the training lines' labels have changed since the run began")
     task.model.load_state_dict(last.tensors)
     extra = dict(last.extra)
     state = extra.pop("train_state", None)
