@@ -7,7 +7,7 @@ import secrets
 import click
 from rich.text import Text
 
-from .common import emit, err, runs_root, show_path
+from .common import emit, err, run_to_use, show_path
 from .safe_text import printable_text
 
 
@@ -62,7 +62,6 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
     from ..errors import VocabError
     from ..lm.checkpoint import load_checkpoint
     from ..lm.sample import SampleOptions, Sampler
-    from ..runs import find as run_find
 
     if beam is not None or length_penalty is not None:
         from .sample_beam import refuse_sampling_settings
@@ -70,7 +69,7 @@ def sample(run, temperature, top_k, top_p, prime, max_length, stop, min_length, 
         refuse_sampling_settings(beam, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                  stop=stop or None, min_length=min_length, repetition_penalty=repetition_penalty,
                                  no_repeat_ngram=no_repeat_ngram)
-    path = run_find.resolve_run(run, runs_root())
+    path = run_to_use(run, name_latest=False)   # (the line below names it)
     checkpoint = load_checkpoint(path)
     seed = secrets.randbelow(2**31) if seed is None else seed
     base = replace(SampleOptions(), temperature=temperature, top_k=top_k, top_p=top_p, max_length=max_length,
