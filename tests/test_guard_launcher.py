@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,4 +112,12 @@ def test_a_killed_mpiexec_is_one_line_and_its_status(corpus, tmp_path):  # noqa:
     lines = [line for line in stderr.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "killed by SIGKILL" in lines[0], stderr
     assert "Traceback" not in stderr
+    assert _gone(family)   # the ranks went with their mpiexec
 
+
+def _gone(family: dict[int, bytes]) -> bool:
+    """Whether every process of ``family`` has ended, waiting for the dying (a hang guard only)."""
+    end = time.monotonic() + HANG_GUARD_S
+    while _left_behind(family) and time.monotonic() < end:
+        time.sleep(0.2)
+    return not _left_behind(family)
