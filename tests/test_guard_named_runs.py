@@ -60,3 +60,15 @@ def test_info_refuses_a_directory_holding_two_runs_files(tmp_path):
     shutil.copy(c / "model.safetensors", b / "model.safetensors")   # another task's
     line = one_red_line(invoke("info", b))
     assert "different tasks" in line and "classify" in line, line
+
+
+def test_a_resume_refuses_other_data_and_a_run_of_another_task(tmp_path):
+    run = _classifier(tmp_path, "run")
+    write_tsv(tmp_path / "other.tsv", toy_examples(48, 2))
+    write_tsv(tmp_path / "dev.tsv", toy_examples(16, 1))
+    for changed in (["other.tsv"], ["--dev", "dev.tsv"], ["--header", "yes"], ["--dev-fraction", "0.3"]):
+        line = one_red_line(invoke("classify", "train", *changed, "--resume", run, "--steps", "3"))
+        assert "cannot change the data when resuming" in line, line
+    same = invoke("classify", "train", "train.tsv", "--resume", run, "--steps", "3")
+    assert same.exit_code == 0, same.output
+    assert "classify run" in one_red_line(invoke("tag", "train", "--resume", run, "--format", "spaces"))

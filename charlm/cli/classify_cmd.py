@@ -162,7 +162,9 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
     console = err()
     with StopSignals() as signals:
         if resume:
-            trainer = kind.resume(resolve_run(resume, runs_root(), task), values)
+            run = resolve_run(resume, runs_root(), task)
+            refuse_changed_data(run, task)
+            trainer = kind.resume(run, values)
             console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                           highlight=False)
         else:
@@ -189,6 +191,43 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
 
         raise CharlmError(f"training diverged: {view.done.message}")
     return 0
+
+
+DATA_OPTIONS = {"train_file": ("train", "TRAIN_FILE"), "dev_file": ("dev", "--dev"), "dev_fraction": ("dev_fraction", "--dev-fraction"),
+                "header": ("header", "--header"), "fmt": ("format", "--format")}
+
+
+def refuse_changed_data(run, task: str) -> None:
+    """A resume continues a run of ``task`` on the data it started with: the data options given on
+    the command line (the current click context's) must name what the run recorded."""
+    import os
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..runs.find import LAST_FILE, TASK_NAMES, task_of
+
+    run = Path(run)
+    recorded = task_of(run)
+    if recorded is not None and recorded != task:
+        raise ConfigError(f"{run} is a {TASK_NAMES.get(recorded, recorded)} run: `charlm {task} train --resume` "
+                          f"continues {task} runs only")
+    ctx = click.get_current_context()
+    given = {name: value for name, value in ctx.params.items() if name in DATA_OPTIONS and value is not None
+             and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    if not given:
+        return
+    from ..seqtask import store
+
+    last = run if run.suffix == ".safetensors" else run / LAST_FILE
+    spec = store.load(last).metadata.get("data") if last.is_file() else None
+    spec = spec if isinstance(spec, dict) else {}
+    for name, value in given.items():
+        key, option = DATA_OPTIONS[name]
+        mine = os.path.abspath(value) if name.endswith("_file") else value
+        if spec.get(key) != mine:
+            had = "none" if spec.get(key) is None else spec.get(key)
+            raise ConfigError(f"cannot change the data when resuming ({option} {value}; the run has {had}): "
+                              "start a new run instead")
 
 
 def split_run_and_file(args, task: str):
