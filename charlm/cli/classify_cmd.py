@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.text import Text
 
 from ..seqtask.config import CLASSIFY_ONLY, SeqModelConfig, SeqTrainConfig
-from .common import emit, err, out, runs_root, shell_command, show_path
+from .common import emit, err, out, run_to_use, runs_root, shell_command, show_path
 from .options import given, setting_options
-from .run_options import emit_summary, training_run_options
+from .run_options import emit_summary, ranks_job, training_run_options
 from .sweep_cmd import run_sweep_command, sweep_options
 
 
@@ -150,18 +150,21 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
     tag and seq2seq (``kind``: how the task's runs start, resume and look). ``ranks``: re-run this
     command under mpiexec; ``as_json``: the run's summary on stdout.
     A stop signal while training finishes the step and saves (see stop_signals.py)."""
-    from ..distributed.launch import launch_ranks
     from ..runs.find import resolve_run
     from .seqtask_view import summary_lines
     from .stop_signals import StopSignals
 
     if not resume and train_file is None:
         raise click.UsageError("give the training file (or --resume RUN)")
-    launch_ranks(ranks)  # --ranks N: this process becomes mpiexec -n N charlm <task> train ...
+    job = ranks_job(ranks)  # --ranks N: this command runs again under mpiexec, as this process's child
+    if job is not None:
+        return job
     console = err()
     with StopSignals() as signals:
         if resume:
-            trainer = kind.resume(resolve_run(resume, runs_root(), task), values)
+            run = resolve_run(resume, runs_root(), task)
+            refuse_changed_data(run, task)
+            trainer = kind.resume(run, values)
             console.print(f"resuming [bold]{escape(show_path(trainer.run_dir))}[/] at step {trainer.pos.step:,}",
                           highlight=False)
         else:
@@ -188,6 +191,43 @@ def run_training(task: str, train_file, describe, values: dict, run_dir, resume,
 
         raise CharlmError(f"training diverged: {view.done.message}")
     return 0
+
+
+DATA_OPTIONS = {"train_file": ("train", "TRAIN_FILE"), "dev_file": ("dev", "--dev"), "dev_fraction": ("dev_fraction", "--dev-fraction"),
+                "header": ("header", "--header"), "fmt": ("format", "--format")}
+
+
+def refuse_changed_data(run, task: str) -> None:
+    """A resume continues a run of ``task`` on the data it started with: the data options given on
+    the command line (the current click context's) must name what the run recorded."""
+    import os
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..runs.find import LAST_FILE, TASK_NAMES, task_of
+
+    run = Path(run)
+    recorded = task_of(run)
+    if recorded is not None and recorded != task:
+        raise ConfigError(f"{run} is a {TASK_NAMES.get(recorded, recorded)} run: `charlm {task} train --resume` "
+                          f"continues {task} runs only")
+    ctx = click.get_current_context()
+    given = {name: value for name, value in ctx.params.items() if name in DATA_OPTIONS and value is not None
+             and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    if not given:
+        return
+    from ..seqtask import store
+
+    last = run if run.suffix == ".safetensors" else run / LAST_FILE
+    spec = store.load(last).metadata.get("data") if last.is_file() else None
+    spec = spec if isinstance(spec, dict) else {}
+    for name, value in given.items():
+        key, option = DATA_OPTIONS[name]
+        mine = os.path.abspath(value) if name.endswith("_file") else value
+        if spec.get(key) != mine:
+            had = "none" if spec.get(key) is None else spec.get(key)
+            raise ConfigError(f"cannot change the data when resuming ({option} {value}; the run has {had}): "
+                              "start a new run instead")
 
 
 def split_run_and_file(args, task: str):
@@ -278,10 +318,11 @@ def run_and_texts(args, task: str):
     """[RUN] [TEXT...]: the run the first argument names (else the latest ``task`` run) and the
     texts after it. A path into a folder of runs that names none of them is refused as a
     mistyped run, not read as text."""
-    from ..runs.find import is_run_like, mistyped_run, resolve_run
+    from ..runs.find import is_run_like, mistyped_run
 
     named = bool(args) and (is_run_like(args[0], runs_root()) or mistyped_run(args[0]))
-    return resolve_run(args[0] if named else None, runs_root(), task), list(args[1:] if named else args)
+    run = run_to_use(args[0] if named else None, task, name_latest=False)   # (name_the_model follows)
+    return run, list(args[1:] if named else args)
 
 
 def name_the_model(path) -> None:

@@ -43,11 +43,12 @@ class OutputError(CharlmError):
 
 
 class StopSignal(KeyboardInterrupt):
-    """SIGINT, SIGTERM or SIGHUP, raised where the command cannot stop gracefully."""
+    """SIGINT, SIGTERM or SIGHUP, raised where the command cannot stop gracefully; ``why``: the
+    line to show instead of the signal's name."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, why: str | None = None):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.why = signum, why
 
 
 class TolerantStream:
@@ -138,6 +139,21 @@ def runs_root() -> Path:
     from ..fsutil import resolve_runs_dir
 
     return resolve_runs_dir()
+
+
+def run_to_use(arg, task: str = "lm", *, name_latest: bool = True) -> Path:
+    """The run (or checkpoint) ``arg`` names, or with ``arg`` None the latest run of ``task``,
+    which is then named on stderr unless the command names its model anyway (``name_latest``):
+    an answer must not come from a model the user did not see chosen."""
+    from rich.text import Text
+
+    from ..runs.find import TASK_NAMES, resolve_run
+
+    path = resolve_run(arg, runs_root(), task)
+    if arg is None and name_latest:
+        err().print(Text(f"model {show_path(path)} (the latest {TASK_NAMES[task]} run)", style="dim"),
+                    highlight=False, soft_wrap=True)
+    return path
 
 
 def show_path(path) -> str:
@@ -235,7 +251,7 @@ def report(e: BaseException) -> int | None:
         fail_line(e.format_message())
         return e.exit_code
     if isinstance(e, StopSignal):
-        fail_line("interrupted" if e.signum == 2 else f"stopped by signal {e.signum}")
+        fail_line(e.why or ("interrupted" if e.signum == 2 else f"stopped by signal {e.signum}"))
         return 128 + e.signum
     if isinstance(e, (click.Abort, KeyboardInterrupt)):
         fail_line("interrupted")

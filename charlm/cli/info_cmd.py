@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
 from rich.text import Text
 
-from .common import emit, err, out, runs_root
+from .common import emit, err, out, runs_root, shell_command
 from .safe_text import printable
 
 
@@ -30,7 +32,9 @@ def info(run, as_json):
     from ..lm.checkpoint import read_metrics
     from ..runs import find as run_find
 
-    described = lm_describe.describe_run(run_find.resolve_run(run, runs_root()))
+    path = run_find.resolve_run(run, runs_root())
+    refuse_mixed_run(path)
+    described = lm_describe.describe_run(path)
     tracked = []   # train --track-gradients: a damaged record is skipped like any damaged line
     for record in read_metrics(described["run"]):
         try:
@@ -60,3 +64,16 @@ def info(run, as_json):
         for step, curves in shown:
             curves.label = f"step {step}"
         console.print(lag_plot([c for _, c in shown], console.width - 2, 16))
+
+
+def refuse_mixed_run(path) -> None:
+    """One line when a run directory holds the checkpoints of more than one run (another run's
+    ``model.safetensors`` beside this run's ``last.safetensors``): describing it would mix them."""
+    from ..errors import CheckpointError
+    from ..runs.find import LAST_FILE, MODEL_FILE
+    from ..runs.fingerprint import checkpoints_apart
+
+    apart = checkpoints_apart(path) if os.path.isdir(path) else None
+    if apart:
+        raise CheckpointError(f"{path}: its {MODEL_FILE} and {LAST_FILE} {apart}, so they belong to different runs; "
+                              f"describe one: {shell_command('charlm', 'info', Path(path) / LAST_FILE)}")

@@ -6,14 +6,28 @@ import math
 
 import click
 
-from .common import emit
+from .common import emit, fail_line
 
 
 def training_run_options(func):
     """``--ranks N`` and ``--json``, for ``train``, ``classify train`` and ``tag train``."""
     func = click.option("--ranks", type=click.IntRange(1),
-                        help="train one model on N processes (runs this command under mpiexec; needs charlm[mpi])")(func)
+                        help="train one model on N processes (runs this command under mpiexec and passes it Ctrl-C, "
+                             "SIGTERM and SIGHUP; needs charlm[mpi])")(func)
     return json_option(func)
+
+
+def ranks_job(ranks: int | None) -> int | None:
+    """``--ranks N``: run this command under mpiexec, wait for it, and return the status to exit
+    with (one line first if the job was killed); None without ``--ranks`` or inside the job."""
+    from ..distributed.launcher import launch_ranks
+
+    ended = launch_ranks(ranks)
+    if ended is None:
+        return None
+    if ended.problem:
+        fail_line(ended.problem)
+    return ended.code
 
 
 def json_option(func):

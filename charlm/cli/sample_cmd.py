@@ -7,7 +7,7 @@ import secrets
 import click
 from rich.text import Text
 
-from .common import emit, err, runs_root, show_path
+from .common import emit, err, run_to_use, show_path
 from .safe_text import printable, printable_text
 
 
@@ -66,7 +66,6 @@ def sample(run, temperature, top_k, top_p, prime, label, max_length, stop, min_l
     from ..lm.checkpoint import load_checkpoint
     from ..lm.labels import label_index
     from ..lm.sample import SampleOptions, Sampler
-    from ..runs import find as run_find
 
     if beam is not None or length_penalty is not None:
         from .sample_beam import refuse_sampling_settings
@@ -74,7 +73,7 @@ def sample(run, temperature, top_k, top_p, prime, label, max_length, stop, min_l
         refuse_sampling_settings(beam, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                  stop=stop or None, min_length=min_length, repetition_penalty=repetition_penalty,
                                  no_repeat_ngram=no_repeat_ngram)
-    path = run_find.resolve_run(run, runs_root())
+    path = run_to_use(run, name_latest=False)   # (the line below names it)
     checkpoint = load_checkpoint(path)
     label_index(checkpoint.metadata.get("labels", []), label)  # a missing, needless or unknown label: refused first
     seed = secrets.randbelow(2**31) if seed is None else seed

@@ -31,13 +31,12 @@ def score(args, as_json):
     from ..errors import CorpusError
     from ..lm.checkpoint import load_checkpoint
     from ..lm.score import LineScorer
-    from ..runs import find as run_find
-    from .common import runs_root
+    from .common import run_to_use
 
     if len(args) > 2:
         raise click.UsageError("give at most a run and one file (or - for standard input)")
     run, path = (args[0], args[1]) if len(args) == 2 else (None, args[0])
-    scorer = LineScorer(load_checkpoint(run_find.resolve_run(run, runs_root())))
+    scorer = LineScorer(load_checkpoint(run_to_use(run)))
     bad = 0
     for s in scorer.scores(iter_lines(path)):
         bad += s.error is not None

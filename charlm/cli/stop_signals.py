@@ -1,10 +1,11 @@
 """Ctrl-C, SIGTERM and SIGHUP during ``charlm train``: one path for all three.
 
 ``timeout``, systemd, docker and Slurm stop a job with SIGTERM, and a closed terminal sends
-SIGHUP; each deserves what Ctrl-C gets. While the run is being set up (reading the corpus,
-compiling) there is nothing to save and the signal stops the command at once; should it land in
-a compiled call (which turns it into some other exception), the command still ends as stopped by
-that signal. Once training runs, the handler only records the signal and asks the loop to stop;
+SIGHUP; each deserves what Ctrl-C gets. Until the loop starts its first step (reading the data,
+compiling the kernels, warming up) there is nothing new to save and the signal stops the command
+at once, with one line that says so; should it land in a compiled call (which turns it into some
+other exception), the command still ends as stopped by that signal. Once the loop runs (its
+``started``), the handler only records the signal and asks the loop to stop;
 everything else happens at safe points, between the loop's events (``watch``): the notice is
 shown, and a second signal aborts there (the last checkpoint stays as it was) instead of raising
 inside a kernel. The exit status is the shell's convention for a process stopped by a signal:
@@ -24,6 +25,7 @@ _ITS_OWN = (StopSignal, SystemExit, CharlmError, OSError, MemoryError)   # error
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 NAMES = {getattr(signal, n): label for n, label in (("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM"),
                                                      ("SIGHUP", "SIGHUP")) if hasattr(signal, n)}
+NOTHING_TO_SAVE = "stopped before the first step; nothing to save"
 
 
 class StopSignals:
@@ -51,11 +53,12 @@ class StopSignals:
             # The signal's exception was swallowed or replaced on its way out (a compiled call
             # reports "returned a result with an exception set"): it is still that signal. A
             # problem of its own (a full disk while saving) keeps its line.
-            raise StopSignal(self.signals[-1]) from None
+            raise self._stop_now(self.signals[-1]) from None
         return False
 
     def training(self, trainer, view) -> None:
-        """From now on a signal stops the Trainer gracefully instead of raising."""
+        """From the loop's first step on (its ``started``), a signal stops the Trainer gracefully
+        instead of raising."""
         self._trainer, self._view = trainer, view
 
     def watch(self, events):
@@ -81,11 +84,19 @@ class StopSignals:
     def exit_code(self) -> int:
         return 128 + (self.signals[-1] if self.signals else signal.SIGINT)
 
+    def _started(self) -> bool:
+        """Whether the training loop has begun its first step (a stand-in without the
+        attribute, such as a sweep's, counts as running)."""
+        return self._trainer is not None and getattr(self._trainer, "started", True)
+
+    def _stop_now(self, signum: int) -> StopSignal:
+        return StopSignal(signum, None if self._started() else NOTHING_TO_SAVE)
+
     def _handle(self, signum, frame):
-        # Only record: raising here could land inside a compiled call mid-step.
+        # Only record once training runs: raising there could land inside a compiled call mid-step.
         self.signals.append(signum)
-        if self._trainer is None:
-            raise StopSignal(signum)  # setting up: nothing to save, stop now
+        if not self._started():
+            raise self._stop_now(signum)  # setting up, compiling: nothing new to save, stop now
         if self.received is None:
             self.received = signum
             self._trainer.request_stop()

@@ -5,10 +5,9 @@ import click
 from rich.text import Text
 
 from ..config import ModelConfig, TrainConfig
-from ..distributed.launch import launch_ranks
 from .common import err, runs_root, shell_command, show_path
 from .options import given, option_names, setting_options
-from .run_options import emit_summary, training_run_options
+from .run_options import emit_summary, ranks_job, training_run_options
 from .stop_signals import StopSignals
 
 OPTION_NAMES = option_names(ModelConfig, TrainConfig)   # field -> --option (for --config keys)
@@ -50,7 +49,9 @@ def train(corpus, run_dir, overwrite, resume, init_from, config_file, ranks, as_
     from ..runs import find as run_find
     from .config_keys import read_config_file
 
-    launch_ranks(ranks)  # --ranks N: this process becomes mpiexec -n N charlm train ...
+    job = ranks_job(ranks)  # --ranks N: this command runs again under mpiexec, as this process's child
+    if job is not None:
+        return job
 
     if resume and run_dir:
         raise click.UsageError("--resume RUN continues RUN in its own directory; --run-dir cannot move it "

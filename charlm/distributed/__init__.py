@@ -7,7 +7,8 @@ the run is the one a single process would make, up to float rounding. Rank 0 alo
 run directory and the terminal.
 
   launch.py     which rank this is (no MPI: a ``Solo`` world, and mpi4py is never imported);
-                rank 0 decides, the others follow; ``--ranks N`` becomes ``mpiexec -n N``
+                rank 0 decides, the others follow
+  launcher.py   ``--ranks N``: the command runs ``mpiexec -n N`` as its child and hands it stop signals
   streams.py    the block of streams a rank owns, and random draws made for the global batch
   ranks.py      the collectives of one training step, an evaluation and a checkpoint
   agreement.py  before training: same charlm, same text, same configuration on every rank

@@ -100,7 +100,24 @@ def world():
                 raise ConfigError(f"started by an MPI launcher as one of {size} ranks, but mpi4py is "
                                   f"not installed: {INSTALL_HINT}") from None
             _world = MpiWorld(MPI.COMM_WORLD)
+            _keep_stop_handlers()
     return _world
+
+
+def _keep_stop_handlers() -> None:
+    """Put Python's stop-signal handlers back in force: MPI's start-up (UCX) installs its own
+    SIGHUP handler beneath them, and a closed terminal would then no longer stop the ranks at a
+    step. (Python still reports its handler; the process no longer calls it.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        handler = signal.getsignal(signum) if signum is not None else None
+        if callable(handler):
+            signal.signal(signum, handler)
 
 
 def rank_failed(error: BaseException) -> BaseException:
@@ -112,7 +129,8 @@ def rank_failed(error: BaseException) -> BaseException:
         w = world()
     except ConfigError:
         return error
-    w.speak()
+    if not (w.rank > 0 and isinstance(error, KeyboardInterrupt)):  # a stop reached every rank: rank 0 says it
+        w.speak()
     atexit.register(_abort_job, w.comm)  # runs before mpi4py's MPI_Finalize (registered earlier)
     if w.rank > 0 and isinstance(error, CharlmError):
         return type(error)(f"rank {w.rank}: {error}")
@@ -167,30 +185,3 @@ def on_rank0(claim):
     from ..runs.directory import RunLock
 
     return RunLock(Path(path), None, False)
-
-
-def launch_ranks(ranks: int | None, argv: list[str] | None = None) -> None:
-    """``charlm train --ranks N``: replace this process by ``mpiexec -n N`` running the same
-    command without ``--ranks``. Nothing to do for no ``--ranks``, or inside a job already."""
-    import shutil
-    import sys
-
-    if ranks is None or launched_size() > 1:
-        return
-    try:
-        import mpi4py  # noqa: F401 - only whether it is there (MPI itself starts in the ranks)
-    except ImportError:
-        raise ConfigError(f"--ranks needs mpi4py and an MPI launcher: {INSTALL_HINT}") from None
-    beside = Path(sys.executable).with_name("mpiexec")
-    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
-        raise ConfigError(f"--ranks needs an mpiexec (none beside {sys.executable} or on PATH): {INSTALL_HINT}")
-    args = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(args):
-        if arg == "--ranks":
-            del args[i:i + 2]
-            break
-        if arg.startswith("--ranks="):
-            del args[i]
-            break
-    os.execv(mpiexec, [mpiexec, "-n", str(ranks), sys.executable, "-m", "charlm", *args])

@@ -96,10 +96,16 @@ def resolve_run(arg, root, task: str = "lm") -> Path:
 
 
 def mistyped_run(arg) -> bool:
-    """Whether ``arg`` is a path into a folder of runs that names none of them (``runs/typo``): a
-    mistyped run, which a command taking ``[RUN] [TEXT...]`` must not read as text."""
-    path = Path(arg)
-    return os.sep in str(arg) and not path.exists() and bool(list_runs(path.parent))
+    """Whether ``arg`` looks like the path of a run without being one (``is_run_like`` comes
+    first): an existing directory, or a missing path inside an existing directory (``runs/typo``).
+    A command taking ``[RUN] [TEXT...]`` must refuse it rather than read it as text; text with a
+    slash whose first part names no directory (``and/or``) is still text."""
+    text = str(arg)   # (os.path answers False for a name too long to be a path: it is text)
+    if not text:
+        return False
+    if os.path.isdir(text):
+        return True
+    return os.sep in text and not os.path.lexists(text) and os.path.isdir(os.path.dirname(text))
 
 
 def is_run_like(arg, root) -> bool:
@@ -107,4 +113,5 @@ def is_run_like(arg, root) -> bool:
     path = Path(arg)
     if path.suffix == ".safetensors":
         return True
-    return any(p.is_dir() and any((p / n).exists() for n in CHECKPOINT_FILES) for p in (path, Path(root) / arg))
+    return any(os.path.isdir(p) and any(os.path.exists(p / n) for n in CHECKPOINT_FILES)
+               for p in (path, Path(root) / arg))   # (os.path: a text too long for a path is no run)

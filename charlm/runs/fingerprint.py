@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError
-from .find import LAST_FILE, MODEL_FILE
+from .find import LAST_FILE, MODEL_FILE, TASK_NAMES, task_of
 
 _BLOCK = 1 << 22   # ids hashed at a time: a memory-mapped corpus is never read whole
 
@@ -76,19 +76,32 @@ def check_same_corpus(run_dir, corpus) -> None:
 
 
 def check_same_model(run_dir) -> None:
-    """Refuse a ``last.safetensors`` that is not the same model as the run's best checkpoint
-    (``model.safetensors``): another cell, size or vocabulary copied over it."""
-    best, last = _metadata(Path(run_dir) / MODEL_FILE), _metadata(Path(run_dir) / LAST_FILE)
+    """Refuse a ``last.safetensors`` that is not the same run's as the run's best checkpoint
+    (``model.safetensors``): another task, cell, size, vocabulary or text copied over it."""
+    apart = checkpoints_apart(run_dir)
+    if apart:
+        raise CheckpointError(f"cannot resume {run_dir}: {LAST_FILE} and {MODEL_FILE} {apart}; was a "
+                              "checkpoint copied in from another run?")
+
+
+def checkpoints_apart(run_dir) -> str | None:
+    """How the two checkpoints in ``run_dir`` show that they are not one run's ("are not the same
+    model (hidden 8 vs 6)", "were trained on different texts", ...), or None: they agree, or one
+    is missing or unreadable (loading it reports that)."""
+    files = Path(run_dir) / MODEL_FILE, Path(run_dir) / LAST_FILE
+    best, last = _metadata(files[0]), _metadata(files[1])
     if not best or not last:
-        return  # no best model yet, or an unreadable file: loading it reports that
+        return None
+    tasks = [task_of(f) for f in files]
+    if tasks[0] != tasks[1]:
+        return "are checkpoints of different tasks (" + ", ".join(
+            f"{f.name}: {TASK_NAMES.get(t, t)}" for f, t in zip(files, tasks)) + ")"
     config, mine = best.get("config"), last.get("config")
     if isinstance(config, dict) and isinstance(mine, dict) and (config != mine or best.get("vocab") != last.get("vocab")):
         diff = ", ".join(f"{k} {config.get(k)!r} vs {mine.get(k)!r}"
                          for k in sorted(set(config) | set(mine)) if config.get(k) != mine.get(k))
-        raise CheckpointError(f"cannot resume {run_dir}: last.safetensors and {MODEL_FILE} are not the "
-                              f"same model ({diff or 'different vocabularies'}); was a checkpoint "
-                              "copied in from another run?")
+        return f"are not the same model ({diff or 'different vocabularies'})"
     texts = best.get("fingerprint"), last.get("fingerprint")
     if all(isinstance(t, dict) for t in texts) and texts[0] != texts[1]:
-        raise CheckpointError(f"cannot resume {run_dir}: last.safetensors and {MODEL_FILE} were trained "
-                              "on different texts; was a checkpoint copied in from another run?")
+        return "were trained on different texts"
+    return None

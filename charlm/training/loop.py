@@ -56,6 +56,10 @@ class Loop:
         else:
             self._restore(*resumed)
         self.comm = attach(self)     # alone: Solo; under mpiexec: one model trained by every rank
+        # Whether the first step has begun: until then a stop signal ends the command at once
+        # (cli/stop_signals.py), as there is nothing new to save. Several ranks agree on a stop
+        # only at a step (a rank waiting in a collective cannot act on a signal): for them it has.
+        self.started = self.comm.size > 1
 
     def __getattr__(self, name):
         task = self.__dict__.get("task")
@@ -111,6 +115,10 @@ class Loop:
                 yield from self._events()
             except OSError as e:
                 raise self._write_failed(e) from None
+            except BaseException:
+                if not self.started:
+                    self._undo_start()
+                raise
 
     def _write_failed(self, error: OSError) -> BaseException:
         """A write into the run directory failed (a full disk, a quota): one line naming the file
@@ -126,10 +134,21 @@ class Loop:
                 "resume from it" if self._saved_step is not None else "no checkpoint had been written yet")
         return CheckpointError(f"cannot write {where}: {why}; {kept}")
 
+    def _undo_start(self) -> None:
+        """Stopped or failed before the first step: nothing was trained, so the run directory
+        is left as the claim found it (runs/directory.py ``release_new``): a directory made for
+        this run goes again, an overwritten run's files come back, a resumed run is untouched."""
+        lock = self.__dict__.get("run_lock")
+        if lock is not None:
+            from ..runs.directory import release_new
+
+            release_new(lock)
+
     def _events(self):
         task, pos, clock = self.task, self.pos, self.clock
         if not self._warm:
             self._warm_up()
+        self.started = True   # from here a stop request finishes the step and saves
         started, elapsed0 = clock(), pos.elapsed
         cadence = EvalCadence(task.tcfg.eval_every, self.progress(pos.step, self.epoch, elapsed0), elapsed0)
         reason = None
