@@ -85,7 +85,11 @@ def test_given_settings_win_and_are_named():
     assert choose(CLASSIFIER, SeqTrainConfig(steps=100), WORDS, set(), rate) is None        # no time budget
     assert "in 300s" in choose(CLASSIFIER, SeqTrainConfig(), WORDS, set(), rate).reason   # none: the default
     tagger = SeqModelConfig(task="tag", vocab_size=40, num_labels=2)
-    assert choose(tagger, FIVE_MINUTES, WORDS, {"hidden"}, rate) is None
+    kept = choose(tagger, FIVE_MINUTES, WORDS, {"hidden"}, rate)
+    assert kept.values == {"ngrams": 4} and "width given" in kept.reason
+    assert choose(tagger, FIVE_MINUTES, WORDS, {"hidden", "ngrams"}, rate) is None   # nothing left to choose
+    words = SeqModelConfig(task="tag", level="word", vocab_size=40, num_labels=2)
+    assert "ngrams" not in choose(words, FIVE_MINUTES, WORDS, set(), rate).values
 
 
 def test_memory_and_ranks_limit_the_ensemble():
@@ -106,10 +110,14 @@ def test_a_tagger_gets_the_widest_model_its_tokens_still_train():
     choice = choose(tagger, FIVE_MINUTES, text, set(), rate)
     H = choice.values["hidden"]
     train_seconds = 300 * (1 - recipe._eval_share())
-    assert rate(SeqModelConfig(task="tag", vocab_size=60, num_labels=2, hidden=H)) * train_seconds >= \
-        TOKENS_PER_PARAM * parameters(SeqModelConfig(task="tag", vocab_size=60, num_labels=2, hidden=H))
+
+    def sized(hidden):
+        return SeqModelConfig(task="tag", vocab_size=60, num_labels=2, hidden=hidden, ngrams=4)
+    assert rate(sized(H)) * train_seconds >= TOKENS_PER_PARAM * parameters(sized(H))
     wider = TAG_LADDER[TAG_LADDER.index(H) + 1]
-    assert f"width {wider} would train" in choice.reason and list(choice.values) == ["hidden"]
+    assert rate(sized(wider)) * train_seconds < TOKENS_PER_PARAM * parameters(sized(wider))
+    assert f"width {wider} would train" in choice.reason and choice.values == {"ngrams": 4, "hidden": H}
+    assert choice.reason.startswith(f"bidirectional LSTM 1×{H}, 2..4-gram embeddings")
     longer = choose(tagger, SeqTrainConfig(time_budget=3000.0), text, set(), rate)
     assert longer.values["hidden"] > H
 

@@ -21,7 +21,9 @@ Classifiers.
      longer budget ends early instead of training on.
   The width stays as it is: wider encoders were no better at equal epochs and cost more.
 
-Taggers: the width, as the language model chooses its own: the widest of ``TAG_LADDER`` whose
+Taggers: hashed n-gram embeddings at the character level (without input dropout: a text to
+tag is long enough not to be memorised), which tagged spaces far better at equal epochs for
+the same time per epoch; and the width, as the language model chooses its own: the widest of ``TAG_LADDER`` whose
 tokens in the budget are still ``TOKENS_PER_PARAM`` per recurrent parameter. Measured on space
 restoration at equal time, a wider tagger with a few tokens per parameter lost clearly to the
 narrower one with several times more; the bound sits between the two.
@@ -83,19 +85,25 @@ def choose(model, train, shape: DataShape, given, rate, fits=lambda candidate: T
         return rates[key] * seconds_training / max(shape.tokens, 1)
 
     if model.task == "tag":
-        if "hidden" in given:
+        features = {"ngrams": NGRAMS[model.level]} if model.level == "char" and "ngrams" not in given else {}
+        ladder = (model.hidden,) if "hidden" in given else TAG_LADDER
+        if not features and len(ladder) == 1:
             return None
 
+        def sized(hidden: int):
+            return replace(model, **features, hidden=hidden)
+
         def enough(hidden: int) -> bool:
-            rates[hidden] = rate(replace(model, hidden=hidden))
-            return rates[hidden] * seconds_training >= TOKENS_PER_PARAM * parameters(replace(model, hidden=hidden))
-        best = climb(TAG_LADDER, lambda h: fits(replace(model, hidden=h)), enough)
+            rates[hidden] = rate(sized(hidden))
+            return rates[hidden] * seconds_training >= TOKENS_PER_PARAM * parameters(sized(hidden))
+        best = climb(ladder, lambda h: fits(sized(h)), enough)
         if best is None:
             return None
-        why = _next_rung_why(TAG_LADDER, best, rates, lambda h: (
-            f"width {h} would train {rates[h] * seconds_training / parameters(replace(model, hidden=h)):.1f} "
+        why = "width given" if len(ladder) == 1 else _next_rung_why(ladder, best, rates, lambda h: (
+            f"width {h} would train {rates[h] * seconds_training / parameters(sized(h)):.1f} "
             f"tokens per parameter, < {TOKENS_PER_PARAM:g}"))
-        return _choice({"hidden": best}, model, seconds, epochs_of(best), why, rates, t0, given)
+        values = features | ({} if "hidden" in given else {"hidden": best})
+        return _choice(values, model, seconds, epochs_of(best), why, rates, t0, given)
     base = classify_features(model, given)
     fixed = "members" in given or ranks > 1
     ladder = (model.members if "members" in given else 1,) if fixed else tuple(range(1, MAX_MEMBERS + 1))
