@@ -66,14 +66,17 @@ HEADER = click.option("--header", type=click.Choice(("auto", "yes", "no")), defa
 def classify_train(train_file, header, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a classifier on TRAIN_FILE, a TSV of text<TAB>label lines.
 
+    With a time budget (--time, or no budget: 5 minutes) the recipe is chosen for the
+    data and the budget: n-gram embeddings, the wide path, dropout and as many ensemble
+    members as still train their epochs in time (the "chosen" line; any flag given wins).
     Evaluates on the dev split about 8 times (or --eval-every), keeps the best model
     by dev accuracy (model.safetensors) and the latest state (last.safetensors). Ctrl-C
     stops after the current step, saves, and prints how to resume.
 
     \b
     Examples:
+      charlm classify train words.tsv --dev dev.tsv --time 5m   # the recipe chosen for 5 minutes
       charlm classify train words.tsv --dev dev.tsv --hidden 256 --epochs 12
-      charlm classify train words.tsv --dev dev.tsv --ngrams 4 --input-dropout 0.5 --wide-ngrams 5 --wide-dropout 0.3 --members 4 --member-salts --time 5m
       charlm classify train reviews.tsv --level word --time 5m
       charlm classify train --resume runs/words-20260101-120000 --epochs 20
     """
@@ -124,7 +127,9 @@ class SeqRuns:
         from ..seqtask.config import make_seq_configs
 
         model_config, train_config = make_seq_configs(task, values)
-        return runs.start(describe(train_config.seed), model_config, train_config, runs_root(), run_dir)
+        spec = describe(train_config.seed)
+        return runs.start(spec, model_config, train_config, runs_root(), run_dir,
+                          given=runs.recipe_given(values, spec))
 
     def resume(self, run, values: dict):
         from ..seqtask import runs
@@ -246,18 +251,24 @@ def split_run_and_file(args, task: str):
 
 def evaluate_command(task: str, args, header: str, as_json: bool) -> None:
     from ..seqtask.predict import Predictor
-    from .seqtask_view import report_heading, report_tables
+    from ..seqtask.recipe import stored_choice
+    from .seqtask_view import chosen_line, report_heading, report_tables
 
     run, rest = split_run_and_file(args, task)
     if not rest:
         raise click.UsageError("give the labelled file to evaluate")
     predictor = Predictor.load(run)
+    chosen = stored_choice(predictor.checkpoint.metadata)
     result = predictor.evaluate(rest[0], header=header) | {"checkpoint": str(predictor.checkpoint.path)}
+    if chosen:
+        result["chosen"] = chosen
     if as_json:
         emit(json.dumps(result))
         return
     console = out()
     console.print(report_heading(result, show_path(predictor.checkpoint.path)), highlight=False, soft_wrap=True)
+    if chosen:
+        console.print(chosen_line(chosen), highlight=False, soft_wrap=True)
     for table in report_tables(result):
         console.print(table)
 

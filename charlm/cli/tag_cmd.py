@@ -37,6 +37,9 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, a
 
     With --format spaces, TRAIN_FILE is plain text: each line, its spaces removed, is a
     sequence of characters to tag with whether a space followed. No labels needed.
+    With a time budget (--time, or no budget: 5 minutes) the width (unless --hidden) and,
+    for characters, hashed n-gram embeddings (unless --ngrams) are chosen for the data and
+    the budget (the "chosen" line).
 
     \b
     Examples:

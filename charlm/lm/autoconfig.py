@@ -28,11 +28,10 @@ deterministic given the probe's figures (``rate`` may be any function, so tests 
 """
 from __future__ import annotations
 
-import statistics
 import time
-from dataclasses import dataclass, field
 
 from ..config import ModelConfig, TrainConfig, replace
+from ..training.recipe import PROBE_STEPS, Choice, climb, step_seconds
 
 LADDER = (128, 192, 256, 384, 512, 768, 1024)   # hidden sizes considered, narrowest first
 TOKENS_PER_PARAM = 4.0      # fitted: characters per parameter below which a wider model loses
@@ -40,22 +39,7 @@ TOKENS_PER_PARAM_REGULARISED = 1.5   # fitted: the same with dropout and weight 
 PRESSURE_FOR_DROPOUT = 8.0  # fitted: epochs x parameters per character from which dropout wins
 DROPOUT = 0.25
 WEIGHT_DECAY = 0.1          # fitted: AdamW's decoupled decay in the regularised regime
-PROBE_STEPS = 4             # timed steps per candidate (after one untimed step); their median is the rate
 MODEL_FIELDS, TRAIN_FIELDS = ("hidden", "dropout"), ("optimizer", "weight_decay")
-
-
-@dataclass(frozen=True)
-class Choice:
-    values: dict                                   # field -> value chosen (only fields not given)
-                                                   # of the model (MODEL_FIELDS) and of training (TRAIN_FIELDS)
-    reason: str                                    # one line for the terminal
-    rates: dict = field(default_factory=dict)      # hidden -> probed training tokens per second
-    probe_seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"values": self.values, "reason": self.reason,
-                "rates": {str(k): round(v, 1) for k, v in self.rates.items()},
-                "probe_seconds": round(self.probe_seconds, 3)}
 
 
 def stack_parameters(vocab: int, embed: int, hidden: int, layers: int, gates: int = 4) -> int:
@@ -78,24 +62,24 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
     (no time budget, the user gave the width, or not even the narrowest width ``fits`` in
     memory). ``rate(model_config) -> tokens per second``."""
     seconds = train.time_budget
-    if not seconds or "hidden" in given or model.row.feeds_output or not fits(replace(model, hidden=LADDER[0])):
+    if not seconds or "hidden" in given or model.row.feeds_output:
         return None  # the output-fed row's recurrence runs through the decoder: no such rule for it
     rates, t0 = {}, time.perf_counter()
     corpus = max(corpus_tokens, 1)
-    best, dropout_at = LADDER[0], {}
-    for hidden in LADDER:
-        candidate = replace(model, hidden=hidden)
-        if not fits(candidate):
-            break  # wider ones need more memory still
-        rates[hidden] = rate(candidate)
+    dropout_at = {}
+
+    def enough(hidden: int) -> bool:
+        rates[hidden] = rate(replace(model, hidden=hidden))
         params = stack_parameters(model.vocab_size, model.embed, hidden, model.layers, model.gates)
         tokens = rates[hidden] * seconds
         dropout_at[hidden] = (model.dropout > 0 if "dropout" in given
                               else overfitting_pressure(tokens, params, corpus) >= PRESSURE_FOR_DROPOUT)
         needed = TOKENS_PER_PARAM_REGULARISED if dropout_at[hidden] else TOKENS_PER_PARAM
-        if tokens < needed * params:
-            break  # wider ones are slower still and larger: undertrained too
-        best = hidden
+        return tokens >= needed * params  # below: undertrained, and wider ones are slower still
+
+    best = climb(LADDER, lambda hidden: fits(replace(model, hidden=hidden)), enough)
+    if best is None:
+        return None  # not even the narrowest width fits in memory
     tokens = rates[best] * seconds
     epochs = tokens / corpus
     values = {"hidden": best}
@@ -112,10 +96,8 @@ def choose(model: ModelConfig, train: TrainConfig, corpus_tokens: int, given: se
 
 def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS) -> float:
     """Training tokens per second of ``model`` at ``train``'s batch and window on this machine:
-    forward, backward, clipping and the optimiser step on random ids, timed after one untimed
-    step (which loads the compiled kernels and sizes the workspace). The median step, not the
-    fastest: a training loop's steps scatter above the fastest one on a shared machine,
-    and the predicted tokens should be the ones the run will train."""
+    forward, backward, clipping and the optimiser step on random ids, the median of ``steps``
+    after an untimed one (training/recipe.step_seconds)."""
     import numpy as np
 
     from ..optim import clip_grad_norm, make_optimizer
@@ -129,15 +111,13 @@ def probe_rate(model: ModelConfig, train: TrainConfig, steps: int = PROBE_STEPS)
     x = rng.integers(0, model.vocab_size, (T, B))
     y = rng.integers(0, model.vocab_size, (T, B))
     state = net.init_state(B)
+
+    def step():
+        net.loss_and_grad(x, y, state, rng)
+        clip_grad_norm(net.grad_flat, train.clip_norm)
+        opt.step(net.flat, net.grad_flat, 0.0)
     with thread_limits(train.threads):
-        times = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            net.loss_and_grad(x, y, state, rng)
-            clip_grad_norm(net.grad_flat, train.clip_norm)
-            opt.step(net.flat, net.grad_flat, 0.0)
-            times.append(time.perf_counter() - t0)
-    return T * B / statistics.median(times[1:])
+        return T * B / step_seconds(step, steps)
 
 
 def settle_model(model: ModelConfig, train: TrainConfig, corpus, given: frozenset[str]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..training.memory import check_estimate_fits
+from ..training.memory import available_bytes, check_estimate_fits
 
 _PER_PARAMETER = 4   # weights, gradient, Adam's two moments
 _WORKSPACE = 2       # the kernels' scratch and the evaluation pass, on top of the activations
@@ -32,6 +32,13 @@ def seq_training_bytes(model_config, train_config, longest: int) -> int:
     per_token = m.members * (m.layers * m.directions * m.hidden * (cell.gates + cell.states + 2)
                              + m.embed * (2 if m.ngrams else 1) + m.num_labels)
     return itemsize * (params * _PER_PARAMETER + _WORKSPACE * t.batch_size * max(length, 1) * per_token)
+
+
+def seq_fits_in_memory(model_config, train_config, longest: int, available: int | None = None) -> bool:
+    """Whether training ``model_config`` on sequences of at most ``longest`` tokens fits (a
+    recipe's candidates that do not are never tried)."""
+    need = seq_training_bytes(model_config, train_config, longest)
+    return need <= (available_bytes() if available is None else available)
 
 
 def check_seq_training_fits(model_config, train_config, longest: int, available: int | None = None) -> None:

@@ -61,14 +61,19 @@ def load_data(spec: dict) -> tuple[list, list]:
     return hold_out(train, fraction, spec.get("seed", 0), spec["train"])
 
 
-def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig, root, run_dir=None):
+def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig, root, run_dir=None,
+          given: frozenset[str] | None = None):
     """A new SeqTrainer for ``spec`` with these configurations (validated: config.make_seq_configs),
     in ``run_dir`` or a fresh directory under ``root``. The directory is claimed for this process
     (runs/directory.py: a directory that holds anything is refused, and a second process cannot
-    write it); if reading the data fails, what the claim made is removed again."""
-    from ..distributed import on_rank0
+    write it); if reading the data fails, what the claim made is removed again.
+    ``given``: the settings the user gave; the others are chosen for the budget (recipe.py) and
+    the choice is stored with the data's description (``chosen``). None: the configurations as
+    they are."""
+    from ..distributed import from_rank0, on_rank0, world
     from ..runs.directory import claim_new_run, make_run_dir, release_new
     from ..runs.find import run_stem
+    from .recipe import settle_recipe
     from .train import SeqTrainer
 
     # under mpiexec, rank 0 claims the directory and the others train in it without a lock
@@ -77,6 +82,10 @@ def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig
         train, dev = load_data(spec)
         if spec["format"] == "spaces":
             spec = spec | {"derived_task": "restore-spaces"}
+        if given is not None:
+            model_config, train_config, choice = from_rank0(
+                lambda: settle_recipe(train, model_config, train_config, given, world().size))
+            spec = spec | ({"chosen": choice.to_dict()} if choice is not None else {})
         trainer = SeqTrainer(train, dev, model_config, train_config, lock.run_dir, data_spec=spec)
     except BaseException:
         release_new(lock)
@@ -138,9 +147,17 @@ class SeqTrials:
 
     def start(self, values: dict, run_dir):
         model_config, train_config = self.configs(values)
-        return start(self.spec | {"seed": train_config.seed}, model_config, train_config, None, run_dir)
+        return start(self.spec | {"seed": train_config.seed}, model_config, train_config, None, run_dir,
+                     given=recipe_given(values, self.spec))
 
     def better(self, scores: dict, best: dict | None) -> bool:
         from .task import SeqTask
 
         return SeqTask.better(scores, best)
+
+
+def recipe_given(values: dict, spec: dict) -> frozenset[str]:
+    """The settings a user gave (``values``: field name -> value), for the recipe chooser: the
+    character level a restore-spaces tagger always reads is not the user's choice."""
+    implied = {"level"} if spec.get("format") == "spaces" else set()
+    return frozenset(values) - implied
