@@ -114,6 +114,7 @@ def _child(spec: dict) -> dict:
     usage, helpers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"in_process_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
             "helpers_peak_rss_mb": round(helpers.ru_maxrss / 1024.0, 1),  # processes it started (0: none)
+            "helpers_cpu_s": round(helpers.ru_utime + helpers.ru_stime, 3),
             "split": split, "summary": summary[-1] if summary else None} | summarise(times.records)
 
 
