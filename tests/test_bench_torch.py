@@ -20,7 +20,10 @@ TINY_SEQ = {"cell": "lstm", "layers": 1, "hidden": 4, "batch": 3, "seq_len": 6, 
             "warmup": 0, "steps": 1}
 
 
-def test_fma_limit_is_the_product_of_its_factors():
+def test_fma_limit_is_the_product_of_its_factors(monkeypatch):
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,+fma,-avx512f")
+    assert host.fma_limit(2, cpuinfo=CPUINFO, cpus=2)["lanes"] == 8  # the kernels compiled without AVX-512
+    monkeypatch.delenv("NUMBA_CPU_FEATURES")
     limit = host.fma_limit(2, cpuinfo=CPUINFO, cpus=2)
     assert (limit["cores"], limit["fma_units"], limit["lanes"], limit["clock_ghz"]) == (2, 2, 16, 2.6)
     assert limit["gflops"] == pytest.approx(2 * 2 * 16 * 2 * 2.6)
