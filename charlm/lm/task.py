@@ -97,14 +97,7 @@ class LmTask:
         self.optimizer.step(self.model.flat, self.model.grad_flat, lr)
 
     def warm_up(self) -> None:
-        """Compile (or load from Numba's cache) the training and evaluation kernels on a 2x2 batch;
-        alone on a machine of several cores, what the cache lacks is compiled on all of them first
-        (kernels/warm.py: a fresh install's first run waits for one core's compilation otherwise)."""
-        from ..distributed import world
-        from ..kernels.warm import precompile
-
-        if world().size == 1:  # ranks would each start workers for the same kernels
-            precompile("lm", self.mcfg.cell, self.tcfg.dtype)
+        """Compile (or load from Numba's cache) the training and evaluation kernels on a 2x2 batch."""
         x = np.zeros((2, 2), np.int64)
         self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0))
         self.model.token_nll(x, x, self.model.init_state(2))
