@@ -2,9 +2,10 @@
 that BLAS runs the best kernel this CPU has.
 
 ``measure_isolated(cfg)`` runs ``bench.measure`` in a fresh interpreter (``python -m charlm.bench.speed``),
-so that peak RSS and start-up belong to one configuration only; ``run_torch_baseline`` runs a
-PyTorch reference script given by the caller (``charlm bench --torch-baseline``) on the same
-configuration, after ``check_torch_python`` made sure its Python can import PyTorch at all.
+so that peak RSS and start-up belong to one configuration only; ``run_torch`` runs the same model
+in PyTorch there too (torch_side.py), and ``run_torch_baseline`` a PyTorch script given by the
+caller (``charlm bench --torch-baseline``) on the same configuration, each after
+``check_torch_python`` made sure that Python can import PyTorch at all.
 """
 from __future__ import annotations
 
@@ -25,16 +26,28 @@ def measure_isolated(cfg: BenchConfig, python: str = sys.executable, env=None) -
     return _run_json([python, "-m", "charlm.bench.speed", args], env)
 
 
+GET_TORCH = "pip install torch (CPU only: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+
+
 def check_torch_python(python: str) -> None:
-    """Raise CharlmError (one line) unless ``python`` runs and imports PyTorch: checked before
-    any measurement, so a comparison never fails after minutes of charlm's side."""
+    """Raise CharlmError (one line, saying how to get PyTorch) unless ``python`` runs and imports
+    it: checked before any measurement, so a comparison never fails after minutes of charlm's side."""
     try:
         proc = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
     except OSError as e:
-        raise CharlmError(f"cannot run {python} for the PyTorch baseline: {e.strerror or e}") from None
+        raise CharlmError(f"cannot run {python} for the PyTorch side: {e.strerror or e}") from None
     if proc.returncode != 0:
-        raise CharlmError(f"PyTorch is not importable by {python}: the baseline needs it "
-                          "(install torch there, or use a Python that has it)")
+        here = "" if python == sys.executable else f" for {python}"
+        raise CharlmError(f"the comparison needs PyTorch, which is not installed{here}: {GET_TORCH}")
+
+
+def run_torch(cfg: BenchConfig, python: str = sys.executable, env=None) -> dict:
+    """The same model in PyTorch (torch_side.py) on ``cfg``, in a fresh interpreter (another
+    Python finds this charlm through PYTHONPATH)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return _run_json([python, "-m", "charlm.bench.torch_side", json.dumps(dataclasses.asdict(cfg))], env)
 
 
 def run_torch_baseline(cfg: BenchConfig, script: str, python: str = sys.executable, env=None) -> dict:

@@ -5,8 +5,9 @@ PyTorch baseline script prints too (``train.chars_per_s``, ``train.step_s_median
 ``sample.chars_per_s``, ``peak_rss_mb``, ``flops_per_char_fwd``, ``train.gflops_achieved``,
 ``train.fraction_of_peak``, ...) plus ``compile_s`` (first step minus a timed one: Numba compiling
 or loading its cache), ``blas`` (the BLAS libraries and kernels in use) and the sampling bound.
-Running it in a fresh interpreter (so that peak RSS belongs to one configuration only), beside a
-PyTorch reference script, and comparing the two is compare.py's job.
+Running it in a fresh interpreter (so that peak RSS belongs to one configuration only), beside the
+same model in PyTorch (torch_side.py, or a script of the user's), and comparing the two is
+compare.py's job; the sequence tasks' side is seq_speed.py.
 
 What is measured, the same way on both sides:
 - training: B*T characters per step over the median wall time of ``steps`` timed steps after
@@ -17,13 +18,16 @@ What is measured, the same way on both sides:
   after a sample's first NUMPY_TOKENS tokens (those come from the NumPy loop of
   kernels/generate_numpy.py, reported as ``sample.numpy_loop_chars_per_s``);
 - FLOPs per character: forward 2*G*H*(I+H) per layer (I = the layer's input width) + 2*H*V for
-  the decoder, training = 3x forward. The first layer's input width is ``embed``, which defaults to
-  V: the same count as PyTorch's one-hot input. (charlm never does that GEMM: layer 0's input
+  the decoder, training = 3x forward (the backward does two products per forward one: wrt the
+  inputs and wrt the weights); the pointwise gate arithmetic and the softmax are not counted. The
+  first layer's input width is ``embed``, which defaults to V: the same count as PyTorch's model
+  with that embedding, or with a one-hot input. (charlm never does that GEMM: layer 0's input
   projection is a row of the folded table E @ W_ih0^T, gathered by token id. So charlm's
   "GFLOP/s achieved" counts work it skips; the chars/s are what to compare.)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -34,11 +38,6 @@ from dataclasses import dataclass
 
 from ..kernels.cells import CELLS, get_cell
 from ..settings import setting
-
-# float32 GEMM peak assumed for ``train.fraction_of_peak`` (passed to the baseline too, so both
-# sides divide by the same figure); docs/performance.md gives the peak measured there.
-PEAK_GFLOPS = 395.0
-
 
 # bench compares with PyTorch: the cells torch.nn has a module for
 TORCH_CELLS = tuple(name for name, cell in CELLS.items() if cell.torch_module)
@@ -65,13 +64,18 @@ class BenchConfig:
     seed: int = 1234
     train: bool = True
     sample: bool = True
-    peak_gflops: float = PEAK_GFLOPS
+    peak_gflops: float = 0.0    # what ``fraction_of_peak`` divides by; 0: the host's FMA limit (host.py)
+    task: str = "lm"            # lm, or a sequence task (seq_speed.py): classify | tag
+    labels: int = 8             # classes of a sequence task
 
     @property
     def embed_dim(self) -> int:
         return self.embed or self.vocab
 
     def label(self) -> str:
+        if self.task != "lm":
+            return (f"{self.task} bi-{self.cell} {self.layers}x{self.hidden} B{self.batch} T<={self.seq_len} "
+                    f"V{self.vocab}")
         return f"{self.cell} {self.layers}x{self.hidden} B{self.batch} T{self.seq_len} V{self.vocab}"
 
     def configs(self):
@@ -91,8 +95,14 @@ STANDARD = {
     "e": BenchConfig("rnn", 1, 512, 64, 128),
 }
 
+# The sequence tasks' standard configurations: a bidirectional one-layer classifier or tagger of
+# each gated cell, batches of 64 sequences of 8 to 32 tokens (seq_speed.py).
+STANDARD_SEQ = {f"{task}-{cell}": BenchConfig(cell, 1, 128, 64, 32, vocab=64, embed=64, task=task, sample=False)
+                for task in ("classify", "tag") for cell in ("lstm", "gru")}
+
 # Speed and memory targets, as ratios to PyTorch measured side by side (peak RSS: at most this fraction).
-TARGETS = {name: {"train": 1.2 if name == "c" else 2.0, "sample": 5.0, "peak_rss": 0.5} for name in STANDARD}
+TARGETS = {name: {"train": 1.2 if name == "c" else 2.0, "sample": 5.0, "peak_rss": 0.5} for name in STANDARD} | {
+    name: {"train": 2.0} for name in STANDARD_SEQ}
 
 
 def flops_per_char(cell: str, layers: int, hidden: int, vocab: int, in_dim: int) -> int:
@@ -112,6 +122,14 @@ def measure(cfg: BenchConfig) -> dict:
     thread limits hold for the measurement only (charlm.runtime.thread_limits)."""
     from ..runtime import thread_limits
 
+    if not cfg.peak_gflops:
+        from .host import fma_limit
+
+        cfg = dataclasses.replace(cfg, peak_gflops=fma_limit(cfg.threads)["gflops"])
+    if cfg.task != "lm":
+        from .seq_speed import measure_seq
+
+        return measure_seq(cfg)
     with thread_limits(cfg.threads):
         return _measure(cfg)
 
@@ -196,7 +214,8 @@ def _train(cfg, model, fwd) -> dict:
     return {"step_s_median": med, "step_s_min": min(timed), "step_s_max": max(timed),
             "chars_per_s": chars / med, "chars_per_step": chars, "first_step_s": times[0],
             "loss_first": losses[0], "loss_last": losses[-1], "grad_norm_last": float(norm),
-            "gflops_achieved": round(gflops, 2), "fraction_of_peak": round(gflops / cfg.peak_gflops, 4),
+            "gflops_achieved": round(gflops, 2),
+            "fraction_of_peak": round(gflops / cfg.peak_gflops, 4) if cfg.peak_gflops else None,
             "chars_per_s_at_peak": round(cfg.peak_gflops * 1e9 / (3 * fwd), 1)}
 
 
