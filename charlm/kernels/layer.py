@@ -1,7 +1,6 @@
 """One recurrent layer, forward and backward, in one or two directions, on all cores: the driver
 loop written once for every per-layer cell of the table; the arithmetic of one row of one step is
-the cell's own step function, reached by the cell's id through a chain inlined here (dispatch.py:
-after a change there, clear the Numba cache, which only notices this file's changes).
+the cell's own step function, reached by the cell's id (dispatch.py).
 
 Why this shape (kernels/parallel.py says more): the B streams are independent in the recurrence,
 so each direction's streams are split into ``nchunks`` blocks and each block's whole recurrence
