@@ -69,6 +69,28 @@ def test_the_loops_agree_token_for_token_under_controls(cell):
         assert not set(np.flatnonzero(controls[0])) & set(outs[0])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_loop_without_controls_draws_what_the_controlled_path_draws(cell):
+    """No control set: the compiled loop skips ``constrain`` and draws from the logits themselves;
+    controls that are set but change nothing (an N-gram longer than the sample) take the other path
+    and must draw the very same ids, at every temperature and cut."""
+    from charlm.kernels.sampling_rule import constrains
+
+    model = make_model(cell, layers=2, V=10, E=4, H=16, dtype=np.float32, seed=5)
+    weights = Sampler(model, CHAR)._weights()
+    idle = (np.zeros(10, np.bool_), 0, 1.0, 10 ** 6)
+    assert not constrains(no_controls(10)) and constrains(idle)
+    rng = np.random.default_rng(6)
+    for temperature, top_k, top_p in ((1.0, 0, 1.0), (0.0, 0, 1.0), (0.7, 4, 0.9), (1.5, 0, 0.5)):
+        uniforms = rng.random(300)
+        outs = []
+        for controls in (no_controls(10), idle):
+            state, out = np.zeros((2, model.config.states, 16), np.float32), np.full(300, -1, np.int64)
+            n = G.generate(*weights, state, 0, uniforms, temperature, top_k, top_p, 0, False, out, 0, controls)
+            outs.append((n, out.tolist(), state.tolist()))
+        assert outs[0] == outs[1]
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_no_ngram_repeats_in_any_sample(n):
     """Property: whatever the seed and temperature, no N tokens in a row occur twice in a sample

@@ -136,7 +136,8 @@ def test_salted_members_hash_apart_and_a_stored_ensemble_hashes_as_trained(tmp_p
 
 def test_two_threads_give_the_serial_results_bit_for_bit():
     """Members stacked in one kernel call per layer, their directions' blocks split across the
-    threads: the same loss, gradients and logits as one thread, dropout and salted n-grams included."""
+    threads: the same loss, gradients and logits as one thread, dropout and salted n-grams included. The
+    members' serial phases run on two Python threads."""
     import threading
     from dataclasses import replace
 
@@ -155,7 +156,8 @@ def test_two_threads_give_the_serial_results_bit_for_bit():
             loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(6))
             logits, _ = model.forward(ids, lengths)
         results.append((loss, logits, model.grad_flat.copy()))
-    assert where == [threading.current_thread().name] * 2  # the kernels, not Python threads, use the cores
+    # one thread: the members one after another; two: member 1's serial phases on the second Python thread
+    assert where[0] == threading.current_thread().name and where[1].startswith("charlm-member")
     (loss1, logits1, grad1), (loss2, logits2, grad2) = results
     assert loss1 == loss2
     np.testing.assert_array_equal(logits1, logits2)
@@ -201,3 +203,59 @@ def test_stacked_members_compute_what_each_member_computes_alone(task, layers, b
         _, outputs = model.forward(ids, lengths)
         for member, (member_logits, _) in zip(alone.members, outputs):
             np.testing.assert_array_equal(member.forward(ids, lengths)[0], member_logits)
+
+
+@pytest.mark.parametrize("task", ["classify", "tag"])
+def test_member_phases_on_two_python_threads_give_the_serial_results_bit_for_bit(task):
+    """A stacked step with its members' serial phases (inputs, heads, their backward passes) on two
+    Python threads: the same losses, gradients, touched rows and logits as on one, step after step."""
+    from dataclasses import replace
+
+    from charlm.seqtask.model import kernel_scope
+
+    config = replace(ensemble(task, members=4).config, dropout=0.3, input_dropout=0.2, ngrams=3, member_salts=True,
+                     **(dict(wide_ngrams=3, wide_buckets=13, wide_dropout=0.2) if task == "classify" else {}))
+    results = []
+    for member_threads in (1, 2):
+        model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
+        model.stacked, model.member_threads = True, member_threads
+        run = []
+        with kernel_scope(2):
+            for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
+                ids, lengths, labels = tiny_batch(task, np.random.default_rng(seed), lengths=batch_lengths)
+                loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
+                run.append((loss, model.grad_flat.copy(), [r.copy() for r in model.touched],
+                            model.forward(ids, lengths)[0]))
+        results.append(run)
+    for (loss1, grad1, rows1, logits1), (loss2, grad2, rows2, logits2) in zip(*results):
+        assert loss1 == loss2
+        np.testing.assert_array_equal(grad1, grad2)
+        np.testing.assert_array_equal(logits1, logits2)
+        for a, b in zip(rows1, rows2):
+            np.testing.assert_array_equal(a, b)
+    assert np.abs(results[0][0][1]).max() > 0
+
+
+def test_a_failed_member_phase_is_raised_once_the_other_thread_is_done():
+    """The calling thread fails on member 0: the second thread's members (1, 3) finish first, so
+    no phase of a step ever overlaps the next one."""
+    import time
+
+    from charlm.seqtask.ensemble import MemberThreads
+
+    done = []
+
+    def run(k):
+        if k == 0:
+            raise ValueError("member 0")
+        time.sleep(0.01)
+        done.append(k)
+        return k
+
+    threads = MemberThreads()
+    with pytest.raises(ValueError, match="member 0"):
+        threads.map(run, 4, 2)
+    assert done == [1, 3]
+    with pytest.raises(ValueError, match="member 0"):  # and a failure on the second thread is raised too
+        threads.map(lambda k: run(k - 1 if k % 2 else 1), 4, 2)
+    assert threads.map(lambda k: k * k, 5, 2) == [0, 1, 4, 9, 16]

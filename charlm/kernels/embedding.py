@@ -5,7 +5,7 @@
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: an ensemble's members run it on two Python threads at once
 def scatter_add_rows(dst, ids, rows):
     """dst[ids[n]] += rows[n] for every n. dst (V, D), ids (N,) int, rows (N, D); serial so
     repeated ids never race and the sum order is fixed (bitwise reproducible)."""

@@ -4,8 +4,8 @@ Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l
 or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
 function the training kernels use (the cell's ``<name>_step``, by its id: dispatch.py). Then
 logits = W_dec @ h_top + b_dec, the sampling controls (banned ids, minimum length, repetition
-penalty, no repeated n-gram: ``constrain``) and one draw (``sample_id``), both from
-sampling_rule.py, which the NumPy loop shares.
+penalty, no repeated n-gram: ``constrain``, skipped when none is set) and one draw
+(``sample_id``), both from sampling_rule.py, which the NumPy loop shares.
 
 One loop (``_tokens``) on one thread or several. Sampling streams every weight once per token, so
 it is bound by cache bandwidth: one core's L2 (2 MB here) does not hold a 2x256 LSTM (3.3 MB); two
@@ -41,7 +41,7 @@ from .barrier import barrier
 from .cells import CELLS
 from .dispatch import cell_step, input_apart
 from .jordan import jordan_feed
-from .sampling_rule import constrain, sample_id
+from .sampling_rule import constrain, constrains, sample_id
 
 JORDAN = CELLS["jordan"].id
 SPLIT_CELLS = frozenset(c.id for c in CELLS.values() if not c.feeds_output)  # steps that split by unit
@@ -49,6 +49,7 @@ SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample fa
 
 draw = njit(cache=True, error_model="numpy")(sample_id)  # the sampling rule, compiled
 limit = njit(cache=True, error_model="numpy")(constrain)   # and its controls
+any_limit = njit(cache=True)(constrains)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -150,6 +151,7 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
     top = hbuf.shape[1] - 1
     nbuf = hbuf.shape[0]
     n = min(uniforms.shape[0], out.shape[0] - start)
+    limited = any_limit(controls)  # once per call: without controls the draw reads the logits themselves
     for k in range(n):
         new = hbuf[(k + 1) % nbuf]
         _feed(cell_id, nthreads, sync, u0, table0[tid], W_ih[tid], b_ih[tid], W_hh[tid], b_hh[tid], W_dec, b_dec,
@@ -159,8 +161,11 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
             logits[v] += b_dec[v]
         if nthreads > 1:
             barrier(sync, nthreads)
-        limit(logits, q, out, start + k, eos_id, controls)  # every thread reads the same history
-        token = draw(q, uniforms[k], temperature, top_k, top_p, p)  # the same id on every thread
+        if limited:
+            limit(logits, q, out, start + k, eos_id, controls)  # every thread reads the same history
+            token = draw(q, uniforms[k], temperature, top_k, top_p, p)  # the same id on every thread
+        else:
+            token = draw(logits, uniforms[k], temperature, top_k, top_p, p)
         if tid == 0:  # the others read it next token, after that token's layer barriers
             out[start + k] = token
         # logits are rewritten only after the next token's layer barriers: no barrier needed here

@@ -82,3 +82,11 @@ def constrain(logits, q, history, n, eos_id, controls):
         for j in range(k):
             match &= history[j:j + starts] == history[starts + j]
         q[history[k:n][match]] = -np.inf
+
+
+def constrains(controls):
+    """Whether ``constrain`` can change a logit under ``controls``. When it cannot, the loops draw
+    from the logits as they are: ``constrain`` would only copy them to float64, which ``sample_id``
+    does anyway, so the draw is the same."""
+    banned, min_length, penalty, no_repeat = controls
+    return bool(banned.any()) or min_length > 0 or penalty != 1.0 or no_repeat > 0

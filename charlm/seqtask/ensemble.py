@@ -14,14 +14,19 @@ so they make partly different mistakes; averaging their probabilities cancels pa
 times the cost of a step.
 
 Each member draws its dropout from its own generator, seeded from the run's generator in member
-order at every training step, so its draws never depend on when it runs. The members' recurrent
-layers run stacked, one kernel call per layer for all of them (bidir.stacked_forward: D = members
-x directions blocks side by side, each member on its own input), so they share the kernel
-threads; a block computes exactly what it would alone, so a member's results are those of its
-own model (on one thread a training step runs the members one after another instead: the same
-results, at less CPU time). The parallel kernels must not be launched from two Python threads at once (Numba's
-workqueue layer, which charlm runs on, refuses concurrent launches): stacking is how the members
-share the cores.
+order at every training step, so its draws never depend on when or on which thread it runs. The
+members' recurrent layers run stacked, one kernel call per layer for all of them
+(bidir.stacked_forward: D = members x directions blocks side by side, each member on its own
+input), so they share the kernel threads; a block computes exactly what it would alone, so a
+member's results are those of its own model (on one thread a training step runs the members one
+after another instead: the same results, at less CPU time). The parallel kernels must not be
+launched from two Python threads at once (Numba's workqueue layer, which charlm runs on, refuses
+concurrent launches): stacking is how the members share the cores in the recurrent layers. The
+rest of a member's step (its inputs and n-gram hashes, its head and wide path, their backward
+passes) is serial NumPy and nogil kernels, which would leave a core idle: with two kernel
+threads those phases run two members at a time on two Python threads (``MemberThreads``), while
+the parallel kernels stay on the calling thread. Members share no array they write there, so the
+results are the serial ones bit for bit.
 """
 from __future__ import annotations
 
@@ -66,6 +71,10 @@ class SeqEnsemble:
         # training steps stack the members (True), run them one after another (False), or choose
         # by the thread count (None: see ``loss_and_grad``); the results are the same bit for bit
         self.stacked: bool | None = None
+        # Python threads for the members' serial phases of a stacked step (None: two when the kernels
+        # have two threads or more, else one); the results are the same bit for bit
+        self.member_threads: int | None = None
+        self._phases = MemberThreads()
         self.layout = GradLayout.joined([member.layout for member in self.members], range(0, K * m, m))
 
     @property
@@ -80,9 +89,11 @@ class SeqEnsemble:
             member.init_weights(rng)
         return self
 
-    # both read only ``shapes`` and ``params``, which mean the same here
+    # these read only ``shapes`` and ``params`` (zero_grad: ``grad_flat``, ``layout``, ``touched``), which
+    # mean the same here
     state_dict = SeqModel.state_dict
     load_state_dict = SeqModel.load_state_dict
+    zero_grad = SeqModel.zero_grad
 
     def member_generators(self, rng):
         """One generator per member, seeded from ``rng`` in member order (None: no dropout)."""
@@ -92,20 +103,29 @@ class SeqEnsemble:
 
     # -- forward / backward ------------------------------------------------------------------------
 
+    def _each_member(self, run) -> list:
+        """[run(k, member) for every member], on two Python threads when the kernels have two
+        (``member_threads``). ``run`` must launch no parallel kernel (module docstring)."""
+        from ..runtime import kernel_threads
+
+        threads = self.member_threads or min(2, kernel_threads())
+        members = self.members
+        return self._phases.map(lambda k: run(k, members[k]), len(members), threads)
+
     def _forward_members(self, ids, lengths, rngs, scratch=None):
         """Every member's (logits, cache), their recurrent layers in one stacked pass."""
         from .bidir import stacked_forward
 
         c = self.config
-        prepared = [member.inputs(ids, lengths, rng) for member, rng in zip(self.members, rngs)]
+        prepared = self._each_member(lambda k, member: member.inputs(ids, lengths, rngs[k]))
         spans = prepared[0][1][-1]
         drop = c.dropout if rngs[0] is not None else 0.0
         out, _, enc_cache = stacked_forward(self.members[0].cell, [m.params for m in self.members],
                                             [x for x, _ in prepared], spans, c.layers, c.directions,
                                             dropout=drop, rngs=rngs, scratch=scratch)
         F = c.directions * c.hidden
-        return [member.head(np.ascontiguousarray(out[:, :, k * F:(k + 1) * F]), prepared[k][1], enc_cache, rngs[k])
-                for k, member in enumerate(self.members)]
+        return self._each_member(lambda k, member: member.head(np.ascontiguousarray(out[:, :, k * F:(k + 1) * F]),
+                                                               prepared[k][1], enc_cache, rngs[k]))
 
     def forward(self, ids, lengths, *, rng=None):
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
@@ -142,17 +162,45 @@ class SeqEnsemble:
 
         c = self.config
         outputs = self._forward_members(ids, lengths, rngs, self.scratch)
-        total, douts, touched = 0.0, [], []
-        for member, (logits, cache) in zip(self.members, outputs):
+        self.zero_grad()  # every member at once: each member's own would be a parallel pass on a member thread
+
+        def head_backward(k, member):
+            logits, cache = outputs[k]
             loss, dlogits = member.loss(logits, labels, lengths)
-            total += loss
-            dout, rows = member.head_backward(dlogits, cache)
-            douts.append(dout)
-            touched.append(rows)
+            return (loss, *member.head_backward(dlogits, cache, zeroed=True))
+
+        backs = self._each_member(head_backward)  # (loss, dL/d(encoder outputs), wide rows) per member
         spans, enc_cache = outputs[0][1][7:9]
-        dxs = stacked_backward(self.members[0].cell, [m.grads for m in self.members], np.concatenate(douts, axis=2),
-                               [None] * len(self.members), spans, enc_cache, c.layers, c.directions,
-                               scratch=self.scratch)
-        for member, dx, (_, cache), rows in zip(self.members, dxs, outputs, touched):
-            member.inputs_backward(dx, cache, rows)
+        dxs = stacked_backward(self.members[0].cell, [m.grads for m in self.members],
+                               np.concatenate([dout for _, dout, _ in backs], axis=2), [None] * len(self.members),
+                               spans, enc_cache, c.layers, c.directions, scratch=self.scratch)
+        self._each_member(lambda k, member: member.inputs_backward(dxs[k], outputs[k][1], backs[k][2]))
+        total = 0.0
+        for loss, _, _ in backs:  # in member order, as the serial sum
+            total += loss
         return total
+
+
+class MemberThreads:
+    """Runs one phase of every member, the even ones on the calling thread and the odd ones on a
+    second Python thread (started on first use), and returns the results in member order."""
+
+    def __init__(self):
+        self._executor = None
+
+    def map(self, run, count: int, threads: int) -> list:
+        """[run(k) for k in range(count)]; on two threads when ``threads`` >= 2."""
+        if threads < 2 or count < 2:
+            return [run(k) for k in range(count)]
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-member")
+        later = self._executor.submit(lambda: [run(k) for k in range(1, count, 2)])
+        results = [None] * count
+        try:
+            results[0::2] = [run(k) for k in range(0, count, 2)]
+        finally:
+            wait([later])  # the other thread's members are done before anything else runs
+        results[1::2] = later.result()
+        return results

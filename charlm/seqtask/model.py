@@ -199,15 +199,21 @@ class SeqModel:
                               c.directions)
         self.inputs_backward(dx, cache, touched)
 
-    def head_backward(self, dlogits, cache):
-        """Zero the gradients the last pass wrote, write the head's and the wide path's, and return
-        dL/d(encoder outputs) (T, B, D*H) and the wide table's rows written ({name: rows})."""
-        c, p, g = self.config, self.params, self.grads
-        order, _, lengths_s, _, _, _, _, spans, _, out_shape, arg, mask, h, bag = cache
+    def zero_grad(self) -> None:
+        """Zero what the last backward pass wrote (the whole gradient before the first one)."""
         if self.touched is None:
             self.grad_flat[...] = 0
         else:
             sparse_grad.zero(self.grad_flat, self.layout, self.touched)
+
+    def head_backward(self, dlogits, cache, *, zeroed: bool = False):
+        """Zero the gradients the last pass wrote, write the head's and the wide path's, and return
+        dL/d(encoder outputs) (T, B, D*H) and the wide table's rows written ({name: rows}).
+        ``zeroed``: the caller has zeroed them already (an ensemble, all its members at once)."""
+        c, p, g = self.config, self.params, self.grads
+        order, _, lengths_s, _, _, _, _, spans, _, out_shape, arg, mask, h, bag = cache
+        if not zeroed:
+            self.zero_grad()
         self.touched, touched = None, {}  # (None while half written: a failed pass leaves a full zeroing next)
         dl = dlogits[order] if c.task == "classify" else dlogits[:, order] * spans.mask[:, :, None]
         if bag is not None:
