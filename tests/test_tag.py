@@ -101,3 +101,19 @@ def test_cli_conll_tag_predict(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["classify", "predict", "abc"])
     assert result.exit_code == 1 and "no classify runs" in result.stderr
     np.testing.assert_equal(len(result.stderr.strip().splitlines()), 1)
+
+
+def test_a_conll_file_is_read_as_words_unless_told_and_long_tokens_refuse_characters(tmp_path):
+    from cli_helpers import one_red_line
+
+    lines = [l for _ in range(6) for l in ("The\tDET", "cat\tNOUN", "sat\tVERB", "")]
+    (tmp_path / "pos.conll").write_text("\n".join(lines))
+    result = CliRunner().invoke(main, ["tag", "train", str(tmp_path / "pos.conll"), "--steps", "2", "--hidden", "8",
+                                       "--run-dir", str(tmp_path / "words")])
+    assert result.exit_code == 0, result.output
+    from charlm.seqtask import store
+
+    assert store.load(tmp_path / "words").config.level == "word"
+    refused = CliRunner().invoke(main, ["tag", "train", str(tmp_path / "pos.conll"), "--level", "char", "--steps", "2",
+                                        "--run-dir", str(tmp_path / "chars")])
+    assert "'The' is longer than one character" in one_red_line(refused) and "--level word" in one_red_line(refused)

@@ -35,7 +35,8 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(("conll", "spaces")),
 def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, as_json, **options):
     """Train a tagger on TRAIN_FILE.
 
-    With --format spaces, TRAIN_FILE is plain text: each line, its spaces removed, is a
+    A CoNLL file's tokens are read as words (give --level char when every token is one
+    character, e.g. to tag a text character by character). With --format spaces, TRAIN_FILE is plain text: each line, its spaces removed, is a
     sequence of characters to tag with whether a space followed. No labels needed.
     With a time budget (--time, or no budget: 5 minutes) the width (unless --hidden) and,
     for characters, hashed n-gram embeddings (unless --ngrams) are chosen for the data and
@@ -49,8 +50,8 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, a
     from ..seqtask.runs import data_spec
 
     values = given(options)
-    if fmt == "spaces" and not resume:
-        values.setdefault("level", "char")  # restoring spaces tags characters, whatever the default level
+    if not resume:  # restoring spaces tags characters; a CoNLL file's tokens are words unless told
+        values.setdefault("level", "char" if fmt == "spaces" else "word")
 
     def describe(seed: int) -> dict:
         return data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt, seed=seed)

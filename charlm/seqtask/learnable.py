@@ -33,6 +33,16 @@ def check_learnable(examples, path, fmt: str) -> None:
     raise CorpusError(f"{where}: every {what} {only!r}: nothing to learn (training needs two labels or more)")
 
 
+def check_single_characters(examples, path) -> None:
+    """A character-level tagger reads one character per token: a CoNLL token longer than that
+    belongs to a word-level one (refused here rather than mis-encoded)."""
+    for e in examples:
+        long = next((t for t in e.tokens if len(t) != 1), None)
+        if long is not None:
+            raise CorpusError(f"{display_name(path)}: the token {long!r} is longer than one character: "
+                              "a character-level tagger reads one character per token (give --level word)")
+
+
 def hold_out(examples, fraction: float, seed: int, path) -> tuple[list, list]:
     """(training, dev): about ``fraction`` of ``examples`` in a seeded random order, skipping any
     whose label (classify) would then be missing from training. Without such skips this is the

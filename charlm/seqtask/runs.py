@@ -80,6 +80,10 @@ def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig
     lock = on_rank0(lambda: claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"])))
     try:
         train, dev = load_data(spec)
+        if spec["format"] == "conll" and model_config.level == "char":
+            from .learnable import check_single_characters
+
+            check_single_characters(train + dev, spec["train"])
         if spec["format"] == "spaces":
             spec = spec | {"derived_task": "restore-spaces"}
         if given is not None:
@@ -158,6 +162,7 @@ class SeqTrials:
 
 def recipe_given(values: dict, spec: dict) -> frozenset[str]:
     """The settings a user gave (``values``: field name -> value), for the recipe chooser: the
-    character level a restore-spaces tagger always reads is not the user's choice."""
-    implied = {"level"} if spec.get("format") == "spaces" else set()
+    level a format implies (characters for restore-spaces, words for CoNLL) is not the user's choice."""
+    natural = {"spaces": "char", "conll": "word"}.get(spec.get("format"))
+    implied = {"level"} if natural is not None and values.get("level") == natural else set()
     return frozenset(values) - implied
