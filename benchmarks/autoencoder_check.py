@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def read_tsv(path) -> tuple[list[str], list[str]]:
@@ -103,7 +104,8 @@ def main() -> None:
         y_train = np.array([index[lang] for lang in train_langs])
         y_dev = np.array([index.get(lang, -1) for lang in dev_langs])
         mean, std = vectors["train"].mean(axis=0), vectors["train"].std(axis=0) + 1e-6
-        W = softmax_regression((vectors["train"] - mean) / std, y_train, len(languages))
+        with threadpool_limits(1):   # NumPy's products on one thread: no spinning pool on a busy machine
+            W = softmax_regression((vectors["train"] - mean) / std, y_train, len(languages))
         report = {"autoencoder": {"steps": summary["steps"], "seconds": summary["seconds"],
                                   "best": summary["best"], "settings": a.extra},
                   "dev_words": len(dev_words), "dev_exact_reconstruction": round(exact, 4),
