@@ -100,7 +100,8 @@ def torch_loss_and_grads(c, state_dict, src, src_len, tgt_in, tgt_out, tgt_len, 
     logits, alpha = module(torch.from_numpy(np.asarray(src)[:max(src_len)]), list(src_len),
                            torch.from_numpy(np.asarray(tgt_in)[:T]), tm)
     valid = torch.arange(T)[:, None] < torch.as_tensor(tgt_len)[None, :]
-    loss = nn.functional.cross_entropy(logits[valid], torch.from_numpy(np.asarray(tgt_out)[:T])[valid])
+    loss = nn.functional.cross_entropy(logits[valid], torch.from_numpy(np.asarray(tgt_out)[:T])[valid],
+                                       label_smoothing=c.label_smoothing)
     loss.backward()
     grads = {k: p.grad.numpy() for k, p in module.named_parameters()}
     return loss.item(), logits.detach().numpy(), alpha.detach().numpy(), grads

@@ -72,14 +72,19 @@ def test_dropout_masks_match_the_torch_module():
                                                        ("lstm", "none", True), ("gru", "none", False)])
 def test_loss_gradient_matches_finite_differences(cell, kind, bidirectional):
     """A few random coordinates of every parameter tensor, through the whole model."""
-    m = make(cell, kind, 2, bidirectional)
-    args = batch()
+    assert_gradient_matches_differences(make(cell, kind, 2, bidirectional), batch())
+
+
+def assert_gradient_matches_differences(m, args, names=None, seed=4):
+    """Three random coordinates of each parameter tensor (of ``names``: all by default)."""
     m.loss_and_grad(*args)
-    rng = np.random.default_rng(4)
-    picks = {name: rng.choice(p.size, size=min(3, p.size), replace=False) for name, p in m.params.items()}
+    rng = np.random.default_rng(seed)
+    picks = {name: rng.choice(p.size, size=min(3, p.size), replace=False) for name, p in m.params.items()
+             if names is None or name in names}
     analytic = {name: m.grads[name].reshape(-1)[j].copy() for name, j in picks.items()}
-    for name, p in m.params.items():
-        for i, j in enumerate(picks[name]):
+    for name, j_all in picks.items():
+        p = m.params[name]
+        for i, j in enumerate(j_all):
             flat = p.reshape(-1)
             old = flat[j]
             flat[j] = old + 1e-6

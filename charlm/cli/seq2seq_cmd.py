@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ..seq2seq.config import LEVELS, Seq2SeqConfig
+from ..seq2seq.config import DEFAULTS, LEVELS, Seq2SeqConfig
 from ..seqtask.config import SeqTrainConfig
 from .classify_cmd import (
     emit_results,
@@ -78,7 +78,7 @@ def seq2seq():
 @click.option("--autoencode", is_flag=True,
               help="train an autoencoder: every line of the files is its own target, and the decoder sees only "
                    "the encoder's final vector (no attention; see `charlm seq2seq encode`)")
-@setting_options(Seq2SeqConfig, SeqTrainConfig)
+@setting_options(Seq2SeqConfig, SeqTrainConfig, defaults=DEFAULTS)
 @lambda func: json_option(run_options(func, examples="sources"))
 def seq2seq_train(train_file, source_level, target_level, autoencode, dev_file, dev_fraction, run_dir, resume,
                   as_json, **options):

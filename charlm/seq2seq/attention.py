@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from ..kernels.activations import tanh_act
+from .products import t_times, times
 
 KINDS = {"general": 0, "additive": 1}
 
@@ -34,24 +35,24 @@ def attention_shapes(kind: str, hidden: int, width: int) -> list[tuple[str, tupl
             ("attention.v.weight", (1, hidden))]
 
 
-def keys(kind: str, enc, params):
-    """(S, B, A) what the scores read of the encoder outputs enc (S, B, F)."""
-    if kind == "general":
-        return np.ascontiguousarray(enc @ params["attention.query.weight"])
-    return np.ascontiguousarray(enc @ params["attention.key.weight"].T)
+def keys(kind: str, enc, params, nchunks: int = 1):
+    """(S, B, A) what the scores read of the encoder outputs enc (S, B, F), by one product split
+    into ``nchunks`` blocks of rows (products.py)."""
+    W = params["attention.query.weight"] if kind == "general" else params["attention.key.weight"].T
+    return times(enc, W, nchunks)
 
 
-def keys_backward(kind: str, enc, dkeys, params, grads):
+def keys_backward(kind: str, enc, dkeys, params, grads, nchunks: int = 1):
     """The weight's gradient into ``grads`` (added) and dL/d(enc) through the keys (S, B, F)."""
     S, B, F = enc.shape
     flat_e, flat_k = enc.reshape(-1, F), dkeys.reshape(S * B, -1)
     if kind == "general":
         W = params["attention.query.weight"]
-        grads["attention.query.weight"] += flat_e.T @ flat_k
-        return dkeys @ W.T
+        grads["attention.query.weight"] += t_times(flat_e, flat_k, nchunks)
+        return times(dkeys, W.T, nchunks)
     W = params["attention.key.weight"]
-    grads["attention.key.weight"] += flat_k.T @ flat_e
-    return dkeys @ W
+    grads["attention.key.weight"] += t_times(flat_k, flat_e, nchunks)
+    return times(dkeys, W, nchunks)
 
 
 @njit(cache=True, error_model="numpy")

@@ -12,14 +12,17 @@ Input feeding makes the loop serial in t, and each step needs three products ove
 (a_{t-1} and h_{t-1} into the gates, [h_t; ctx_t] into the combination) with per-row work between
 them (the cell, the attention). It is written as the layer kernels are (kernels/layer.py): the
 rows are independent, so they are split into ``nchunks`` blocks and each block's whole loop runs
-on one thread, its products single-threaded BLAS on the block's rows (kernels/blas.py) and the rest
-compiled loops over its rows: no synchronisation per step, and no Python per step. Whatever is a
-product over all steps at once stays outside, in NumPy: the embeddings' share of the gates before
-the loop, the output layer and every weight gradient after it (one large GEMM each).
+on one thread, its products the register-tile kernel on weights packed once per call, as the
+layers' recurrent product is (kernels/tile.py; single-threaded BLAS for a single step or a few
+rows), and the rest compiled loops over its rows: no synchronisation per step, and no Python per
+step. Whatever is a product over all steps at once stays outside: the embeddings' share of the
+gates before the loop, the output layer and every weight gradient after it (one product each, the
+large ones split across the threads by rows or by sums: products.py).
 
-Rows are sorted by target length, longest first (``tgt_len`` non-increasing): the rows running at
-step t are a prefix of each block (layer_rows.active_rows) and only they are computed; a row's
-source length ``src_len`` may be anything, and attention reads no source position past it.
+Each block's rows are sorted by target length, longest first (``tgt_len`` non-increasing within
+the block): the rows running at step t are a prefix of each block (layer_rows.active_rows) and
+only they are computed; a row's source length ``src_len`` may be anything, and attention reads no
+source position past it.
 
 Arrays, by step: T steps, B rows, S source positions, H hidden, G = gates * H, F encoder width,
 A attention width. xp (T, B, G) the embeddings' share of the input projection on entry (no bias),
@@ -36,6 +39,7 @@ from ..kernels.blas import gemm
 from ..kernels.dispatch import cell_step, cell_step_backward, known_input_apart
 from ..kernels.layer_rows import active_rows
 from ..kernels.parallel import chunk
+from ..kernels.tile import MR, matmul_packed, pack_panels, panel_width
 from .attention import attend, attend_backward
 
 
@@ -45,6 +49,31 @@ def _row(a, t, b, spare):
     if a.size == 0:
         return spare
     return a[t, b]
+
+
+@njit(cache=True)
+def _panels(W, transposed, pack):
+    """W (or W^T when ``transposed``) packed into panels for the register-tile product, or empty."""
+    if pack:
+        return pack_panels(W, transposed)
+    return np.zeros((0, 0, 0), W.dtype)
+
+
+@njit(cache=True)
+def _product(A, P, W, transposed, C, beta, scratch, tmp):
+    """C = A @ op(W) + beta * C (beta 0 or 1): the register-tile kernel on the panels P when there
+    are any and rows enough to fill a tile, else one BLAS call. scratch (>= rows, N) holds the
+    product before it is added (beta 1); tmp (MR, NR) the tile kernel's."""
+    if P.size == 0 or A.shape[0] * 2 < MR:
+        gemm(A, W, C, False, transposed, beta)
+    elif beta == 0:
+        matmul_packed(A, P, C, tmp)
+    else:
+        M = A.shape[0]
+        matmul_packed(A, P, scratch[:M], tmp)
+        for i in range(M):
+            for j in range(C.shape[1]):
+                C[i, j] += scratch[i, j]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -60,10 +89,14 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
     bias = b_ih + b_hh   # for the cells that sum them (the GRU reads them apart)
     two = cs.size > 0
     dropping = drop.size > 0
+    pack = T > 1          # one step (a decoding step) would spend more on packing than it saves
+    P_if, P_hh, P_c = _panels(W_if, True, pack), _panels(W_hh, True, pack), _panels(W_c, True, pack)
     for k in prange(nchunks):
         r0, r1 = chunk(k, B, nchunks)
         R = r1 - r0
         hW = np.empty((R, G), xp.dtype)
+        fW = np.empty((R, G), xp.dtype)
+        tmp = np.empty((MR, panel_width(xp)), xp.dtype)
         pre = np.empty((R, H), xp.dtype)
         spare = np.empty(G, xp.dtype)
         for b in range(r0, r1):
@@ -73,8 +106,8 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
         for t in range(tgt_len[r0] if R > 0 else 0):
             a = active_rows(tgt_len, r0, r1, t)
             prev = feed0[r0:r0 + a] if t == 0 else feed[t - 1, r0:r0 + a]
-            gemm(prev, W_if, xp[t, r0:r0 + a], False, True, 1.0)
-            gemm(hs[t, r0:r0 + a], W_hh, hW[:a], False, True, 0.0)
+            _product(prev, P_if, W_if, True, xp[t, r0:r0 + a], 1.0, fW, tmp)
+            _product(hs[t, r0:r0 + a], P_hh, W_hh, True, hW[:a], 0.0, fW, tmp)
             for i in range(a):
                 b = r0 + i
                 cell_step(cell_id, xp[t, b], b_ih, bias, b_hh, hW[i], hs[t, b], _row(cs, t, b, spare),
@@ -86,7 +119,7 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
                 hc[t, b, :H] = hs[t + 1, b]
                 attend(kind, hs[t + 1, b], _row(q, t, b, spare), keys[:, b], enc[:, b], v, src_len[b], alpha[t, b],
                        hc[t, b, H:])
-            gemm(hc[t, r0:r0 + a], W_c, pre[:a], False, True, 0.0)
+            _product(hc[t, r0:r0 + a], P_c, W_c, True, pre[:a], 0.0, fW, tmp)
             for i in range(a):
                 b = r0 + i
                 for j in range(H):
@@ -112,6 +145,8 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
     two = cs.size > 0
     dropping = drop.size > 0
     one = dxp.dtype.type(1)
+    pack = T > 1
+    P_c, P_hh, P_if = _panels(W_c, False, pack), _panels(W_hh, False, pack), _panels(W_if, False, pack)
     for k in prange(nchunks):
         r0, r1 = chunk(k, B, nchunks)
         R = r1 - r0
@@ -119,6 +154,8 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
         dh = np.empty((R, H), dxp.dtype)
         carry = np.zeros((2, R, H), dxp.dtype)   # the cell's two carries (kernels/cells.py)
         dalpha = np.empty(S, dxp.dtype)
+        tmp = np.empty((MR, panel_width(dxp)), dxp.dtype)
+        fW = np.empty((R, H), dxp.dtype)
         spare = np.empty(G, dxp.dtype)
         db = np.zeros(G, dxp.dtype)               # the step's bias sums: the caller sums dxp, da instead
         dbx = np.zeros(G, dxp.dtype)
@@ -130,7 +167,7 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
                 for j in range(H):
                     g = dfeed[t, b, j] * drop[t, b, j] if dropping else dfeed[t, b, j]
                     dpre[t, b, j] = g * (one - att[t, b, j] * att[t, b, j])
-            gemm(dpre[t, r0:r0 + a], W_c, dhc[:a], False, False, 0.0)
+            _product(dpre[t, r0:r0 + a], P_c, W_c, False, dhc[:a], 0.0, fW, tmp)
             for i in range(a):
                 b = r0 + i
                 dh[i] = dhc[i, :H]
@@ -147,11 +184,11 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
                                    _row(cs, t, b, spare), _row(cs, t + 1, b, spare), _row(gates, t, b, spare),
                                    _row(hn, t, b, spare), dxp[t, b], da[t, b] if apart else dxp[t, b], db, dbx)
             rec = da[t, r0:r0 + a] if apart else dxp[t, r0:r0 + a]
-            gemm(rec, W_hh, carry[0, :a], False, False, 0.0)
+            _product(rec, P_hh, W_hh, False, carry[0, :a], 0.0, fW, tmp)
             if t > 0:
-                gemm(dxp[t, r0:r0 + a], W_if, dfeed[t - 1, r0:r0 + a], False, False, 1.0)
+                _product(dxp[t, r0:r0 + a], P_if, W_if, False, dfeed[t - 1, r0:r0 + a], 1.0, fW, tmp)
             else:
-                gemm(dxp[0, r0:r0 + a], W_if, dfeed0[r0:r0 + a], False, False, 0.0)
+                _product(dxp[0, r0:r0 + a], P_if, W_if, False, dfeed0[r0:r0 + a], 0.0, fW, tmp)
         for i in range(R):
             b = r0 + i
             dh0[b] = carry[0, i]

@@ -15,8 +15,9 @@ into one flat buffer, the gradients into another.
 
 A batch: src_ids (S, B) right-padded, src_lengths (B,); tgt_in, tgt_out (T, B) right-padded (the
 target with its start token in front, and with its end token behind), tgt_lengths (B,); any order,
-padding never read. The encoder runs the batch sorted by source length and the decoder by target
-length (each needs the rows still running to be a prefix); results come back in the caller's order.
+padding never read. The encoder runs the batch sorted by source length and the decoder each block of
+rows it splits the batch into by target length (each needs the rows still running to be a prefix);
+results come back in the caller's order.
 """
 from __future__ import annotations
 
@@ -160,8 +161,8 @@ class Seq2SeqModel:
             return (np.ascontiguousarray(top[0][None]), np.zeros((1, B, self.config.hidden), self.dtype),
                     np.ones(B, np.int64))
         memory = np.ascontiguousarray(enc.out[:, rows])
-        return (memory, attention.keys(self.config.attention, memory, self.params),
-                np.ascontiguousarray(enc.spans.lengths[rows]))
+        keys = attention.keys(self.config.attention, memory, self.params, self.nchunks(memory.shape[0] * len(rows)))
+        return memory, keys, np.ascontiguousarray(enc.spans.lengths[rows])
 
     def attended_backward(self, enc: Encoded, rows, memory, grads, dfinals):
         """dL/d(encoder outputs) in the encoder's order from the decoder's ``grads``; without
@@ -174,7 +175,7 @@ class Seq2SeqModel:
                 dfinals[(c.layers - 1) * D + d, 0][rows] += grads["denc"][0][:, d * H:(d + 1) * H]
             return dout
         dout[:, rows] = grads["denc"] + attention.keys_backward(c.attention, memory, grads["dkeys"], self.params,
-                                                                self.grads)
+                                                                self.grads, self.nchunks(memory.shape[0] * len(rows)))
         return dout
 
     def bridge_backward(self, enc: Encoded, rows, dh0, dc0, h0, top):

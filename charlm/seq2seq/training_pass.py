@@ -7,15 +7,16 @@ import numpy as np
 
 from ..seqtask.heads import dropout_mask
 from .decoder import run_backward, run_forward
+from .products import t_times, times
 
 
 @dataclass
 class Pass:
-    """What the backward reads of one forward; the decoder's rows sorted by target length."""
+    """What the backward reads of one forward; the decoder's rows in ``balanced_rows`` order."""
     enc: object           # model.Encoded (not imported: model.py imports this module)
     order: np.ndarray     # decoder row i is the caller's row order[i]
     rows: np.ndarray      # ... and the encoder's sorted row rows[i]
-    lengths: np.ndarray   # (B,) target lengths, non-increasing
+    lengths: np.ndarray   # (B,) target lengths, non-increasing within each block of rows
     valid: np.ndarray     # (T, B) True at the steps a row runs
     ids: np.ndarray       # (T, B) target input ids, 0 at padding
     emb: np.ndarray       # (T, B, E) their embeddings, after dropout
@@ -29,6 +30,26 @@ class Pass:
     logits: np.ndarray    # (N, V) at the valid steps, step-major
 
 
+def balanced_rows(lengths, nchunks: int) -> np.ndarray:
+    """The decoder's row order: rows dealt longest first to the ``nchunks`` blocks of rows its loops
+    split the batch into (kernels/parallel.chunk), in turn, so that every block gets as many steps
+    to run as the others, each block's rows longest first (the loops need the rows running at a
+    step to be a prefix of their block). Sorted whole, the block of the longest rows would run
+    alone at the end."""
+    from ..kernels.parallel import chunk
+
+    ranked = np.argsort(-np.asarray(lengths), kind="stable")
+    sizes = [b - a for a, b in (chunk(k, len(ranked), nchunks) for k in range(nchunks))]
+    blocks: list = [[] for _ in sizes]
+    k = 0
+    for row in ranked.tolist():
+        while len(blocks[k]) == sizes[k]:
+            k = (k + 1) % nchunks
+        blocks[k].append(row)
+        k = (k + 1) % nchunks
+    return np.array([row for block in blocks for row in block], np.int64)
+
+
 def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
     """Model.forward: (logits (T, B, V), alpha (T, B, S), Pass)."""
     c, p = model.config, model.params
@@ -36,10 +57,10 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
     tgt_len = np.asarray(tgt_lengths, np.int64)
     if tgt_len.shape != enc.order.shape or tgt_len.min() < 1:
         raise ValueError("tgt_lengths must hold one positive length per source")
-    order = np.argsort(-tgt_len, kind="stable")
+    order = balanced_rows(tgt_len, model.nchunks(len(tgt_len)))
     rows = np.argsort(enc.order, kind="stable")[order]
     lengths = np.ascontiguousarray(tgt_len[order])
-    T, B, H, dt = int(lengths[0]), len(lengths), c.hidden, model.dtype
+    T, B, H, dt = int(lengths.max()), len(lengths), c.hidden, model.dtype
     valid = np.arange(T)[:, None] < lengths[None, :]
     ids = np.where(valid, np.asarray(tgt_in)[:T][:, order], 0)
     h0, c0, top = model.bridge(enc, rows)
@@ -50,7 +71,7 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
     if keep is not None:
         emb *= keep
     drop = dropout_mask((T, B, H), drop_p, rng, dt) if drop_p else np.zeros((0, 0, 0), dt)
-    xp = np.ascontiguousarray(emb @ p["decoder.weight_ih"][:, :c.embed].T)
+    xp = times(emb, p["decoder.weight_ih"][:, :c.embed].T, model.nchunks(T * B))
     fwd = run_forward(model.cell, model.kind, p, xp, memory, keys, src_len, lengths, h0, c0, np.zeros((B, H), dt),
                       drop, model.nchunks(B))
     flat = fwd["feed"][valid] @ p["out.weight"].T + p["out.bias"]
@@ -63,16 +84,34 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
 
 
 def loss(model, state: Pass, tgt_out):
-    """(mean cross-entropy over the valid target tokens, (dL/dlogits (N, V), its column sums)).
-    Overwrites state.logits with the gradient."""
+    """(mean loss over the valid target tokens, (dL/dlogits (N, V), its column sums)). Overwrites
+    state.logits with the gradient. The loss is the cross-entropy against the targets smoothed by
+    ``label_smoothing`` e: (1 - e) on the target, e spread evenly over the V tokens, so that
+    loss = (1 - e) * nll + e * mean_v(-log p_v) and its gradient is p - (1 - e) onehot - e / V."""
     from ..kernels.loss import cross_entropy_grad_par
 
     T = state.valid.shape[0]
     targets = np.ascontiguousarray(np.asarray(tgt_out)[:T][:, state.order][state.valid], dtype=np.int64)
     dlogits = state.logits
-    db = np.empty(dlogits.shape[1], dlogits.dtype)
-    total = cross_entropy_grad_par(dlogits, targets, 1.0 / len(targets), db, model.nchunks(len(targets)))
-    return total / len(targets), (dlogits, db)
+    N, V = dlogits.shape
+    e = model.config.label_smoothing
+    spread = _mean_nll(dlogits) if e else 0.0
+    db = np.empty(V, dlogits.dtype)
+    total = cross_entropy_grad_par(dlogits, targets, 1.0 / N, db, model.nchunks(N))
+    if e:
+        dlogits[np.arange(N), targets] += dlogits.dtype.type(e / N)
+        dlogits -= dlogits.dtype.type(e / (V * N))
+        db[...] = dlogits.sum(axis=0, dtype=np.float64)
+        total = (1 - e) * total + e * spread
+    return total / N, (dlogits, db)
+
+
+def _mean_nll(logits) -> float:
+    """sum over rows of mean_v(-log softmax(logits)_v), in float64: logsumexp minus the mean logit."""
+    x = logits.astype(np.float64)
+    top = x.max(axis=1)
+    lse = top + np.log(np.exp(x - top[:, None]).sum(axis=1))
+    return float((lse - x.mean(axis=1)).sum())
 
 
 def backward(model, state: Pass, dlogits) -> None:
@@ -90,20 +129,20 @@ def backward(model, state: Pass, dlogits) -> None:
     dfeed[valid] = dl @ p["out.weight"]
     grads = run_backward(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
                          state.drop, model.nchunks(len(state.lengths)))
-    # every weight gradient of the loop: one GEMM over the valid steps of all rows
+    # every weight gradient of the loop: one product over the valid steps of all rows
     dxp, da, dpre = grads["dxp"][valid], grads["da"][valid], grads["dpre"][valid]
+    k = model.nchunks(len(dxp))
     prev = np.concatenate([np.zeros_like(fwd["feed"][:1]), fwd["feed"][:-1]])   # a_{t-1}, a_0 = 0
-    g["decoder.weight_ih"][:, :E] = dxp.T @ state.emb[valid]
-    g["decoder.weight_ih"][:, E:] = dxp.T @ prev[valid]
-    g["decoder.weight_hh"][...] = da.T @ fwd["hs"][:-1][valid]
+    g["decoder.weight_ih"][...] = t_times(dxp, np.concatenate([state.emb[valid], prev[valid]], axis=1), k)
+    g["decoder.weight_hh"][...] = t_times(da, fwd["hs"][:-1][valid], k)
     g["decoder.bias_ih"][...] = dxp.sum(axis=0)
     g["decoder.bias_hh"][...] = da.sum(axis=0)
-    g["combine.weight"][...] = dpre.T @ fwd["hc"][valid]
+    g["combine.weight"][...] = t_times(dpre, fwd["hc"][valid], k)
     g["combine.bias"][...] = dpre.sum(axis=0)
     if c.attention == "additive":
-        g["attention.query.weight"][...] = grads["dq"][valid].T @ fwd["hs"][1:][valid]
+        g["attention.query.weight"][...] = t_times(grads["dq"][valid], fwd["hs"][1:][valid], k)
         g["attention.v.weight"][0] = grads["dv"]
-    demb = dxp @ p["decoder.weight_ih"][:, :E]
+    demb = times(dxp, p["decoder.weight_ih"][:, :E], k)
     if state.keep is not None:
         demb *= state.keep[valid]
     scatter_add_rows(g["tgt_embedding.weight"], state.ids[valid], demb)
