@@ -292,6 +292,21 @@ def test_unknown_config_keys_name_the_key_and_the_closest_setting(tmp_path, text
     assert "c.toml" in str(info.value)
 
 
+def test_a_setting_in_the_wrong_table_or_given_twice_is_refused(tmp_path):
+    from charlm.cli.options import option_names
+    from charlm.config import ModelConfig, TrainConfig
+
+    tables = {"model": set(option_names(ModelConfig)), "train": set(option_names(TrainConfig))}
+    for text, expect in (("[train]\nhidden = 64\n", r"'hidden' is not a \[train\] setting; move it to \[model\]"),
+                         ("hidden = 32\n[model]\nhidden = 64\n", "same setting"),
+                         ("[model]\nlr = 0.1\n", r"move it to \[train\]")):
+        with pytest.raises(ConfigError, match=expect):
+            read_config_file(write(tmp_path / "c.toml", text), OPTION_NAMES, tables)
+    result = invoke("train", write(tmp_path / "ok.txt"), "--config", write(tmp_path / "t.toml", "[train]\nhidden = 8\n"),
+                    "--steps", "2", "--run-dir", tmp_path / "never")
+    assert result.exit_code != 0 and "move it to [model]" in result.output and not (tmp_path / "never").exists()
+
+
 def test_a_time_key_sets_the_budget_through_the_cli(tmp_path):
     config = write(tmp_path / "c.toml", 'time = "2s"\nval-fraction = 0.2\nsteps = 3\neval-every = 3\n')
     result = invoke("train", write(tmp_path / "ok.txt"), "--config", config, *TINY, "--run-dir", tmp_path / "r")

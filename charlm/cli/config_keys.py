@@ -15,22 +15,26 @@ from ..errors import ConfigError
 from ..fsutil import not_a_regular_file
 
 
-def read_config_file(path, option_names: dict[str, str]) -> dict:
+def read_config_file(path, option_names: dict[str, str], tables: dict[str, set[str]] | None = None) -> dict:
     """Settings (field name -> value) from the TOML file ``path``; ``option_names`` maps each
-    field name to its command-line option (``{"time_budget": "--time", ...}``)."""
+    field name to its command-line option (``{"time_budget": "--time", ...}``); ``tables`` the
+    field names each of ``[model]``/``[train]`` may hold (a setting in the other table is refused:
+    it would otherwise be taken silently, and win over the same key at the top)."""
     problem = not_a_regular_file(path)
     if problem:  # a FIFO would block the read forever
         raise ConfigError(f"{path}: {problem}, not a TOML file")
-    raw = load_config_file(path)
     spellings = {}
     for field, option in option_names.items():
         for spelling in (field, field.replace("_", "-"), option.lstrip("-"), option.lstrip("-").replace("-", "_")):
             spellings[spelling] = field
     values, seen = {}, {}
-    for key, value in raw.items():
+    for table, key, value in load_config_file(path):
         field = spellings.get(key.lstrip("-") if isinstance(key, str) else key)
         if field is None:
             raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key, spellings, option_names)}")
+        if table and tables and field not in tables.get(table, ()):
+            home = next((t for t, fields in tables.items() if field in fields), None)
+            raise ConfigError(f"{path}: {key!r} is not a [{table}] setting" + (f"; move it to [{home}]" if home else ""))
         if field in seen:
             raise ConfigError(f"{path}: {seen[field]!r} and {key!r} are the same setting; keep one")
         seen[field] = key
@@ -38,8 +42,8 @@ def read_config_file(path, option_names: dict[str, str]) -> dict:
     return values
 
 
-def load_config_file(path) -> dict:
-    """Values from a TOML file: flat keys, or ``[model]`` / ``[train]`` tables."""
+def load_config_file(path) -> list[tuple[str, str, object]]:
+    """(table, key, value) from a TOML file: flat keys (table ""), or ``[model]`` / ``[train]`` tables."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -57,13 +61,13 @@ def load_config_file(path) -> dict:
         raise ConfigError(f"{path}: arrays or tables nested too deeply; settings are flat values") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
-    values = {}
+    entries = []
     for key, value in data.items():
         if key in ("model", "train") and isinstance(value, dict):
-            values.update(value)
+            entries += [(key, k, v) for k, v in value.items()]
         else:
-            values[key] = value
-    return values
+            entries.append(("", key, value))
+    return entries
 
 
 def _suggestion(key: str, spellings: dict, option_names: dict) -> str:

@@ -60,7 +60,8 @@ def train(corpus, run_dir, overwrite, resume, init_from, config_file, ranks, as_
         raise click.UsageError("--resume continues a run; --init-from starts a new one from a model: choose one")
     if resume and overwrite:
         raise click.UsageError("--overwrite is for a new run in --run-dir; --resume continues a run")
-    values = read_config_file(config_file, OPTION_NAMES) if config_file else {}
+    tables = {"model": set(option_names(ModelConfig)), "train": set(option_names(TrainConfig))}
+    values = read_config_file(config_file, OPTION_NAMES, tables) if config_file else {}
     values.update(given(options))  # the command line overrides the file
     console = err()
     with StopSignals() as signals:

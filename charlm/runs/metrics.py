@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class MetricsProblem:
     reason: str
 
     def describe(self, path) -> str:
+        if self.line == 0:  # the file as a whole
+            return f"{path} {self.reason}"
         return f"{path} line {self.line}: {self.reason}; skipped"
 
 
@@ -64,13 +67,21 @@ def read_metrics_checked(run_dir: Path, *, up_to_step: int | None = None
     """(records, problems): every well-formed record (up to ``up_to_step``), and what was wrong
     with each line that was skipped. A missing file is no records and no problems."""
     path = Path(run_dir) / METRICS_FILE
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as f:
-            raw_lines = f.read().split(b"\n")
+        fd = os.open(path, flags)   # a link (to /dev/full, say) or a pipe planted here is never read
     except (FileNotFoundError, NotADirectoryError):
         return [], []
     except OSError as e:
-        return [], [MetricsProblem(0, f"cannot be read ({e.strerror or e})")]
+        reason = "is a symbolic link" if os.path.islink(path) else f"cannot be read ({e.strerror or e})"
+        return [], [MetricsProblem(0, f"{reason}; not read")]
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return [], [MetricsProblem(0, "is not a regular file; not read")]
+        try:
+            raw_lines = f.read().split(b"\n")
+        except OSError as e:
+            return [], [MetricsProblem(0, f"cannot be read ({e.strerror or e})")]
     records, problems = [], []
     last = len(raw_lines) - 1
     for number, raw in enumerate(raw_lines, start=1):
