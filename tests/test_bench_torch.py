@@ -2,7 +2,6 @@
 compared being charlm's own, the message without PyTorch, the sequence tasks on tiny shapes, the
 first-run profile and the precompilation plan. No timing assertion: speeds are only checked to exist."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -160,19 +159,3 @@ def test_compile_times_separate_nested_compilations():
     assert total["compile_wall_s"] == 10.0 and total["compiles"] == 2
     assert [k["kernel"] for k in total["kernels"]] == ["charlm.kernels.x.outer", "charlm.kernels.x.inner"]
     assert total["kernels"][0]["args"] == "array(float32, 2d, C)"
-
-
-def test_precompile_plan_records_the_runs_kernels_without_running_them():
-    from numba.core.dispatcher import Dispatcher
-
-    from charlm.kernels import layer, warm
-
-    pairs = warm.plan("lm", "rnn", "float32")
-    names = [disp.py_func.__name__ for disp, _ in pairs]
-    assert {"layer_forward", "layer_backward", "matmul_rows_bias", "cross_entropy_grad_par"} <= set(names)
-    forward = next(sig for disp, sig in pairs if disp.py_func.__name__ == "layer_forward")
-    assert "float32" in str(forward[1]) and "float64" not in " ".join(map(str, forward[1:]))
-    assert isinstance(layer.layer_forward, Dispatcher)  # every stub put back
-    assert warm.shares([1.0, 5.0, 2.0, 2.0], 2) == [[1], [2, 3, 0]]
-    assert warm.shares([1.0], 4) == [[0]]
-    assert sys.modules["charlm.kernels.warm"] is warm

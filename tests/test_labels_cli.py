@@ -83,7 +83,7 @@ def test_the_checkpoint_holds_the_labels_and_info_shows_them(run):
 
 def test_eval_and_score_read_each_line_with_its_label(run, tmp_path):
     from charlm.data.labelled import build_labelled_corpus
-    from charlm.lm.labels import line_nll
+    from charlm.lm.evaluate import line_nll
 
     pairs = [("abca", "abc"), ("xyzz", "xyz"), ("abca", "xyz")]
     write_lines(tmp_path / "dev.tsv", pairs)

@@ -8,7 +8,8 @@ from gradcheck import assert_gradient_matches_finite_diff
 
 from charlm.config import ModelConfig
 from charlm.data.labelled import line_batch, line_bounds
-from charlm.lm.labels import conditioned, line_nll
+from charlm.lm.evaluate import line_nll
+from charlm.lm.labels import conditioned
 from charlm.lm.model import Model
 
 CELLS = ["lstm", "gru", "rnn"]

@@ -70,8 +70,8 @@ def first_run(corpus: str, extra=(), python: str = sys.executable, cache_dir: st
         spec = {"args": ["train", corpus, "--steps", "1", "--run-dir", os.path.join(work, "run"), "--json", *extra]}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([python, "-m", "charlm.bench.first_run", json.dumps(spec)], capture_output=True,
-                              text=True, env=env, cwd=work)
+        proc = subprocess.run([python, "-m", "charlm.cli.first_run_child", json.dumps(spec)], capture_output=True,
+                              text=True, env=env, cwd=work, check=False)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"first_run"')]
@@ -81,42 +81,3 @@ def first_run(corpus: str, extra=(), python: str = sys.executable, cache_dir: st
     res = json.loads(lines[-1])["first_run"]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return res | {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "corpus": corpus, "args": spec["args"]}
-
-
-def _child(spec: dict) -> dict:
-    """In the fresh interpreter: run the command with the listener on; its summary's time split."""
-    import contextlib
-    import io
-
-    t0 = time.perf_counter()
-    from numba.core import event
-
-    from ..cli import main
-
-    times = CompileTimes()
-
-    class Relay(event.Listener):  # Numba takes instances of its own Listener class only
-        def on_start(self, e):
-            times.on_start(e)
-
-        def on_end(self, e):
-            times.on_end(e)
-
-    out = io.StringIO()
-    with event.install_listener("numba:compile", Relay()), contextlib.redirect_stdout(out):
-        try:
-            main.main(args=spec["args"], standalone_mode=False)
-        except SystemExit as e:  # the command's exit status: a failed run has no profile to give
-            if e.code not in (0, None):
-                raise
-    summary = [json.loads(ln) for ln in out.getvalue().splitlines() if ln.startswith("{")]
-    split = (summary[-1].get("time_split") or {}) if summary else {}
-    usage, helpers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"in_process_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
-            "helpers_peak_rss_mb": round(helpers.ru_maxrss / 1024.0, 1),  # processes it started (0: none)
-            "helpers_cpu_s": round(helpers.ru_utime + helpers.ru_stime, 3),
-            "split": split, "summary": summary[-1] if summary else None} | summarise(times.records)
-
-
-if __name__ == "__main__":  # python -m charlm.bench.first_run '{"args": [...]}': one JSON line
-    print(json.dumps({"first_run": _child(json.loads(sys.argv[1]))}), flush=True)

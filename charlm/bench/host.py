@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import resource
 
 FMA_UNITS = 2   # assumed FMA units per core (module docstring)
 
@@ -84,3 +85,8 @@ def _clock(info) -> tuple[float, str]:
             return int(f.read().strip()) / 1e6, "cpufreq maximum"
     except (OSError, ValueError):
         return 0.0, "unknown: give --clock-ghz"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)

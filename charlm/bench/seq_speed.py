@@ -79,7 +79,7 @@ def measure_seq(cfg) -> dict:
     from ..seqtask.model import kernel_scope
     from ..seqtask.sparse_adam import LazyAdam
     from ..seqtask.sparse_grad import clip_norm
-    from .speed import peak_rss_mb
+    from .host import peak_rss_mb
 
     model = build_model(model_config(cfg), np.float32).init_weights(np.random.default_rng(cfg.seed))
     opt = LazyAdam(model.layout, model.size, model.dtype)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 
 from ..kernels.cells import CELLS, get_cell
 from ..settings import setting
+from .host import peak_rss_mb
 
 # bench compares with PyTorch: the cells torch.nn has a module for
 TORCH_CELLS = tuple(name for name, cell in CELLS.items() if cell.torch_module)
@@ -110,11 +110,6 @@ def flops_per_char(cell: str, layers: int, hidden: int, vocab: int, in_dim: int)
     g = get_cell(cell).gates
     fwd = sum(2 * g * hidden * ((in_dim if l == 0 else hidden) + hidden) for l in range(layers))
     return fwd + 2 * hidden * vocab
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def measure(cfg: BenchConfig) -> dict:

@@ -28,8 +28,9 @@ import torch  # (after T0: the import is part of what is measured, as charlm's i
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .host import peak_rss_mb
 from .seq_speed import seq_config_record, seq_flops_per_token, timed_steps
-from .speed import BenchConfig, flops_per_char, peak_rss_mb
+from .speed import BenchConfig, flops_per_char
 
 IMPORT_S = time.perf_counter() - T0
 MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}

@@ -28,7 +28,7 @@ def read_labelled(path) -> list[tuple[str, str]]:
     """(text, label) of every non-blank line of ``path``, read as ``charlm classify`` reads its
     files (the label after the last tab; a line without a tab or with an empty label is one
     CorpusError naming the file and the line; a header line such as ``text<TAB>label`` skipped)."""
-    from ..seqtask.data import read_tsv
+    from .tab_files import read_tsv
 
     return [(e.tokens, e.label) for e in read_tsv(path)]
 

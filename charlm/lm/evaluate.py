@@ -130,7 +130,6 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
     if labelled:  # text<TAB>label lines, each scored from its own label (lm/labels.py)
         from ..data.labelled import build_labelled_corpus
         from ..errors import ConfigError
-        from .labels import line_nll
 
         if dynamic is not None:
             raise ConfigError("dynamic evaluation does not take labelled lines")
@@ -182,3 +181,26 @@ def _without_dropout(checkpoint):
     model = Model(replace(checkpoint.config, dropout=0.0, weight_dropout=0.0), dtype=checkpoint.dtype)
     model.load_state_dict(checkpoint.tensors)
     return model
+
+
+def line_nll(model, ids, labels) -> np.ndarray:
+    """Per-token NLL in nats of labelled lines (ids as data/labelled.py lays them out, ``labels``
+    each line's label id), line after line, each line read from its own label's start: the lines
+    of one label side by side through that label's plain model (``conditioned``)."""
+    from ..data.labelled import line_bounds
+    from .labels import BATCH, conditioned
+
+    starts, ends = line_bounds(ids)
+    labels = np.asarray(labels, np.int64)
+    out = [np.zeros(0)] * len(starts)
+    for label in np.unique(labels):
+        plain, start = conditioned(model, int(label))
+        mine = np.flatnonzero(labels == label)
+        for b in range(0, len(mine), BATCH):
+            part = mine[b:b + BATCH]
+            spans = [(int(starts[k]), int(starts[k]), int(ends[k])) for k in part]
+            state = np.ascontiguousarray(np.repeat(start[:, :, None, :], len(part), axis=2))
+            nll = score_spans(plain, ids, spans, state)
+            for k, piece in zip(part, np.split(nll, np.cumsum(ends[part] - starts[part])[:-1])):
+                out[k] = piece
+    return np.concatenate(out) if out else np.zeros(0)

@@ -7,8 +7,6 @@ run the unlabelled code on ``conditioned(model, label)``: the generation kernels
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import ConfigError
 
 BATCH = 256   # lines scored side by side
@@ -44,26 +42,3 @@ def label_index(names: list[str], label: str | None) -> int | None:
 def known(names: list[str], most: int = 20) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def line_nll(model, ids, labels) -> np.ndarray:
-    """Per-token NLL in nats of labelled lines (ids as data/labelled.py lays them out, ``labels``
-    each line's label id), line after line, each line read from its own label's start: the lines
-    of one label side by side through that label's plain model (``conditioned``)."""
-    from ..data.labelled import line_bounds
-    from .evaluate import score_spans
-
-    starts, ends = line_bounds(ids)
-    labels = np.asarray(labels, np.int64)
-    out = [np.zeros(0)] * len(starts)
-    for label in np.unique(labels):
-        plain, start = conditioned(model, int(label))
-        mine = np.flatnonzero(labels == label)
-        for b in range(0, len(mine), BATCH):
-            part = mine[b:b + BATCH]
-            spans = [(int(starts[k]), int(starts[k]), int(ends[k])) for k in part]
-            state = np.ascontiguousarray(np.repeat(start[:, :, None, :], len(part), axis=2))
-            nll = score_spans(plain, ids, spans, state)
-            for k, piece in zip(part, np.split(nll, np.cumsum(ends[part] - starts[part])[:-1])):
-                out[k] = piece
-    return np.concatenate(out) if out else np.zeros(0)

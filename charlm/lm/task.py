@@ -128,7 +128,7 @@ class LmTask:
         """Mean NLL per token of the held-out text (labelled lines: each from its own label; every
         rank scores them all, as they are few)."""
         from .evaluate import mean_nll
-        from .labels import line_nll
+        from .evaluate import line_nll
 
         if self.labelled:
             return float(line_nll(self.model, np.asarray(self.corpus.val), self.corpus.labels.val).mean())

@@ -37,7 +37,7 @@ class Pair:
 def read_pairs(path, source_level: str, target_level: str) -> list[Pair]:
     """The examples of a ``source<TAB>target`` file (blank lines skipped; the target is after the
     first tab); a line without a tab or with an empty side is one CorpusError naming it."""
-    from ..seqtask.data import tab_lines
+    from ..data.tab_files import tab_lines
 
     name, pairs = display_name(path), []
     for number, line in tab_lines(path, "source<TAB>target"):
