@@ -95,6 +95,10 @@ def test_eval_and_score_read_each_line_with_its_label(run, tmp_path):
                                    names=checkpoint.metadata["labels"])
     nll = line_nll(checkpoint.build_model(), corpus.train, corpus.labels.train)
     assert got["tokens"] == nll.size == 15 and got["loss_nats"] == pytest.approx(nll.mean(), rel=1e-6)
+    assert got["characters"] == 15   # the texts and their line ends: a label is given, not predicted
+    from charlm.lm.evaluate import count_characters
+
+    assert count_characters([tmp_path / "dev.tsv"], "line", "word", labelled=True) == 15   # a word model's count
     scored = [json.loads(line) for line in invoke("score", run, tmp_path / "dev.tsv", "--json").stdout.splitlines()]
     assert [s["tokens"] for s in scored] == [5, 5, 5]
     assert -sum(s["log_prob"] for s in scored) == pytest.approx(nll.sum(), rel=1e-6)

@@ -47,11 +47,9 @@ def tag_train(train_file, fmt, dev_file, dev_fraction, run_dir, resume, ranks, a
       charlm tag train train.conll --dev dev.conll --epochs 20
       charlm tag train book.txt --format spaces --time 5m
     """
-    from ..seqtask.runs import data_spec
+    from ..seqtask.runs import data_spec, with_natural_level
 
-    values = given(options)
-    if not resume:  # restoring spaces tags characters; a CoNLL file's tokens are words unless told
-        values.setdefault("level", "char" if fmt == "spaces" else "word")
+    values = given(options) if resume else with_natural_level(given(options), fmt)
 
     def describe(seed: int) -> dict:
         return data_spec("tag", train_file, dev_file=dev_file, dev_fraction=dev_fraction, fmt=fmt, seed=seed)

@@ -152,7 +152,8 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
             dynamic_loss = total / count
     loss = float(nll.mean())
     level = checkpoint.tokenizer.level
-    characters = count_characters(paths, corpus.eos, level, errors)
+    characters = (int(nll.size) if level == "char" and not labelled   # one token per character: no second read
+                  else count_characters(paths, corpus.eos, level, errors, labelled=labelled))
     return EvalResult(
         loss_nats=loss, perplexity=math.exp(min(loss, 700.0)),
         bits_per_char=float(nll.sum()) / characters / LN2,
@@ -161,12 +162,17 @@ def evaluate(checkpoint, paths, *, surprisal: bool = False, errors: str = "stric
         target_ids=np.asarray(ids[1:]) if surprisal else None, dynamic_loss_nats=dynamic_loss)
 
 
-def count_characters(paths, eos_mode: str, level: str, errors: str = "strict") -> int:
+def count_characters(paths, eos_mode: str, level: str, errors: str = "strict", labelled: bool = False) -> int:
     """The characters of the text the tokens stand for: every sequence's characters and one for
     the boundary after it (a character model scores exactly this many tokens). Dividing a word
-    model's total bits by it gives the bits per character that compares levels honestly."""
+    model's total bits by it gives the bits per character that compares levels honestly. Of
+    labelled lines only the texts count (their labels are given, not predicted)."""
     from ..data.sequences import file_segments
 
+    if labelled:
+        from ..data.labelled import read_labelled
+
+        return max(1, sum(len(text) + 1 for path in paths for text, _ in read_labelled(path)))
     return max(1, sum(sum(map(len, seqs)) + len(seqs) - (not closed)   # an unclosed last sequence
                       for path in paths                                   # continues in the next segment
                       for seqs, closed in file_segments(path, eos_mode, errors, level)))

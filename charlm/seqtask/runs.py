@@ -145,9 +145,7 @@ class SeqTrials:
     def configs(self, values: dict):
         from .config import make_seq_configs
 
-        if self.spec["format"] == "spaces":   # restoring spaces tags characters, whatever the default level
-            values = {"level": "char"} | values
-        return make_seq_configs(self.task, values)
+        return make_seq_configs(self.task, with_natural_level(values, self.spec["format"]))
 
     def start(self, values: dict, run_dir):
         model_config, train_config = self.configs(values)
@@ -160,9 +158,20 @@ class SeqTrials:
         return SeqTask.better(scores, best)
 
 
+# The level a tagging format implies unless one is given: restoring spaces tags characters; a
+# CoNLL file's tokens are words.
+NATURAL_LEVEL = {"spaces": "char", "conll": "word"}
+
+
+def with_natural_level(values: dict, fmt: str) -> dict:
+    """``values`` with the level ``fmt`` implies, unless they give one."""
+    natural = NATURAL_LEVEL.get(fmt)
+    return values if natural is None else {"level": natural} | values
+
+
 def recipe_given(values: dict, spec: dict) -> frozenset[str]:
     """The settings a user gave (``values``: field name -> value), for the recipe chooser: the
-    level a format implies (characters for restore-spaces, words for CoNLL) is not the user's choice."""
-    natural = {"spaces": "char", "conll": "word"}.get(spec.get("format"))
+    level a format implies (NATURAL_LEVEL) is not the user's choice."""
+    natural = NATURAL_LEVEL.get(spec.get("format"))
     implied = {"level"} if natural is not None and values.get("level") == natural else set()
     return frozenset(values) - implied
