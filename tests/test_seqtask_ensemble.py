@@ -187,7 +187,7 @@ def test_stacked_members_compute_what_each_member_computes_alone(task, layers, b
     model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
     alone = build_model(config, np.float64)
     alone.flat[...] = model.flat
-    model.stacked = True  # on one thread too
+    model.schedule = "stacked"  # on one thread too
     with kernel_scope(threads):
         # a longer batch, then a shorter one: the reused scratch arrays hold stale values past its end
         for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
@@ -218,7 +218,7 @@ def test_member_phases_on_two_python_threads_give_the_serial_results_bit_for_bit
     results = []
     for member_threads in (1, 2):
         model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
-        model.stacked, model.member_threads = True, member_threads
+        model.schedule, model.member_threads = "stacked", member_threads
         run = []
         with kernel_scope(2):
             for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
@@ -259,3 +259,50 @@ def test_a_failed_member_phase_is_raised_once_the_other_thread_is_done():
     with pytest.raises(ValueError, match="member 0"):  # and a failure on the second thread is raised too
         threads.map(lambda k: run(k - 1 if k % 2 else 1), 4, 2)
     assert threads.map(lambda k: k * k, 5, 2) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("task", ["classify", "tag"])
+def test_every_schedule_of_the_members_gives_the_same_step_bit_for_bit(task):
+    """Members one after another, whole members on Python threads (the serial kernel twins) and
+    stacked in one parallel kernel call: the same losses, gradients and touched rows, step after
+    step, on one thread and on two."""
+    from dataclasses import replace
+
+    from charlm.seqtask.model import kernel_scope
+
+    config = replace(ensemble(task, members=3).config, layers=2, dropout=0.3, input_dropout=0.2, ngrams=3,
+                     member_salts=True,
+                     **(dict(wide_ngrams=3, wide_buckets=13, wide_dropout=0.2) if task == "classify" else {}))
+    results = {}
+    for schedule, threads in (("serial", 1), ("threads", 2), ("stacked", 2), (None, 2)):
+        model = build_model(config, np.float64).init_weights(np.random.default_rng(0))
+        model.schedule = schedule
+        run = []
+        with kernel_scope(threads):
+            for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
+                ids, lengths, labels = tiny_batch(task, np.random.default_rng(seed), lengths=batch_lengths)
+                loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
+                run.append((loss, model.grad_flat.copy(), [r.copy() for r in model.touched]))
+        results[schedule] = run
+    reference = results.pop("serial")
+    assert np.abs(reference[0][1]).max() > 0
+    for schedule, run in results.items():
+        for (loss1, grad1, rows1), (loss2, grad2, rows2) in zip(reference, run):
+            assert loss1 == loss2, schedule
+            np.testing.assert_array_equal(grad1, grad2, err_msg=str(schedule))
+            for a, b in zip(rows1, rows2):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_the_serial_twin_of_a_layer_kernel_is_a_build_of_its_own():
+    """The twin is compiled under its own name (the on-disk cache keys builds by name, not by
+    options), without parallel and without the GIL."""
+    from charlm.kernels.layer import layer_forward
+    from charlm.seqtask.serial_layer import layer_kernels
+
+    twin, _ = layer_kernels(serial=True)
+    assert twin is not layer_forward and layer_kernels(serial=True)[0] is twin
+    assert twin.py_func.__qualname__ == "layer_forward_serial"
+    assert twin.py_func.__code__ is layer_forward.py_func.__code__
+    assert twin.targetoptions.get("nogil") and not twin.targetoptions.get("parallel")
+    assert layer_kernels(serial=False) == (layer_forward, layer_kernels(serial=False)[1])

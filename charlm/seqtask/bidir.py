@@ -83,40 +83,45 @@ def _stacked(params, prefix: str, k: int, directions: int):
                  for kind in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
 
 
-def _blocks(B: int, directions: int):
-    """(blocks per direction, steps per block): the kernel threads shared by one model's directions.
-    Stacked models keep their own split (so each computes as it would alone) and add blocks."""
+def _blocks(B: int, directions: int, serial: bool = False):
+    """(blocks per direction, steps per block): the kernel threads shared by one model's directions
+    (one block per direction for the serial kernels). Stacked models keep their own split (so each
+    computes as it would alone) and add blocks."""
     from ..kernels.parallel import block_steps
     from ..runtime import kernel_threads
 
-    nchunks = max(1, kernel_threads() // directions)
+    nchunks = 1 if serial else max(1, kernel_threads() // directions)
     return nchunks, block_steps(-(-B // nchunks))
 
 
 def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int, *,
-                    dropout: float = 0.0, rng=None, prefix: str = "rnn."):
+                    dropout: float = 0.0, rng=None, prefix: str = "rnn.", serial: bool = False):
     """x (T, B, I) -> out (T, B, D*H) (0 at padded steps), finals (L*D, S, B, H), cache.
-    ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does."""
+    ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does.
+    ``serial``: on the serial kernels, one block per direction (serial_layer.py), so that it may
+    run on a Python thread beside another model's pass."""
     out, finals, cache = stacked_forward(cell, [params], [x], spans, layers, directions, dropout=dropout, rngs=[rng],
-                                         prefix=prefix)
+                                         prefix=prefix, serial=serial)
     return out, finals[0], cache
 
 
 def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, directions: int, *,
-                    dropout: float = 0.0, rngs=None, prefix: str = "rnn.", scratch=None):
+                    dropout: float = 0.0, rngs=None, prefix: str = "rnn.", scratch=None, serial: bool = False):
     """``encoder_forward`` of M models of the same shapes on the same batch, each on its own input
     xs[m] (T, B, I) with its own parameters and dropout generator rngs[m], in one kernel call per
     layer (D = M x directions blocks side by side, so the models share the threads). Returns out
     (T, B, M*D*H), the models' outputs side by side, the list of their finals and the cache.
     Each model's arithmetic and draws are those of ``encoder_forward`` on it alone. ``scratch``
-    (scratch.py): where the layers' large arrays come from, valid until the next call with it."""
-    from ..kernels.layer import layer_forward
+    (scratch.py): where the layers' large arrays come from, valid until the next call with it.
+    ``serial``: as ``encoder_forward``'s."""
     from .scratch import allocator
+    from .serial_layer import layer_kernels
 
     M, (T, B, _) = len(params), xs[0].shape
     D, S, dt = M * directions, cell.states, xs[0].dtype
     rngs = rngs if rngs is not None else [None] * M
-    nchunks, tb = _blocks(B, directions)
+    nchunks, tb = _blocks(B, directions, serial)
+    layer_forward = layer_kernels(serial)[0]
     lengths, rows = spans.lengths, np.arange(B)
     none3, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0), np.int64)
     finals, cache = [], []
@@ -156,24 +161,27 @@ def _sum_parts(parts, nchunks: int, d: int):
 
 
 def encoder_backward(cell, params, grads, dout, dfinals, spans: Spans, cache, layers: int,
-                     directions: int, prefix: str = "rnn."):
+                     directions: int, prefix: str = "rnn.", serial: bool = False):
     """Accumulate parameter gradients into ``grads`` (same names as ``params``) and return dL/dx
-    (T, B, I). dout (T, B, D*H) wrt the top layer's outputs; dfinals (L*D, S, B, H) or None."""
-    return stacked_backward(cell, [grads], dout, [dfinals], spans, cache, layers, directions, prefix)[0]
+    (T, B, I). dout (T, B, D*H) wrt the top layer's outputs; dfinals (L*D, S, B, H) or None;
+    ``serial`` as the forward pass's."""
+    return stacked_backward(cell, [grads], dout, [dfinals], spans, cache, layers, directions, prefix,
+                            serial=serial)[0]
 
 
 def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache, layers: int, directions: int,
-                     prefix: str = "rnn.", scratch=None):
+                     prefix: str = "rnn.", scratch=None, serial: bool = False):
     """``encoder_backward`` of the M models ``stacked_forward`` ran: dout (T, B, M*D*H) their
     outputs' gradients side by side, dfinals[m] (L*D, S, B, H) or None. Accumulates each model's
     gradients into grads[m] and returns the list of their dL/dx (T, B, I) (from ``scratch``,
-    when given, as ``stacked_forward``'s arrays)."""
-    from ..kernels.layer import layer_backward
+    when given, as ``stacked_forward``'s arrays); ``serial`` as ``stacked_forward``'s."""
     from .scratch import allocator
+    from .serial_layer import layer_kernels
 
     M, (T, B, _) = len(grads), dout.shape
     D, S, dt = M * directions, cell.states, cache[0][3].dtype
-    nchunks, tb = _blocks(B, directions)
+    nchunks, tb = _blocks(B, directions, serial)
+    layer_backward = layer_kernels(serial)[1]
     none3, none4, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt), np.zeros((0, 0), np.int64)
     for k in range(layers - 1, -1, -1):
         inp, mask, (W_ih, _, W_hh, _), hs, arrays = cache[k]

@@ -14,19 +14,22 @@ so they make partly different mistakes; averaging their probabilities cancels pa
 times the cost of a step.
 
 Each member draws its dropout from its own generator, seeded from the run's generator in member
-order at every training step, so its draws never depend on when or on which thread it runs. The
-members' recurrent layers run stacked, one kernel call per layer for all of them
-(bidir.stacked_forward: D = members x directions blocks side by side, each member on its own
-input), so they share the kernel threads; a block computes exactly what it would alone, so a
-member's results are those of its own model (on one thread a training step runs the members one
-after another instead: the same results, at less CPU time). The parallel kernels must not be
-launched from two Python threads at once (Numba's workqueue layer, which charlm runs on, refuses
-concurrent launches): stacking is how the members share the cores in the recurrent layers. The
-rest of a member's step (its inputs and n-gram hashes, its head and wide path, their backward
-passes) is serial NumPy and nogil kernels, which would leave a core idle: with two kernel
-threads those phases run two members at a time on two Python threads (``MemberThreads``), while
-the parallel kernels stay on the calling thread. Members share no array they write there, so the
-results are the serial ones bit for bit.
+order at every training step, so its draws never depend on when or on which thread it runs.
+
+A training step runs the members one of three ways (``schedule``), with the same results bit for
+bit: one after another ("serial", the choice on one thread: each member's step whole, its caches
+still warm for its backward pass); side by side on Python threads ("threads", the choice on two
+threads or more: each thread trains whole members, its recurrent layers on the serial GIL-free
+twins of the layer kernels, serial_layer.py, so everything a member does runs in parallel with
+the other thread's member, its NumPy work and its n-gram tables included); or stacked
+("stacked": every member's recurrent layer in one parallel kernel call, bidir.stacked_forward,
+D = members x directions blocks side by side; the rest of each member's step on two Python
+threads, ``MemberThreads``). Stacking leaves the cores idle while the members' serial NumPy work
+runs and pays a barrier per layer; whole members per thread do not, and train an epoch faster
+(docs/performance.md). The parallel kernels must not be launched from two Python threads at once
+(Numba's workqueue layer, which charlm runs on, refuses concurrent launches): that is why the
+threads run the serial twins. Members share no array they write, so the results do not depend
+on the schedule or the thread count (a member's layers run one block per direction on either).
 """
 from __future__ import annotations
 
@@ -68,9 +71,9 @@ class SeqEnsemble:
                       for name, a in member.grads.items()}
         # the stacked layers' large arrays, reused by every training step (one at a time)
         self.scratch = Scratch()
-        # training steps stack the members (True), run them one after another (False), or choose
-        # by the thread count (None: see ``loss_and_grad``); the results are the same bit for bit
-        self.stacked: bool | None = None
+        # how a training step runs the members: "serial", "threads" or "stacked" (module docstring),
+        # or None: chosen by the thread count (``loss_and_grad``); the results are the same bit for bit
+        self.schedule: str | None = None
         # Python threads for the members' serial phases of a stacked step (None: two when the kernels
         # have two threads or more, else one); the results are the same bit for bit
         self.member_threads: int | None = None
@@ -104,11 +107,11 @@ class SeqEnsemble:
     # -- forward / backward ------------------------------------------------------------------------
 
     def _each_member(self, run) -> list:
-        """[run(k, member) for every member], on two Python threads when the kernels have two
-        (``member_threads``). ``run`` must launch no parallel kernel (module docstring)."""
+        """[run(k, member) for every member], on as many Python threads as the kernels have
+        (or ``member_threads``). ``run`` must launch no parallel kernel (module docstring)."""
         from ..runtime import kernel_threads
 
-        threads = self.member_threads or min(2, kernel_threads())
+        threads = self.member_threads or kernel_threads()
         members = self.members
         return self._phases.map(lambda k: run(k, members[k]), len(members), threads)
 
@@ -140,19 +143,26 @@ class SeqEnsemble:
         return mean_logp.astype(self.dtype), outputs
 
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
-        """Mean of the members' losses; their gradients (each / K) into ``grads``. On one thread
-        the members train one after another, each step whole (its caches still warm for its
-        backward pass; stacked, they wait for every member's forward pass, which costs CPU time
-        with nothing to gain on one thread); on more, stacked."""
+        """Mean of the members' losses; their gradients (each / K) into ``grads``, the members run
+        as ``schedule`` says (module docstring)."""
         from ..runtime import kernel_threads
 
         rngs = self.member_generators(rng)
-        if self.stacked is False or (self.stacked is None and kernel_threads() == 1):
-            total = 0.0
-            for member, member_rng in zip(self.members, rngs):
-                total += member.loss_and_grad(ids, lengths, labels, member_rng)
-        else:
+        threads = kernel_threads()
+        schedule = self.schedule or ("serial" if threads == 1 else "threads")
+        if schedule == "stacked":
             total = self._stacked_loss_and_grad(ids, lengths, labels, rngs)
+        else:
+            self.zero_grad()  # every member at once: a member's own zeroing is a parallel pass
+
+            def step(k, member):
+                return member.loss_and_grad(ids, lengths, labels, rngs[k], zeroed=True, serial=schedule == "threads")
+
+            losses = self._phases.map(lambda k: step(k, self.members[k]), len(self.members),
+                                      (self.member_threads or threads) if schedule == "threads" else 1)
+            total = 0.0
+            for loss in losses:  # in member order, whatever thread computed it
+                total += loss
         divide(self.grad_flat, self.layout, self.touched, len(self.members))
         return total / len(self.members)
 
@@ -182,25 +192,30 @@ class SeqEnsemble:
 
 
 class MemberThreads:
-    """Runs one phase of every member, the even ones on the calling thread and the odd ones on a
-    second Python thread (started on first use), and returns the results in member order."""
+    """Runs one phase of every member on up to ``threads`` Python threads, member k on thread
+    k mod n (thread 0 is the calling one, the others are started on first use), and returns the
+    results in member order."""
 
     def __init__(self):
-        self._executor = None
+        self._executor, self._workers = None, 0
 
     def map(self, run, count: int, threads: int) -> list:
-        """[run(k) for k in range(count)]; on two threads when ``threads`` >= 2."""
-        if threads < 2 or count < 2:
+        """[run(k) for k in range(count)], on min(threads, count) threads."""
+        n = min(threads, count)
+        if n < 2:
             return [run(k) for k in range(count)]
         from concurrent.futures import ThreadPoolExecutor, wait
 
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-member")
-        later = self._executor.submit(lambda: [run(k) for k in range(1, count, 2)])
+        if self._workers < n - 1:
+            if self._executor is not None:
+                self._executor.shutdown()
+            self._executor, self._workers = ThreadPoolExecutor(n - 1, thread_name_prefix="charlm-member"), n - 1
+        later = [self._executor.submit(lambda j=j: [run(k) for k in range(j, count, n)]) for j in range(1, n)]
         results = [None] * count
         try:
-            results[0::2] = [run(k) for k in range(0, count, 2)]
+            results[0::n] = [run(k) for k in range(0, count, n)]
         finally:
-            wait([later])  # the other thread's members are done before anything else runs
-        results[1::2] = later.result()
+            wait(later)  # the other threads' members are done before anything else runs
+        for j, future in enumerate(later, start=1):
+            results[j::n] = future.result()
         return results

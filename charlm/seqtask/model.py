@@ -128,14 +128,16 @@ class SeqModel:
 
     # -- forward / backward ------------------------------------------------------------------
 
-    def forward(self, ids, lengths, *, rng=None):
+    def forward(self, ids, lengths, *, rng=None, serial: bool = False):
         """Logits in the caller's order: (B, C) for classify, (T, B, C) for tag (0 at padded
-        steps). ``rng`` turns on dropout (training). Returns (logits, cache for backward)."""
+        steps). ``rng`` turns on dropout (training); ``serial`` runs the recurrent layers on the
+        serial kernels (bidir.encoder_forward), for a Python thread of its own. Returns (logits,
+        cache for backward)."""
         c = self.config
         x, batch = self.inputs(ids, lengths, rng)
         drop = c.dropout if rng is not None else 0.0
         out, _, enc_cache = encoder_forward(self.cell, self.params, x, batch[-1], c.layers, c.directions,
-                                            dropout=drop, rng=rng)
+                                            dropout=drop, rng=rng, serial=serial)
         return self.head(out, batch, enc_cache, rng)
 
     def inputs(self, ids, lengths, rng):
@@ -188,15 +190,16 @@ class SeqModel:
         logits = logits_s[inverse] if c.task == "classify" else logits_s[:, inverse]
         return logits, (order, inverse, *batch[1:], enc_cache, out.shape, arg, mask, h, bag)
 
-    def backward(self, dlogits, cache) -> None:
+    def backward(self, dlogits, cache, *, zeroed: bool = False, serial: bool = False) -> None:
         """Gradients of the loss wrt every parameter into ``grads`` (overwritten), from dlogits
         in the caller's order (zero wherever the loss does not look). Only what the previous
-        pass wrote is zeroed first, and ``touched`` lists the table rows this one writes: the
-        rest of each table's gradient stays zero without being visited (sparse_grad.py)."""
+        pass wrote is zeroed first (``zeroed``: the caller has done it), and ``touched`` lists
+        the table rows this one writes: the rest of each table's gradient stays zero without
+        being visited (sparse_grad.py). ``serial`` as ``forward``'s."""
         c = self.config
-        dout, touched = self.head_backward(dlogits, cache)
+        dout, touched = self.head_backward(dlogits, cache, zeroed=zeroed)
         dx = encoder_backward(self.cell, self.params, self.grads, dout, None, cache[7], cache[8], c.layers,
-                              c.directions)
+                              c.directions, serial=serial)
         self.inputs_backward(dx, cache, touched)
 
     def zero_grad(self) -> None:
@@ -255,8 +258,9 @@ class SeqModel:
                                             valid.astype(np.float64))
         return loss, dlogits.reshape(T, B, C)
 
-    def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
-        logits, cache = self.forward(ids, lengths, rng=rng)
+    def loss_and_grad(self, ids, lengths, labels, rng=None, *, zeroed: bool = False, serial: bool = False) -> float:
+        """The batch's mean loss; its gradients into ``grads`` (``backward``'s ``zeroed`` and ``serial``)."""
+        logits, cache = self.forward(ids, lengths, rng=rng, serial=serial)
         loss, dlogits = self.loss(logits, labels, lengths)
-        self.backward(dlogits, cache)
+        self.backward(dlogits, cache, zeroed=zeroed, serial=serial)
         return loss
