@@ -264,8 +264,8 @@ def test_a_failed_member_phase_is_raised_once_the_other_thread_is_done():
 @pytest.mark.parametrize("task", ["classify", "tag"])
 def test_every_schedule_of_the_members_gives_the_same_step_bit_for_bit(task):
     """Members one after another, whole members on Python threads (the serial kernel twins) and
-    stacked in one parallel kernel call: the same losses, gradients and touched rows, step after
-    step, on one thread and on two."""
+    stacked in one parallel kernel call: the same losses, gradients, touched rows and predictions,
+    step after step, on one thread and on two."""
     from dataclasses import replace
 
     from charlm.seqtask.model import kernel_scope
@@ -282,14 +282,16 @@ def test_every_schedule_of_the_members_gives_the_same_step_bit_for_bit(task):
             for seed, batch_lengths in ((5, (7, 3, 6, 1, 7, 2)), (8, (2, 5, 3, 5))):
                 ids, lengths, labels = tiny_batch(task, np.random.default_rng(seed), lengths=batch_lengths)
                 loss = model.loss_and_grad(ids, lengths, labels, np.random.default_rng(seed))
-                run.append((loss, model.grad_flat.copy(), [r.copy() for r in model.touched]))
+                run.append((loss, model.grad_flat.copy(), [r.copy() for r in model.touched],
+                            model.forward(ids, lengths)[0]))
         results[schedule] = run
     reference = results.pop("serial")
     assert np.abs(reference[0][1]).max() > 0
     for schedule, run in results.items():
-        for (loss1, grad1, rows1), (loss2, grad2, rows2) in zip(reference, run):
+        for (loss1, grad1, rows1, logits1), (loss2, grad2, rows2, logits2) in zip(reference, run):
             assert loss1 == loss2, schedule
             np.testing.assert_array_equal(grad1, grad2, err_msg=str(schedule))
+            np.testing.assert_array_equal(logits1, logits2, err_msg=str(schedule))
             for a, b in zip(rows1, rows2):
                 np.testing.assert_array_equal(a, b)
 

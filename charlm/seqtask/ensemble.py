@@ -106,12 +106,17 @@ class SeqEnsemble:
 
     # -- forward / backward ------------------------------------------------------------------------
 
+    def _schedule(self) -> tuple[str, int]:
+        """(how the members run, "serial", "threads" or "stacked"; the Python threads for them)."""
+        from ..runtime import kernel_threads
+
+        threads = kernel_threads()
+        return self.schedule or ("serial" if threads == 1 else "threads"), self.member_threads or threads
+
     def _each_member(self, run) -> list:
         """[run(k, member) for every member], on as many Python threads as the kernels have
         (or ``member_threads``). ``run`` must launch no parallel kernel (module docstring)."""
-        from ..runtime import kernel_threads
-
-        threads = self.member_threads or kernel_threads()
+        threads = self._schedule()[1]
         members = self.members
         return self._phases.map(lambda k: run(k, members[k]), len(members), threads)
 
@@ -133,7 +138,13 @@ class SeqEnsemble:
     def forward(self, ids, lengths, *, rng=None):
         """log of the members' mean probabilities, shaped as a member's logits (0 at a tagger's
         padded steps), and the members' (logits, cache) pairs."""
-        outputs = self._forward_members(ids, lengths, self.member_generators(rng))
+        rngs, (schedule, threads) = self.member_generators(rng), self._schedule()
+        if schedule == "stacked":
+            outputs = self._forward_members(ids, lengths, rngs)
+        else:
+            serial = schedule == "threads"
+            outputs = self._phases.map(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k], serial=serial),
+                                       len(self.members), threads if serial else 1)
         logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
@@ -145,11 +156,7 @@ class SeqEnsemble:
     def loss_and_grad(self, ids, lengths, labels, rng=None) -> float:
         """Mean of the members' losses; their gradients (each / K) into ``grads``, the members run
         as ``schedule`` says (module docstring)."""
-        from ..runtime import kernel_threads
-
-        rngs = self.member_generators(rng)
-        threads = kernel_threads()
-        schedule = self.schedule or ("serial" if threads == 1 else "threads")
+        rngs, (schedule, threads) = self.member_generators(rng), self._schedule()
         if schedule == "stacked":
             total = self._stacked_loss_and_grad(ids, lengths, labels, rngs)
         else:
@@ -159,7 +166,7 @@ class SeqEnsemble:
                 return member.loss_and_grad(ids, lengths, labels, rngs[k], zeroed=True, serial=schedule == "threads")
 
             losses = self._phases.map(lambda k: step(k, self.members[k]), len(self.members),
-                                      (self.member_threads or threads) if schedule == "threads" else 1)
+                                      threads if schedule == "threads" else 1)
             total = 0.0
             for loss in losses:  # in member order, whatever thread computed it
                 total += loss
