@@ -12,7 +12,10 @@ import click
 
 from ..seq2seq.config import DEFAULTS, LEVELS, Seq2SeqConfig
 from ..seqtask.config import SeqTrainConfig
-from .classify_cmd import (
+from .common import emit, out, runs_root, show_path
+from .options import given, setting_options
+from .run_options import json_option
+from .seqtask_commands import (
     emit_results,
     name_the_model,
     run_and_texts,
@@ -20,15 +23,12 @@ from .classify_cmd import (
     run_training,
     split_run_and_file,
 )
-from .common import emit, out, runs_root, show_path
-from .options import given, setting_options
-from .run_options import json_option
 
 BEAM_HELP = "beam search with K hypotheses (length penalty 0.6) instead of greedy decoding"
 
 
 class Seq2SeqRuns:
-    """How seq2seq runs start, resume and look (classify_cmd.run_training's ``kind``)."""
+    """How seq2seq runs start, resume and look (seqtask_commands.run_training's ``kind``)."""
 
     def __init__(self, autoencode: bool = False):
         self.autoencode = autoencode

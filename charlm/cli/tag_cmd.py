@@ -5,10 +5,10 @@ import json
 
 import click
 
-from .classify_cmd import (emit_results, evaluate_command, predictor_and_texts, run_training, sweep_command,
-                           training_options)
 from .common import emit
 from .options import given
+from .seqtask_commands import (emit_results, evaluate_command, predictor_and_texts, run_training, sweep_command,
+                               training_options)
 
 
 @click.group("tag")
