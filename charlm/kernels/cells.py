@@ -7,8 +7,10 @@ validation read it): a row's kernels, and with them Numba, load on first use of 
 A per-layer cell (one that feeds back its own hidden state) is its row and its file
 ``kernels/<name>.py``: the formulas at the top, and three functions the drivers call by name.
 Every other loop is written once for all of them: the layer kernels (layer.py), which the language
-model and the (bi)directional encoder of the sequence tasks run, and the generation loop
-(generate.py), all reach a cell's step through dispatch.py, by the row's ``id``.
+model and the (bi)directional encoder of the sequence tasks run, are compiled per cell from
+templates with the row's step functions bound in (per_cell.py), so a run compiles its own cell's
+code only; the generation loop (generate.py) reaches a cell's step through dispatch.py, by the
+row's ``id``.
 
     <name>_step(xp, bx, bias, b_hh, hW, h_prev, c_prev, h_next, c_next, gates, hn)
         one row of one step: all 1-d rows; xp the input projection (bx: an input bias not yet

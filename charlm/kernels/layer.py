@@ -27,18 +27,34 @@ not the cell uses them, empty when it does not (``Cell.cache`` names the ones it
     gates (D, T, B, G)     post-activation gates (lstm: i, f, g, o; gru: r, z, n)
     cs    (D, T+1, B, H)   the second state (the LSTM's cell state), cs[d, 0] = s0[d, 1]
     hn    (D, T, B, H)     W_hn h_{t-1} + b_hn (gru)
-"""
-import numpy as np
-from numba import njit, prange
 
-from .dispatch import cell_step, cell_step_backward, known_input_apart
-from .layer_rows import (active_rows, block_input, block_rows, block_weight_grads, cache_row, gather_block,
-                         input_groups, pack_directions, position, scatter_row, zero_parts)
+Compiled per cell and per block: ``layer_forward`` and ``layer_backward`` are Python functions that
+pack the weights (one compiled call) and run a thread's block, ``_forward_block`` or
+``_backward_block``, once per block on threads (blocks.py says why not a parallel loop). The
+block is the cell's own copy of its template, built when the cell is first used (per_cell.py), so
+a run compiles its own cell's step only (the id chain of dispatch.py compiled every cell's into
+the kernel).
+"""
+import functools
+
+import numpy as np
+from numba import njit
+
+from .blocks import run_blocks
+from .layer_rows import (active_rows, block_input, block_rows, block_weight_grads, cache_row, copy_row,
+                         gather_block, input_groups, pack_directions, position, scatter_row, zero_parts)
 from .parallel import chunk
+from .per_cell import per_layer_cell, specialise
 from .tile import MR, matmul_packed, matmul_rec
 
+# Placeholders the block templates below call; per_cell.specialise binds them to one cell's step pair and
+# its Cell.input_apart in that cell's copy of the kernels.
+cell_step = cell_step_backward = None
+APART = False
 
-@njit(cache=True, parallel=True, error_model="numpy")
+_BLOCK = {"error_model": "numpy", "nogil": True}  # a thread's block: run_blocks calls it on several threads
+
+
 def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gates, cs, hn, out, lengths, nchunks,
                   tb):
     """A whole layer forward, input projection included. Writes hs (D, T+1, B, H) with hs[d, 0] =
@@ -53,59 +69,15 @@ def layer_forward(cell_id, x_in, table, ids, W_ih, b_ih, W_hh, b_hh, s0, hs, gat
           at a time, X @ W_ih^T (rows, I) @ (I, G);
       x_in empty (layer 0): ``table`` (D, V, G) = E @ W_ih^T, the embedding folded into W_ih, read
           at row ids[position, b] (T, B): the projection is a gather.
-    s0 (D, S, B, H) the initial states; lengths (B,) int64, non-increasing, 1 <= L_b <= T."""
-    D, T1, B, H = hs.shape
-    T = T1 - 1
-    G = W_hh.shape[1]
-    S = s0.shape[1]
-    known_input_apart(cell_id)  # an id the compiled chains do not know is refused before any work
+    s0 (D, S, B, H) the initial states; lengths (B,) int64, non-increasing, 1 <= L_b <= T.
+    cell_id: the cell's row of the table (ValueError for one that is not a per-layer cell)."""
+    block = _kernels(cell_id)["_forward_block"]
     bias = b_ih + b_hh  # for the cells that sum them (the GRU keeps them apart: b_hn sits inside r * (...))
-    P = pack_directions(W_hh, True)  # W_hh^T in register-tile panels, once per call
-    project = x_in.size > 0
-    I = W_ih.shape[2]
-    M = input_groups(D, x_in.shape[2] if project else 0, I)
-    P_ih = pack_directions(W_ih if project else W_ih[:, :0], True)  # W_ih^T panels (empty for the table)
-    wide = out.size > 0
-    for kk in prange(D * nchunks):
-        d = kk // nchunks  # the direction, then its block of streams
-        r0, r1 = chunk(kk - d * nchunks, B, nchunks)
-        R = r1 - r0
-        c0, reverse = block_input(d, D, M, I)
-        hW = np.empty((R, G), hs.dtype)
-        tmp = np.empty((MR, P.shape[3]), hs.dtype)
-        spare = np.empty(G, hs.dtype)  # stands for the cache rows the cell does not use
-        X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows compact
-        XP = np.empty((tb * R if project else 0, G), hs.dtype)  # and their projections
-        for b in range(r0, r1):
-            hs[d, 0, b] = s0[d, 0, b]
-            if S > 1:
-                cs[d, 0, b] = s0[d, 1, b]
-        for t0 in range(0, lengths[r0] if R > 0 else 0, tb):  # up to the longest of these streams
-            t1 = min(lengths[r0], t0 + tb)
-            if project:
-                n = gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, X)
-                matmul_packed(X[:n], P_ih[d], XP[:n], tmp)
-            j = 0
-            for t in range(t0, t1):
-                a = active_rows(lengths, r0, r1, t)
-                matmul_rec(hs[d, t, r0:r0 + a], P[d], W_hh[d], True, hW[:a], tmp)  # (rows, G)
-                for i in range(a):
-                    b = r0 + i
-                    p = position(lengths, reverse, t, b)
-                    xrow = XP[j + i] if project else table[d, ids[p, b]]
-                    cell_step(cell_id, xrow, b_ih[d], bias[d], b_hh[d], hW[i], hs[d, t, b],
-                              cache_row(cs, d, t, b, spare), hs[d, t + 1, b], cache_row(cs, d, t + 1, b, spare),
-                              cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare))
-                    if wide:
-                        out[p, b, d * H:(d + 1) * H] = hs[d, t + 1, b]
-                j += a
-        if wide:
-            for b in range(r0, r1):
-                for t in range(lengths[b], T):
-                    out[t, b, d * H:(d + 1) * H] = 0
+    M, P, P_ih = _packed(x_in, W_ih, W_hh, x_in.size > 0, True)
+    run_blocks(block, hs.shape[0] * nchunks, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, W_hh, P_ih, s0,
+               hs, gates, cs, hn, out, lengths, tb, True)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, ids, dW_hh, dW_ih, db_hh, db_ih,
                    dtab, dx, ds0, dxp, lengths, nchunks, tb):
     """A whole layer backward. dh_out (T, B, D*H) dL/d(outputs) from above by position (direction d
@@ -122,69 +94,149 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
     block of steps only after reading them, and never touches another thread's. ds0 (D, S, B, H)
     receives dL/d(initial states); dxp (D, T, B, G), when not empty, the gradients wrt the input
     projections by step (inspect)."""
+    block = _kernels(cell_id)["_backward_block"]
+    M, P, P_ih = _packed(x_in, W_ih, W_hh, dx.size > 0, False)
+    run_blocks(block, hs.shape[0] * nchunks, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih,
+               dW_hh, dW_ih, db_hh, db_ih, dtab, dx, ds0, dxp, ids, lengths, tb, False)
+
+
+@functools.cache
+def _kernels(cell_id):
+    """The layer kernels of one cell, compiled (or loaded from Numba's cache) on first call."""
+    cell = per_layer_cell(cell_id)
+    steps = cell.kernels
+    return specialise(cell, [(_forward_block, _BLOCK), (_backward_block, _BLOCK)],
+                      {"cell_step": getattr(steps, f"{cell.name}_step"),
+                       "cell_step_backward": getattr(steps, f"{cell.name}_step_backward"),
+                       "APART": cell.input_apart})
+
+
+# The flags below (transposed, with_ih) come from Python, so each function compiles once for both
+# values: a constant True or False passed in compiled code makes Numba compile the callee per value.
+
+@njit(cache=True, error_model="numpy")
+def _packed(x_in, W_ih, W_hh, with_ih, transposed):
+    """(inputs M, W_hh packed, W_ih packed or empty) for the block's products: the forward's with
+    W^T (``transposed``), the backward's with W. W_ih is packed when ``with_ih`` (the forward's
+    input projection, the backward's dx), else an empty C array stands for it."""
+    D, _, I = W_ih.shape
+    M = input_groups(D, x_in.shape[2] if x_in.size > 0 else 0, I)
+    P = pack_directions(W_hh, transposed)  # in register-tile panels, once per call
+    P_ih = pack_directions(W_ih if with_ih else np.empty((D, 0, I), W_ih.dtype), transposed)
+    return M, P, P_ih
+
+
+def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, W_hh, P_ih, s0, hs, gates, cs, hn,
+                   out, lengths, tb, transposed):
+    """Thread kk's part of the forward: direction d = kk // nchunks, its block of streams.
+    ``transposed`` is True (the recurrent product is h @ W_hh^T), an argument for _packed's reason."""
+    D, T1, B, H = hs.shape
+    T = T1 - 1
+    G = W_hh.shape[1]
+    S = s0.shape[1]
+    I = W_ih.shape[2]
+    project = x_in.size > 0
+    wide = out.size > 0
+    d = kk // nchunks  # the direction, then its block of streams
+    r0, r1 = chunk(kk - d * nchunks, B, nchunks)
+    R = r1 - r0
+    c0, reverse = block_input(d, D, M, I)
+    hW = np.empty((R, G), hs.dtype)
+    tmp = np.empty((MR, P.shape[3]), hs.dtype)
+    spare = np.empty(G, hs.dtype)  # stands for the cache rows the cell does not use
+    X = np.empty((tb * R if project else 0, I), hs.dtype)   # the block's inputs, rows compact
+    XP = np.empty((tb * R if project else 0, G), hs.dtype)  # and their projections
+    for b in range(r0, r1):
+        copy_row(hs[d, 0, b], s0[d, 0, b])
+        if S > 1:
+            copy_row(cs[d, 0, b], s0[d, 1, b])
+    for t0 in range(0, lengths[r0] if R > 0 else 0, tb):  # up to the longest of these streams
+        t1 = min(lengths[r0], t0 + tb)
+        if project:
+            n = gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, X)
+            matmul_packed(X[:n], P_ih[d], XP[:n], tmp)
+        j = 0
+        for t in range(t0, t1):
+            a = active_rows(lengths, r0, r1, t)
+            matmul_rec(hs[d, t, r0:r0 + a], P[d], W_hh[d], transposed, hW[:a], tmp)  # (rows, G): h @ W_hh^T
+            for i in range(a):
+                b = r0 + i
+                p = position(lengths, reverse, t, b)
+                xrow = XP[j + i] if project else table[d, ids[p, b]]
+                cell_step(xrow, b_ih[d], bias[d], b_hh[d], hW[i], hs[d, t, b],
+                          cache_row(cs, d, t, b, spare), hs[d, t + 1, b], cache_row(cs, d, t + 1, b, spare),
+                          cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare))
+                if wide:
+                    copy_row(out[p, b, d * H:(d + 1) * H], hs[d, t + 1, b])
+            j += a
+    if wide:
+        for b in range(r0, r1):
+            for t in range(lengths[b], T):
+                out[t, b, d * H:(d + 1) * H] = 0
+
+
+def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, dW_hh, dW_ih, db_hh,
+                    db_ih, dtab, dx, ds0, dxp, ids, lengths, tb, transposed):
+    """Thread kk's part of the backward: direction d = kk // nchunks, its block of streams.
+    ``transposed`` is False (the recurrent product is da @ W_hh), an argument for _packed's reason."""
     D, T1, B, H = hs.shape
     T = T1 - 1
     G = W_hh.shape[1]
     S = dsT.shape[1]
-    apart = known_input_apart(cell_id)
-    project = x_in.size > 0
     I = W_ih.shape[2]  # (dx may be wanted without x_in: inspect's state gradients)
+    project = x_in.size > 0
     scatter = ids.size > 0
     keep = dxp.size > 0
-    M = input_groups(D, x_in.shape[2] if project else 0, I)
-    P = pack_directions(W_hh, False)  # W_hh in register-tile panels, once per call
-    P_ih = pack_directions(W_ih if dx.size > 0 else W_ih[:, :0], False)  # for dx = dX @ W_ih
-    for kk in prange(D * nchunks):
-        d = kk // nchunks  # the direction, then its block of streams
-        r0, r1 = chunk(kk - d * nchunks, B, nchunks)
-        R = r1 - r0
-        c0, reverse = block_input(d, D, M, I)
-        zero_parts(kk, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
-        db_ih[kk, :] = 0
-        tmp = np.empty((MR, P.shape[3]), dh_out.dtype)
-        spare = np.empty(G, dh_out.dtype)
-        dX = np.empty((tb * R, G), dh_out.dtype)   # the block's gradients wrt the input projections
-        dA = np.empty((tb * R, G), dh_out.dtype) if apart else dX  # and wrt the recurrent pre-activations
-        Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows compact
-        Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
-        DX = np.empty((tb * R if dx.size > 0 else 0, I), dh_out.dtype)
-        # the carries (see kernels/cells.py): dh (the recurrent GEMM writes it) and dq
-        carry = np.zeros((2, R, H), dh_out.dtype)
-        for i in range(R):
-            for s in range(S):
-                carry[s, i] = dsT[d, s, r0 + i]
-            if dx.size > 0:
-                for t in range(lengths[r0 + i], T):
-                    dx[d, t, r0 + i] = 0
-        Tk = lengths[r0] if R > 0 else 0
-        for t1 in range(Tk, 0, -tb):
-            t0 = max(0, t1 - tb)
-            n = block_rows(lengths, r0, r1, t0, t1)
-            j = n
-            for t in range(t1 - 1, t0 - 1, -1):
-                a = active_rows(lengths, r0, r1, t)
-                j -= a
-                for i in range(a):
-                    b = r0 + i
-                    p = position(lengths, reverse, t, b)
-                    cell_step_backward(cell_id, dh_out[p, b, d * H:(d + 1) * H], carry[0, i], carry[1, i], hs[d, t, b],
-                                       hs[d, t + 1, b], cache_row(cs, d, t, b, spare), cache_row(cs, d, t + 1, b, spare),
-                                       cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare), dX[j + i],
-                                       dA[j + i], db_hh[kk], db_ih[kk])
-                    if scatter:
-                        scatter_row(dtab[kk, ids[p, b]], dX[j + i])
-                    if keep:
-                        dxp[d, t, b] = dX[j + i]
-                matmul_rec(dA[j:j + a], P[d], W_hh[d], False, carry[0, :a], tmp)  # (rows, H) = (rows, G) @ (G, H)
-            block_weight_grads(dA[:n], dX[:n], hs[d], x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
-                               dW_ih[kk], P_ih[d], tmp, dx, d, t1 == Tk)
-        for i in range(R):
-            b = r0 + i
-            ds0[d, 0, b] = carry[0, i]
-            if S > 1:
-                ds0[d, 1, b] = carry[1, i]
-            else:  # a carry kept past the GEMM (the GRU's direct path) joins dh0
-                for j in range(H):
-                    ds0[d, 0, b, j] += carry[1, i, j]
-        if not apart:  # b_ih's gradient is b_hh's (dxp = da)
-            db_ih[kk, :] = db_hh[kk]
+    d = kk // nchunks  # the direction, then its block of streams
+    r0, r1 = chunk(kk - d * nchunks, B, nchunks)
+    R = r1 - r0
+    c0, reverse = block_input(d, D, M, I)
+    zero_parts(kk, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
+    db_ih[kk, :] = 0
+    tmp = np.empty((MR, P.shape[3]), dh_out.dtype)
+    spare = np.empty(G, dh_out.dtype)
+    dX = np.empty((tb * R, G), dh_out.dtype)   # the block's gradients wrt the input projections
+    dA = np.empty((tb * R, G), dh_out.dtype) if APART else dX  # and wrt the recurrent pre-activations
+    Hp = np.empty((tb * R, H), dh_out.dtype)   # h_{t-1} of the block, rows compact
+    Xg = np.empty((tb * R if project else 0, I), dh_out.dtype)
+    DX = np.empty((tb * R if dx.size > 0 else 0, I), dh_out.dtype)
+    # the carries (see kernels/cells.py): dh (the recurrent GEMM writes it) and dq
+    carry = np.zeros((2, R, H), dh_out.dtype)
+    for i in range(R):
+        for s in range(S):
+            copy_row(carry[s, i], dsT[d, s, r0 + i])
+        if dx.size > 0:
+            for t in range(lengths[r0 + i], T):
+                dx[d, t, r0 + i] = 0
+    Tk = lengths[r0] if R > 0 else 0
+    for t1 in range(Tk, 0, -tb):
+        t0 = max(0, t1 - tb)
+        n = block_rows(lengths, r0, r1, t0, t1)
+        j = n
+        for t in range(t1 - 1, t0 - 1, -1):
+            a = active_rows(lengths, r0, r1, t)
+            j -= a
+            for i in range(a):
+                b = r0 + i
+                p = position(lengths, reverse, t, b)
+                cell_step_backward(dh_out[p, b, d * H:(d + 1) * H], carry[0, i], carry[1, i], hs[d, t, b],
+                                   hs[d, t + 1, b], cache_row(cs, d, t, b, spare), cache_row(cs, d, t + 1, b, spare),
+                                   cache_row(gates, d, t, b, spare), cache_row(hn, d, t, b, spare), dX[j + i],
+                                   dA[j + i], db_hh[kk], db_ih[kk])
+                if scatter:
+                    scatter_row(dtab[kk, ids[p, b]], dX[j + i])
+                if keep:
+                    copy_row(dxp[d, t, b], dX[j + i])
+            matmul_rec(dA[j:j + a], P[d], W_hh[d], transposed, carry[0, :a], tmp)  # (rows, H) = (rows, G) @ (G, H)
+        block_weight_grads(dA[:n], dX[:n], hs[d], x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
+                           dW_ih[kk], P_ih[d], tmp, dx, d, t1 == Tk)
+    for i in range(R):
+        b = r0 + i
+        copy_row(ds0[d, 0, b], carry[0, i])
+        if S > 1:
+            copy_row(ds0[d, 1, b], carry[1, i])
+        else:  # a carry kept past the GEMM (the GRU's direct path) joins dh0
+            for j in range(H):
+                ds0[d, 0, b, j] += carry[1, i, j]
+    if not APART:  # b_ih's gradient is b_hh's (dxp = da)
+        copy_row(db_ih[kk], db_hh[kk])

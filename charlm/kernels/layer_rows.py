@@ -71,7 +71,7 @@ def gather_block(src, c0, lengths, reverse, t0, t1, r0, r1, dst):
         a = active_rows(lengths, r0, r1, t)
         for i in range(a):
             b = r0 + i
-            dst[j + i] = src[position(lengths, reverse, t, b), b, c0:c0 + I]
+            copy_row(dst[j + i], src[position(lengths, reverse, t, b), b, c0:c0 + I])
         j += a
     return j
 
@@ -84,7 +84,7 @@ def scatter_block(src, dst, lengths, reverse, t0, t1, r0, r1):
         a = active_rows(lengths, r0, r1, t)
         for i in range(a):
             b = r0 + i
-            dst[position(lengths, reverse, t, b), b] = src[j + i]
+            copy_row(dst[position(lengths, reverse, t, b), b], src[j + i])
         j += a
 
 
@@ -94,8 +94,17 @@ def gather_states(hs, lengths, t0, t1, r0, r1, dst):
     j = 0
     for t in range(t0, t1):
         a = active_rows(lengths, r0, r1, t)
-        dst[j:j + a] = hs[t, r0:r0 + a]
+        for i in range(a):
+            copy_row(dst[j + i], hs[t, r0 + i])
         j += a
+
+
+@njit(cache=True)
+def copy_row(dst, src):
+    """dst[:] = src for rows of one length. A loop because Numba compiles an array assignment with
+    the formatting of its shape-mismatch message, which took seconds of a first run's compile time."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
 
 
 @njit(cache=True)
@@ -150,7 +159,9 @@ def pack_directions(W, transposed):
     """pack_panels of each W[d] (D, ., .), stacked: (D, panels, K, NR)."""
     first = pack_panels(W[0], transposed)
     P = np.empty((W.shape[0],) + first.shape, W.dtype)
-    P[0] = first
-    for d in range(1, W.shape[0]):
-        P[d] = pack_panels(W[d], transposed)
+    for d in range(W.shape[0]):
+        Pd = first if d == 0 else pack_panels(W[d], transposed)
+        for j in range(Pd.shape[0]):  # loops, not P[d] = Pd: see copy_row
+            for k in range(Pd.shape[1]):
+                copy_row(P[d, j, k], Pd[j, k])
     return P

@@ -21,15 +21,16 @@ contains exp(0) = 1.
 
 ``cross_entropy_grad`` and ``cross_entropy_rows`` run the rows serially: they are the reference.
 The model trains and evaluates with their twins ``cross_entropy_grad_par`` / ``cross_entropy_rows_par``,
-which split the rows into ``nchunks`` blocks, one Numba thread each (every BLAS call is then
+which split the rows into ``nchunks`` blocks, one thread each (every BLAS call is then
 single-threaded: charlm.runtime), and add the per-block sums in a fixed order, so the result does
 not depend on which thread finishes first. tests/test_bench.py checks each against its twin.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .blocks import run_blocks
 from .parallel import chunk
 
 _LOG2E = 1.4426950408889634
@@ -142,58 +143,71 @@ def cross_entropy_rows(logits, targets, nll_out):
         nll_out[n] = _row_nll(logits[n], k, e, bits)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+# The parallel twins run their blocks on threads (blocks.py): each block a serial function.
+
 def cross_entropy_grad_par(logits, targets, scale, db, nchunks):
     """cross_entropy_grad with the rows split into ``nchunks`` blocks, one thread each, plus the
     decoder-bias gradient fused in: db (V,) receives sum_n dz[n] (the column sums of the gradient,
     accumulated in float64 per block while each row is in cache, blocks added in a fixed order).
     Returns sum_n nll (float64; per-block sums added in order)."""
-    N, V = logits.shape
-    totals = np.zeros(nchunks)
-    dbk = np.zeros((nchunks, V))
-    bad = np.zeros(nchunks, np.int64)
-    for k in prange(nchunks):
-        r0, r1 = chunk(k, N, nchunks)
-        e = np.empty(V, np.float64)
-        bits = np.empty(V, np.int64)
-        total = 0.0
-        for n in range(r0, r1):
-            kk = targets[n]
-            if kk < 0 or kk >= V:
-                bad[k] = 1
-                continue
-            row = logits[n]
-            total += _row_nll_grad(row, kk, scale, e, bits)
-            for v in range(V):
-                dbk[k, v] += row[v]
-        totals[k] = total
-    if bad.sum() > 0:
-        raise IndexError("cross_entropy_grad_par: target id out of range [0, V)")
-    for v in range(V):
-        acc = 0.0
-        for k in range(nchunks):
-            acc += dbk[k, v]
-        db[v] = acc
-    out = 0.0
-    for k in range(nchunks):
-        out += totals[k]
-    return out
+    totals, dbk, bad = np.zeros(nchunks), np.zeros((nchunks, logits.shape[1])), np.zeros(nchunks, np.int64)
+    run_blocks(_grad_block, nchunks, logits, targets, float(scale), dbk, totals, bad, nchunks)
+    _check_blocks(bad, "cross_entropy_grad_par")
+    db[...] = _in_order(dbk)
+    return float(_in_order(totals))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def cross_entropy_rows_par(logits, targets, nll_out, nchunks):
     """cross_entropy_rows with the rows split into ``nchunks`` blocks, one thread each."""
-    N, V = logits.shape
     bad = np.zeros(nchunks, np.int64)
-    for k in prange(nchunks):
-        r0, r1 = chunk(k, N, nchunks)
-        e = np.empty(V, np.float64)
-        bits = np.empty(V, np.int64)
-        for n in range(r0, r1):
-            kk = targets[n]
-            if kk < 0 or kk >= V:
-                bad[k] = 1
-                continue
-            nll_out[n] = _row_nll(logits[n], kk, e, bits)
-    if bad.sum() > 0:
-        raise IndexError("cross_entropy_rows_par: target id out of range [0, V)")
+    run_blocks(_rows_block, nchunks, logits, targets, nll_out, bad, nchunks)
+    _check_blocks(bad, "cross_entropy_rows_par")
+
+
+def _check_blocks(bad, name):
+    if bad.any():
+        raise IndexError(f"{name}: target id out of range [0, V)")
+
+
+def _in_order(parts):
+    """parts[0] + parts[1] + ... in that order (the sum's result does not depend on NumPy's
+    summation order)."""
+    total = parts[0].copy()
+    for k in range(1, parts.shape[0]):
+        total += parts[k]
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _grad_block(k, logits, targets, scale, dbk, totals, bad, nchunks):
+    """Block k of cross_entropy_grad_par: its rows' gradients, NLL sum and bias-gradient sums."""
+    N, V = logits.shape
+    r0, r1 = chunk(k, N, nchunks)
+    e = np.empty(V, np.float64)
+    bits = np.empty(V, np.int64)
+    total = 0.0
+    for n in range(r0, r1):
+        kk = targets[n]
+        if kk < 0 or kk >= V:
+            bad[k] = 1
+            continue
+        row = logits[n]
+        total += _row_nll_grad(row, kk, scale, e, bits)
+        for v in range(V):
+            dbk[k, v] += row[v]
+    totals[k] = total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rows_block(k, logits, targets, nll_out, bad, nchunks):
+    """Block k of cross_entropy_rows_par."""
+    N, V = logits.shape
+    r0, r1 = chunk(k, N, nchunks)
+    e = np.empty(V, np.float64)
+    bits = np.empty(V, np.int64)
+    for n in range(r0, r1):
+        kk = targets[n]
+        if kk < 0 or kk >= V:
+            bad[k] = 1
+            continue
+        nll_out[n] = _row_nll(logits[n], kk, e, bits)

@@ -1,4 +1,4 @@
-"""Matrix products split across Numba threads, each thread calling single-threaded BLAS.
+"""Matrix products split across threads, each thread calling single-threaded BLAS.
 
 Why not let OpenBLAS thread its own GEMMs? Because a training step is hundreds of small GEMMs
 (one per time step and layer, 32-64 rows), and every multithreaded BLAS call is a fork/join
@@ -15,8 +15,9 @@ through the order of floating-point sums (``matmul_tn``'s reduction), never on s
 Every function here has a serial twin in NumPy; tests/test_bench.py checks they agree.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .blocks import run_blocks
 
 
 @njit(cache=True)
@@ -32,68 +33,78 @@ def block_steps(rows: int, target: int = 512) -> int:
     return max(1, target // max(rows, 1))
 
 
-@njit(cache=True, parallel=True)
 def matmul_rows(A, B, out, nchunks):
     """out = A @ B with the rows of A split into ``nchunks`` blocks, one per thread.
     A (N, K), B (K, M) C- or F-contiguous (a transposed weight is fine), out (N, M) C-contiguous."""
-    N = A.shape[0]
-    for k in prange(nchunks):
-        r0, r1 = chunk(k, N, nchunks)
-        if r1 > r0:
-            np.dot(A[r0:r1], B, out[r0:r1])
+    run_blocks(_rows_block, nchunks, A, B, out, nchunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def matmul_rows_bias(A, B, bias, out, nchunks):
     """out = A @ B + bias (the decoder): rows split; the bias is added while a block is in cache."""
-    N = A.shape[0]
-    M = out.shape[1]
-    for k in prange(nchunks):
-        r0, r1 = chunk(k, N, nchunks)
-        if r1 > r0:
-            np.dot(A[r0:r1], B, out[r0:r1])
-            for n in range(r0, r1):
-                for m in range(M):
-                    out[n, m] += bias[m]
+    run_blocks(_rows_bias_block, nchunks, A, B, bias, out, nchunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def matmul_tn(A, B, out, partial, nchunks):
     """out = A^T @ B, the weight-gradient GEMM (sum over N positions), with N split into ``nchunks``
     blocks: block 0 writes ``out``, block k > 0 writes ``partial[k - 1]``, then the blocks are added
     in a fixed order (rows of ``out`` split across threads).
     A (N, M), B (N, K) C-contiguous; out (M, K) C-contiguous; partial (>= nchunks - 1, M, K) scratch."""
-    N = A.shape[0]
-    M = out.shape[0]
-    K = out.shape[1]
-    for k in prange(nchunks):
-        r0, r1 = chunk(k, N, nchunks)
-        if k == 0:
-            np.dot(A[r0:r1].T, B[r0:r1], out)
-        else:
-            np.dot(A[r0:r1].T, B[r0:r1], partial[k - 1])
+    run_blocks(_tn_block, nchunks, A, B, out, partial, nchunks)
     if nchunks > 1:
-        for k in prange(nchunks):
-            m0 = k * M // nchunks
-            m1 = (k + 1) * M // nchunks
-            for j in range(1, nchunks):
-                for m in range(m0, m1):
-                    for q in range(K):
-                        out[m, q] += partial[j - 1, m, q]
+        run_blocks(_add_partials, nchunks, out, partial, nchunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def sum_blocks(parts, out):
     """out[v] = sum_k parts[k, v] in order k = 0, 1, ... (reduces per-thread partial tables).
     parts (nchunks, V, D), out (V, D); rows of out split across threads."""
+    V = parts.shape[1]
+    nt = min(parts.shape[0], V) if V > 0 else 1
+    run_blocks(_sum_block, nt, parts, out, nt)
+
+
+# The blocks (run_blocks calls each once per block k, on several threads at once: nogil)
+
+@njit(cache=True, nogil=True)
+def _rows_block(k, A, B, out, nchunks):
+    r0, r1 = chunk(k, A.shape[0], nchunks)
+    if r1 > r0:
+        np.dot(A[r0:r1], B, out[r0:r1])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rows_bias_block(k, A, B, bias, out, nchunks):
+    r0, r1 = chunk(k, A.shape[0], nchunks)
+    if r1 > r0:
+        np.dot(A[r0:r1], B, out[r0:r1])
+        for n in range(r0, r1):
+            for m in range(out.shape[1]):
+                out[n, m] += bias[m]
+
+
+@njit(cache=True, nogil=True)
+def _tn_block(k, A, B, out, partial, nchunks):
+    r0, r1 = chunk(k, A.shape[0], nchunks)
+    np.dot(A[r0:r1].T, B[r0:r1], out if k == 0 else partial[k - 1])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _add_partials(k, out, partial, nchunks):
+    """Rows [m0, m1) of out += partial[0] + partial[1] + ... in that order."""
+    M, K = out.shape
+    m0, m1 = chunk(k, M, nchunks)
+    for j in range(1, nchunks):
+        for m in range(m0, m1):
+            for q in range(K):
+                out[m, q] += partial[j - 1, m, q]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sum_block(k, parts, out, nt):
     nchunks, V, D = parts.shape
-    nt = min(nchunks, V) if V > 0 else 1
-    for k in prange(nt):
-        v0 = k * V // nt
-        v1 = (k + 1) * V // nt
-        for v in range(v0, v1):
+    v0, v1 = chunk(k, V, nt)
+    for v in range(v0, v1):
+        for d in range(D):
+            out[v, d] = parts[0, v, d]
+        for j in range(1, nchunks):
             for d in range(D):
-                out[v, d] = parts[0, v, d]
-            for j in range(1, nchunks):
-                for d in range(D):
-                    out[v, d] += parts[j, v, d]
+                out[v, d] += parts[j, v, d]

@@ -1,0 +1,54 @@
+"""Running a kernel's independent blocks side by side: compiled serial functions on Python threads.
+
+The parallel kernels split their work into blocks (a direction's block of streams, a block of rows:
+parallel.py says why) that share nothing but read-only inputs, so they need no parallel loop of
+Numba's: each block is a serial ``@njit(nogil=True)`` function, and ``run_blocks`` calls it once per
+block from Numba's thread count of Python threads, the caller being one of them. Why not ``prange``:
+a parallel function costs several times its body's compile time (Numba's parallel passes, then the
+body compiled as a separate function and the whole of it optimised again in the caller), and
+those compilations were most of a first run on an empty cache; a thread's start costs tens of
+microseconds per call, against milliseconds of work in each block.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_lock = threading.Lock()
+# a forked child has none of its parent's threads: it starts pools of its own
+os.register_at_fork(after_in_child=_pools.clear)
+
+
+def run_blocks(kernel, n: int, *args) -> None:
+    """``kernel(k, *args)`` for k = 0 .. n-1, on up to Numba's thread count of threads at once (the
+    calling thread one of them); blocks are handed out in order as threads come free. The first
+    exception a block raised is raised here after every thread has stopped."""
+    import numba
+
+    workers = min(n, numba.get_num_threads())
+    if workers <= 1:
+        for k in range(n):
+            kernel(k, *args)
+        return
+    todo = iter(range(n))  # one iterator shared by the threads: next() on it is atomic under the GIL
+
+    def work():
+        for k in todo:
+            kernel(k, *args)
+
+    helpers = [_pool(workers - 1).submit(work) for _ in range(workers - 1)]
+    try:
+        work()
+    finally:
+        for done in helpers:
+            done.result()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="charlm-block")
+        return pool
