@@ -70,3 +70,22 @@ def test_a_run_compiles_its_own_cell_only_and_the_next_process_loads_it(tmp_path
     assert steps and all(n.startswith("rnn_") for n in steps)  # no other cell's step compiled
     again = _compiled_in_fresh_process(tmp_path)
     assert not [n for n in again if n in layer or n in steps]  # all found in the cache
+
+
+def test_blocks_stay_on_the_calling_thread_within_on_this_thread():
+    """run_blocks hands blocks to other threads, except inside on_this_thread (per thread)."""
+    import threading
+
+    import numba
+
+    from charlm.kernels.blocks import on_this_thread, run_blocks
+
+    def where(n):
+        seen = []
+        run_blocks(lambda k: (seen.append(threading.get_ident()), __import__("time").sleep(0.01)), n)
+        return set(seen)
+
+    with on_this_thread():
+        assert where(4) == {threading.get_ident()}
+    if numba.get_num_threads() > 1:
+        assert len(where(4)) > 1

@@ -263,8 +263,8 @@ def test_a_failed_member_phase_is_raised_once_the_other_thread_is_done():
 
 @pytest.mark.parametrize("task", ["classify", "tag"])
 def test_every_schedule_of_the_members_gives_the_same_step_bit_for_bit(task):
-    """Members one after another, whole members on Python threads (the serial kernel twins) and
-    stacked in one parallel kernel call: the same losses, gradients, touched rows and predictions,
+    """Members one after another, whole members on Python threads (their layers' blocks on their
+    own thread) and stacked in one kernel call: the same losses, gradients, touched rows and predictions,
     step after step, on one thread and on two."""
     from dataclasses import replace
 
@@ -294,17 +294,3 @@ def test_every_schedule_of_the_members_gives_the_same_step_bit_for_bit(task):
             np.testing.assert_array_equal(logits1, logits2, err_msg=str(schedule))
             for a, b in zip(rows1, rows2):
                 np.testing.assert_array_equal(a, b)
-
-
-def test_the_serial_twin_of_a_layer_kernel_is_a_build_of_its_own():
-    """The twin is compiled under its own name (the on-disk cache keys builds by name, not by
-    options), without parallel and without the GIL."""
-    from charlm.kernels.layer import layer_forward
-    from charlm.seqtask.serial_layer import layer_kernels
-
-    twin, _ = layer_kernels(serial=True)
-    assert twin is not layer_forward and layer_kernels(serial=True)[0] is twin
-    assert twin.py_func.__qualname__ == "layer_forward_serial"
-    assert twin.py_func.__code__ is layer_forward.py_func.__code__
-    assert twin.targetoptions.get("nogil") and not twin.targetoptions.get("parallel")
-    assert layer_kernels(serial=False) == (layer_forward, layer_kernels(serial=False)[1])

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
+_here = threading.local()  # .only: run_blocks keeps every block on the calling thread (on_this_thread)
 # a forked child has none of its parent's threads: it starts pools of its own
 os.register_at_fork(after_in_child=_pools.clear)
 
@@ -27,7 +29,7 @@ def run_blocks(kernel, n: int, *args) -> None:
     exception a block raised is raised here after every thread has stopped."""
     import numba
 
-    workers = min(n, numba.get_num_threads())
+    workers = 1 if getattr(_here, "only", False) else min(n, numba.get_num_threads())
     if workers <= 1:
         for k in range(n):
             kernel(k, *args)
@@ -44,6 +46,19 @@ def run_blocks(kernel, n: int, *args) -> None:
     finally:
         for done in helpers:
             done.result()
+
+
+@contextmanager
+def on_this_thread():
+    """Within the block, ``run_blocks`` runs every block on the calling thread, for a caller that
+    is itself one of several Python threads sharing the cores (an ensemble's members side by side,
+    seqtask/ensemble.py). Per thread: other threads' calls are not affected."""
+    before = getattr(_here, "only", False)
+    _here.only = True
+    try:
+        yield
+    finally:
+        _here.only = before
 
 
 def _pool(size: int) -> ThreadPoolExecutor:

@@ -85,7 +85,7 @@ def _stacked(params, prefix: str, k: int, directions: int):
 
 def _blocks(B: int, directions: int, serial: bool = False):
     """(blocks per direction, steps per block): the kernel threads shared by one model's directions
-    (one block per direction for the serial kernels). Stacked models keep their own split (so each
+    (one block per direction when ``serial``). Stacked models keep their own split (so each
     computes as it would alone) and add blocks."""
     from ..kernels.parallel import block_steps
     from ..runtime import kernel_threads
@@ -94,12 +94,21 @@ def _blocks(B: int, directions: int, serial: bool = False):
     return nchunks, block_steps(-(-B // nchunks))
 
 
+def _threads(serial: bool):
+    """Where the layer kernels' blocks run: on the calling thread only (``serial``), else on all."""
+    from contextlib import nullcontext
+
+    from ..kernels.blocks import on_this_thread
+
+    return on_this_thread() if serial else nullcontext()
+
+
 def encoder_forward(cell, params, x, spans: Spans, layers: int, directions: int, *,
                     dropout: float = 0.0, rng=None, prefix: str = "rnn.", serial: bool = False):
     """x (T, B, I) -> out (T, B, D*H) (0 at padded steps), finals (L*D, S, B, H), cache.
     ``dropout`` (training, with ``rng``) drops inputs of layers 2..L, as nn.LSTM's dropout does.
-    ``serial``: on the serial kernels, one block per direction (serial_layer.py), so that it may
-    run on a Python thread beside another model's pass."""
+    ``serial``: one block per direction, every block on the calling thread (kernels/blocks.py), so
+    that it may run on a Python thread beside another model's pass."""
     out, finals, cache = stacked_forward(cell, [params], [x], spans, layers, directions, dropout=dropout, rngs=[rng],
                                          prefix=prefix, serial=serial)
     return out, finals[0], cache
@@ -114,14 +123,13 @@ def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, dir
     Each model's arithmetic and draws are those of ``encoder_forward`` on it alone. ``scratch``
     (scratch.py): where the layers' large arrays come from, valid until the next call with it.
     ``serial``: as ``encoder_forward``'s."""
+    from ..kernels.layer import layer_forward
     from .scratch import allocator
-    from .serial_layer import layer_kernels
 
     M, (T, B, _) = len(params), xs[0].shape
     D, S, dt = M * directions, cell.states, xs[0].dtype
     rngs = rngs if rngs is not None else [None] * M
     nchunks, tb = _blocks(B, directions, serial)
-    layer_forward = layer_kernels(serial)[0]
     lengths, rows = spans.lengths, np.arange(B)
     none3, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0), np.int64)
     finals, cache = [], []
@@ -139,8 +147,9 @@ def stacked_forward(cell, params: list, xs: list, spans: Spans, layers: int, dir
         hs = empty("hs", (D, T + 1, B, H), dt)
         arrays = {name: empty(name, (D,) + shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
         out = empty("out", (T, B, D * H), dt)
-        layer_forward(cell.id, inp, none3, no_ids, *weights, np.zeros((D, S, B, H), dt), hs, *arrays.values(), out,
-                      lengths, nchunks, tb)
+        with _threads(serial):
+            layer_forward(cell.id, inp, none3, no_ids, *weights, np.zeros((D, S, B, H), dt), hs, *arrays.values(),
+                          out, lengths, nchunks, tb)
         final = np.empty((D, S, B, H), dt)
         final[:, 0] = hs[:, lengths, rows]              # each sequence's state at its own length
         if S > 1:                                       # the second state is the cell state
@@ -175,13 +184,12 @@ def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache
     outputs' gradients side by side, dfinals[m] (L*D, S, B, H) or None. Accumulates each model's
     gradients into grads[m] and returns the list of their dL/dx (T, B, I) (from ``scratch``,
     when given, as ``stacked_forward``'s arrays); ``serial`` as ``stacked_forward``'s."""
+    from ..kernels.layer import layer_backward
     from .scratch import allocator
-    from .serial_layer import layer_kernels
 
     M, (T, B, _) = len(grads), dout.shape
     D, S, dt = M * directions, cell.states, cache[0][3].dtype
     nchunks, tb = _blocks(B, directions, serial)
-    layer_backward = layer_kernels(serial)[1]
     none3, none4, no_ids = np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0, 0), dt), np.zeros((0, 0), np.int64)
     for k in range(layers - 1, -1, -1):
         inp, mask, (W_ih, _, W_hh, _), hs, arrays = cache[k]
@@ -194,9 +202,10 @@ def stacked_backward(cell, grads: list, dout, dfinals: list, spans: Spans, cache
         dW_hh, dW_ih = empty("dW_hh", (D * nchunks, G, H), dt), empty("dW_ih", (D * nchunks, G, I), dt)
         db_hh, db_ih = np.empty((D * nchunks, G), dt), np.empty((D * nchunks, G), dt)
         dx = empty("dx", (D, T, B, I), dt)
-        layer_backward(cell.id, np.ascontiguousarray(dout, dtype=dt), dsT, W_hh, hs, *arrays, inp, W_ih, no_ids,
-                       dW_hh, dW_ih, db_hh, db_ih, none3, dx, np.empty((D, S, B, H), dt), none4, spans.lengths,
-                       nchunks, tb)
+        with _threads(serial):
+            layer_backward(cell.id, np.ascontiguousarray(dout, dtype=dt), dsT, W_hh, hs, *arrays, inp, W_ih, no_ids,
+                           dW_hh, dW_ih, db_hh, db_ih, none3, dx, np.empty((D, S, B, H), dt), none4, spans.lengths,
+                           nchunks, tb)
         dinps = []
         for m in range(M):
             for d in range(directions):

@@ -19,17 +19,15 @@ order at every training step, so its draws never depend on when or on which thre
 A training step runs the members one of three ways (``schedule``), with the same results bit for
 bit: one after another ("serial", the choice on one thread: each member's step whole, its caches
 still warm for its backward pass); side by side on Python threads ("threads", the choice on two
-threads or more: each thread trains whole members, its recurrent layers on the serial GIL-free
-twins of the layer kernels, serial_layer.py, so everything a member does runs in parallel with
-the other thread's member, its NumPy work and its n-gram tables included); or stacked
-("stacked": every member's recurrent layer in one parallel kernel call, bidir.stacked_forward,
-D = members x directions blocks side by side; the rest of each member's step on two Python
-threads, ``MemberThreads``). Stacking leaves the cores idle while the members' serial NumPy work
-runs and pays a barrier per layer; whole members per thread do not, and train an epoch faster
-(docs/performance.md). The parallel kernels must not be launched from two Python threads at once
-(Numba's workqueue layer, which charlm runs on, refuses concurrent launches): that is why the
-threads run the serial twins. Members share no array they write, so the results do not depend
-on the schedule or the thread count (a member's layers run one block per direction on either).
+threads or more: each thread trains whole members, their recurrent layers' blocks kept on that
+thread, kernels/blocks.on_this_thread, so everything a member does runs beside the other thread's
+member, its NumPy work and its n-gram tables included); or stacked ("stacked": every member's
+recurrent layer in one kernel call, bidir.stacked_forward, D = members x directions blocks shared
+by the threads; the rest of each member's step on the Python threads, ``MemberThreads``).
+Stacking leaves cores idle while the members' serial NumPy work runs and meets at every layer;
+whole members per thread do not, and train an epoch faster (docs/performance.md). Members share
+no array they write, and a member's layers run one block per direction on every schedule, so the
+results depend neither on the schedule nor on the thread count.
 """
 from __future__ import annotations
 

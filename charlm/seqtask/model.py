@@ -130,8 +130,8 @@ class SeqModel:
 
     def forward(self, ids, lengths, *, rng=None, serial: bool = False):
         """Logits in the caller's order: (B, C) for classify, (T, B, C) for tag (0 at padded
-        steps). ``rng`` turns on dropout (training); ``serial`` runs the recurrent layers on the
-        serial kernels (bidir.encoder_forward), for a Python thread of its own. Returns (logits,
+        steps). ``rng`` turns on dropout (training); ``serial`` keeps the recurrent layers' work on
+        the calling thread (bidir.encoder_forward), for a Python thread of its own. Returns (logits,
         cache for backward)."""
         c = self.config
         x, batch = self.inputs(ids, lengths, rng)
