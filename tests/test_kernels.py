@@ -431,7 +431,7 @@ def test_matmul_packed_matches_numpy(M, K, N, dtype):
     """Rows that are not a multiple of the tile's MR, columns that leave a partial panel, K = 1,
     both packing layouts (W given as (N, K) for the forward's h @ W^T, as (K, N) for the backward),
     and operands whose rows are strided views of larger arrays (as a thread's block of streams is)."""
-    from charlm.kernels.tile import MR, matmul_packed, pack_panels
+    from charlm.kernels.tile import MR, PANEL_BYTES, matmul_packed, pack_panels
 
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
     A_big = rng.standard_normal((M, K + 5)).astype(dtype)
@@ -441,7 +441,7 @@ def test_matmul_packed_matches_numpy(M, K, N, dtype):
     tol = 1e-5 * K if dtype == np.float32 else 1e-12 * K
     for transposed in (True, False):
         P = pack_panels(np.ascontiguousarray(W.T) if transposed else W, transposed)
-        assert P.shape[2] * P.dtype.itemsize == 128 and P.shape[0] * P.shape[2] >= N  # two 512-bit vectors
+        assert P.shape[2] * P.dtype.itemsize == PANEL_BYTES and P.shape[0] * P.shape[2] >= N  # the tile's vectors
         C_big = np.full((M, N + 3), np.nan, dtype)
         C = C_big[:, 1:1 + N]
         matmul_packed(A, P, C, np.empty((MR, P.shape[2]), dtype))

@@ -119,10 +119,13 @@ def median_result(results: list[dict]) -> dict:
     return out
 
 
-def blas_warning(blas: list[dict]) -> str | None:
+def blas_warning(blas: list[dict], isa: str = "native") -> str | None:
     """A warning when a BLAS library runs a kernel below what this CPU supports (e.g. OpenBLAS
-    forced to "Haswell" by OPENBLAS_CORETYPE on an AVX-512 machine), else None."""
+    forced to "Haswell" by OPENBLAS_CORETYPE on an AVX-512 machine), else None. ``isa`` "avx2":
+    the measurement was restricted to AVX2 (bench/isa.py), so an AVX2 kernel is the best."""
     flags = _cpu_flags()
+    if isa == "avx2":
+        flags.discard("avx512f")
     best = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
     if best is None:
         return None

@@ -4,8 +4,9 @@
   threads per core when /proc/cpuinfo says (``siblings`` / ``cpu cores``), at most the threads the
   measurement uses: a run on 2 threads is held to the limit of 2 cores;
 - SIMD lanes of float32: 16 with ``avx512f`` among /proc/cpuinfo's flags, 8 with ``avx2`` or
-  ``avx``, else 4 (SSE); 8 when NUMBA_CPU_FEATURES turns AVX-512 off (``-avx512f``: charlm's
-  kernels compiled as for a CPU without it, to see that CPU's figure on this one);
+  ``avx``, else 4 (SSE); 8 when the measurement is restricted to AVX2 (``charlm bench --isa avx2``,
+  bench/isa.py) or NUMBA_CPU_FEATURES turns AVX-512 off (``-avx512f``): the limit of the
+  instruction set the kernels are compiled for, not of the host;
 - FMA units per core: not visible to software, so an assumption, printed with the limit: 2 by
   default (two 512-bit FMA pipes: Intel server cores since Skylake-SP, AMD Zen 5; client parts
   with AVX-512 and Zen 4 have the equivalent of one, where the real limit is half the figure);
@@ -24,12 +25,13 @@ FMA_UNITS = 2   # assumed FMA units per core (module docstring)
 
 
 def fma_limit(threads: int, fma_units: int = FMA_UNITS, clock_ghz: float = 0.0, cpuinfo: str | None = None,
-              cpus: int | None = None) -> dict:
+              cpus: int | None = None, isa: str = "native") -> dict:
     """The limit in GFLOP/s and the factors it is made of, each with where it came from
-    (``cpuinfo``: /proc/cpuinfo's text, ``cpus``: the CPUs usable, both read from the host unless given)."""
+    (``cpuinfo``: /proc/cpuinfo's text, ``cpus``: the CPUs usable, both read from the host unless
+    given; ``isa``: "avx2" holds the lanes to AVX2's)."""
     info = _read(cpuinfo)
     flags = set(_first(info, "flags").split())
-    if "-avx512f" in os.environ.get("NUMBA_CPU_FEATURES", ""):
+    if isa == "avx2" or "-avx512f" in os.environ.get("NUMBA_CPU_FEATURES", ""):
         flags.discard("avx512f")
     logical = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     siblings, per_core = _int(_first(info, "siblings")), _int(_first(info, "cpu cores"))

@@ -34,11 +34,14 @@ TASKS = ("lm", "classify", "tag")
               help="FMA units per core assumed for the host's FLOP limit (not visible to software)")
 @click.option("--clock-ghz", type=click.FloatRange(min=0, min_open=True), default=None,
               help="clock for the host's FLOP limit [default: /proc/cpuinfo's]")
+@click.option("--isa", type=click.Choice(["native", "avx2"]), default="native", show_default=True,
+              help="instruction set to measure: avx2 compiles charlm for AVX2 + FMA only (its own Numba cache) "
+                   "and holds PyTorch to AVX2, to see a CPU without AVX-512 on this one")
 @click.option("--first-run", "first_run", type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="TEXT_FILE", help="instead: time 'charlm train TEXT_FILE --steps 1' on an empty Numba cache, "
                                         "with each kernel it compiles")
 def bench(names, task, repeat, no_train, no_sample, compare, compare_torch, torch_baseline, torch_python, fma_units,
-          clock_ghz, first_run, **options):
+          clock_ghz, isa, first_run, **options):
     """Measure training and sampling speed, peak memory and start-up.
 
     Runs the five standard configurations (a: lstm 1x128 B32 T64; b: lstm
@@ -51,6 +54,9 @@ def bench(names, task, repeat, no_train, no_sample, compare, compare_torch, torc
     character: 2*G*H*(I+H) per layer, 2*H*V for the decoder) and their share
     of the host's FMA limit (cores x FMA units x float32 lanes x 2 x clock).
     --compare torch runs the same model in PyTorch, interleaved with charlm.
+    --isa avx2 measures both sides restricted to AVX2 + FMA (Numba compiling
+    for haswell without AVX-512, PyTorch's ATen, oneDNN and MKL held to AVX2,
+    OpenBLAS's Haswell kernels), the FMA limit with 8 float32 lanes.
     Unset OPENBLAS_CORETYPE for both sides: charlm warns when it slows BLAS down.
 
     \b
@@ -58,6 +64,7 @@ def bench(names, task, repeat, no_train, no_sample, compare, compare_torch, torc
       charlm bench -c b --repeat 3
       charlm bench --compare torch --repeat 5
       charlm bench --task classify --compare torch
+      charlm bench -c b --isa avx2 --compare torch
       charlm bench --cell gru --layers 1 --hidden 256 --batch 32 --seq-len 64
       charlm bench --first-run names.txt
     """
@@ -69,6 +76,8 @@ def bench(names, task, repeat, no_train, no_sample, compare, compare_torch, torc
     from ..training.memory import check_fits
 
     if first_run:
+        if isa != "native":
+            raise click.UsageError("--isa measures speed: --first-run times the host's own first run")
         return _first_run(first_run)
     values = given(options)
     custom = {k: v for k, v in values.items() if k in CUSTOM}
@@ -106,15 +115,17 @@ def bench(names, task, repeat, no_train, no_sample, compare, compare_torch, torc
 
         check_torch_python(torch_python)
     from ..bench.host import describe, fma_limit
+    from ..bench.isa import child_env
 
-    limit = fma_limit(max(c.threads for c in configs.values()), fma_units, clock_ghz or 0.0)
+    envs = {side: child_env(isa, side) for side in ("charlm", "torch")}
+    limit = fma_limit(max(c.threads for c in configs.values()), fma_units, clock_ghz or 0.0, isa=isa)
     configs = {n: dataclasses.replace(c, peak_gflops=limit["gflops"]) for n, c in configs.items()}
-    _run(configs, repeat, compare, torch_baseline, torch_python)
+    _run(configs, repeat, compare, torch_baseline, torch_python, isa, envs)
     err().print(f"GFLOP/s: chars/s x 3 x the forward products per character (2*G*H*(I+H) per layer and "
                 f"direction, 2*H*V for the decoder); {describe(limit)}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _run(configs, repeat, compare, baseline, torch_python):
+def _run(configs, repeat, compare, baseline, torch_python, isa, envs):
     from ..bench.compare import (
         blas_warning,
         measure_isolated,
@@ -123,7 +134,7 @@ def _run(configs, repeat, compare, baseline, torch_python):
         run_torch,
         run_torch_baseline,
     )
-    from ..bench.speed import TARGETS
+    from ..bench.speed import TARGETS, TARGETS_AVX2
     from .bench_view import comparison_table, side
 
     console = err()
@@ -135,13 +146,13 @@ def _run(configs, repeat, compare, baseline, torch_python):
             for who in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
                 with console.status(f"[dim]{name}: {cfg.label()} · {who} ({rep + 1}/{repeat})[/]"):
                     if who == "charlm":
-                        ours.append(measure_isolated(cfg))
+                        ours.append(measure_isolated(cfg, env=envs["charlm"]))
                     elif baseline:
-                        theirs.append(run_torch_baseline(cfg, baseline, torch_python))
+                        theirs.append(run_torch_baseline(cfg, baseline, torch_python, envs["torch"]))
                     else:
-                        theirs.append(run_torch(cfg, torch_python))
-        result = median_result(ours) | {"name": name}
-        if not warned and (warning := blas_warning(result.get("blas", []))):
+                        theirs.append(run_torch(cfg, torch_python, envs["torch"]))
+        result = median_result(ours) | {"name": name, "isa": isa}
+        if not warned and (warning := blas_warning(result.get("blas", []), isa)):
             console.print(f"[yellow]warning:[/] {warning}")
             warned = True
         torch_figures = None
@@ -155,7 +166,7 @@ def _run(configs, repeat, compare, baseline, torch_python):
             result["ratio"] = ratios(result, torch_result)
         click.echo(json.dumps(result))
         rows.append((name, cfg, result, torch_figures))
-    console.print(comparison_table(rows, TARGETS))
+    console.print(comparison_table(rows, TARGETS_AVX2 if isa == "avx2" else TARGETS))
 
 
 def _torch_sample(t):

@@ -6,16 +6,21 @@ from rich.table import Table
 from rich.text import Text
 
 MEASURES = [("train", "train chars/s"), ("gflops", "train GFLOP/s"), ("sample", "sample chars/s"),
-            ("peak_rss", "peak RSS MB")]
+            ("peak_rss", "peak RSS MB"), ("isa", "instruction set")]
 
 
 def side(result: dict | None) -> dict:
-    """One side's figures by measure (None where not measured)."""
+    """One side's figures by measure (None where not measured); ``isa``: what charlm's kernels were
+    compiled for, or PyTorch's CPU capability."""
+    from ..bench.isa import describe
+
     result = result or {}
     train, sample = result.get("train") or {}, result.get("sample") or {}
+    isa = describe(result["compiled_for"]) if "compiled_for" in result else \
+        (result.get("env") or {}).get("cpu_capability")
     return {"train": train.get("chars_per_s"), "gflops": train.get("gflops_achieved"),
             "share": train.get("fraction_of_peak"), "sample": sample.get("chars_per_s"),
-            "peak_rss": result.get("peak_rss_mb")}
+            "peak_rss": result.get("peak_rss_mb"), "isa": isa}
 
 
 def comparison_table(rows, targets: dict) -> Table:
@@ -38,7 +43,7 @@ def comparison_table(rows, targets: dict) -> Table:
                 goal = targets.get(name, {}).get(key)
                 r = ratio.get(key)
                 met = r is not None and goal is not None and (r <= goal if key == "peak_rss" else r >= goal)
-                cells += [_cell(key, theirs or {}), f"{r:.2f}x" if r is not None else "-",
+                cells += [_cell(key, theirs or {}), f"{r:.2f}x" if r is not None else "" if key == "isa" else "-",
                           "" if goal is None else (("<= " if key == "peak_rss" else ">= ") + f"{goal:g}x"
                                                    + (" [green]ok[/]" if met else " [red]no[/]"))]
             table.add_row(*cells, end_section=i == len(measures) - 1)
@@ -49,6 +54,8 @@ def _cell(key, figures) -> str:
     value = figures.get(key)
     if value is None:
         return "-"
+    if key == "isa":
+        return Text(str(value))  # another process's words: never read as markup
     if key == "gflops":
         share = figures.get("share")
         return f"{value:,.1f}" + (f" ({share:.0%})" if share is not None else "")
