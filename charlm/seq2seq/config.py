@@ -22,6 +22,8 @@ LEVELS = ("char", "word")
 # (README): dropout 0.2, a lower peak, a tighter clip for the input-feeding decoder, and a schedule
 # that decays to zero.
 DEFAULTS = {"dropout": 0.2, "lr": 2e-3, "clip_norm": 1.0, "min_lr": 0.0}
+# Beam search ranks finished outputs by log-probability / length ** this (seq2seq/predict.py says why)
+LENGTH_PENALTY = 0.6
 # An autoencoder's own default: dropout would blur the one vector its decoder reads, for a task
 # (copying) that cannot overfit in the usual sense
 AUTOENCODER_DEFAULTS = {"dropout": 0.0}
