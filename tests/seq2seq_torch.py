@@ -83,11 +83,9 @@ class TorchSeq2Seq(nn.Module):
             alpha = torch.softmax(score.masked_fill(~valid, float("-inf")), dim=1)
             ctx = torch.einsum("bs,sbf->bf", alpha, enc)
             a = torch.tanh(self.combine(torch.cat([h, ctx], 1)))
-            if masks is not None:
-                a = a * masks["out"][t]
-            outs.append(a)
+            outs.append(a * masks["out"][t] if masks is not None else a)
             alphas.append(alpha)
-            feed = a
+            feed = a   # the next step reads the vector before dropout
         return self.out(torch.stack(outs)), torch.stack(alphas)
 
 

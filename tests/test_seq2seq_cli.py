@@ -93,6 +93,17 @@ def test_predict_text_and_json(at):
     assert beamed.exit_code == 0 and len(beamed.stdout.splitlines()) == 3
 
 
+def test_length_penalty_ranks_a_beam_and_needs_one(at):
+    root, run = at
+    r = invoke("seq2seq", "eval", run, "test.tsv", "--beam", "3", "--length-penalty", "0", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["decoding"] == "beam 3, length penalty 0"
+    lone = invoke("seq2seq", "predict", run, "abc", "--length-penalty", "1")
+    assert lone.exit_code == 2 and "give --beam K too" in lone.output and "Traceback" not in lone.output
+    (item,) = predictions(run, "abc", beam=("--beam", "2", "--length-penalty", "1.0"))
+    assert len(item["hypotheses"]) == 2
+
+
 def step_losses(run_dir):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if r["kind"] == "step"]

@@ -51,7 +51,7 @@ def test_matches_the_torch_module(cell, kind, layers):
 
 def test_dropout_masks_match_the_torch_module():
     """Dropout on both embeddings and on the attentional vector: the masks charlm drew, given to
-    torch, give the same loss and gradients (the vector fed to the next step is the dropped one)."""
+    torch, give the same loss and gradients (the vector fed to the next step is the one before dropout)."""
     from seq2seq_torch import torch_loss_and_grads
 
     m = make("lstm", "additive", dropout=0.3)

@@ -113,7 +113,8 @@ def test_seq2seq_train_has_its_own_defaults_and_given_values_win():
     model, train = make_configs({"lr": 0.01, "clip_norm": None})
     assert train.lr == 0.01 and train.clip_norm == DEFAULTS["clip_norm"]
     model, _ = make_configs({}, autoencode=True)
-    assert model.dropout == 0 and make_configs({"dropout": 0.1}, autoencode=True)[0].dropout == 0.1
+    assert model.dropout == 0 and model.label_smoothing == 0
+    assert make_configs({"dropout": 0.3}, autoencode=True)[0].dropout == 0.3
     text = " ".join(invoke("seq2seq", "train", "--help").stdout.split())
     for name, value in DEFAULTS.items():
         after = text[text.index("--" + name.replace("_", "-") + " "):]

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ..seq2seq.config import DEFAULTS, LEVELS, Seq2SeqConfig
+from ..seq2seq.config import DEFAULTS, LENGTH_PENALTY, LEVELS, Seq2SeqConfig
 from ..seqtask.config import SeqTrainConfig
 from .common import emit, out, runs_root, show_path
 from .options import given, setting_options
@@ -24,7 +24,22 @@ from .seqtask_commands import (
     split_run_and_file,
 )
 
-BEAM_HELP = "beam search with K hypotheses (length penalty 0.6) instead of greedy decoding"
+BEAM_HELP = "beam search with K hypotheses instead of greedy decoding"
+
+
+def beam_options(func):
+    """--beam K and --length-penalty ALPHA (which only a beam reads)."""
+    func = click.option("--length-penalty", type=click.FloatRange(0), default=None, metavar="ALPHA",
+                        help="with --beam: rank finished outputs by log-probability / length**ALPHA (0 = by "
+                             f"log-probability alone, which favours short outputs) [default: {LENGTH_PENALTY:g}]")(func)
+    return click.option("--beam", "-b", type=click.IntRange(1), default=None, metavar="K", help=BEAM_HELP)(func)
+
+
+def beam_settings(beam, length_penalty) -> tuple[int, float]:
+    """(beam width, 0 for greedy; length penalty): a length penalty without a beam is refused."""
+    if length_penalty is not None and beam is None:
+        raise click.UsageError("--length-penalty ranks a beam's outputs: give --beam K too")
+    return beam or 0, LENGTH_PENALTY if length_penalty is None else length_penalty
 
 
 class Seq2SeqRuns:
@@ -107,9 +122,9 @@ def seq2seq_train(train_file, source_level, target_level, autoencode, dev_file, 
 
 @seq2seq.command("eval")
 @click.argument("args", nargs=-1, required=True, metavar="[RUN] FILE")
-@click.option("--beam", "-b", type=click.IntRange(1), default=None, metavar="K", help=BEAM_HELP)
+@beam_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def seq2seq_eval(args, beam, as_json):
+def seq2seq_eval(args, beam, length_penalty, as_json):
     """Score an encoder-decoder on a source<TAB>target file: WER (share of sources whose output
     matches none of their targets) and PER (edits to the closest target over its length).
 
@@ -124,8 +139,9 @@ def seq2seq_eval(args, beam, as_json):
     run, rest = split_run_and_file(args, "seq2seq")
     if not rest:
         raise click.UsageError("give the source<TAB>target file to evaluate")
+    settings = beam_settings(beam, length_penalty)
     transducer = Transducer.load(run)
-    result = transducer.evaluate(rest[0], beam or 0) | {"checkpoint": str(transducer.checkpoint.path)}
+    result = transducer.evaluate(rest[0], *settings) | {"checkpoint": str(transducer.checkpoint.path)}
     if as_json:
         emit(json.dumps(result))
         return
@@ -137,10 +153,10 @@ def seq2seq_eval(args, beam, as_json):
 @click.argument("args", nargs=-1, metavar="[RUN] [TEXT...]")
 @click.option("--file", "-f", "file", type=click.Path(dir_okay=False),
               help="transduce every non-empty line of FILE (a source<TAB>target line: its source; - reads standard input)")
-@click.option("--beam", "-b", type=click.IntRange(1), default=None, metavar="K", help=BEAM_HELP)
+@beam_options
 @click.option("--json", "as_json", is_flag=True,
               help="one JSON object per source: source, prediction (and with --beam the K hypotheses)")
-def seq2seq_predict(args, file, beam, as_json):
+def seq2seq_predict(args, file, beam, length_penalty, as_json):
     """Transduce sources given as arguments, or the lines of --file (source, a tab, then the
     output; with --beam, each hypothesis and its log-probability below).
 
@@ -151,8 +167,9 @@ def seq2seq_predict(args, file, beam, as_json):
     """
     from .seq2seq_view import prediction_lines
 
+    settings = beam_settings(beam, length_penalty)
     transducer, sources = transducer_and_sources(args, file)
-    emit_results(transducer.predict(sources, beam or 0), as_json, prediction_lines)
+    emit_results(transducer.predict(sources, *settings), as_json, prediction_lines)
 
 
 def transducer_and_sources(args, file):

@@ -45,7 +45,7 @@ def step(model, tokens, states: States):
     xp = np.ascontiguousarray((p["tgt_embedding.weight"][tokens] @ p["decoder.weight_ih"][:, :E].T)[None])
     fwd = run_forward(model.cell, model.kind, p, xp, states.memory, states.keys, states.src_len, np.ones(K, np.int64),
                       states.h, states.c, states.feed, np.zeros((0, 0, 0), model.dtype), model.nchunks(K))
-    feed = fwd["feed"][0]
+    feed = fwd["att"][0]   # no dropout here: what the output reads is what the next step reads
     logits = feed @ p["out.weight"].T + p["out.bias"]
     h = fwd["hs"][1]
     c = fwd["cs"][1] if fwd["cs"].size else h

@@ -5,8 +5,11 @@ One step t of row b (y the target ids, e the embeddings, a_0 = ``feed0``):
     x_t  = [e(y_t); a_{t-1}]                           the input: teacher forcing + input feeding
     h_t  = cell(x_t, h_{t-1})                          any per-layer cell, by id (kernels/dispatch.py)
     alpha_t, ctx_t = attend(h_t, encoder outputs)      attention.py
-    a_t  = tanh(W_c [h_t; ctx_t] + b_c) * drop_t       the attentional vector, dropout mask drop_t
-    logits_t = W_o a_t + b_o                           (the caller's GEMM, after the loop)
+    a_t  = tanh(W_c [h_t; ctx_t] + b_c)                the attentional vector, fed to the next step
+    logits_t = W_o (a_t * drop_t) + b_o                (the caller's GEMM, after the loop)
+
+Dropout (mask drop_t) is on the output's copy of a_t only: the copy fed to the next step is whole,
+since a fresh mask at every step on a recurrent path is noise the recurrence accumulates.
 
 Input feeding makes the loop serial in t, and each step needs three products over the rows
 (a_{t-1} and h_{t-1} into the gates, [h_t; ctx_t] into the combination) with per-row work between
@@ -29,7 +32,7 @@ A attention width. xp (T, B, G) the embeddings' share of the input projection on
 the whole projection after; hs (T+1, B, H) with hs[0] = h0; cs (T+1, B, H) the second state (empty
 unless the cell has one); gates, hn the cell's cache (kernels/cells.py; empty when unused); q (T, B,
 A) W_2 h_t (additive attention; else empty); alpha (T, B, S); hc (T, B, H+F) [h_t; ctx_t]; att (T,
-B, H) tanh(...) before dropout; feed (T, B, H) a_t after it (drop empty: no dropout).
+B, H) a_t; feed (T, B, H) a_t * drop_t, what the output layer reads (drop empty: no dropout).
 """
 import numpy as np
 from numba import njit, prange
@@ -105,7 +108,7 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
                 cs[0, b] = c0[b]
         for t in range(tgt_len[r0] if R > 0 else 0):
             a = active_rows(tgt_len, r0, r1, t)
-            prev = feed0[r0:r0 + a] if t == 0 else feed[t - 1, r0:r0 + a]
+            prev = feed0[r0:r0 + a] if t == 0 else att[t - 1, r0:r0 + a]
             _product(prev, P_if, W_if, True, xp[t, r0:r0 + a], 1.0, fW, tmp)
             _product(hs[t, r0:r0 + a], P_hh, W_hh, True, hW[:a], 0.0, fW, tmp)
             for i in range(a):
@@ -129,21 +132,21 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, drop, src_len, tgt_len, hs, cs, gates,
-                     hn, q, alpha, hc, att, dxp, da, dpre, dq, dkeys, denc, dv, dh0, dc0, dfeed0, nchunks):
-    """The loop backward. dfeed (T, B, H): dL/d(feed) from the output layer at every running row
-    of every step (others are not read); the gradient each step's input sends back is added into
-    it. The forward's arrays as it wrote them. Writes, at running rows only: dxp, da (T, B, G) the
-    gradients wrt the cell's input projection and recurrent pre-activation (da empty unless the
-    cell keeps them apart: then they are one), dpre (T, B, H) wrt W_c [h; ctx] + b_c, dq (T, B, A)
-    wrt q (additive); adds into dkeys (S, B, A), denc (S, B, F) (zeroed by the caller), dv[k] (A,)
-    per block (kind 1; summed by the caller); writes dh0, dc0, dfeed0 (B, H)."""
+def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, src_len, tgt_len, hs, cs, gates, hn,
+                     q, alpha, hc, att, dxp, da, dpre, dq, dkeys, denc, dv, dh0, dc0, dfeed0, nchunks):
+    """The loop backward. dfeed (T, B, H): dL/d(att) from the output layer (through the dropout
+    mask) at every running row of every step (others are not read); the gradient each step's
+    input sends back is added into it. The forward's arrays as it wrote them. Writes, at running
+    rows only: dxp, da (T, B, G) the gradients wrt the cell's input projection and recurrent
+    pre-activation (da empty unless the cell keeps them apart: then they are one), dpre (T, B,
+    H) wrt W_c [h; ctx] + b_c, dq (T, B, A) wrt q (additive); adds into dkeys (S, B, A), denc (S,
+    B, F) (zeroed by the caller), dv[k] (A,) per block (kind 1; summed by the caller); writes
+    dh0, dc0, dfeed0 (B, H)."""
     T, B, G = dxp.shape
     H = W_hh.shape[1]
     S = alpha.shape[2]
     apart = known_input_apart(cell_id)
     two = cs.size > 0
-    dropping = drop.size > 0
     one = dxp.dtype.type(1)
     pack = T > 1
     P_c, P_hh, P_if = _panels(W_c, False, pack), _panels(W_hh, False, pack), _panels(W_if, False, pack)
@@ -165,8 +168,7 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, d
             for i in range(a):
                 b = r0 + i
                 for j in range(H):
-                    g = dfeed[t, b, j] * drop[t, b, j] if dropping else dfeed[t, b, j]
-                    dpre[t, b, j] = g * (one - att[t, b, j] * att[t, b, j])
+                    dpre[t, b, j] = dfeed[t, b, j] * (one - att[t, b, j] * att[t, b, j])
             _product(dpre[t, r0:r0 + a], P_c, W_c, False, dhc[:a], 0.0, fW, tmp)
             for i in range(a):
                 b = r0 + i
@@ -226,8 +228,8 @@ def run_forward(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, fee
 
 
 def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, drop, nchunks):
-    """``decoder_backward`` on the arrays ``run_forward`` returned (fwd); dfeed is added into.
-    Returns its outputs by name, dv summed over the blocks."""
+    """``decoder_backward`` on the arrays ``run_forward`` returned (fwd); dfeed, dL/d(feed) from
+    the output layer, is overwritten. Returns its outputs by name, dv summed over the blocks."""
     T, B, H = fwd["att"].shape
     S, _, A = keys.shape
     dt = dfeed.dtype
@@ -239,8 +241,10 @@ def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, dr
              dpre=np.empty((T, B, H), dt), dq=np.empty((T, B, A) if kind == 1 else (0, 0, 0), dt),
              dkeys=np.zeros((S, B, A), dt), denc=np.zeros(enc.shape, dt), dv=np.empty((nchunks, v.shape[0]), dt),
              dh0=np.empty((B, H), dt), dc0=np.empty((B, H), dt), dfeed0=np.empty((B, H), dt))
+    if drop.size:   # the output's share passes the mask; what the next step's input sends back does not
+        dfeed *= drop
     decoder_backward(cell.id, kind, dfeed, W_if, params["decoder.weight_hh"], enc, keys, W_q, v,
-                     params["combine.weight"], drop, src_len, tgt_len, fwd["hs"], fwd["cs"], fwd["gates"], fwd["hn"],
+                     params["combine.weight"], src_len, tgt_len, fwd["hs"], fwd["cs"], fwd["gates"], fwd["hn"],
                      fwd["q"], fwd["alpha"], fwd["hc"], fwd["att"], *g.values(), nchunks)
     g["dv"] = g["dv"].sum(axis=0)
     if not cell.input_apart:

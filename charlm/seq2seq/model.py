@@ -4,7 +4,7 @@
     top layer's final states, directions concatenated -> bridge: h0 = tanh(W_h [h_fwd; h_bwd] + b_h)
                                                          c0 = W_c' [c_fwd; c_bwd] + b_c' (two-state cells)
     target ids -> embedding -> dropout -> decoder loop (decoder.py, attention.py)     -> a_t (T, B, H)
-    a_t (after dropout, the vector also fed to the next step) -> Linear(H, V_target) -> softmax
+    a_t -> dropout -> Linear(H, V_target) -> softmax   (a_t is also fed to the next step, whole)
 
 Parameters carry the names of the equivalent ``torch.nn`` module (tests/test_seq2seq_model.py
 writes it): ``src_embedding``, ``tgt_embedding`` (nn.Embedding), ``encoder`` (nn.LSTM/GRU/RNN,

@@ -17,9 +17,8 @@ from ..errors import ConfigError
 from ..seqtask.predict import Loaded
 from . import store
 from .data import BOS, EOS, UNK, PAD, group, join, read_pairs
+from .config import LENGTH_PENALTY
 from .metrics import error_rates, greedy_outputs
-
-LENGTH_PENALTY = 0.6
 
 
 def beam_outputs(model, sources: list, bos: int, eos: int, banned, options) -> list[list]:
@@ -70,7 +69,7 @@ class Transducer(Loaded):
         vocab = self.checkpoint.target if side == "target" else self.checkpoint.source
         return join(vocab.decode(ids), self.checkpoint.levels[side])
 
-    def predict(self, sources: list[tuple], beam: int = 0) -> list[dict]:
+    def predict(self, sources: list[tuple], beam: int = 0, length_penalty: float = LENGTH_PENALTY) -> list[dict]:
         """For each source (its tokens), {"source", "prediction"} and with a beam "hypotheses"
         (the beam's outputs, each with its log-probability)."""
         from ..seqtask.model import kernel_scope
@@ -80,7 +79,7 @@ class Transducer(Loaded):
         index = c.source.index
         with kernel_scope():
             best, found = decode_all(self._model(), [c.source.encode(s, index) for s in sources], c.target,
-                                     self.max_output, beam)
+                                     self.max_output, beam, length_penalty)
         result = []
         for b, (tokens, ids) in enumerate(zip(sources, best)):
             item = {"source": join(tokens, c.levels["source"]), "prediction": self._text(ids, "target")}
@@ -105,7 +104,7 @@ class Transducer(Loaded):
                 result[b0:b0 + len(lengths)] = model.bridge(enc, np.argsort(enc.order, kind="stable"))[2][0]
         return result
 
-    def evaluate(self, path, beam: int = 0) -> dict:
+    def evaluate(self, path, beam: int = 0, length_penalty: float = LENGTH_PENALTY) -> dict:
         """WER and token error rate on a ``source<TAB>target`` file (several lines of one source:
         several references)."""
         from ..seqtask.model import kernel_scope
@@ -114,8 +113,9 @@ class Transducer(Loaded):
         c = self.checkpoint
         groups = group(read_pairs(path, c.levels["source"], c.levels["target"]))
         with kernel_scope():
-            rates = score_groups(self._model(), groups, c.source, c.target, self.max_output, beam)
-        return rates | {"file": str(path), "decoding": f"beam {beam}" if beam else "greedy"}
+            rates = score_groups(self._model(), groups, c.source, c.target, self.max_output, beam, length_penalty)
+        decoding = f"beam {beam}, length penalty {length_penalty:g}" if beam else "greedy"
+        return rates | {"file": str(path), "decoding": decoding}
 
 
 def check_beam(beam: int) -> None:

@@ -132,7 +132,7 @@ def backward(model, state: Pass, dlogits) -> None:
     # every weight gradient of the loop: one product over the valid steps of all rows
     dxp, da, dpre = grads["dxp"][valid], grads["da"][valid], grads["dpre"][valid]
     k = model.nchunks(len(dxp))
-    prev = np.concatenate([np.zeros_like(fwd["feed"][:1]), fwd["feed"][:-1]])   # a_{t-1}, a_0 = 0
+    prev = np.concatenate([np.zeros_like(fwd["att"][:1]), fwd["att"][:-1]])   # a_{t-1}, a_0 = 0
     g["decoder.weight_ih"][...] = t_times(dxp, np.concatenate([state.emb[valid], prev[valid]], axis=1), k)
     g["decoder.weight_hh"][...] = t_times(da, fwd["hs"][:-1][valid], k)
     g["decoder.bias_ih"][...] = dxp.sum(axis=0)
