@@ -41,9 +41,8 @@ import numpy as np
 from numba import njit
 
 from .blocks import run_blocks
-from .layer_rows import (active_rows, block_input, block_rows, block_weight_grads, cache_row, copy_row,
-                         gather_block, input_groups, pack_directions, position, scatter_row, zero_parts)
-from .parallel import chunk
+from .layer_rows import (active_rows, block_rows, block_weight_grads, cache_row, copy_row, gather_block,
+                         input_groups, pack_directions, position, scatter_row, thread_block, zero_parts)
 from .per_cell import per_layer_cell, specialise
 from .tile import MR, matmul_packed, matmul_rec
 
@@ -130,17 +129,9 @@ def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, 
                    out, lengths, tb, transposed):
     """Thread kk's part of the forward: direction d = kk // nchunks, its block of streams.
     ``transposed`` is True (the recurrent product is h @ W_hh^T), an argument for _packed's reason."""
-    D, T1, B, H = hs.shape
-    T = T1 - 1
-    G = W_hh.shape[1]
-    S = s0.shape[1]
-    I = W_ih.shape[2]
-    project = x_in.size > 0
-    wide = out.size > 0
-    d = kk // nchunks  # the direction, then its block of streams
-    r0, r1 = chunk(kk - d * nchunks, B, nchunks)
-    R = r1 - r0
-    c0, reverse = block_input(d, D, M, I)
+    T, H, G, I, d, r0, r1, c0, reverse = thread_block(kk, nchunks, hs, W_ih, M)
+    R, S = r1 - r0, s0.shape[1]
+    project, wide = x_in.size > 0, out.size > 0
     hW = np.empty((R, G), hs.dtype)
     tmp = np.empty((MR, P.shape[3]), hs.dtype)
     spare = np.empty(G, hs.dtype)  # stands for the cache rows the cell does not use
@@ -179,18 +170,10 @@ def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, h
                     db_ih, dtab, dx, ds0, dxp, ids, lengths, tb, transposed):
     """Thread kk's part of the backward: direction d = kk // nchunks, its block of streams.
     ``transposed`` is False (the recurrent product is da @ W_hh), an argument for _packed's reason."""
-    D, T1, B, H = hs.shape
-    T = T1 - 1
-    G = W_hh.shape[1]
-    S = dsT.shape[1]
-    I = W_ih.shape[2]  # (dx may be wanted without x_in: inspect's state gradients)
-    project = x_in.size > 0
-    scatter = ids.size > 0
-    keep = dxp.size > 0
-    d = kk // nchunks  # the direction, then its block of streams
-    r0, r1 = chunk(kk - d * nchunks, B, nchunks)
-    R = r1 - r0
-    c0, reverse = block_input(d, D, M, I)
+    # (I from W_ih: dx may be wanted without x_in, inspect's state gradients)
+    T, H, G, I, d, r0, r1, c0, reverse = thread_block(kk, nchunks, hs, W_ih, M)
+    R, S = r1 - r0, dsT.shape[1]
+    project, scatter, keep = x_in.size > 0, ids.size > 0, dxp.size > 0
     zero_parts(kk, R, db_hh, dtab, scatter, dW_hh, dW_ih, project)
     db_ih[kk, :] = 0
     tmp = np.empty((MR, P.shape[3]), dh_out.dtype)

@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from .blas import gemm
+from .parallel import chunk
 from .tile import matmul_packed, pack_panels
 
 
@@ -59,6 +60,19 @@ def block_input(d, D, M, I):
     per = D // M
     g = d // per
     return g * I, d - g * per == 1
+
+
+@njit(cache=True)
+def thread_block(kk, nchunks, hs, W_ih, M):
+    """Where thread kk of a layer kernel works: (T, H, G, I, d, r0, r1, c0, reverse), the layer's
+    steps and widths (hs (D, T+1, B, H), W_ih (D, G, I)), its direction d = kk // nchunks, that
+    direction's block of streams [r0, r1) and its input columns (``block_input``)."""
+    D, T1, B, H = hs.shape
+    G, I = W_ih.shape[1], W_ih.shape[2]
+    d = kk // nchunks
+    r0, r1 = chunk(kk - d * nchunks, B, nchunks)
+    c0, reverse = block_input(d, D, M, I)
+    return T1 - 1, H, G, I, d, r0, r1, c0, reverse
 
 
 @njit(cache=True)
