@@ -25,9 +25,11 @@ member, its NumPy work and its n-gram tables included); or stacked ("stacked": e
 recurrent layer in one kernel call, bidir.stacked_forward, D = members x directions blocks shared
 by the threads; the rest of each member's step on the Python threads, ``MemberThreads``).
 Stacking leaves cores idle while the members' serial NumPy work runs and meets at every layer;
-whole members per thread do not, and train an epoch faster (docs/performance.md). Members share
-no array they write, and a member's layers run one block per direction on every schedule, so the
-results depend neither on the schedule nor on the thread count.
+whole members per thread do not, and train an epoch faster on two cores (docs/performance.md).
+Members share no array they write, and a member's layers run one block per direction serially,
+on threads, and stacked on up to three threads (bidir._blocks), so there the results depend
+neither on the schedule nor on the thread count; stacked on four or more, a direction's streams
+are split further and its weight gradients are summed in another order.
 """
 from __future__ import annotations
 
@@ -72,8 +74,8 @@ class SeqEnsemble:
         # how a training step runs the members: "serial", "threads" or "stacked" (module docstring),
         # or None: chosen by the thread count (``loss_and_grad``); the results are the same bit for bit
         self.schedule: str | None = None
-        # Python threads for the members' serial phases of a stacked step (None: two when the kernels
-        # have two threads or more, else one); the results are the same bit for bit
+        # Python threads the members run on (None: as many as the kernels have); the results are the
+        # same bit for bit
         self.member_threads: int | None = None
         self._phases = MemberThreads()
         self.layout = GradLayout.joined([member.layout for member in self.members], range(0, K * m, m))
@@ -140,9 +142,9 @@ class SeqEnsemble:
         if schedule == "stacked":
             outputs = self._forward_members(ids, lengths, rngs)
         else:
-            serial = schedule == "threads"
-            outputs = self._phases.map(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k], serial=serial),
-                                       len(self.members), threads if serial else 1)
+            apart = schedule == "threads"  # each member's layers on its own thread
+            outputs = self._phases.map(lambda k: self.members[k].forward(ids, lengths, rng=rngs[k], serial=apart),
+                                       len(self.members), threads if apart else 1)
         logp = log_softmax(np.stack([logits for logits, _ in outputs]).astype(np.float64))  # (K, ..., C)
         top = logp.max(axis=0)
         mean_logp = top + np.log(np.exp(logp - top).mean(axis=0))                     # log mean_k p_k
@@ -160,11 +162,12 @@ class SeqEnsemble:
         else:
             self.zero_grad()  # every member at once: a member's own zeroing is a parallel pass
 
-            def step(k, member):
-                return member.loss_and_grad(ids, lengths, labels, rngs[k], zeroed=True, serial=schedule == "threads")
+            apart = schedule == "threads"  # each member's layers on its own thread
 
-            losses = self._phases.map(lambda k: step(k, self.members[k]), len(self.members),
-                                      threads if schedule == "threads" else 1)
+            def step(k):
+                return self.members[k].loss_and_grad(ids, lengths, labels, rngs[k], zeroed=True, serial=apart)
+
+            losses = self._phases.map(step, len(self.members), threads if apart else 1)
             total = 0.0
             for loss in losses:  # in member order, whatever thread computed it
                 total += loss
