@@ -89,6 +89,8 @@ def test_predict_text_and_json(at):
         assert item["prediction"] == item["hypotheses"][0]["prediction"]
         logp = [h["log_prob"] for h in item["hypotheses"]]
         assert all(isinstance(x, float) and x <= 0 for x in logp)
+        scores = [h["score"] for h in item["hypotheses"]]
+        assert scores == sorted(scores, reverse=True)   # the order is the scores', not the log-probabilities'
     beamed = invoke("seq2seq", "predict", run, "abc", "--beam", "2")
     assert beamed.exit_code == 0 and len(beamed.stdout.splitlines()) == 3
 
@@ -102,6 +104,13 @@ def test_length_penalty_ranks_a_beam_and_needs_one(at):
     assert lone.exit_code == 2 and "give --beam K too" in lone.output and "Traceback" not in lone.output
     (item,) = predictions(run, "abc", beam=("--beam", "2", "--length-penalty", "1.0"))
     assert len(item["hypotheses"]) == 2
+    for h in item["hypotheses"]:   # length penalty 1: the mean log-probability per token
+        length = len(h["prediction"]) + h["finished"]   # characters out, and the eos
+        assert h["score"] == pytest.approx(h["log_prob"] / length)
+    text = invoke("seq2seq", "predict", run, "abc", "--beam", "2", "--length-penalty", "1.0")
+    first = text.stdout.splitlines()[1].split()
+    assert float(first[0]) == pytest.approx(item["hypotheses"][0]["log_prob"], abs=1e-4)
+    assert float(first[1]) == pytest.approx(item["hypotheses"][0]["score"], abs=1e-4)
 
 
 def step_losses(run_dir):

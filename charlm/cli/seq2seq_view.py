@@ -30,10 +30,12 @@ def report_lines(result: dict, checkpoint: str) -> list[str]:
 
 
 def prediction_lines(items: list[dict]) -> list[str]:
-    """The source, a tab, the prediction; with a beam, each hypothesis and its log-probability after it."""
+    """The source, a tab, the prediction; with a beam, each hypothesis after it with its log-probability
+    and, when a length penalty ranked them, the score it was ranked by (the order's reason)."""
     lines = []
     for item in items:
         lines.append(f"{printable(item['source'])}\t{printable(item['prediction'])}")
         for h in item.get("hypotheses", ()):
-            lines.append(f"\t{h['log_prob']:9.4f}  {printable(h['prediction'])}")
+            score = f"  {h['score']:9.4f}" if h["score"] != h["log_prob"] else ""
+            lines.append(f"\t{h['log_prob']:9.4f}{score}  {printable(h['prediction'])}")
     return lines

@@ -71,7 +71,8 @@ class Transducer(Loaded):
 
     def predict(self, sources: list[tuple], beam: int = 0, length_penalty: float = LENGTH_PENALTY) -> list[dict]:
         """For each source (its tokens), {"source", "prediction"} and with a beam "hypotheses"
-        (the beam's outputs, each with its log-probability)."""
+        (the beam's outputs, best first, each with its log-probability and the length-normalised
+        score it was ranked by)."""
         from ..seqtask.model import kernel_scope
 
         check_beam(beam)
@@ -85,7 +86,7 @@ class Transducer(Loaded):
             item = {"source": join(tokens, c.levels["source"]), "prediction": self._text(ids, "target")}
             if found is not None:
                 item["hypotheses"] = [{"prediction": self._text(h.tokens[:-1] if h.finished else h.tokens, "target"),
-                                       "log_prob": h.log_prob, "finished": h.finished} for h in found[b]]
+                                       "log_prob": h.log_prob, "score": h.score, "finished": h.finished} for h in found[b]]
             result.append(item)
         return result
 
