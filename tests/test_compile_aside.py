@@ -20,7 +20,8 @@ from charlm.kernels.compile_aside import _job, step_jobs
 _RUN = """
 import hashlib, json, os, sys, time
 import numpy as np
-from numba.core import event
+sys.path.insert(0, sys.argv[3])
+from compiled_names import compiled_names
 from charlm.config import ModelConfig
 from charlm.kernels import compile_aside
 from charlm.lm.model import Model
@@ -28,13 +29,6 @@ from charlm.lm.model import Model
 mode = sys.argv[1]
 if mode == "fail":   # a helper that dies at once
     compile_aside._COMMAND = [sys.executable, "-c", "import sys; sys.exit(3)"]
-compiled = []
-class Names(event.Listener):
-    def on_start(self, e):
-        fn = e.data["dispatcher"].py_func
-        compiled.append(f"{fn.__module__}.{fn.__qualname__}")
-    def on_end(self, e):
-        pass
 model = Model(ModelConfig(cell=sys.argv[2], vocab_size=11, embed=5, hidden=8, layers=2), np.float32)
 model.init_weights(np.random.default_rng(0))
 helper = compile_aside.start(compile_aside.step_jobs(model.cell, model.dtype))
@@ -44,7 +38,7 @@ if mode == "orphan":   # the helper is told; then this process is killed by the 
     time.sleep(600)
 rng = np.random.default_rng(1)
 x, y = rng.integers(0, 11, (6, 4)), rng.integers(0, 11, (6, 4))
-with event.install_listener("numba:compile", Names()):
+with compiled_names() as compiled:
     loss, state = model.loss_and_grad(x, y, model.init_state(4))
     nll, _ = model.token_nll(x, y, model.init_state(4))
 digest = hashlib.sha256(np.float64(loss).tobytes() + state.tobytes() + model.grad_flat.tobytes() + nll.tobytes())
@@ -59,7 +53,7 @@ def _fresh(cache_dir, mode, cell="gru", **popen):
     env.pop("CHARLM_COMPILE_ASIDE", None)
     if mode == "off":
         env["CHARLM_COMPILE_ASIDE"] = "0"
-    return subprocess.Popen([sys.executable, "-c", _RUN, mode, cell], stdout=subprocess.PIPE, text=True, env=env,
+    return subprocess.Popen([sys.executable, "-c", _RUN, mode, cell, os.path.dirname(__file__)], stdout=subprocess.PIPE, text=True, env=env,
                             **popen)
 
 
