@@ -2,8 +2,8 @@
 
 Why: on an empty cache a first run spends most of its time compiling, one kernel after another on
 one core (Numba's compiler holds a global lock, so threads of one process cannot compile side by
-side). The kernels of a training step that the forward pass does not need (the layer's backward
-block, the loss gradient's block) are independent of those it does, so a second process compiles
+side). The kernels of a training step that the forward pass and the loss do not need (the
+layers' backward block, the decoder's gradient blocks) are independent of those they do, so a second process compiles
 them while this one compiles the forward's, and this process then loads them from the cache the
 moment it first needs them instead of compiling them again.
 
@@ -66,33 +66,35 @@ def signature(fn, types_by_name: dict, dtype):
 
 def step_jobs(cell, dtype) -> list:
     """The jobs for a training run's warm-up (a step, then an evaluation), in the order it needs
-    them: the loss gradient's block, the backward block of ``cell`` (a row of the cell table; none
-    for a cell that feeds its output back, whose kernels are its own) and the evaluation's loss
-    block. Why these: they come after the forward pass and the loss blocks share their callees, so
-    the two processes compile about as much each and little twice (the rest, the forward's kernels
-    and the small ones, stay here)."""
+    them: the decoder's backward blocks, the backward block of ``cell`` (a row of the cell table;
+    none for a cell that feeds its output back, whose kernels are its own) and the reduction of
+    the embedding table's gradient. Why these: the run needs none of them before the loss, so it
+    compiles the forward's kernels and the loss's meanwhile, and the two processes compile about
+    as much each and share few callees (which both compile)."""
     import numpy as np
 
     name = np.dtype(dtype).name
     backward = [] if cell.feeds_output else [["layer_backward", name, cell.id]]
-    return [["loss_grad", name], *backward, ["loss_rows", name]]
+    return [["parallel", name, "_tn_block"], ["parallel", name, "_add_partials"],
+            ["parallel", name, "_rows_block"], *backward, ["parallel", name, "_sum_block"]]
 
 
 def _job(spec):
-    """(compiled function, signature) of a job: [name, dtype, args...]; the names are below."""
+    """(compiled function, signature) of a job: [kind, dtype, argument]; kinds "layer_backward"
+    (a cell's id), "loss" and "parallel" (a block's name in that module)."""
     import numpy as np
 
-    name, dtype, *args = spec
+    kind, dtype, arg = spec
     dtype = np.dtype(dtype)
-    if name == "layer_backward":
+    if kind == "layer_backward":
         from .layer import backward_block_signature
 
-        return backward_block_signature(args[0], dtype)
-    if name in ("loss_grad", "loss_rows"):
-        from .loss import block_signature
+        return backward_block_signature(arg, dtype)
+    if kind in ("loss", "parallel"):
+        from importlib import import_module
 
-        return block_signature("_grad_block" if name == "loss_grad" else "_rows_block", dtype)
-    raise ValueError(f"no compile job {name!r}")
+        return import_module(f"{__package__}.{kind}").block_signature(arg, dtype)
+    raise ValueError(f"no compile job {kind!r}")
 
 
 def _cached(kernel, sig) -> bool:
