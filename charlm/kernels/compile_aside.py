@@ -26,6 +26,11 @@ Safety:
   compiles the kernel itself, exactly as without a helper, so the results cannot differ.
 - No orphans: the helper is in this process's process group (Ctrl-C reaches both), stops when
   its parent is gone, and is ended and reaped when this process exits.
+
+The cost: the helper's own start and the callees both processes compile add CPU time, so the
+split pays where the second core is idle (a first run on a laptop) and not on a machine whose
+cores are busy; ``CHARLM_COMPILE_ASIDE=0`` turns it off. Threads would not do: Numba's compiler
+holds one lock per process.
 """
 from __future__ import annotations
 
