@@ -124,3 +124,28 @@ def test_a_helper_stops_when_its_run_is_killed(tmp_path):
             break
         time.sleep(0.1)
     assert _gone(pid)
+
+
+# A run waiting for a helper that never answers; SIGTERM ends it (its handler raises, as the CLI's does).
+_WAITING = """
+import signal, sys
+from charlm.kernels import CELLS, compile_aside
+def stop(signum, frame):
+    raise SystemExit(3)
+signal.signal(signal.SIGTERM, stop)
+compile_aside._COMMAND = [sys.executable, "-c", "import time; time.sleep(600)"]
+helper = compile_aside.start(compile_aside.step_jobs(CELLS["gru"], "float32"))
+print(helper.process.pid, flush=True)
+helper.wait(0)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_run_waiting_for_its_helper_still_stops_on_a_signal_and_ends_the_helper(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("CHARLM_COMPILE_ASIDE", None)
+    run = subprocess.Popen([sys.executable, "-c", _WAITING], stdout=subprocess.PIPE, text=True, env=env)
+    pid = int(run.stdout.readline())
+    run.send_signal(signal.SIGTERM)   # whichever thread receives it, the waiting one handles it
+    assert run.wait(timeout=120) == 3
+    assert _gone(pid)                 # ended and reaped on the way out

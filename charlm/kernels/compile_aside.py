@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from . import blocks
 
@@ -138,8 +139,16 @@ class _Helper:
             self.changed.notify_all()
 
     def wait(self, i):
+        deadline = time.monotonic() + WAIT_S
         with self.changed:
-            finished = self.changed.wait_for(lambda: i in self.done or self.ended.is_set(), WAIT_S)
+            while not (i in self.done or self.ended.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                # in slices: a signal that another thread received is handled (Ctrl-C: the run
+                # stops) only when this thread runs Python again
+                self.changed.wait(min(left, 0.2))
+            finished = i in self.done or self.ended.is_set()
         if not finished:
             self.stop()
 
@@ -183,8 +192,6 @@ def _main(jobs) -> None:
     parent = os.getppid()
 
     def watch():  # the parent is gone (killed): stop at once, nobody will read the cache
-        import time
-
         while os.getppid() == parent:
             time.sleep(0.2)
         os._exit(1)
