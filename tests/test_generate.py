@@ -117,3 +117,73 @@ def test_jordan_never_splits(monkeypatch):
     jordan = CELLS["jordan"]
     assert jordan.feeds_output and jordan.id not in G.SPLIT_CELLS
     assert G.split_threads(jordan.id, np.zeros((1, 4, 4)), np.zeros((2, 4, 9))) == 1
+
+
+# The ids the loop drew for these models and uniforms before it was compiled per cell (the id chain
+# and a parallel loop): the port must draw the very same ones, on one thread and on two.
+_BEFORE = {"rnn": [7, 0, 1, 7, 1, 2, 1, 4, 1, 1, 1, 0, 1, 1, 1, 2, 1, 0, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+           "gru": [3, 3, 2, 3, 3, 6, 3, 3, 2, 3, 3, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3],
+           "lstm": [0, 0, 0, 3, 2, 8, 7, 4, 0, 3, 3, 0, 2, 0, 0, 3, 1, 0, 1, 7, 1, 0, 0, 3, 3, 2, 5, 3, 3, 3]}
+
+
+@pytest.mark.parametrize("cell", sorted(_BEFORE))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_loop_draws_the_ids_it_drew_before_it_was_compiled_per_cell(cell, dtype):
+    weights, state0 = _model(cell, dtype, np.random.default_rng(21))
+    uniforms = np.random.default_rng(22).random(30)
+    runs = [("one", None)] + ([("split", _two_threads())] if rt.kernel_threads() >= 2 else [])
+    for _, nt in runs:
+        out, state = np.full(30, -1), state0.copy()
+        G.advance(*weights, state, np.array([1, 3, 5]), np.empty(9, dtype))  # a prime first
+        if nt is None:
+            n = G.generate(*weights, state, 5, uniforms, 0.9, 0, 1.0, 4, False, out, 0, no_controls(9))
+        else:
+            n = G.generate_split(weights[0], *G.split_weights(*weights[:6], nt), *weights[6:], state, 5, uniforms,
+                                 0.9, 0, 1.0, 4, False, out, 0, no_controls(9), nt)
+        assert out[:n].tolist() == _BEFORE[cell]
+
+
+def test_no_split_within_a_thread_that_runs_its_blocks_alone(monkeypatch):
+    """The split loop's threads wait for each other: never split where run_blocks would run them
+    one after the other (on_this_thread)."""
+    from charlm.kernels.blocks import on_this_thread
+
+    nt = _two_threads()
+    monkeypatch.setattr(G, "SPLIT_MIN_BYTES", 0)
+    weights, _ = _model("gru", np.float32, np.random.default_rng(1))
+    assert G.split_threads(weights[0], weights[2], weights[4]) == nt
+    with on_this_thread():
+        assert G.split_threads(weights[0], weights[2], weights[4]) == 1
+
+
+# Sampling a GRU in a fresh process on the given Numba cache: prints the charlm kernels it compiled.
+_SAMPLE = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from compiled_names import compiled_names
+from test_generate import G, _model, no_controls
+weights, state = _model("gru", np.float32, np.random.default_rng(0))
+with compiled_names() as compiled:
+    G.advance(*weights, state, np.array([1, 2]), np.empty(9, np.float32))
+    G.generate(*weights, state, 2, np.random.default_rng(1).random(5), 1.0, 0, 1.0, 0, False, np.zeros(5, np.int64),
+               0, no_controls(9))
+print(json.dumps(sorted(set(n for n in compiled if n.startswith("charlm")))))
+"""
+
+
+def test_sampling_compiles_its_own_cell_only_and_the_next_process_loads_it(tmp_path):
+    import json
+    import os
+
+    def fresh():
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+        done = subprocess.run([sys.executable, "-c", _SAMPLE, os.path.dirname(__file__)], capture_output=True,
+                              text=True, env=env, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = fresh()
+    assert "charlm.kernels.generate._tokens_gru" in first and "charlm.kernels.gru.gru_step" in first
+    others = [n for n in first if n.endswith(("_step", "_feed")) and "gru" not in n or ".dispatch." in n]
+    assert not others   # no other cell's step, no id chain, no Jordan path
+    assert fresh() == []

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
+_first_call: dict = {}  # kernel -> what to wait for before its first call (compile_aside.py)
 _here = threading.local()  # .only: run_blocks keeps every block on the calling thread (on_this_thread)
 # a forked child has none of its parent's threads: it starts pools of its own
 os.register_at_fork(after_in_child=_pools.clear)
@@ -27,9 +28,12 @@ def run_blocks(kernel, n: int, *args) -> None:
     """``kernel(k, *args)`` for k = 0 .. n-1, on up to Numba's thread count of threads at once (the
     calling thread one of them); blocks are handed out in order as threads come free. The first
     exception a block raised is raised here after every thread has stopped."""
-    import numba
-
-    workers = 1 if getattr(_here, "only", False) else min(n, numba.get_num_threads())
+    if _first_call:
+        wait = _first_call.get(kernel)
+        if wait is not None:
+            wait()  # a helper process compiles it into the cache: once it has, the call below loads it
+            _first_call.pop(kernel, None)
+    workers = min(n, threads_at_once())
     if workers <= 1:
         for k in range(n):
             kernel(k, *args)
@@ -46,6 +50,19 @@ def run_blocks(kernel, n: int, *args) -> None:
     finally:
         for done in helpers:
             done.result()
+
+
+def threads_at_once() -> int:
+    """How many blocks ``run_blocks`` runs at once when called from this thread: Numba's thread
+    count, or 1 within ``on_this_thread``."""
+    import numba
+
+    return 1 if getattr(_here, "only", False) else numba.get_num_threads()
+
+
+def wait_before_first_call(kernel, wait) -> None:
+    """``run_blocks(kernel, ...)`` calls ``wait()`` before it first runs ``kernel``."""
+    _first_call[kernel] = wait
 
 
 @contextmanager

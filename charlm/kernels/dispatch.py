@@ -1,16 +1,17 @@
 """A per-layer cell's step, by the cell's id: if-chains over the rows of the cell table, built at import.
 
-The generation loop (generate.py) and the sequence-to-sequence decoder are written once for every
-per-layer cell: they call ``cell_step`` / ``cell_step_backward`` with the cell's id, and the chain
-calls ``<name>_step`` / ``<name>_step_backward`` of the row with that id (every cell's file has the
-pair, in the interface kernels/cells.py describes). Why chains of compiled closures and not
+The sequence-to-sequence decoder is written once for every per-layer cell: it calls ``cell_step``
+/ ``cell_step_backward`` with the cell's id, and the chain calls ``<name>_step`` /
+``<name>_step_backward`` of the row with that id (every cell's file has the pair, in the
+interface kernels/cells.py describes). Why chains of compiled closures and not
 functions passed as arguments: a kernel that takes a function argument is compiled per function
 object, and Numba cannot find it in its on-disk cache again in a new process (every process would
 recompile its callers). The chain is compiled into its caller, which is cached whole; the
 id is tested once per row, never per element.
 
 Every cell's step is compiled into each caller, whichever cell it runs: the layer kernels, which
-a first run spends most of its compile time on, are built per cell instead (per_cell.py).
+a first run spends most of its compile time on, and the generation loop are built per cell
+instead (per_cell.py).
 
 Numba's cache does not notice a new row: after adding a cell, the cached callers still hold
 the old chains. ``input_apart`` returns -1 for an id a compiled chain does not know, and the

@@ -2,21 +2,30 @@
 
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
 or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
-function the training kernels use (the cell's ``<name>_step``, by its id: dispatch.py). Then
-logits = W_dec @ h_top + b_dec, the sampling controls (banned ids, minimum length, repetition
-penalty, no repeated n-gram: ``constrain``, skipped when none is set) and one draw
-(``sample_id``), both from sampling_rule.py, which the NumPy loop shares.
+function the training kernels use (the cell's ``<name>_step``). Then logits = W_dec @ h_top +
+b_dec, the sampling controls (banned ids, minimum length, repetition penalty, no repeated n-gram:
+``constrain``, skipped when none is set) and one draw (``sample_id``), both from sampling_rule.py,
+which the NumPy loop shares.
 
 One loop (``_tokens``) on one thread or several. Sampling streams every weight once per token, so
 it is bound by cache bandwidth: one core's L2 (2 MB here) does not hold a 2x256 LSTM (3.3 MB); two
 cores' L2s do. So a model whose recurrent weights pass SPLIT_MIN_BYTES runs the loop on n threads
-(``generate_split``): thread k owns the gate rows of units [k*H/n, (k+1)*H/n) of every layer (copied
-once, contiguous, by ``split_weights``) and the logits [k*V/n, (k+1)*V/n); the threads meet at a
+(``generate_split``, on Python threads each running a GIL-free block: blocks.py): thread k owns
+the gate rows of units [k*H/n, (k+1)*H/n) of every layer (copied once, contiguous, by
+``split_weights``) and the logits [k*V/n, (k+1)*V/n); the threads meet at a
 barrier (barrier.py) after each layer (a layer needs all of h below) and after the decoder, then
 each draws the same id from the same logits and uniform. On one thread (``generate``) the share is
 the whole model and nothing waits. Each row's dot product is the same ``gemv`` in the same order
 either way, so the ids and states are identical. ``CompiledLoop`` picks the thread count per call
 and keeps the per-thread copies with the model they belong to.
+
+Compiled per cell, as the training's layer kernels are (per_cell.py): ``generate``, ``advance``
+and ``generate_split`` take the cell's id and run that cell's own copy of the loop, built and
+compiled (or loaded from Numba's cache) when the cell is first sampled. Why: the loop reached the
+step through the id chain of every cell (dispatch.py), and the two-thread loop was a parallel loop,
+whose compilation costs several times its body's: the first long sample spent most of its time
+compiling.
+
 Dimensions: L layers, S state arrays per layer, H hidden, G gates, V vocabulary.
 
 Shared arguments (all float arrays one dtype, C-contiguous):
@@ -33,23 +42,31 @@ State convention: after ``generate`` the state has consumed ``token`` and every 
 the last one returned; to continue, call again with token = out[n_written - 1]. Two calls chained
 this way produce exactly what one longer call produces with the same uniforms.
 """
+import functools
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .barrier import barrier
+from .blocks import run_blocks, threads_at_once
 from .cells import CELLS
-from .dispatch import cell_step, input_apart
 from .jordan import jordan_feed
+from .per_cell import specialise
 from .sampling_rule import constrain, constrains, sample_id
 
-JORDAN = CELLS["jordan"].id
 SPLIT_CELLS = frozenset(c.id for c in CELLS.values() if not c.feeds_output)  # steps that split by unit
 SPLIT_MIN_BYTES = 1 << 19   # recurrent weights from which two threads sample faster than one
 
 draw = njit(cache=True, error_model="numpy")(sample_id)  # the sampling rule, compiled
 limit = njit(cache=True, error_model="numpy")(constrain)   # and its controls
 any_limit = njit(cache=True)(constrains)
+
+# Placeholders the loop templates below call; _loop binds them per cell (per_cell.specialise): its
+# step, its Cell.input_apart, and whether it feeds its output back (Jordan: jordan_feed instead).
+cell_step = None
+APART = FEEDS_OUTPUT = False
+_LOOP = {"error_model": "numpy"}
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -100,34 +117,32 @@ def _scratch(Gu, units, V, dt):
             np.empty(units, dt), np.empty(units, dt), np.empty(V, dt))
 
 
-@njit(cache=True, error_model="numpy")
-def _feed(cell_id, nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, new, token, work):
+def _feed(nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, new, token, work):
     """Run one token through all layers: this thread's units [u0, u0 + units) of ``new`` (L, S, H)
     from ``old`` (the same array on one thread: updated in place). Weights are this thread's rows
     (one entry of split_weights); work as _scratch returns it.
 
     Most cells add the input and recurrent products into one vector (W_hh h + W_ih x) and get b_ih
-    where the step expects xp; a cell that keeps them apart (``input_apart``: the GRU, whose
+    where the step expects xp; a cell that keeps them apart (``APART``: the GRU, whose
     b_in + W_in x sits outside r * (...)) gets W_ih x and b_ih separately."""
     xp, zx, hW, gates, h_new, c_new, hn, p = work
-    if cell_id == JORDAN:  # the whole stack and the decoder in one step, on one thread
+    if FEEDS_OUTPUT:  # the whole stack and the decoder in one step, on one thread
         jordan_feed(table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, old, token, xp, hW, h_new, p)
         return
-    apart = input_apart(cell_id) == 1
     S = old.shape[1]
     u1 = u0 + h_new.shape[0]
     for l in range(W_hh.shape[0]):
         gemv(W_hh[l], old[l, 0], hW, False)  # (Gu,) recurrent product of this thread's rows
         if l == 0:
             x, bx = table0[token], zx  # layer 0: the embedding folded into W_ih_l0 (+ b_ih_l0)
-        elif apart:
+        elif APART:
             gemv(W_ih[l - 1], new[l - 1, 0], xp, False)
             x, bx = xp, b_ih[l - 1]
         else:
             gemv(W_ih[l - 1], new[l - 1, 0], hW, True)  # W_hh h + W_ih x in one vector
             x, bx = b_ih[l - 1], zx
         c_prev = old[l, S - 1, u0:u1]  # the second state (read only by the cells that have one)
-        cell_step(cell_id, x, bx, b_hh[l], b_hh[l], hW, old[l, 0, u0:u1], c_prev, h_new, c_new, gates, hn)
+        cell_step(x, bx, b_hh[l], b_hh[l], hW, old[l, 0, u0:u1], c_prev, h_new, c_new, gates, hn)
         if S > 1:
             new[l, 1, u0:u1] = c_new
         new[l, 0, u0:u1] = h_new
@@ -135,8 +150,7 @@ def _feed(cell_id, nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_
             barrier(sync, nthreads)  # the next layer (and the decoder) read all of h
 
 
-@njit(cache=True, error_model="numpy")
-def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token,
+def _tokens(tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token,
             uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls):
     """The token loop as thread ``tid`` of ``nthreads`` runs it. Weights (n, ...) as split_weights
     returns them (n = 1: the whole model); hbuf (B, L, S, H) the state: B = 1 is updated in place,
@@ -154,7 +168,7 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
     limited = any_limit(controls)  # once per call: without controls the draw reads the logits themselves
     for k in range(n):
         new = hbuf[(k + 1) % nbuf]
-        _feed(cell_id, nthreads, sync, u0, table0[tid], W_ih[tid], b_ih[tid], W_hh[tid], b_hh[tid], W_dec, b_dec,
+        _feed(nthreads, sync, u0, table0[tid], W_ih[tid], b_ih[tid], W_hh[tid], b_hh[tid], W_dec, b_dec,
               hbuf[k % nbuf], new, token, work)
         gemv(W_dec[v0:v1], new[top, 0], logits[v0:v1], False)  # (V,) this thread's rows
         for v in range(v0, v1):
@@ -174,9 +188,51 @@ def _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
     return n
 
 
-@njit(cache=True, error_model="numpy")
-def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
-             temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls):
+def _split_block(tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token, uniforms,
+                 temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls, written):
+    """Thread ``tid``'s part of generate_split: the loop as that thread runs it (run_blocks runs
+    every thread's at once, GIL-free)."""
+    written[tid] = _tokens(tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf, logits, token,
+                           uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls)
+
+
+def _advance(nthreads, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, logits_out):
+    """The loop of ``advance`` (its arguments from table0 on; nthreads = 1, u0 = 0)."""
+    V, H = W_dec.shape
+    work = _scratch(W_hh.shape[1], H, V, W_dec.dtype)
+    sync = np.zeros(2, np.int64)  # unused on one thread
+    for i in range(ids.shape[0]):
+        if ids[i] < 0 or ids[i] >= V:
+            raise IndexError("advance: token id out of range [0, V)")
+        _feed(nthreads, sync, u0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, state, ids[i], work)
+    if ids.shape[0] > 0:
+        gemv(W_dec, state[W_hh.shape[0] - 1, 0], logits_out, False)
+        logits_out += b_dec
+
+
+@functools.cache
+def _loop(cell_id):
+    """The loop's functions for one cell, compiled (or loaded from Numba's cache) on first call."""
+    cell = next((c for c in CELLS.values() if c.id == cell_id), None)
+    if cell is None:
+        raise ValueError(f"no cell has id {cell_id!r}")
+    step = _no_step if cell.feeds_output else getattr(cell.kernels, f"{cell.name}_step")
+    templates = [(_feed, _LOOP), (_tokens, _LOOP), (_advance, _LOOP), (_split_block, _LOOP | {"nogil": True})]
+    return specialise(cell, templates, {"cell_step": step, "APART": cell.input_apart, "FEEDS_OUTPUT": cell.feeds_output})
+
+
+@njit(cache=True)
+def _no_step(*args):
+    """The step of a cell that feeds its output back: never called (its loop takes the other path)."""
+    return None
+
+
+# The one-thread loop is the split loop's block with one thread, and advance takes its thread count and
+# first unit as arguments: a constant passed in compiled code makes Numba compile the callee per value,
+# so the token loop and the step of all three compile once.
+
+def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms, temperature, top_k,
+             top_p, eos_id, stop_at_eos, out, start, controls):
     """The generation loop on one thread.
 
     token:     the id fed first (e.g. <eos> to start, or the last id of the prime)
@@ -191,19 +247,19 @@ def generate(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token
     """
     if token < 0 or token >= W_dec.shape[0]:
         raise IndexError("generate: token id out of range [0, V)")
-    one = (1,)  # the whole model is the one thread's share
-    return _tokens(cell_id, 0, 1, np.zeros(2, np.int64), table0.reshape(one + table0.shape),
-                   W_ih.reshape(one + W_ih.shape), b_ih.reshape(one + b_ih.shape), W_hh.reshape(one + W_hh.shape),
-                   b_hh.reshape(one + b_hh.shape), W_dec, b_dec, state.reshape(one + state.shape),
-                   np.empty(W_dec.shape[0], W_dec.dtype), token, uniforms, temperature, top_k, top_p, eos_id,
-                   stop_at_eos, out, start, controls)
+    written = np.zeros(1, np.int64)
+    # [None]: views with a leading axis of 1, the whole model the one thread's share; state updated in place
+    _loop(cell_id)["_split_block"](0, 1, np.zeros(2, np.int64), table0[None], W_ih[None], b_ih[None], W_hh[None],
+                                   b_hh[None], W_dec, b_dec, state[None], np.empty(W_dec.shape[0], W_dec.dtype),
+                                   token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start,
+                                   controls, written)
+    return int(written[0])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def generate_split(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, token, uniforms,
                    temperature, top_k, top_p, eos_id, stop_at_eos, out, start, controls, nthreads):
-    """``generate`` on ``nthreads`` threads that must run concurrently (the caller checks Numba has
-    that many). Weights as returned by ``split_weights``; W_dec, b_dec, state (L, S, H) and the
+    """``generate`` on ``nthreads`` threads that must run at once (the caller checks they can:
+    split_threads). Weights as returned by ``split_weights``; W_dec, b_dec, state (L, S, H) and the
     rest as for ``generate``. Returns the number of ids written."""
     if token < 0 or token >= W_dec.shape[0]:
         raise IndexError("generate: token id out of range [0, V)")
@@ -212,28 +268,17 @@ def generate_split(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state,
     logits = np.empty(W_dec.shape[0], W_dec.dtype)
     sync = np.zeros(2, np.int64)
     written = np.zeros(nthreads, np.int64)
-    for tid in prange(nthreads):
-        written[tid] = _tokens(cell_id, tid, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, hbuf,
-                               logits, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out,
-                               start, controls)
+    run_blocks(_loop(cell_id)["_split_block"], nthreads, nthreads, sync, table0, W_ih, b_ih, W_hh, b_hh, W_dec,
+               b_dec, hbuf, logits, token, uniforms, temperature, top_k, top_p, eos_id, stop_at_eos, out, start,
+               controls, written)
     state[:] = hbuf[written[0] % 2]
-    return written[0]
+    return int(written[0])
 
 
-@njit(cache=True, error_model="numpy")
 def advance(cell_id, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, logits_out):
     """Feed ids (n,) through the recurrence without sampling (conditioning on a prime), updating
     state in place; logits_out (V,) receives the logits after the last id (untouched if n = 0)."""
-    V, H = W_dec.shape
-    work = _scratch(W_hh.shape[1], H, V, W_dec.dtype)
-    sync = np.zeros(2, np.int64)  # unused on one thread
-    for i in range(ids.shape[0]):
-        if ids[i] < 0 or ids[i] >= V:
-            raise IndexError("advance: token id out of range [0, V)")
-        _feed(cell_id, 1, sync, 0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, state, ids[i], work)
-    if ids.shape[0] > 0:
-        gemv(W_dec, state[W_hh.shape[0] - 1, 0], logits_out, False)
-        logits_out += b_dec
+    _loop(cell_id)["_advance"](1, 0, table0, W_ih, b_ih, W_hh, b_hh, W_dec, b_dec, state, ids, logits_out)
 
 
 def split_weights(cell_id, table0, W_ih, b_ih, W_hh, b_hh, nthreads):
@@ -258,7 +303,7 @@ def split_threads(cell_id, W_ih, W_hh) -> int:
         return 1
     from ..runtime import kernel_threads
 
-    nt = min(kernel_threads(), numba.get_num_threads())
+    nt = min(kernel_threads(), threads_at_once())
     return nt if nt >= 2 and W_hh.shape[2] % nt == 0 else 1
 
 

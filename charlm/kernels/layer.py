@@ -29,7 +29,7 @@ not the cell uses them, empty when it does not (``Cell.cache`` names the ones it
     hn    (D, T, B, H)     W_hn h_{t-1} + b_hn (gru)
 
 Compiled per cell and per block: ``layer_forward`` and ``layer_backward`` are Python functions that
-pack the weights (one compiled call) and run a thread's block, ``_forward_block`` or
+pack the weights (a compiled packer per direction) and run a thread's block, ``_forward_block`` or
 ``_backward_block``, once per block on threads (blocks.py says why not a parallel loop). The
 block is the cell's own copy of its template, built when the cell is first used (per_cell.py), so
 a run compiles its own cell's step only (the id chain of dispatch.py compiled every cell's into
@@ -42,9 +42,9 @@ from numba import njit
 
 from .blocks import run_blocks
 from .layer_rows import (active_rows, block_rows, block_weight_grads, cache_row, copy_row, gather_block,
-                         input_groups, pack_directions, position, scatter_row, thread_block, zero_parts)
+                         input_groups, position, scatter_row, thread_block, zero_parts)
 from .per_cell import per_layer_cell, specialise
-from .tile import MR, matmul_packed, matmul_rec
+from .tile import MR, matmul_packed, matmul_rec, pack_panels
 
 # Placeholders the block templates below call; per_cell.specialise binds them to one cell's step pair and
 # its Cell.input_apart in that cell's copy of the kernels.
@@ -110,19 +110,41 @@ def _kernels(cell_id):
                        "APART": cell.input_apart})
 
 
+# The argument types layer_backward calls a backward block with (compile_aside.signature's codes)
+_BACKWARD_TYPES = dict(kk="i0", nchunks="i0", M="i0", P="f4", P_ih="f4", dh_out="f3", dsT="f4", W_hh="f3", hs="f4",
+                       gates="f4", cs="f4", hn="f4", x_in="f3", W_ih="f3", dW_hh="f3", dW_ih="f3", db_hh="f2",
+                       db_ih="f2", dtab="f3", dx="f4", ds0="f4", dxp="f4", ids="i2", lengths="i1", tb="i0",
+                       transposed="b")
+
+
+def backward_block_signature(cell_id, dtype):
+    """(the cell's backward block, the argument types layer_backward calls it with on ``dtype``
+    arrays): what a helper process compiles ahead of the call (compile_aside.py)."""
+    from .compile_aside import signature
+
+    block = _kernels(cell_id)["_backward_block"]
+    return block, signature(block, _BACKWARD_TYPES, dtype)
+
+
 # The flags below (transposed, with_ih) come from Python, so each function compiles once for both
 # values: a constant True or False passed in compiled code makes Numba compile the callee per value.
 
-@njit(cache=True, error_model="numpy")
 def _packed(x_in, W_ih, W_hh, with_ih, transposed):
     """(inputs M, W_hh packed, W_ih packed or empty) for the block's products: the forward's with
     W^T (``transposed``), the backward's with W. W_ih is packed when ``with_ih`` (the forward's
-    input projection, the backward's dx), else an empty C array stands for it."""
+    input projection, the backward's dx), else an empty C array stands for it. In Python around
+    the compiled packer: a compiled version of these few lines cost more than a second of a first
+    run's compile time, against microseconds per call here."""
     D, _, I = W_ih.shape
     M = input_groups(D, x_in.shape[2] if x_in.size > 0 else 0, I)
-    P = pack_directions(W_hh, transposed)  # in register-tile panels, once per call
-    P_ih = pack_directions(W_ih if with_ih else np.empty((D, 0, I), W_ih.dtype), transposed)
+    P = _pack_directions(W_hh, transposed)  # in register-tile panels, once per call
+    P_ih = _pack_directions(W_ih if with_ih else np.empty((D, 0, I), W_ih.dtype), transposed)
     return M, P, P_ih
+
+
+def _pack_directions(W, transposed):
+    """pack_panels of each W[d] (D, ., .), stacked: (D, panels, K, NR)."""
+    return np.stack([pack_panels(W[d], transposed) for d in range(W.shape[0])])
 
 
 def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, W_hh, P_ih, s0, hs, gates, cs, hn,

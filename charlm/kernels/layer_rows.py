@@ -10,7 +10,7 @@ from numba import njit
 
 from .blas import gemm
 from .parallel import chunk
-from .tile import matmul_packed, pack_panels
+from .tile import matmul_packed
 
 
 @njit(cache=True)
@@ -41,7 +41,6 @@ def block_rows(lengths, r0, r1, t0, t1):
     return n
 
 
-@njit(cache=True)
 def input_groups(D, width, I):
     """How many inputs x_in (T, B, width) holds side by side, M = width / I (1 without x_in), each
     read by D / M consecutive blocks (its directions, forward first): one input is shared by every
@@ -166,16 +165,3 @@ def block_weight_grads(dA, dX, hs, x_in, c0, lengths, reverse, t0, t1, r0, r1, H
     if dx.size > 0:
         matmul_packed(dX, P_ih, DX[:n], tmp)
         scatter_block(DX, dx[d], lengths, reverse, t0, t1, r0, r1)
-
-
-@njit(cache=True)
-def pack_directions(W, transposed):
-    """pack_panels of each W[d] (D, ., .), stacked: (D, panels, K, NR)."""
-    first = pack_panels(W[0], transposed)
-    P = np.empty((W.shape[0],) + first.shape, W.dtype)
-    for d in range(W.shape[0]):
-        Pd = first if d == 0 else pack_panels(W[d], transposed)
-        for j in range(Pd.shape[0]):  # loops, not P[d] = Pd: see copy_row
-            for k in range(Pd.shape[1]):
-                copy_row(P[d, j, k], Pd[j, k])
-    return P

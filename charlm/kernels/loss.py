@@ -178,6 +178,18 @@ def _in_order(parts):
     return total
 
 
+def block_signature(name, dtype):
+    """(the block ``name``, "_grad_block" or "_rows_block", and the argument types the parallel twin
+    calls it with for ``dtype`` logits): what a helper process compiles ahead of the call
+    (compile_aside.py)."""
+    from .compile_aside import signature
+
+    block = {"_grad_block": _grad_block, "_rows_block": _rows_block}[name]
+    types = dict(k="i0", logits="f2", targets="i1", scale="d0", dbk="d2", totals="d1", nll_out="d1", bad="i1",
+                 nchunks="i0")
+    return block, signature(block, types, dtype)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _grad_block(k, logits, targets, scale, dbk, totals, bad, nchunks):
     """Block k of cross_entropy_grad_par: its rows' gradients, NLL sum and bias-gradient sums."""

@@ -62,6 +62,18 @@ def sum_blocks(parts, out):
     run_blocks(_sum_block, nt, parts, out, nt)
 
 
+def block_signature(name, dtype):
+    """(the block ``name`` of this module, and the argument types its runner calls it with for
+    ``dtype`` C-contiguous arrays): what a helper process compiles ahead of the call
+    (compile_aside.py)."""
+    from .compile_aside import signature
+
+    block = {"_rows_block": _rows_block, "_tn_block": _tn_block, "_add_partials": _add_partials,
+             "_sum_block": _sum_block}[name]
+    types = dict(k="i0", A="f2", B="f2", out="f2", partial="f3", parts="f3", nchunks="i0", nt="i0")
+    return block, signature(block, types, dtype)
+
+
 # The blocks (run_blocks calls each once per block k, on several threads at once: nogil)
 
 @njit(cache=True, nogil=True)

@@ -112,6 +112,10 @@ class LmTask:
 
     def warm_up(self) -> None:
         """Compile (or load from Numba's cache) the training and evaluation kernels on a 2x2 batch."""
+        from ..kernels.compile_aside import start, step_jobs
+
+        # the backward's kernels compile in a helper process while this one compiles the forward's
+        start(step_jobs(self.model.cell, self.model.dtype))
         x = np.zeros((2, 2), np.int64)
         labels = (np.zeros(2, np.int64),) if self.labelled else ()   # a labelled model's path too
         self.model.loss_and_grad(x, x, self.model.init_state(2), np.random.default_rng(0), *labels)
