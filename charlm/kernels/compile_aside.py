@@ -10,7 +10,7 @@ moment it first needs them instead of compiling them again.
 How: ``start(jobs)`` starts ``python -m charlm.kernels.compile_aside`` (a fresh interpreter, as a
 spawned process would be: a fork would copy Numba's threads) on the cache directory this process
 uses, unless every job's kernel is in the cache already. The helper compiles each job's kernel
-for the exact argument types this process will call it with (``signature``) and writes one line
+for the exact argument types this process will call it with (``call_types.signature``) and writes one line
 per kernel it finished. ``blocks.run_blocks`` waits, before a kernel's first call, for the
 helper's line about it, then calls it as usual: Numba finds it in its cache.
 
@@ -47,27 +47,6 @@ from . import blocks
 WAIT_S = 300.0   # at most this long for one kernel: past it the helper is stopped, this process compiles
 OFF_ENV = "CHARLM_COMPILE_ASIDE"   # "0": no helper process (everything compiles in this one)
 _COMMAND = [sys.executable, "-m", __name__]   # the helper's command line, its jobs appended as JSON
-
-
-def signature(fn, types_by_name: dict, dtype):
-    """The argument types of a call of ``fn`` (a compiled function or its Python function), from
-    its parameter names: ``types_by_name[name]`` is "f<n>" an n-d C array of ``dtype``, "i<n>" /
-    "d<n>" of int64 / float64 (n = 0: a scalar), "b" a bool. KeyError for a parameter not named."""
-    from numba import types
-    from numba.np.numpy_support import from_dtype
-
-    code = getattr(fn, "py_func", fn).__code__
-    scalar = {"f": from_dtype(dtype), "i": types.int64, "d": types.float64}
-    out = []
-    for name in code.co_varnames[:code.co_argcount]:
-        kind = types_by_name[name]
-        if kind == "b":
-            out.append(types.boolean)
-        elif kind[1:] == "0":
-            out.append(scalar[kind[0]])
-        else:
-            out.append(types.Array(scalar[kind[0]], int(kind[1:]), "C"))
-    return tuple(out)
 
 
 def step_jobs(cell, dtype) -> list:

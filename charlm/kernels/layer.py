@@ -110,7 +110,7 @@ def _kernels(cell_id):
                        "APART": cell.input_apart})
 
 
-# The argument types layer_backward calls a backward block with (compile_aside.signature's codes)
+# The argument types layer_backward calls a backward block with (call_types.signature's codes)
 _BACKWARD_TYPES = dict(kk="i0", nchunks="i0", M="i0", P="f4", P_ih="f4", dh_out="f3", dsT="f4", W_hh="f3", hs="f4",
                        gates="f4", cs="f4", hn="f4", x_in="f3", W_ih="f3", dW_hh="f3", dW_ih="f3", db_hh="f2",
                        db_ih="f2", dtab="f3", dx="f4", ds0="f4", dxp="f4", ids="i2", lengths="i1", tb="i0",
@@ -120,7 +120,7 @@ _BACKWARD_TYPES = dict(kk="i0", nchunks="i0", M="i0", P="f4", P_ih="f4", dh_out=
 def backward_block_signature(cell_id, dtype):
     """(the cell's backward block, the argument types layer_backward calls it with on ``dtype``
     arrays): what a helper process compiles ahead of the call (compile_aside.py)."""
-    from .compile_aside import signature
+    from .call_types import signature
 
     block = _kernels(cell_id)["_backward_block"]
     return block, signature(block, _BACKWARD_TYPES, dtype)

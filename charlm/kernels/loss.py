@@ -182,7 +182,7 @@ def block_signature(name, dtype):
     """(the block ``name``, "_grad_block" or "_rows_block", and the argument types the parallel twin
     calls it with for ``dtype`` logits): what a helper process compiles ahead of the call
     (compile_aside.py)."""
-    from .compile_aside import signature
+    from .call_types import signature
 
     block = {"_grad_block": _grad_block, "_rows_block": _rows_block}[name]
     types = dict(k="i0", logits="f2", targets="i1", scale="d0", dbk="d2", totals="d1", nll_out="d1", bad="i1",

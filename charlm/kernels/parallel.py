@@ -66,7 +66,7 @@ def block_signature(name, dtype):
     """(the block ``name`` of this module, and the argument types its runner calls it with for
     ``dtype`` C-contiguous arrays): what a helper process compiles ahead of the call
     (compile_aside.py)."""
-    from .compile_aside import signature
+    from .call_types import signature
 
     block = {"_rows_block": _rows_block, "_tn_block": _tn_block, "_add_partials": _add_partials,
              "_sum_block": _sum_block}[name]
