@@ -87,6 +87,14 @@ def test_a_classifier_resumes_exactly_with_its_average(tmp_path):
     assert [r["loss"] for r in evals[0]] == [r["loss"] for r in evals[1]]
 
 
+def test_a_budget_grown_on_resume_starts_its_tail_afresh(tmp_path):
+    list(seq_trainer(tmp_path / "run", average=0.5).events())
+    resumed = SeqTrainer.resume(tmp_path / "run", toy_examples(120), toy_examples(30, 1), steps=40)
+    assert resumed.average.count == 9
+    list(resumed.events())
+    assert resumed.average.count == 21   # steps 20..40 of 40
+
+
 def test_a_language_model_resumes_exactly_with_its_average(tmp_path):
     corpus, tcfg = lm_corpus(tmp_path), dataclasses.replace(LM_TRAIN, average=0.5)
     whole = Trainer(corpus, LM, tcfg, tmp_path / "a")

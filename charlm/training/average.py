@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CheckpointError
 
 ARRAY = "weight_average"        # the mean's name among last.safetensors' training-state arrays
-SNAPSHOT_WEIGHTS = 1 << 20      # weights averaged per step at most (amortised): a bigger model averages less often
+SNAPSHOT_WEIGHTS = 1 << 19      # weights averaged per step at most (amortised): a bigger model averages less often
 CHUNK = 1 << 18                 # elements per in-place update: no temporary the size of the model
 
 
@@ -44,7 +44,10 @@ class WeightAverage:
         return self.on and step % self.every == 0 and progress >= 1.0 - self.fraction
 
     def update(self, flat: np.ndarray, step: int, progress: float) -> None:
-        """After step ``step``, at ``progress`` of the budget: add ``flat`` to the mean if a snapshot is due."""
+        """After step ``step``, at ``progress`` of the budget: add ``flat`` to the mean if a snapshot
+        is due. Before the tail there is no mean: a budget grown on resume starts its tail afresh."""
+        if progress < 1.0 - self.fraction:
+            self.mean, self.count = None, 0
         if not self.due(step, progress):
             return
         self.count += 1
