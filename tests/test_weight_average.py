@@ -23,6 +23,8 @@ from test_classify import toy_examples, write_tsv
 
 
 def test_the_mean_is_numpys_over_the_tail_every_k_steps(monkeypatch):
+    assert (avg.snapshot_every(2_000_000), avg.snapshot_every(15_503_152)) == (1, 60)
+    monkeypatch.setattr(avg, "DENSE_MAX", 9)
     monkeypatch.setattr(avg, "SNAPSHOT_WEIGHTS", 4)
     monkeypatch.setattr(avg, "CHUNK", 3)     # several blocks and a short last one
     rng = np.random.default_rng(0)

@@ -3,10 +3,9 @@ training visits (stochastic weight averaging), which evaluations and the best mo
 
 The loop takes a snapshot of ``model.flat`` every ``every`` steps once the fraction of the budget
 done reaches ``1 - fraction`` (``Loop.progress``: steps, epochs or time alike) and keeps their
-running mean; training itself always continues on the raw weights. ``every`` grows with the
-model's size so that averaging stays a small share of a step (a classifier's hashed n-gram tables
-hold millions of weights and a step touches a few rows of them). The mean and its count are part
-of the exact-resume checkpoint; several ranks hold equal weights, so their means are equal too.
+running mean; training itself always continues on the raw weights. ``every`` keeps averaging a
+small share of a step (``snapshot_every``). The mean and its count are part of the exact-resume
+checkpoint; several ranks hold equal weights, so their means are equal too.
 """
 from __future__ import annotations
 
@@ -18,13 +17,18 @@ import numpy as np
 from ..errors import CheckpointError
 
 ARRAY = "weight_average"        # the mean's name among last.safetensors' training-state arrays
-SNAPSHOT_WEIGHTS = 1 << 19      # weights averaged per step at most (amortised): a bigger model averages less often
+DENSE_MAX = 1 << 22             # models up to this many weights take a snapshot at every step
+SNAPSHOT_WEIGHTS = 1 << 18      # larger ones: weights averaged per step (amortised) at most
 CHUNK = 1 << 18                 # elements per in-place update: no temporary the size of the model
 
 
 def snapshot_every(size: int) -> int:
-    """Steps between snapshots for a model of ``size`` weights."""
-    return max(1, math.ceil(size / SNAPSHOT_WEIGHTS))
+    """Steps between snapshots for a model of ``size`` weights. A step of a model up to
+    ``DENSE_MAX`` weights updates them all (Adam reads and writes more per weight than a snapshot
+    does), so a snapshot at every step costs little beside it; the models beyond are those of
+    hashed n-gram tables, of which a step updates a few rows, and a snapshot of every weight
+    would cost a large share of the step: they take one every size / SNAPSHOT_WEIGHTS steps."""
+    return 1 if size <= DENSE_MAX else math.ceil(size / SNAPSHOT_WEIGHTS)
 
 
 class WeightAverage:
