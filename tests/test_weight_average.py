@@ -1,12 +1,15 @@
 """Weight averaging in the one training loop: the running mean against NumPy's over the budget's
 tail, evaluations and the best checkpoint on the average while training goes on from the raw
 weights (which stay those of a run without averaging, bit for bit), exact resume for every task,
-and the setting's one-line errors."""
+two ranks' average that of one process, and the setting's one-line errors."""
 import dataclasses
 
 import numpy as np
 import pytest
 from cli_helpers import invoke
+from test_classify import toy_examples, write_tsv
+from test_distributed import charlm, needs_mpi
+from test_seqtask_distributed import assert_same_seq_run, files  # noqa: F401 (files: a fixture)
 from test_training_core import LM, LM_TRAIN, lm_builder, lm_corpus, seq_trainer, stop_at
 
 from charlm.errors import CheckpointError, ConfigError
@@ -19,7 +22,6 @@ from charlm.seqtask.train import SeqTrainer
 from charlm.training import average as avg
 from charlm.training.average import WeightAverage
 from charlm.training.events import EvalEvent, StepEvent
-from test_classify import toy_examples, write_tsv
 
 
 def test_the_mean_is_numpys_over_the_tail_every_k_steps(monkeypatch):
@@ -158,3 +160,14 @@ def test_the_option_is_one_line_and_fixed_on_resume(tmp_path, monkeypatch):
     stop_at(run, 3)
     with pytest.raises(ConfigError, match="cannot change average"):
         SeqTrainer.resume(tmp_path / "run", toy_examples(120), toy_examples(30, 1), average=0.5)
+
+
+@needs_mpi
+def test_two_ranks_keep_the_average_of_one_process(files, tmp_path):
+    args = [*files["classify"], "--steps", "18", "--average", "0.5"]
+    for name, more in (("alone", []), ("two", ["--ranks", "2"])):
+        done = charlm([*args, "--run-dir", tmp_path / name, *more])
+        assert done.returncode == 0, done.stderr
+    assert_same_seq_run(tmp_path / "alone", tmp_path / "two")
+    means = [store.load(tmp_path / name / store.LAST_FILE).extra[avg.ARRAY] for name in ("alone", "two")]
+    np.testing.assert_allclose(means[0], means[1], rtol=1e-6)
