@@ -86,6 +86,9 @@ class BudgetSettings:
                                  help="stop after this long, e.g. 90s, 10m, 1h30m")
     eval_every: str = setting("auto", kind="cadence",
                               help="evaluate and checkpoint: auto, every N steps (500) or every duration (30s)")
+    average: float = setting(0.0, minimum=0, below=1,
+                             help="evaluate and keep as best the mean of the weights over this last fraction "
+                                  "of the budget, e.g. 0.25 (0 = off); training goes on from the raw weights")
 
 
 @dataclass(frozen=True)

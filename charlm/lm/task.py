@@ -181,8 +181,8 @@ class LmTask:
 
     # -- checkpoints (train_state.py) -------------------------------------------------------------
 
-    def save_last(self, path, loop_meta: dict, comm):
-        return files.save_last(self, path, loop_meta, comm)
+    def save_last(self, path, loop_meta: dict, comm, arrays=None):
+        return files.save_last(self, path, loop_meta, comm, arrays)
 
     def save_best(self, path, step: int, scores: dict, comm):
         return files.save_best(self, path, step, scores, comm)

@@ -52,10 +52,11 @@ def start_state(task, step: int, context: int = 2048) -> list:
     return value
 
 
-def save_last(task, path: Path, loop_meta: dict, comm) -> Path:
-    """Write last.safetensors: weights, optimiser buffers, the carried state and the whole position."""
-    arrays, scalars = task.optimizer.state_dict()
-    extra = dict(arrays)
+def save_last(task, path: Path, loop_meta: dict, comm, arrays=None) -> Path:
+    """Write last.safetensors: weights, optimiser buffers, the carried state, the loop's ``arrays``
+    (its weight average) and the whole position."""
+    state, scalars = task.optimizer.state_dict()
+    extra = dict(state) | (arrays or {})
     extra["train_state"] = comm.full_state(task.state)   # every rank's streams
     if not comm.writes:
         return path
@@ -87,7 +88,7 @@ def restore(task, last: ckpt.Checkpoint, run_dir: Path):
     # model.safetensors may be newer than last.safetensors (a crash between the two writes,
     # which happen in that order): never let the resumed run replace it with a worse model.
     best = min(best, saved_val_loss(run_dir))
-    return read_position(last.metadata, {"val_loss": best} if math.isfinite(best) else None, last.path)
+    return read_position(last.metadata, {"val_loss": best} if math.isfinite(best) else None, last.path, last.extra)
 
 
 def _restore_state(task, last: ckpt.Checkpoint) -> None:

@@ -196,12 +196,12 @@ class SeqTask:
         return store.save(path, self.mcfg, self.tokenizer, self.labels, self.model.state_dict(),
                           extra=extra, metadata=meta)
 
-    def save_last(self, path, loop_meta: dict, comm):
-        arrays, scalars = self.optimizer.state_dict()
+    def save_last(self, path, loop_meta: dict, comm, arrays=None):
+        state, scalars = self.optimizer.state_dict()
         comm.full_state(None)  # several ranks: rank 0 checks that every rank holds the same weights
         if not comm.writes:
             return path
-        return self._save(path, loop_meta["step"], extra=arrays, optimizer=scalars,
+        return self._save(path, loop_meta["step"], extra=state | (arrays or {}), optimizer=scalars,
                           rng=self.rng.bit_generator.state,
                           data_position={"epoch": self.data_epoch, "batch": self.data_batch},
                           **{k: v for k, v in loop_meta.items() if k != "step"})
@@ -231,4 +231,4 @@ class SeqTask:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ConfigError) as e:
             raise CheckpointError(f"{last.path}: training state is incomplete or malformed "
                                   f"({type(e).__name__})") from None
-        return read_position(meta, best, last.path)
+        return read_position(meta, best, last.path, last.extra)

@@ -6,8 +6,10 @@ checkpoints, metrics, stop requests and the events the views render.
 time, the first reached; none given: ``DEFAULT_TIME_BUDGET``); evaluation runs on an
 ``EvalCadence``; a non-finite loss or gradient skips the step and halves the learning rate, and
 ``MAX_BAD_STEPS`` in a row stop the run with the last good checkpoint intact. Step and evaluation
-records are buffered and written at checkpoints. Resuming is exact: last.safetensors holds the
-task's weights, optimiser, data position and random state with the loop's position and schedule.
+records are buffered and written at checkpoints. With ``average`` set, evaluations and the best
+checkpoint use the mean of the weights over the budget's tail (training/average.py) while training
+continues on the raw weights. Resuming is exact: last.safetensors holds the task's weights,
+optimiser, data position and random state with the loop's position, schedule and weight average.
 
 The time budget counts the loop with its evaluations and checkpoints, not the one-time kernel
 compilation before the first step (``TimeSplit.compile``): a fresh install compiles for tens of
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..distributed import attach, world
 from ..runs.find import LAST_FILE, MODEL_FILE
+from .average import WeightAverage
 from .budget import Budget, EvalCadence
 from .events import CheckpointEvent, DoneEvent, EvalEvent, Position, SampleEvent, StepEvent, WarningEvent
 from .run_state import MetricsBuffer, loop_meta
@@ -32,9 +35,9 @@ MAX_BAD_STEPS = 5   # consecutive non-finite steps before training gives up, for
 
 class Loop:
     """Trains ``task`` (training/task.py) in ``run_dir``. ``clock`` (seconds, monotonic) is
-    injectable so that tests can drive a time budget. ``resumed``: (Position, schedule state)
-    read from the run's last checkpoint, after the task restored its own part. Attributes the
-    loop does not have are the task's (``trainer.model``, ``trainer.corpus``)."""
+    injectable so that tests can drive a time budget. ``resumed``: (Position, schedule state,
+    weight average state) read from the run's last checkpoint, after the task restored its own
+    part. Attributes the loop does not have are the task's (``trainer.model``, ``trainer.corpus``)."""
 
     def __init__(self, task, run_dir, *, clock=time.perf_counter, resumed=None):
         from ..optim import Schedule
@@ -44,6 +47,7 @@ class Loop:
         self.budget = Budget.of(t)
         self.schedule = Schedule(t.schedule, t.lr, warmup=t.warmup_steps, min_lr=t.min_lr)
         self.pos = Position()
+        self.average = WeightAverage(getattr(t, "average", 0.0), task.model.flat.size, task.model.flat.dtype)
         self.metrics = MetricsBuffer(self.run_dir)
         self.clock = clock
         self.evaluating = False      # an evaluation is running (the live view shows it)
@@ -67,7 +71,7 @@ class Loop:
             raise AttributeError(name)
         return getattr(task, name)
 
-    def _restore(self, position: Position, schedule_state) -> None:
+    def _restore(self, position: Position, schedule_state, average=({}, None)) -> None:
         from ..errors import CheckpointError
         from ..fsutil import remove_temp_files
         from ..runs.metrics import METRICS_FILE, truncate_metrics
@@ -79,6 +83,7 @@ class Loop:
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
                 raise CheckpointError(f"{self.run_dir / LAST_FILE}: training state is incomplete or malformed "
                                       f"({type(e).__name__}: {str(e)[:100]})") from None
+        self.average.restore(*average, self.run_dir / LAST_FILE)
         self._saved_step = position.step
         if world().writes:  # under mpiexec, rank 0 alone touches the run directory
             remove_temp_files(self.run_dir, (MODEL_FILE, LAST_FILE, METRICS_FILE))
@@ -101,7 +106,10 @@ class Loop:
 
     def save_last(self) -> Path:
         self.metrics.flush()  # before the checkpoint: records past it are dropped on resume
-        path = self.task.save_last(self.run_dir / LAST_FILE, loop_meta(self.pos, self.schedule), self.comm)
+        arrays, average = self.average.state()
+        meta = loop_meta(self.pos, self.schedule) | ({"average": average} if average else {})
+        # without an average the task's call is as it was (a task need not know of averaging)
+        path = self.task.save_last(self.run_dir / LAST_FILE, meta, self.comm, *([arrays] if arrays else []))
         self._saved_step = self.pos.step
         return path
 
@@ -186,6 +194,7 @@ class Loop:
             self.metrics.add({"kind": "step", "step": pos.step, "loss": loss, "grad_norm": norm, "lr": lr,
                               "elapsed": pos.elapsed} | self.comm.step_record())
             progress = self.progress(pos.step, self.epoch, pos.elapsed)
+            self.average.update(task.model.flat, pos.step, progress)
             self.evaluating = (self.budget.reason(pos.step, self.epoch, pos.elapsed) is not None
                                or cadence.due(pos.step, progress, pos.elapsed))
             yield StepEvent(pos.step, self.epoch, loss, norm, lr, task.tokens(batch) / max(now - t0, 1e-9),
@@ -222,7 +231,9 @@ class Loop:
         train_loss = pos.train_loss_sum / max(pos.train_loss_count, 1)
         pos.train_loss_sum, pos.train_loss_count = 0.0, 0
         t0 = clock()
-        with np.errstate(all="ignore"):
+        # The weight average (when there is one) is what is scored and kept as the best model;
+        # training goes on from the raw weights.
+        with self.average.swapped_in(task.model.flat), np.errstate(all="ignore"):
             result = task.evaluate(pos.step, train_loss, self.comm)
         self._last_eval_seconds = clock() - t0
         pos.split.eval += self._last_eval_seconds
@@ -244,8 +255,9 @@ class Loop:
         t1 = clock()
         if improved:
             pos.best_step = pos.step
-            yield CheckpointEvent(pos.step, task.save_best(self.run_dir / MODEL_FILE, pos.step, pos.best,
-                                                           self.comm), True)
+            with self.average.swapped_in(task.model.flat):
+                best = task.save_best(self.run_dir / MODEL_FILE, pos.step, pos.best, self.comm)
+            yield CheckpointEvent(pos.step, best, True)
         yield CheckpointEvent(pos.step, self.save_last(), False)
         pos.split.checkpoint += clock() - t1
 

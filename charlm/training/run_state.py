@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
 from ..runs.metrics import append_metrics
+from .average import ARRAY
 from .events import Position, TimeSplit
 
 BUDGET_SETTINGS = ("steps", "epochs", "time_budget")
@@ -41,9 +42,10 @@ def loop_meta(pos: Position, schedule) -> dict:
                          "time_split": pos.split.to_dict(), "best": pos.best}}
 
 
-def read_position(meta: dict, best: dict | None, path) -> tuple[Position, dict | None]:
-    """(Position, schedule state or None) from a checkpoint's metadata; ``best`` is the task's
-    reading of its best scores. Anything malformed is one CheckpointError."""
+def read_position(meta: dict, best: dict | None, path, extra: dict | None = None) -> tuple:
+    """(Position, schedule state or None, the weight average's (arrays, metadata)) from a
+    checkpoint's metadata and its training-state arrays ``extra``; ``best`` is the task's reading
+    of its best scores. Anything malformed is one CheckpointError."""
     try:
         p = meta["position"]
         old = "train_loss_sum" not in p and "loss_sum" in p   # a classifier's checkpoint before the shared loop
@@ -58,7 +60,7 @@ def read_position(meta: dict, best: dict | None, path) -> tuple[Position, dict |
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise CheckpointError(f"{path}: training state is incomplete or malformed "
                               f"({type(e).__name__}: {str(e)[:100]})") from None
-    return position, schedule
+    return position, schedule, ({ARRAY: extra[ARRAY]} if extra and ARRAY in extra else {}, meta.get("average"))
 
 
 def resume_config(saved, overrides: dict, extra: tuple = ()):

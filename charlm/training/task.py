@@ -89,9 +89,10 @@ class Task(Protocol):
     def sample(self, step: int) -> str | None:
         """A short sample to show after ``step``, or None (not due, or not a generative task)."""
 
-    def save_last(self, path: Path, loop_meta: dict, comm) -> Path:
-        """Write the exact-resume checkpoint: weights, optimiser, data position, random state and
-        the loop's ``loop_meta`` (step, position, schedule) under its keys. Every rank calls it."""
+    def save_last(self, path: Path, loop_meta: dict, comm, arrays: dict | None = None) -> Path:
+        """Write the exact-resume checkpoint: weights, optimiser, data position, random state, the
+        loop's ``loop_meta`` (step, position, schedule) under its keys and its ``arrays`` (the weight
+        average, training/average.py) beside the optimiser's buffers. Every rank calls it."""
 
     def save_best(self, path: Path, step: int, scores: dict, comm) -> Path:
         """Write the best model with its ``scores``."""
