@@ -23,10 +23,10 @@ import numpy as np
 # (label, file, function): a phase is the cumulative time of that function
 PHASES = (("batching", "seq2seq/task.py", "_batch"), ("forward (all)", "seq2seq/training_pass.py", "run_pass"),
           ("encoder forward", "seq2seq/model.py", "encode_batch"), ("attention keys", "seq2seq/model.py", "attended"),
-          ("decoder forward loop", "seq2seq/decoder.py", "run_forward"),
+          ("decoder forward loop", "seq2seq/decoder.py", "forward_rows"),
           ("loss (softmax)", "seq2seq/training_pass.py", "loss"),
           ("backward (all)", "seq2seq/training_pass.py", "backward"),
-          ("decoder backward loop", "seq2seq/decoder.py", "run_backward"),
+          ("decoder backward loop", "seq2seq/decoder.py", "backward_rows"),
           ("keys backward", "seq2seq/model.py", "attended_backward"),
           ("encoder backward", "seq2seq/model.py", "encoder_backward"),
           ("split products A^T B", "seq2seq/products.py", "t_times"), ("split products AB", "seq2seq/products.py", "times"),

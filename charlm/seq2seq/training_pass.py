@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seqtask.heads import dropout_mask
-from .decoder import run_backward, run_forward
+from .decoder import backward_rows, forward_rows
 from .products import t_times, times
 
 
@@ -22,11 +22,11 @@ class Pass:
     emb: np.ndarray       # (T, B, E) their embeddings, after dropout
     keep: np.ndarray | None   # the embeddings' dropout mask
     drop: np.ndarray      # (T, B, H) the attentional vectors' dropout mask, or empty
-    memory: np.ndarray    # (S, B, F) the encoder outputs in the decoder's order
-    keys: np.ndarray      # (S, B, A)
+    memory: np.ndarray    # (B, S, F) the encoder outputs in the decoder's order
+    keys: np.ndarray      # (B, S, A)
     src_len: np.ndarray   # (B,)
     bridge: tuple         # (h0, c0, top) of model.bridge
-    fwd: dict             # the decoder loop's arrays (decoder.run_forward)
+    fwd: dict             # the decoder loop's arrays (decoder.forward_rows)
     logits: np.ndarray    # (N, V) at the valid steps, step-major
 
 
@@ -72,7 +72,7 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
         emb *= keep
     drop = dropout_mask((T, B, H), drop_p, rng, dt) if drop_p else np.zeros((0, 0, 0), dt)
     xp = times(emb, p["decoder.weight_ih"][:, :c.embed].T, model.nchunks(T * B))
-    fwd = run_forward(model.cell, model.kind, p, xp, memory, keys, src_len, lengths, h0, c0, np.zeros((B, H), dt),
+    fwd = forward_rows(model.cell, model.kind, p, xp, memory, keys, src_len, lengths, h0, c0, np.zeros((B, H), dt),
                       drop, model.nchunks(B))
     flat = fwd["feed"][valid] @ p["out.weight"].T + p["out.bias"]
     inverse = np.argsort(order, kind="stable")
@@ -127,7 +127,7 @@ def backward(model, state: Pass, dlogits) -> None:
     g["out.bias"][...] = db
     dfeed = np.zeros(fwd["feed"].shape, dl.dtype)
     dfeed[valid] = dl @ p["out.weight"]
-    grads = run_backward(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
+    grads = backward_rows(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
                          state.drop, model.nchunks(len(state.lengths)))
     # every weight gradient of the loop: one product over the valid steps of all rows
     dxp, da, dpre = grads["dxp"][valid], grads["da"][valid], grads["dpre"][valid]
