@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from ..seqtask.heads import dropout_mask
 from .decoder import backward_rows, forward_rows
@@ -114,6 +115,27 @@ def _mean_nll(logits) -> float:
     return float((lse - x.mean(axis=1)).sum())
 
 
+@njit(cache=True)
+def step_inputs(emb, att, hs, valid):
+    """(N, E + 2H): [e_t; a_{t-1}; h_{t-1}] at the N valid steps, step-major (as ``a[valid]``),
+    a_{-1} = 0: what the decoder cell's weights multiplied, gathered in one pass."""
+    T, B, E = emb.shape
+    H = hs.shape[2]
+    out = np.empty((np.count_nonzero(valid), E + 2 * H), emb.dtype)
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            if valid[t, b]:
+                out[n, :E] = emb[t, b]
+                if t > 0:
+                    out[n, E:E + H] = att[t - 1, b]
+                else:
+                    out[n, E:E + H] = 0
+                out[n, E + H:] = hs[t, b]
+                n += 1
+    return out
+
+
 def backward(model, state: Pass, dlogits) -> None:
     """Every parameter's gradient into model.grads (overwritten)."""
     from ..kernels.embedding import scatter_add_rows
@@ -130,13 +152,22 @@ def backward(model, state: Pass, dlogits) -> None:
     grads = backward_rows(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
                          state.drop, model.nchunks(len(state.lengths)))
     # every weight gradient of the loop: one product over the valid steps of all rows
-    dxp, da, dpre = grads["dxp"][valid], grads["da"][valid], grads["dpre"][valid]
+    dxp, dpre = grads["dxp"][valid], grads["dpre"][valid]
     k = model.nchunks(len(dxp))
-    prev = np.concatenate([np.zeros_like(fwd["att"][:1]), fwd["att"][:-1]])   # a_{t-1}, a_0 = 0
-    g["decoder.weight_ih"][...] = t_times(dxp, np.concatenate([state.emb[valid], prev[valid]], axis=1), k)
-    g["decoder.weight_hh"][...] = t_times(da, fwd["hs"][:-1][valid], k)
+    inputs = step_inputs(state.emb, fwd["att"], fwd["hs"], valid)
+    In = E + c.hidden
+    if model.cell.input_apart:
+        da = grads["da"][valid]
+        g["decoder.weight_ih"][...] = t_times(dxp, inputs[:, :In], k)
+        g["decoder.weight_hh"][...] = t_times(da, inputs[:, In:], k)
+        g["decoder.bias_hh"][...] = da.sum(axis=0)
+    else:   # one gradient of both pre-activations: one product for both weights, one sum for both biases
+        both = t_times(dxp, inputs, k)
+        g["decoder.weight_ih"][...] = both[:, :In]
+        g["decoder.weight_hh"][...] = both[:, In:]
     g["decoder.bias_ih"][...] = dxp.sum(axis=0)
-    g["decoder.bias_hh"][...] = da.sum(axis=0)
+    if not model.cell.input_apart:
+        g["decoder.bias_hh"][...] = g["decoder.bias_ih"]
     g["combine.weight"][...] = t_times(dpre, fwd["hc"][valid], k)
     g["combine.bias"][...] = dpre.sum(axis=0)
     if c.attention == "additive":
