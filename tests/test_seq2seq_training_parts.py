@@ -36,6 +36,17 @@ def test_the_decoders_panels_are_the_tile_modules(dtype, shape):
     assert _panels(W, False, False).size == 0
 
 
+def test_freed_memory_is_kept_once_where_glibc_allows():
+    import platform
+    import sys
+
+    from charlm.seq2seq.heap import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    assert first == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
 def loss_and_grads(model, args, rng_seed=None):
     rng = None if rng_seed is None else np.random.default_rng(rng_seed)
     loss = model.loss_and_grad(*args, rng)
