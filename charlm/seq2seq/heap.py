@@ -1,4 +1,4 @@
-"""Freed memory kept in the process while the encoder-decoder trains, so that a step's large arrays reuse pages."""
+"""Freed memory kept in the process once an encoder-decoder is built, so that its passes' large arrays reuse pages."""
 from __future__ import annotations
 
 import ctypes

@@ -67,6 +67,9 @@ class Seq2SeqModel:
     """Parameters, forward and backward of one batch, decoding steps (decode.py). Never prints."""
 
     def __init__(self, config: Seq2SeqConfig, dtype=np.float32):
+        from .heap import keep_freed_memory
+
+        keep_freed_memory()   # its passes' large arrays then reuse the process's pages (heap.py)
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
         self.shapes = parameter_shapes(config)

@@ -36,10 +36,8 @@ class Seq2SeqTask(SeqTask):
     def __init__(self, train, dev, model_config: Seq2SeqConfig, train_config: SeqTrainConfig, *,
                  levels: dict, data_spec=None, resume: store.Seq2SeqCheckpoint | None = None):
         from ..optim import Adam
-        from .heap import keep_freed_memory
         from .model import Seq2SeqModel
 
-        keep_freed_memory()
         self.tcfg = train_config.validate()
         if resume is None:
             source = Vocab.fit((p.source for p in train), SOURCE_SPECIALS)
