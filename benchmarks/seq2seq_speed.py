@@ -6,7 +6,8 @@
 Both train the same batches (charlm's bucketed epoch order) with Adam and a global-norm clip: a
 bidirectional LSTM encoder, a bridge, an input-feeding LSTM decoder with attention, the output
 softmax. Each round runs ``--steps`` charlm steps, then as many PyTorch steps, so both see the same
-load; the per-round ratio is the figure (on a busy machine it is indicative only). ``--phases``
+load; the per-round ratio is the figure (on a busy machine it is indicative only; charlm's
+processor time per step, also given, depends less on what else runs). ``--phases``
 adds charlm's time per phase of a step (cumulative, from the profiler). Prints JSON lines.
 """
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 # (label, file, function): a phase is the cumulative time of that function
 PHASES = (("batching", "seq2seq/task.py", "_batch"), ("forward (all)", "seq2seq/training_pass.py", "run_pass"),
           ("encoder forward", "seq2seq/model.py", "encode_batch"), ("attention keys", "seq2seq/model.py", "attended"),
-          ("decoder forward loop", "seq2seq/decoder.py", "run_forward"),
+          ("decoder forward loop", "seq2seq/decoder.py", "forward_rows"),
           ("loss (softmax)", "seq2seq/training_pass.py", "loss"),
           ("backward (all)", "seq2seq/training_pass.py", "backward"),
-          ("decoder backward loop", "seq2seq/decoder.py", "run_backward"),
+          ("decoder backward loop", "seq2seq/decoder.py", "backward_rows"),
           ("keys backward", "seq2seq/model.py", "attended_backward"),
           ("encoder backward", "seq2seq/model.py", "encoder_backward"),
           ("split products A^T B", "seq2seq/products.py", "t_times"), ("split products AB", "seq2seq/products.py", "times"),
@@ -48,12 +49,15 @@ def charlm_task(path, args):
     return task
 
 
-def charlm_steps(task, n: int) -> float:
-    t0 = time.perf_counter()
+def charlm_steps(task, n: int, cpu: list | None = None) -> float:
+    """Seconds of n steps; their processor seconds (all threads) appended to ``cpu`` when given."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         task.loss_and_grad(task.next_batch())
         task.clip()
         task.step(task.tcfg.lr)
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
@@ -128,9 +132,11 @@ def main() -> None:
     if side is not None:
         side.steps(3)
     for r in range(a.rounds):
+        cpu: list = []
         with kernel_scope(a.threads):
-            ours = a.steps / charlm_steps(task, a.steps)
-        record = {"round": r, "charlm_steps_per_s": round(ours, 2)}
+            ours = a.steps / charlm_steps(task, a.steps, cpu)
+        record = {"round": r, "charlm_steps_per_s": round(ours, 2),
+                  "charlm_cpu_ms_per_step": round(1000 * cpu[0] / a.steps, 1)}
         if side is not None:
             theirs = a.steps / side.steps(a.steps)
             record |= {"torch_steps_per_s": round(theirs, 2), "ratio": round(ours / theirs, 3)}

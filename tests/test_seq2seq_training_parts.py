@@ -24,6 +24,29 @@ def test_split_products_equal_numpy(dtype, nchunks):
     assert times(A, W.T, nchunks).dtype == dtype and t_times(flat, B, nchunks).dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1024, 256), (256, 768), (7, 45), (3, 1)])
+def test_the_decoders_panels_are_the_tile_modules(dtype, shape):
+    from charlm.kernels.tile import pack_panels
+    from charlm.seq2seq.decoder import _panels
+
+    W = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    for transposed in (False, True):
+        np.testing.assert_array_equal(_panels(W, transposed, True), pack_panels(W, transposed))
+    assert _panels(W, False, False).size == 0
+
+
+def test_freed_memory_is_kept_once_where_glibc_allows():
+    import platform
+    import sys
+
+    from charlm.seq2seq.heap import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    assert first == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
 def loss_and_grads(model, args, rng_seed=None):
     rng = None if rng_seed is None else np.random.default_rng(rng_seed)
     loss = model.loss_and_grad(*args, rng)

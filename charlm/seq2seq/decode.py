@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seqtask.heads import log_softmax
-from .decoder import run_forward
+from .decoder import forward_rows
 
 
 @dataclass(frozen=True)
 class States:
     """K hypotheses: every array's batch axis has K rows."""
-    memory: np.ndarray    # (S, K, F) encoder outputs
-    keys: np.ndarray      # (S, K, A)
+    memory: np.ndarray    # (K, S, F) encoder outputs
+    keys: np.ndarray      # (K, S, A)
     src_len: np.ndarray   # (K,) source lengths
     h: np.ndarray         # (K, H) the decoder's state
     c: np.ndarray         # (K, H) its second state (a copy of h for one-state cells)
@@ -43,7 +43,7 @@ def step(model, tokens, states: States):
     tokens = np.asarray(tokens, np.int64)
     K = len(tokens)
     xp = np.ascontiguousarray((p["tgt_embedding.weight"][tokens] @ p["decoder.weight_ih"][:, :E].T)[None])
-    fwd = run_forward(model.cell, model.kind, p, xp, states.memory, states.keys, states.src_len, np.ones(K, np.int64),
+    fwd = forward_rows(model.cell, model.kind, p, xp, states.memory, states.keys, states.src_len, np.ones(K, np.int64),
                       states.h, states.c, states.feed, np.zeros((0, 0, 0), model.dtype), model.nchunks(K))
     feed = fwd["att"][0]   # no dropout here: what the output reads is what the next step reads
     logits = feed @ p["out.weight"].T + p["out.bias"]
@@ -55,7 +55,7 @@ def step(model, tokens, states: States):
 def select(states: States, rows) -> States:
     """The states of hypotheses ``rows`` (indices, repeats allowed), in order."""
     rows = np.asarray(rows, np.int64)
-    return States(np.ascontiguousarray(states.memory[:, rows]), np.ascontiguousarray(states.keys[:, rows]),
+    return States(states.memory[rows], states.keys[rows],
                   states.src_len[rows], states.h[rows], states.c[rows], states.feed[rows])
 
 

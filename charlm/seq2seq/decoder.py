@@ -27,8 +27,8 @@ the block): the rows running at step t are a prefix of each block (layer_rows.ac
 only they are computed; a row's source length ``src_len`` may be anything, and attention reads no
 source position past it.
 
-Arrays, by step: T steps, B rows, S source positions, H hidden, G = gates * H, F encoder width,
-A attention width. xp (T, B, G) the embeddings' share of the input projection on entry (no bias),
+Arrays, by step (the encoder's by row): T steps, B rows, S source positions, H hidden, G = gates *
+H, F encoder width, A attention width. xp (T, B, G) the embeddings' share of the input projection on entry (no bias),
 the whole projection after; hs (T+1, B, H) with hs[0] = h0; cs (T+1, B, H) the second state (empty
 unless the cell has one); gates, hn the cell's cache (kernels/cells.py; empty when unused); q (T, B,
 A) W_2 h_t (additive attention; else empty); alpha (T, B, S); hc (T, B, H+F) [h_t; ctx_t]; att (T,
@@ -56,10 +56,21 @@ def _row(a, t, b, spare):
 
 @njit(cache=True)
 def _panels(W, transposed, pack):
-    """W (or W^T when ``transposed``) packed into panels for the register-tile product, or empty."""
-    if pack:
-        return pack_panels(W, transposed)
-    return np.zeros((0, 0, 0), W.dtype)
+    """W (or W^T when ``transposed``) packed into panels for the register-tile product, or empty.
+    W itself (the backward's) is copied a panel's row at a time, contiguous on both sides: the
+    tile module's packer reads it a column at a time, which cost as much as a tenth of a loop."""
+    if not pack:
+        return np.zeros((0, 0, 0), W.dtype)
+    if transposed:
+        return pack_panels(W, True)
+    K, N = W.shape
+    NR = panel_width(W)
+    P = np.zeros(((N + NR - 1) // NR, K, NR), W.dtype)
+    for j in range(P.shape[0]):
+        width = min(NR, N - j * NR)
+        for k in range(K):
+            P[j, k, :width] = W[k, j * NR:j * NR + width]
+    return P
 
 
 @njit(cache=True)
@@ -83,8 +94,8 @@ def _product(A, P, W, transposed, C, beta, scratch, tmp):
 def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v, W_c, b_c, drop, h0, c0, feed0,
                     src_len, tgt_len, hs, cs, gates, hn, q, alpha, hc, att, feed, nchunks):
     """The whole loop over the target (see the module docstring for the arrays). W_if (G, H) the
-    columns of the cell's W_ih that read a_{t-1}; b_ih, b_hh (G,); W_hh (G, H); enc (S, B, F), keys
-    (S, B, A); W_q (A, H) and v (A,) (additive, else empty); W_c (H, H+F), b_c (H,); h0, c0, feed0
+    columns of the cell's W_ih that read a_{t-1}; b_ih, b_hh (G,); W_hh (G, H); enc (B, S, F), keys
+    (B, S, A); W_q (A, H) and v (A,) (additive, else empty); W_c (H, H+F), b_c (H,); h0, c0, feed0
     (B, H) (c0 read only by a cell with two states)."""
     T, B, G = xp.shape
     H = W_hh.shape[1]
@@ -120,7 +131,7 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
             for i in range(a):
                 b = r0 + i
                 hc[t, b, :H] = hs[t + 1, b]
-                attend(kind, hs[t + 1, b], _row(q, t, b, spare), keys[:, b], enc[:, b], v, src_len[b], alpha[t, b],
+                attend(kind, hs[t + 1, b], _row(q, t, b, spare), keys[b], enc[b], v, src_len[b], alpha[t, b],
                        hc[t, b, H:])
             _product(hc[t, r0:r0 + a], P_c, W_c, True, pre[:a], 0.0, fW, tmp)
             for i in range(a):
@@ -139,8 +150,8 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, s
     input sends back is added into it. The forward's arrays as it wrote them. Writes, at running
     rows only: dxp, da (T, B, G) the gradients wrt the cell's input projection and recurrent
     pre-activation (da empty unless the cell keeps them apart: then they are one), dpre (T, B,
-    H) wrt W_c [h; ctx] + b_c, dq (T, B, A) wrt q (additive); adds into dkeys (S, B, A), denc (S,
-    B, F) (zeroed by the caller), dv[k] (A,) per block (kind 1; summed by the caller); writes
+    H) wrt W_c [h; ctx] + b_c, dq (T, B, A) wrt q (additive); adds into dkeys (B, S, A), denc (B,
+    S, F) (zeroed by the caller), dv[k] (A,) per block (kind 1; summed by the caller); writes
     dh0, dc0, dfeed0 (B, H)."""
     T, B, G = dxp.shape
     H = W_hh.shape[1]
@@ -175,8 +186,8 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, s
                 dh[i] = dhc[i, :H]
                 if kind == 1:
                     dq[t, b] = 0
-                attend_backward(kind, dhc[i, H:], hs[t + 1, b], _row(q, t, b, spare), keys[:, b], enc[:, b], v,
-                                src_len[b], alpha[t, b], dh[i], _row(dq, t, b, spare), dkeys[:, b], denc[:, b], dv[k],
+                attend_backward(kind, dhc[i, H:], hs[t + 1, b], _row(q, t, b, spare), keys[b], enc[b], v,
+                                src_len[b], alpha[t, b], dh[i], _row(dq, t, b, spare), dkeys[b], denc[b], dv[k],
                                 dalpha)
             if kind == 1:
                 gemm(dq[t, r0:r0 + a], W_q, dh[:a], False, False, 1.0)
@@ -208,9 +219,28 @@ def _attention_weights(kind, params, dt):
     return np.zeros((0, 0), dt), np.zeros(0, dt)
 
 
+def _swap(a):
+    """(S, B, X) <-> (B, S, X), contiguous."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2))
+
+
 def run_forward(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, feed0, drop, nchunks):
+    """``forward_rows`` on encoder outputs and keys given by step, (S, B, F) and (S, B, A)."""
+    return forward_rows(cell, kind, params, xp, _swap(enc), _swap(keys), src_len, tgt_len, h0, c0, feed0, drop,
+                        nchunks)
+
+
+def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, drop, nchunks):
+    """``backward_rows`` on encoder outputs and keys given by step; dkeys and denc by step too."""
+    g = backward_rows(cell, kind, params, fwd, dfeed, _swap(enc), _swap(keys), src_len, tgt_len, drop, nchunks)
+    g["dkeys"], g["denc"] = _swap(g["dkeys"]), _swap(g["denc"])
+    return g
+
+
+def forward_rows(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, feed0, drop, nchunks):
     """Allocate the loop's arrays, run ``decoder_forward`` and return them by name (its
-    arguments' names); xp is overwritten (see the kernel)."""
+    arguments' names); xp is overwritten (see the kernel). enc and keys by row, (B, S, F) and
+    (B, S, A) (model.attended)."""
     T, B, G = xp.shape
     H, dt = h0.shape[1], xp.dtype
     W_ih = params["decoder.weight_ih"]
@@ -218,7 +248,7 @@ def run_forward(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, fee
     W_q, v = _attention_weights(kind, params, dt)
     out = {name: np.empty(shape, dt) for name, shape in cell.cache_shapes(T, B, H).items()}
     out.update(hs=np.empty((T + 1, B, H), dt), q=np.empty((T, B, W_q.shape[0]) if kind == 1 else (0, 0, 0), dt),
-               alpha=np.zeros((T, B, enc.shape[0]), dt), hc=np.empty((T, B, H + enc.shape[2]), dt),
+               alpha=np.zeros((T, B, enc.shape[1]), dt), hc=np.empty((T, B, H + enc.shape[2]), dt),
                att=np.empty((T, B, H), dt), feed=np.empty((T, B, H), dt))
     decoder_forward(cell.id, kind, xp, W_if, params["decoder.bias_ih"], params["decoder.bias_hh"],
                     params["decoder.weight_hh"], enc, keys, W_q, v, params["combine.weight"], params["combine.bias"],
@@ -227,11 +257,11 @@ def run_forward(cell, kind, params, xp, enc, keys, src_len, tgt_len, h0, c0, fee
     return out
 
 
-def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, drop, nchunks):
-    """``decoder_backward`` on the arrays ``run_forward`` returned (fwd); dfeed, dL/d(feed) from
+def backward_rows(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, drop, nchunks):
+    """``decoder_backward`` on the arrays ``forward_rows`` returned (fwd); dfeed, dL/d(feed) from
     the output layer, is overwritten. Returns its outputs by name, dv summed over the blocks."""
     T, B, H = fwd["att"].shape
-    S, _, A = keys.shape
+    _, S, A = keys.shape
     dt = dfeed.dtype
     G = params["decoder.weight_hh"].shape[0]
     W_ih = params["decoder.weight_ih"]
@@ -239,7 +269,7 @@ def run_backward(cell, kind, params, fwd, dfeed, enc, keys, src_len, tgt_len, dr
     W_q, v = _attention_weights(kind, params, dt)
     g = dict(dxp=np.empty((T, B, G), dt), da=np.empty((T, B, G) if cell.input_apart else (0, 0, 0), dt),
              dpre=np.empty((T, B, H), dt), dq=np.empty((T, B, A) if kind == 1 else (0, 0, 0), dt),
-             dkeys=np.zeros((S, B, A), dt), denc=np.zeros(enc.shape, dt), dv=np.empty((nchunks, v.shape[0]), dt),
+             dkeys=np.zeros((B, S, A), dt), denc=np.zeros(enc.shape, dt), dv=np.empty((nchunks, v.shape[0]), dt),
              dh0=np.empty((B, H), dt), dc0=np.empty((B, H), dt), dfeed0=np.empty((B, H), dt))
     if drop.size:   # the output's share passes the mask; what the next step's input sends back does not
         dfeed *= drop

@@ -67,6 +67,9 @@ class Seq2SeqModel:
     """Parameters, forward and backward of one batch, decoding steps (decode.py). Never prints."""
 
     def __init__(self, config: Seq2SeqConfig, dtype=np.float32):
+        from .heap import keep_freed_memory
+
+        keep_freed_memory()   # its passes' large arrays then reuse the process's pages (heap.py)
         self.config = config.validate()
         self.dtype = np.dtype(dtype)
         self.shapes = parameter_shapes(config)
@@ -153,14 +156,16 @@ class Seq2SeqModel:
         return h0, np.ascontiguousarray(c0), top
 
     def attended(self, enc: Encoded, rows, top):
-        """(memory (S, B, F), keys (S, B, A), source lengths) the decoder rows ``rows`` attend to:
+        """(memory (B, S, F), keys (B, S, A), source lengths) the decoder rows ``rows`` attend to:
         the encoder outputs, or without attention the top layer's final vector as a memory of one
-        position (the context is then that vector at every step, and keys of 0 score nothing)."""
+        position (the context is then that vector at every step, and keys of 0 score nothing).
+        Row-major (a row's positions contiguous), unlike the encoder's step-major outputs: the
+        attention's loops run over one row's positions, and vectorise only on contiguous rows."""
         if self.config.attention == "none":
             B = len(rows)
-            return (np.ascontiguousarray(top[0][None]), np.zeros((1, B, self.config.hidden), self.dtype),
+            return (np.ascontiguousarray(top[0][:, None]), np.zeros((B, 1, self.config.hidden), self.dtype),
                     np.ones(B, np.int64))
-        memory = np.ascontiguousarray(enc.out[:, rows])
+        memory = np.ascontiguousarray(enc.out.transpose(1, 0, 2)[rows])
         keys = attention.keys(self.config.attention, memory, self.params, self.nchunks(memory.shape[0] * len(rows)))
         return memory, keys, np.ascontiguousarray(enc.spans.lengths[rows])
 
@@ -172,10 +177,11 @@ class Seq2SeqModel:
         if c.attention == "none":
             D, H = c.directions, c.hidden
             for d in range(D):
-                dfinals[(c.layers - 1) * D + d, 0][rows] += grads["denc"][0][:, d * H:(d + 1) * H]
+                dfinals[(c.layers - 1) * D + d, 0][rows] += grads["denc"][:, 0, d * H:(d + 1) * H]
             return dout
-        dout[:, rows] = grads["denc"] + attention.keys_backward(c.attention, memory, grads["dkeys"], self.params,
-                                                                self.grads, self.nchunks(memory.shape[0] * len(rows)))
+        dmemory = grads["denc"] + attention.keys_backward(c.attention, memory, grads["dkeys"], self.params,
+                                                          self.grads, self.nchunks(memory.shape[0] * len(rows)))
+        dout[:, rows] = dmemory.transpose(1, 0, 2)
         return dout
 
     def bridge_backward(self, enc: Encoded, rows, dh0, dc0, h0, top):

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from ..seqtask.heads import dropout_mask
-from .decoder import run_backward, run_forward
+from .decoder import backward_rows, forward_rows
 from .products import t_times, times
 
 
@@ -22,11 +23,11 @@ class Pass:
     emb: np.ndarray       # (T, B, E) their embeddings, after dropout
     keep: np.ndarray | None   # the embeddings' dropout mask
     drop: np.ndarray      # (T, B, H) the attentional vectors' dropout mask, or empty
-    memory: np.ndarray    # (S, B, F) the encoder outputs in the decoder's order
-    keys: np.ndarray      # (S, B, A)
+    memory: np.ndarray    # (B, S, F) the encoder outputs in the decoder's order
+    keys: np.ndarray      # (B, S, A)
     src_len: np.ndarray   # (B,)
     bridge: tuple         # (h0, c0, top) of model.bridge
-    fwd: dict             # the decoder loop's arrays (decoder.run_forward)
+    fwd: dict             # the decoder loop's arrays (decoder.forward_rows)
     logits: np.ndarray    # (N, V) at the valid steps, step-major
 
 
@@ -72,7 +73,7 @@ def run_pass(model, src_ids, src_lengths, tgt_in, tgt_lengths, rng):
         emb *= keep
     drop = dropout_mask((T, B, H), drop_p, rng, dt) if drop_p else np.zeros((0, 0, 0), dt)
     xp = times(emb, p["decoder.weight_ih"][:, :c.embed].T, model.nchunks(T * B))
-    fwd = run_forward(model.cell, model.kind, p, xp, memory, keys, src_len, lengths, h0, c0, np.zeros((B, H), dt),
+    fwd = forward_rows(model.cell, model.kind, p, xp, memory, keys, src_len, lengths, h0, c0, np.zeros((B, H), dt),
                       drop, model.nchunks(B))
     flat = fwd["feed"][valid] @ p["out.weight"].T + p["out.bias"]
     inverse = np.argsort(order, kind="stable")
@@ -114,6 +115,27 @@ def _mean_nll(logits) -> float:
     return float((lse - x.mean(axis=1)).sum())
 
 
+@njit(cache=True)
+def step_inputs(emb, att, hs, valid):
+    """(N, E + 2H): [e_t; a_{t-1}; h_{t-1}] at the N valid steps, step-major (as ``a[valid]``),
+    a_{-1} = 0: what the decoder cell's weights multiplied, gathered in one pass."""
+    T, B, E = emb.shape
+    H = hs.shape[2]
+    out = np.empty((np.count_nonzero(valid), E + 2 * H), emb.dtype)
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            if valid[t, b]:
+                out[n, :E] = emb[t, b]
+                if t > 0:
+                    out[n, E:E + H] = att[t - 1, b]
+                else:
+                    out[n, E:E + H] = 0
+                out[n, E + H:] = hs[t, b]
+                n += 1
+    return out
+
+
 def backward(model, state: Pass, dlogits) -> None:
     """Every parameter's gradient into model.grads (overwritten)."""
     from ..kernels.embedding import scatter_add_rows
@@ -127,16 +149,25 @@ def backward(model, state: Pass, dlogits) -> None:
     g["out.bias"][...] = db
     dfeed = np.zeros(fwd["feed"].shape, dl.dtype)
     dfeed[valid] = dl @ p["out.weight"]
-    grads = run_backward(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
+    grads = backward_rows(model.cell, model.kind, p, fwd, dfeed, state.memory, state.keys, state.src_len, state.lengths,
                          state.drop, model.nchunks(len(state.lengths)))
     # every weight gradient of the loop: one product over the valid steps of all rows
-    dxp, da, dpre = grads["dxp"][valid], grads["da"][valid], grads["dpre"][valid]
+    dxp, dpre = grads["dxp"][valid], grads["dpre"][valid]
     k = model.nchunks(len(dxp))
-    prev = np.concatenate([np.zeros_like(fwd["att"][:1]), fwd["att"][:-1]])   # a_{t-1}, a_0 = 0
-    g["decoder.weight_ih"][...] = t_times(dxp, np.concatenate([state.emb[valid], prev[valid]], axis=1), k)
-    g["decoder.weight_hh"][...] = t_times(da, fwd["hs"][:-1][valid], k)
+    inputs = step_inputs(state.emb, fwd["att"], fwd["hs"], valid)
+    In = E + c.hidden
+    if model.cell.input_apart:
+        da = grads["da"][valid]
+        g["decoder.weight_ih"][...] = t_times(dxp, inputs[:, :In], k)
+        g["decoder.weight_hh"][...] = t_times(da, inputs[:, In:], k)
+        g["decoder.bias_hh"][...] = da.sum(axis=0)
+    else:   # one gradient of both pre-activations: one product for both weights, one sum for both biases
+        both = t_times(dxp, inputs, k)
+        g["decoder.weight_ih"][...] = both[:, :In]
+        g["decoder.weight_hh"][...] = both[:, In:]
     g["decoder.bias_ih"][...] = dxp.sum(axis=0)
-    g["decoder.bias_hh"][...] = da.sum(axis=0)
+    if not model.cell.input_apart:
+        g["decoder.bias_hh"][...] = g["decoder.bias_ih"]
     g["combine.weight"][...] = t_times(dpre, fwd["hc"][valid], k)
     g["combine.bias"][...] = dpre.sum(axis=0)
     if c.attention == "additive":
