@@ -43,8 +43,9 @@ def test_a_classifier_gets_the_features_and_as_many_members_as_get_their_epochs(
     assert (v["wide_ngrams"], v["wide_dropout"], v["wide_buckets"]) == (5, 0.3, 131072)
     assert v["members"] == 3 and v["member_salts"] is True
     assert epochs(rate, SeqModelConfig(members=3)) >= MEMBER_EPOCHS > epochs(rate, SeqModelConfig(members=4))
-    assert "epochs" not in v
+    assert v["epochs"] == EPOCH_CAP == MEMBER_EPOCHS   # 9.8 would fit: past a member's epochs it only overfits
     assert choice.reason.startswith("3 members with own n-gram hashes, 2..4-gram embeddings")
+    assert f"at most {EPOCH_CAP:g} epochs: ~{EPOCH_CAP:.1f} epochs in 300s" in choice.reason
     assert "4 members would get 7.3 epochs each, < 8" in choice.reason and "in 300s" in choice.reason
     assert choice.given == ()
     again = choose(CLASSIFIER, FIVE_MINUTES, WORDS, set(), rate)   # deterministic given the rates
@@ -55,6 +56,7 @@ def test_short_budgets_train_one_model_and_long_ones_stop_at_the_epoch_cap():
     short = choose(CLASSIFIER, SeqTrainConfig(time_budget=30.0), WORDS, set(), members_rate(30_000))
     assert short.values["members"] == 1 and short.values["member_salts"] is False
     assert short.values["ngrams"] == 4 and "2 members would get" in short.reason
+    assert "epochs" not in short.values   # a budget short of the cap trains to its end
     long = choose(CLASSIFIER, SeqTrainConfig(time_budget=3600.0), WORDS, set(), members_rate(30_000))
     assert long.values["members"] == MAX_MEMBERS and long.values["epochs"] == EPOCH_CAP
     assert f"at most {EPOCH_CAP:g} epochs" in long.reason and "more did not pay" in long.reason

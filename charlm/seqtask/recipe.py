@@ -17,8 +17,10 @@ Classifiers.
      is added while each member still gets ``MEMBER_EPOCHS`` epochs in the budget. Averaging
      pays once every member is near its best: more members of fewer epochs each lost to fewer
      of more, and members beyond ``MAX_MEMBERS`` gained too little for their cost.
-  3. Epochs: at most ``EPOCH_CAP``; the ensembles measured were done learning by then, so a
-     longer budget ends early instead of training on.
+  3. Epochs: at most ``EPOCH_CAP``, the epochs a member needs: past them the ensembles measured
+     only overfit (their dev loss rose from about 7 epochs on while the training loss kept falling,
+     and a schedule that ends there did at least as well as one that runs on), so a longer budget
+     ends early, with its learning rate annealed by then, instead of training on.
   The width stays as it is: wider encoders were no better at equal epochs and cost more.
 
 Taggers: hashed n-gram embeddings at the character level (without input dropout: a text to
@@ -46,7 +48,7 @@ WIDE_TABLE = 1 << 21                    # wide-path weights per member at most (
 WIDE_BUCKETS_RANGE = (1024, 131072)     # the wide table's buckets, fewest and most
 MEMBER_EPOCHS = 8.0                     # epochs each member needs before one more member pays
 MAX_MEMBERS = 4
-EPOCH_CAP = 12.0
+EPOCH_CAP = MEMBER_EPOCHS
 TAG_LADDER = (64, 128, 192, 256, 384)
 TOKENS_PER_PARAM = 8.0                  # fitted: tokens per recurrent parameter below which a wider tagger loses
 # settings that describe the run rather than its recipe: never listed as given
