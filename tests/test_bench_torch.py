@@ -61,7 +61,7 @@ def test_comparison_table_shows_ratios_gflops_and_shares():
     assert ours["ratio"] == {"train": 2.0, "sample": 4.0, "peak_rss": 0.25}
     console = Console(width=120, record=True)
     console.print(comparison_table([("b", B.STANDARD["b"], ours, side(theirs) | {"sample": 200.0})], B.TARGETS))
-    text = console.export_text()
+    text = " ".join(console.export_text().split())   # the caption wraps at the table's width
     assert "2.00x" in text and "4.00x" in text and "0.25x" in text
     assert "150.0 (45%)" in text and "75.0 (22%)" in text and "3,000" in text
 
@@ -159,3 +159,18 @@ def test_compile_times_separate_nested_compilations():
     assert total["compile_wall_s"] == 10.0 and total["compiles"] == 2
     assert [k["kernel"] for k in total["kernels"]] == ["charlm.kernels.x.outer", "charlm.kernels.x.inner"]
     assert total["kernels"][0]["args"] == "array(float32, 2d, C)"
+
+
+def test_the_first_run_caption_gives_the_started_processes_cpu_and_memory():
+    from rich.console import Console
+
+    from charlm.cli.bench_view import first_run_table
+
+    res = {"args": ["train", "names.txt"], "kernels": [], "wall_s": 8.4, "cpu_s": 15.0, "helpers_cpu_s": 6.6,
+           "peak_rss_mb": 343.0, "helpers_peak_rss_mb": 221.0, "compiles": 46, "compile_wall_s": 5.0,
+           "compile_cpu_s": 5.1, "split": {"compile_s": 7.9}}
+    console = Console(width=400, record=True)
+    console.print(first_run_table(res))
+    text = " ".join(console.export_text().split())   # the caption wraps at the table's width
+    assert "15.0 s CPU (user+sys; processes it started: 6.6 s)" in text
+    assert "peak RSS 343 MB (processes it started: 221 MB)" in text

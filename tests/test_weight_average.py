@@ -171,3 +171,13 @@ def test_two_ranks_keep_the_average_of_one_process(files, tmp_path):
     assert_same_seq_run(tmp_path / "alone", tmp_path / "two")
     means = [store.load(tmp_path / name / store.LAST_FILE).extra[avg.ARRAY] for name in ("alone", "two")]
     np.testing.assert_allclose(means[0], means[1], rtol=1e-6)
+
+
+def test_the_header_says_when_evaluations_score_the_mean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_tsv(tmp_path / "t.tsv", toy_examples(40))
+    averaged = invoke("classify", "train", "t.tsv", "--average", "0.5", "--steps", "2", "--run-dir", "a")
+    plain = invoke("classify", "train", "t.tsv", "--steps", "2", "--run-dir", "p")
+    assert averaged.exit_code == 0 and plain.exit_code == 0, averaged.output + plain.output
+    assert "evaluations score the weights' mean over its last 50%" in averaged.output
+    assert "mean over" not in plain.output

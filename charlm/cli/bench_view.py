@@ -78,8 +78,9 @@ def first_run_table(res: dict, top: int = 12) -> Table:
     if rest:
         table.add_row(f"{len(rest)} more", "", f"{sum(k['self_s'] for k in rest):.2f}",
                       f"{sum(k['self_cpu_s'] for k in rest):.2f}", end_section=True)
-    table.caption = (f"total {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU (user+sys), peak RSS "
-                     f"{res['peak_rss_mb']:,.0f} MB (processes it started: {res['helpers_peak_rss_mb']:,.0f} MB); "
+    table.caption = (f"total {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU (user+sys; processes it started: "
+                     f"{res.get('helpers_cpu_s', 0):.1f} s), peak RSS {res['peak_rss_mb']:,.0f} MB (processes it "
+                     f"started: {res['helpers_peak_rss_mb']:,.0f} MB); "
                      f"{res['compiles']} compilations in the run's process, {res['compile_wall_s']:.1f} s wall / "
                      f"{res['compile_cpu_s']:.1f} s CPU; warm-up before the first step {split.get('compile_s', 0):.1f} s")
     table.caption_justify = "left"

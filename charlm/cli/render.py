@@ -255,9 +255,12 @@ def show(console, parts) -> None:
 
 def budget_text(t, seconds) -> str:
     """The budget of training configuration ``t`` in words (``seconds(s)`` shows a duration);
-    none given is the default time, and says so."""
+    none given is the default time, and says so; a weight average over the budget's tail is named."""
     from ..training.budget import DEFAULT_TIME_BUDGET
 
     given = ", ".join(b for b in (t.steps and f"{t.steps:,} steps", t.epochs and f"{t.epochs:g} epochs",
                                   t.time_budget and f"{seconds(t.time_budget)} of training") if b)
-    return given or f"{seconds(DEFAULT_TIME_BUDGET)} of training (the default)"
+    text = given or f"{seconds(DEFAULT_TIME_BUDGET)} of training (the default)"
+    average = getattr(t, "average", 0.0)
+    # evaluations and the best model then score the mean, not the weights the step reached
+    return text + (f", evaluations score the weights' mean over its last {average:.0%}" if average else "")
