@@ -1,7 +1,7 @@
 """Batch-1 generation: the whole token loop in one @njit call, no Python per token.
 
 Per token and layer l: xp = table0[token] (layer 0: embedding folded into W_ih_l0, a row gather)
-or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv`` below) and the same per-row step
+or W_ih[l-1] @ h_{l-1} + b_ih[l-1]; then W_hh[l] @ h_l (``gemv``, gemv.py) and the same per-row step
 function the training kernels use (the cell's ``<name>_step``). Then logits = W_dec @ h_top +
 b_dec, the sampling controls (banned ids, minimum length, repetition penalty, no repeated n-gram:
 ``constrain``, skipped when none is set) and one draw (``sample_id``), both from sampling_rule.py,
@@ -51,6 +51,7 @@ from numba import njit
 from .barrier import barrier
 from .blocks import run_blocks, threads_at_once
 from .cells import CELLS
+from .gemv import gemv
 from .jordan import jordan_feed
 from .per_cell import specialise
 from .sampling_rule import constrain, constrains, sample_id
@@ -67,47 +68,6 @@ any_limit = njit(cache=True)(constrains)
 cell_step = None
 APART = FEEDS_OUTPUT = False
 _LOOP = {"error_model": "numpy"}
-
-
-@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def gemv(W, x, y, accumulate):
-    """y = W @ x (or y += W @ x when ``accumulate``); W (M, K) C-contiguous, x (K,), y (M,).
-
-    Four rows at a time, so each x[k] loaded is used four times and the four sums vectorise
-    (reassoc) over k. At batch 1 every weight byte is read once per token, so this is bound by
-    cache bandwidth: as fast as OpenBLAS's sgemv called from @njit on large matrices, faster on
-    small ones (no per-call dispatch)."""
-    M, K = W.shape
-    zero = y.dtype.type(0)
-    r = 0
-    while r + 4 <= M:
-        s0 = zero
-        s1 = zero
-        s2 = zero
-        s3 = zero
-        for k in range(K):
-            xk = x[k]
-            s0 += W[r, k] * xk
-            s1 += W[r + 1, k] * xk
-            s2 += W[r + 2, k] * xk
-            s3 += W[r + 3, k] * xk
-        if accumulate:
-            y[r] += s0
-            y[r + 1] += s1
-            y[r + 2] += s2
-            y[r + 3] += s3
-        else:
-            y[r] = s0
-            y[r + 1] = s1
-            y[r + 2] = s2
-            y[r + 3] = s3
-        r += 4
-    while r < M:
-        s = zero
-        for k in range(K):
-            s += W[r, k] * x[k]
-        y[r] = y[r] + s if accumulate else s
-        r += 1
 
 
 @njit(cache=True)
