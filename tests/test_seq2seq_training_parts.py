@@ -26,13 +26,21 @@ def test_split_products_equal_numpy(dtype, nchunks):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1024, 256), (256, 768), (7, 45), (3, 1)])
-def test_the_decoders_panels_are_the_tile_modules(dtype, shape):
-    from charlm.kernels.tile import pack_panels
+def test_packed_panels_are_the_weights_in_panel_rows_padded_with_zeros(dtype, shape):
+    from charlm.kernels.tile import pack_panels, panel_width
     from charlm.seq2seq.decoder import _panels
 
     W = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    NR = panel_width(W)
     for transposed in (False, True):
-        np.testing.assert_array_equal(_panels(W, transposed, True), pack_panels(W, transposed))
+        B = W.T if transposed else W                          # (K, N)
+        K, N = B.shape
+        padded = np.zeros((K, -(-N // NR) * NR), dtype)
+        padded[:, :N] = B
+        want = padded.reshape(K, -1, NR).transpose(1, 0, 2)  # panel j is padded[:, j*NR:(j+1)*NR]
+        for _ in range(2):                                    # the second on reused, unzeroed memory
+            np.testing.assert_array_equal(pack_panels(W, transposed), want)
+        np.testing.assert_array_equal(_panels(W, transposed, True), want)
     assert _panels(W, False, False).size == 0
 
 

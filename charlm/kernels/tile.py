@@ -190,16 +190,21 @@ def pack_panels(B, transposed):
     K, N = (B.shape[1], B.shape[0]) if transposed else (B.shape[0], B.shape[1])
     NR = panel_width(B)
     n_panels = (N + NR - 1) // NR
-    P = np.zeros((n_panels, K, NR), B.dtype)
+    P = np.empty((n_panels, K, NR), B.dtype)
+    # a panel row at a time, written contiguously: B's row (or NR rows' k-th elements, whose cache
+    # lines serve the next k too) is read in order; a column at a time cost several times as much
     for j in range(n_panels):
-        for jj in range(min(NR, N - j * NR)):
-            c = j * NR + jj
-            if transposed:
-                for k in range(K):
-                    P[j, k, jj] = B[c, k]
-            else:
-                for k in range(K):
-                    P[j, k, jj] = B[k, c]
+        c0, width = j * NR, min(NR, N - j * NR)
+        if width < NR:
+            P[j] = 0
+        if transposed:
+            for k in range(K):
+                for jj in range(width):
+                    P[j, k, jj] = B[c0 + jj, k]
+        else:
+            for k in range(K):
+                for jj in range(width):
+                    P[j, k, jj] = B[k, c0 + jj]
     return P
 
 

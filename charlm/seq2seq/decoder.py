@@ -56,21 +56,10 @@ def _row(a, t, b, spare):
 
 @njit(cache=True)
 def _panels(W, transposed, pack):
-    """W (or W^T when ``transposed``) packed into panels for the register-tile product, or empty.
-    W itself (the backward's) is copied a panel's row at a time, contiguous on both sides: the
-    tile module's packer reads it a column at a time, which cost as much as a tenth of a loop."""
+    """W (or W^T when ``transposed``) packed into panels for the register-tile product, or empty."""
     if not pack:
         return np.zeros((0, 0, 0), W.dtype)
-    if transposed:
-        return pack_panels(W, True)
-    K, N = W.shape
-    NR = panel_width(W)
-    P = np.zeros(((N + NR - 1) // NR, K, NR), W.dtype)
-    for j in range(P.shape[0]):
-        width = min(NR, N - j * NR)
-        for k in range(K):
-            P[j, k, :width] = W[k, j * NR:j * NR + width]
-    return P
+    return pack_panels(W, transposed)
 
 
 @njit(cache=True)
