@@ -185,9 +185,11 @@ _tile_1, _tile_1_add = make_tile(TILE, False, 1), make_tile(TILE, True, 1)
 _tile_2, _tile_2_add = make_tile(TILE, False, 2), make_tile(TILE, True, 2)
 # The k-chunk of matmul_packed: a panel's rows for one chunk of k (at most PANEL_L1 bytes) stay in L1
 # while every row tile uses them. Without it a long panel (the backward's K = G rows) is read from L2
-# once per row tile: 3-7 % slower on the backward's shapes in a single-core micro-benchmark, while
-# 24 KB chunks made the AVX-512 forward (32 KB panels) slower.
-PANEL_L1 = 32 * 1024
+# once per row tile: 3-7 % slower on the recurrent backward's shapes (32-64 rows) in a single-core
+# micro-benchmark, while 24 KB chunks made the AVX-512 forward (32 KB panels) slower. Only while
+# A fits in L2 (at most A_L2 bytes): a larger A (a block's 512 rows) then comes from L3 in short
+# runs per chunk instead of whole rows, and the product ran up to 20 % slower.
+PANEL_L1, A_L2 = 32 * 1024, 512 * 1024
 
 
 @njit(cache=True)
@@ -232,13 +234,14 @@ def matmul_rec(A, P, W, w_transposed, C, tmp):
 def matmul_packed(A, P, C, tmp):
     """C = A @ B for B packed by ``pack_panels``. A (M, K) and C (M, N) with unit column stride
     (rows may be strided); tmp (MR, NR) scratch for the last, partial panel. Long panels are done
-    in k-chunks of at most PANEL_L1 bytes each, every row tile adding its chunk's sum to C."""
+    in k-chunks of at most PANEL_L1 bytes each when A is small, every row tile adding its chunk's
+    sum to C."""
     M, K = A.shape
     N = C.shape[1]
     n_panels, _, NR = P.shape
     sz = A.itemsize
     lda, ldc = A.strides[0] // sz, C.strides[0] // sz
-    chunks = max(1, -(-K * NR * P.itemsize // PANEL_L1))
+    chunks = max(1, -(-K * NR * P.itemsize // PANEL_L1)) if M * K * sz <= A_L2 else 1
     kc = max(1, -(-K // chunks))  # even chunks
     for j in range(n_panels):  # a panel (chunk) stays in cache while every row tile uses it
         p0 = j * K * NR
