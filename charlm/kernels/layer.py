@@ -41,15 +41,18 @@ import numpy as np
 from numba import njit
 
 from .blocks import run_blocks
-from .layer_rows import (active_rows, block_rows, block_weight_grads, cache_row, copy_row, gather_block,
-                         input_groups, position, scatter_row, thread_block, zero_parts)
+from .layer_rows import (active_rows, block_input_grads, block_rows, block_weight_grads, cache_row, copy_row,
+                         gather_block, input_groups, position, scatter_row, thread_block, zero_parts)
 from .per_cell import per_layer_cell, specialise
+from .phase_clock import (BWD_CELL, BWD_DX, BWD_OTHER, BWD_REC, BWD_WGRAD, FWD_CELL, FWD_OTHER, FWD_PROJ, FWD_REC,
+                          no_mark)
 from .tile import MR, matmul_packed, matmul_rec, pack_panels
 
 # Placeholders the block templates below call; per_cell.specialise binds them to one cell's step pair and
 # its Cell.input_apart in that cell's copy of the kernels.
 cell_step = cell_step_backward = None
 APART = False
+mark = no_mark  # the phase clock (phase_clock.py): nothing, unless a profiler binds its own
 
 _BLOCK = {"error_model": "numpy", "nogil": True}  # a thread's block: run_blocks calls it on several threads
 
@@ -102,12 +105,22 @@ def layer_backward(cell_id, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, id
 @functools.cache
 def _kernels(cell_id):
     """The layer kernels of one cell, compiled (or loaded from Numba's cache) on first call."""
+    return _specialised(cell_id, no_mark, True)
+
+
+def profiled_kernels(cell_id, clock):
+    """The layer kernels of one cell with ``clock`` as their phase mark (phase_clock.clocked_mark),
+    compiled uncached: layer_forward and layer_backward run them while ``_kernels`` returns them."""
+    return _specialised(cell_id, clock, False)
+
+
+def _specialised(cell_id, clock, cache):
     cell = per_layer_cell(cell_id)
     steps = cell.kernels
     return specialise(cell, [(_forward_block, _BLOCK), (_backward_block, _BLOCK)],
                       {"cell_step": getattr(steps, f"{cell.name}_step"),
                        "cell_step_backward": getattr(steps, f"{cell.name}_step_backward"),
-                       "APART": cell.input_apart})
+                       "APART": cell.input_apart, "mark": clock}, cache)
 
 
 # The argument types layer_backward calls a backward block with (call_types.signature's codes)
@@ -151,6 +164,7 @@ def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, 
                    out, lengths, tb, transposed):
     """Thread kk's part of the forward: direction d = kk // nchunks, its block of streams.
     ``transposed`` is True (the recurrent product is h @ W_hh^T), an argument for _packed's reason."""
+    st = mark(kk, -1, 0)
     T, H, G, I, d, r0, r1, c0, reverse = thread_block(kk, nchunks, hs, W_ih, M)
     R, S = r1 - r0, s0.shape[1]
     project, wide = x_in.size > 0, out.size > 0
@@ -163,15 +177,18 @@ def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, 
         copy_row(hs[d, 0, b], s0[d, 0, b])
         if S > 1:
             copy_row(cs[d, 0, b], s0[d, 1, b])
+    st = mark(kk, FWD_OTHER, st)
     for t0 in range(0, lengths[r0] if R > 0 else 0, tb):  # up to the longest of these streams
         t1 = min(lengths[r0], t0 + tb)
         if project:
             n = gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, X)
             matmul_packed(X[:n], P_ih[d], XP[:n], tmp)
+            st = mark(kk, FWD_PROJ, st)
         j = 0
         for t in range(t0, t1):
             a = active_rows(lengths, r0, r1, t)
             matmul_rec(hs[d, t, r0:r0 + a], P[d], W_hh[d], transposed, hW[:a], tmp)  # (rows, G): h @ W_hh^T
+            st = mark(kk, FWD_REC, st)
             for i in range(a):
                 b = r0 + i
                 p = position(lengths, reverse, t, b)
@@ -182,16 +199,19 @@ def _forward_block(kk, nchunks, M, x_in, table, ids, W_ih, b_ih, bias, b_hh, P, 
                 if wide:
                     copy_row(out[p, b, d * H:(d + 1) * H], hs[d, t + 1, b])
             j += a
+            st = mark(kk, FWD_CELL, st)
     if wide:
         for b in range(r0, r1):
             for t in range(lengths[b], T):
                 out[t, b, d * H:(d + 1) * H] = 0
+    mark(kk, FWD_OTHER, st)
 
 
 def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, hn, x_in, W_ih, dW_hh, dW_ih, db_hh,
                     db_ih, dtab, dx, ds0, dxp, ids, lengths, tb, transposed):
     """Thread kk's part of the backward: direction d = kk // nchunks, its block of streams.
     ``transposed`` is False (the recurrent product is da @ W_hh), an argument for _packed's reason."""
+    st = mark(kk, -1, 0)
     # (I from W_ih: dx may be wanted without x_in, inspect's state gradients)
     T, H, G, I, d, r0, r1, c0, reverse = thread_block(kk, nchunks, hs, W_ih, M)
     R, S = r1 - r0, dsT.shape[1]
@@ -214,6 +234,7 @@ def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, h
             for t in range(lengths[r0 + i], T):
                 dx[d, t, r0 + i] = 0
     Tk = lengths[r0] if R > 0 else 0
+    st = mark(kk, BWD_OTHER, st)
     for t1 in range(Tk, 0, -tb):
         t0 = max(0, t1 - tb)
         n = block_rows(lengths, r0, r1, t0, t1)
@@ -232,9 +253,15 @@ def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, h
                     scatter_row(dtab[kk, ids[p, b]], dX[j + i])
                 if keep:
                     copy_row(dxp[d, t, b], dX[j + i])
+            st = mark(kk, BWD_CELL, st)
             matmul_rec(dA[j:j + a], P[d], W_hh[d], transposed, carry[0, :a], tmp)  # (rows, H) = (rows, G) @ (G, H)
-        block_weight_grads(dA[:n], dX[:n], hs[d], x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh[kk],
-                           dW_ih[kk], P_ih[d], tmp, dx, d, t1 == Tk)
+            st = mark(kk, BWD_REC, st)
+        block_weight_grads(dA[:n], dX[:n], hs[d], x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, dW_hh[kk],
+                           dW_ih[kk], t1 == Tk)
+        st = mark(kk, BWD_WGRAD, st)
+        if dx.size > 0:
+            block_input_grads(dX[:n], P_ih[d], DX[:n], tmp, dx[d], lengths, reverse, t0, t1, r0, r1)
+            st = mark(kk, BWD_DX, st)
     for i in range(R):
         b = r0 + i
         copy_row(ds0[d, 0, b], carry[0, i])
@@ -245,3 +272,4 @@ def _backward_block(kk, nchunks, M, P, P_ih, dh_out, dsT, W_hh, hs, gates, cs, h
                 ds0[d, 0, b, j] += carry[1, i, j]
     if not APART:  # b_ih's gradient is b_hh's (dxp = da)
         copy_row(db_ih[kk], db_hh[kk])
+    mark(kk, BWD_OTHER, st)

@@ -147,14 +147,12 @@ def scatter_row(dst, src):
 
 
 @njit(cache=True, error_model="numpy")
-def block_weight_grads(dA, dX, hs, x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, DX, dW_hh, dW_ih, P_ih,
-                       tmp, dx, d, first):
-    """One thread's block of steps [t0, t1) x streams [r0, r1) of direction d, rows compact:
-    dW_hh += dA^T @ h_{t-1}, dW_ih += dX^T @ x_in (its columns from c0) and dx[d] = dX @ W_ih at the rows' positions
-    (when x_in / dx are not empty; P_ih is W_ih packed by pack_panels). dA are the gradients of
-    the recurrent pre-activations, dX of the input projections (equal unless the cell keeps them
-    apart). The two weight-gradient GEMMs stay with BLAS: packing their operands per block costs
-    more than the micro-kernel saves."""
+def block_weight_grads(dA, dX, hs, x_in, c0, lengths, reverse, t0, t1, r0, r1, Hp, Xg, dW_hh, dW_ih, first):
+    """One thread's block of steps [t0, t1) x streams [r0, r1) of one direction (hs its states),
+    rows compact: dW_hh += dA^T @ h_{t-1} and, when x_in is not empty, dW_ih += dX^T @ x_in (its
+    columns from c0); ``first`` overwrites instead. dA are the gradients of the recurrent
+    pre-activations, dX of the input projections (equal unless the cell keeps them apart). Both
+    GEMMs stay with BLAS: packing their operands per block costs more than the micro-kernel saves."""
     n = dA.shape[0]
     beta = 0.0 if first else 1.0
     gather_states(hs, lengths, t0, t1, r0, r1, Hp)
@@ -162,6 +160,11 @@ def block_weight_grads(dA, dX, hs, x_in, c0, lengths, reverse, t0, t1, r0, r1, H
     if x_in.size > 0:
         gather_block(x_in, c0, lengths, reverse, t0, t1, r0, r1, Xg)
         gemm(dX, Xg[:n], dW_ih, True, False, beta)
-    if dx.size > 0:
-        matmul_packed(dX, P_ih, DX[:n], tmp)
-        scatter_block(DX, dx[d], lengths, reverse, t0, t1, r0, r1)
+
+
+@njit(cache=True, error_model="numpy")
+def block_input_grads(dX, P_ih, DX, tmp, dx, lengths, reverse, t0, t1, r0, r1):
+    """dx[position, b] = (dX @ W_ih)[i] for the same block's rows (P_ih is W_ih packed by pack_panels;
+    DX (rows, I) and tmp scratch): the gradient wrt the layer's input, by position."""
+    matmul_packed(dX, P_ih, DX, tmp)
+    scatter_block(DX, dx, lengths, reverse, t0, t1, r0, r1)

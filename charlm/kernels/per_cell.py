@@ -32,10 +32,11 @@ def per_layer_cell(cell_id: int):
     raise ValueError(f"no per-layer cell has id {cell_id!r}")
 
 
-def specialise(cell, templates, bindings: dict) -> dict:
+def specialise(cell, templates, bindings: dict, cache: bool = True) -> dict:
     """{template name: compiled copy for ``cell``}. ``templates`` are (function, njit options)
     pairs, callees before their callers; ``bindings`` the names the templates call that differ per
-    cell (its step functions, its flags), which replace the module's placeholders."""
+    cell (its step functions, its flags), which replace the module's placeholders. ``cache`` False
+    for a copy whose bindings Numba's cache key would not tell apart (a profiler's clock)."""
     namespace = dict(templates[0][0].__globals__) | bindings
     built = {}
     for template, options in templates:
@@ -43,5 +44,5 @@ def specialise(cell, templates, bindings: dict) -> dict:
         fn.__qualname__ = f"{template.__name__}_{cell.name}"
         fn.__doc__ = template.__doc__
         fn.__module__ = template.__module__
-        built[template.__name__] = namespace[template.__name__] = njit(cache=True, **options)(fn)
+        built[template.__name__] = namespace[template.__name__] = njit(cache=cache, **options)(fn)
     return built
