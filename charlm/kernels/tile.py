@@ -82,13 +82,12 @@ def _fma_probe(lanes: int) -> str:
     return str(m)
 
 
-def make_tile(tile: Tile, accumulate: bool = False, vectors: int = 0):
+def make_tile(tile: Tile):
     """The micro-kernel intrinsic for ``tile``: _tile(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
     sets C[c_off + i*ldc + j] = sum_k A[a_off + i*lda + k] * P[p_off + k*NR + j] for i < mr
-    (<= MR), j < NR; ``accumulate`` adds the sum to C instead. Rows i >= mr read row mr - 1 and
-    are not stored. Pointers come from the arrays' data plus element offsets. ``vectors`` < the
-    tile's: the first columns of a panel only (a last panel's), that many vectors of them."""
-    MR, NV, STRIDE = tile.rows, vectors or tile.vectors, tile.vectors
+    (<= MR), j < NR. Rows i >= mr read row mr - 1 and are not stored. Pointers come from the
+    arrays' data plus element offsets."""
+    MR, NV = tile.rows, tile.vectors
 
     @intrinsic
     def _tile(typingctx, K, A, a_off, lda, mr, P, p_off, C, c_off, ldc):
@@ -117,15 +116,12 @@ def make_tile(tile: Tile, accumulate: bool = False, vectors: int = 0):
                                                  f"llvm.{op}.v{W}{'f32' if dt == types.float32 else 'f64'}")
             one = ir.Constant(i64, 1)
             last = builder.sub(mr_, one)
-            rows, start = [], []
-            zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * W)
+            rows = []
             for i in range(MR):
                 ii = ir.Constant(i64, i)
                 r = builder.select(builder.icmp_signed("<", ii, mr_), ii, last)
                 rows.append(builder.gep(a_ptr, [builder.mul(r, lda_)]))
-                c_row = builder.gep(c_ptr, [builder.mul(r, ldc_)])
-                start.append([builder.load(builder.bitcast(builder.gep(c_row, [ir.Constant(i64, v * W)]), vptr),
-                                           align=4) if accumulate else zero for v in range(NV)])
+            zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * W)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W)
             entry = builder.block
             loop = builder.append_basic_block("tile.k")
@@ -135,10 +131,10 @@ def make_tile(tile: Tile, accumulate: bool = False, vectors: int = 0):
             k = builder.phi(i64)
             k.add_incoming(ir.Constant(i64, 0), entry)
             acc = [[builder.phi(vty) for _ in range(NV)] for _ in range(MR)]
-            for i in range(MR):
-                for v in range(NV):
-                    acc[i][v].add_incoming(start[i][v], entry)
-            pk = builder.gep(p_ptr, [builder.mul(k, ir.Constant(i64, STRIDE * W))])
+            for row in acc:
+                for a in row:
+                    a.add_incoming(zero, entry)
+            pk = builder.gep(p_ptr, [builder.mul(k, ir.Constant(i64, NV * W))])
             b = [builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, v * W)]), vptr), align=4)
                  for v in range(NV)]
             new = []
@@ -159,7 +155,7 @@ def make_tile(tile: Tile, accumulate: bool = False, vectors: int = 0):
             out = [[builder.phi(vty) for _ in range(NV)] for _ in range(MR)]  # phis first in the block
             for i in range(MR):
                 for v in range(NV):
-                    out[i][v].add_incoming(start[i][v], entry)
+                    out[i][v].add_incoming(zero, entry)
                     out[i][v].add_incoming(new[i][v], body_end)
             for i in range(MR):
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, i), mr_)):
@@ -177,19 +173,7 @@ def make_tile(tile: Tile, accumulate: bool = False, vectors: int = 0):
 TILE = choose(*target_isa())
 MR = TILE.rows                                # rows per register tile
 PANEL_BYTES = TILE.vector_bytes * TILE.vectors  # bytes of one row of a packed panel
-VECTOR_BYTES, VECTORS = TILE.vector_bytes, TILE.vectors
 _tile = make_tile(TILE)
-_tile_add = make_tile(TILE, True)
-# a last, partial panel's first one or two vectors (when the tile has three), overwriting or adding
-_tile_1, _tile_1_add = make_tile(TILE, False, 1), make_tile(TILE, True, 1)
-_tile_2, _tile_2_add = make_tile(TILE, False, 2), make_tile(TILE, True, 2)
-# The k-chunk of matmul_packed: a panel's rows for one chunk of k (at most PANEL_L1 bytes) stay in L1
-# while every row tile uses them. Without it a long panel (the backward's K = G rows) is read from L2
-# once per row tile: 3-7 % slower on the recurrent backward's shapes (32-64 rows) in a single-core
-# micro-benchmark, while 24 KB chunks made the AVX-512 forward (32 KB panels) slower. Only while
-# A fits in L2 (at most A_L2 bytes): a larger A (a block's 512 rows) then comes from L3 in short
-# runs per chunk instead of whole rows, and the product ran up to 20 % slower.
-PANEL_L1, A_L2 = 32 * 1024, 512 * 1024
 
 
 @njit(cache=True)
@@ -238,75 +222,33 @@ def matmul_rec(A, P, W, w_transposed, C, tmp):
 @njit(cache=True)
 def matmul_packed(A, P, C, tmp):
     """C = A @ B for B packed by ``pack_panels``. A (M, K) and C (M, N) with unit column stride
-    (rows may be strided); tmp (MR, NR) scratch for the last, partial panel. Long panels are done
-    in k-chunks of at most PANEL_L1 bytes each when A is small, every row tile adding its chunk's
-    sum to C."""
+    (rows may be strided); tmp (MR, NR) scratch for the last, partial panel."""
     M, K = A.shape
     N = C.shape[1]
     n_panels, _, NR = P.shape
     sz = A.itemsize
     lda, ldc = A.strides[0] // sz, C.strides[0] // sz
-    chunks = max(1, -(-K * NR * P.itemsize // PANEL_L1)) if M * K * sz <= A_L2 else 1
-    kc = max(1, -(-K // chunks))  # even chunks
-    for j in range(n_panels):  # a panel (chunk) stays in cache while every row tile uses it
-        p0 = j * K * NR
-        if (j + 1) * NR <= N:
-            for k0 in range(0, max(K, 1), kc):  # K = 0 still writes C (zeros)
-                kk = min(kc, K - k0)
-                for i0 in range(0, M, MR):
-                    if k0 == 0:
-                        _tile(kk, A, i0 * lda, lda, min(MR, M - i0), P, p0, C, i0 * ldc + j * NR, ldc)
-                    else:
-                        _tile_add(kk, A, i0 * lda + k0, lda, min(MR, M - i0), P, p0 + k0 * NR, C,
-                                  i0 * ldc + j * NR, ldc)
-        else:  # the last panel: only the vectors its columns need, into C when they fill them exactly
-            w = N - j * NR
-            nv = -(-w * sz // VECTOR_BYTES)
-            exact = nv * VECTOR_BYTES == w * sz
-            for i0 in range(0, M, MR):
-                mr = min(MR, M - i0)
-                for k0 in range(0, max(K, 1), kc):
-                    if exact:
-                        _narrow(nv, k0 > 0, min(kc, K - k0), A, i0 * lda + k0, lda, mr, P, p0 + k0 * NR, C,
-                                i0 * ldc + j * NR, ldc)
-                    else:
-                        _narrow(nv, k0 > 0, min(kc, K - k0), A, i0 * lda + k0, lda, mr, P, p0 + k0 * NR, tmp, 0, NR)
-                if not exact:
-                    for i in range(mr):
-                        for jj in range(w):
-                            C[i0 + i, j * NR + jj] = tmp[i, jj]
+    for j in range(n_panels):  # a panel stays in cache while every row tile uses it
+        full = (j + 1) * NR <= N
+        for i0 in range(0, M, MR):
+            mr = min(MR, M - i0)
+            if full:
+                _tile(K, A, i0 * lda, lda, mr, P, j * K * NR, C, i0 * ldc + j * NR, ldc)
+            else:
+                _tile(K, A, i0 * lda, lda, mr, P, j * K * NR, tmp, 0, NR)
+                for i in range(mr):
+                    for jj in range(N - j * NR):
+                        C[i0 + i, j * NR + jj] = tmp[i, jj]
 
 
-@njit(cache=True)
-def _narrow(nv, add, K, A, a_off, lda, mr, P, p_off, C, c_off, ldc):
-    """The tile on a panel's first ``nv`` vectors (all of them when nv >= the tile's), adding to C
-    when ``add``."""
-    if nv == 1:
-        if add:
-            _tile_1_add(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-        else:
-            _tile_1(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-    elif nv == 2 and VECTORS > 2:
-        if add:
-            _tile_2_add(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-        else:
-            _tile_2(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-    elif add:
-        _tile_add(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-    else:
-        _tile(K, A, a_off, lda, mr, P, p_off, C, c_off, ldc)
-
-
-KERNELS = ("panel_width", "pack_panels", "matmul_rec", "_narrow", "matmul_packed")  # callees first
+KERNELS = ("panel_width", "pack_panels", "matmul_rec", "matmul_packed")
 
 
 def build(tile: Tile) -> SimpleNamespace:
     """This module's kernels (KERNELS) and MR for ``tile``, compiled on first call and never
     cached: the same functions, their globals pointing at the other tile."""
     ns = dict(globals(), TILE=tile, MR=tile.rows, PANEL_BYTES=tile.vector_bytes * tile.vectors,
-              VECTOR_BYTES=tile.vector_bytes, VECTORS=tile.vectors, _tile=make_tile(tile), _tile_add=make_tile(tile, True),
-              _tile_1=make_tile(tile, False, 1), _tile_1_add=make_tile(tile, True, 1),
-              _tile_2=make_tile(tile, False, 2), _tile_2_add=make_tile(tile, True, 2))
+              _tile=make_tile(tile))
     for name in KERNELS:
         f = getattr(globals()[name], "py_func", globals()[name])
         ns[name] = njit(FunctionType(f.__code__, ns, name, f.__defaults__, f.__closure__))
@@ -320,4 +262,3 @@ if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: the intrinsic needs the com
 
     def matmul_rec(A, P, W, w_transposed, C, tmp):  # noqa: F811
         C[...] = A @ (W.T if w_transposed else W)
-
