@@ -38,7 +38,6 @@ the kernel).
 import functools
 
 import numpy as np
-from numba import njit
 
 from .blocks import run_blocks
 from .layer_rows import (active_rows, block_input_grads, block_rows, block_weight_grads, cache_row, copy_row,

@@ -5,7 +5,6 @@ still running at step t are a prefix of its streams (``active_rows``), and a blo
 [t0, t1) is stored compactly: step t's running rows one after another, steps in order. Step t of
 row b reads and writes position t, or L_b - 1 - t in the reverse direction (``position``).
 """
-import numpy as np
 from numba import njit
 
 from .blas import gemm
