@@ -14,6 +14,10 @@ process-wide. The limits are applied when a compiled kernel first asks for its t
 (``kernel_threads``) inside the block, so a short sample that never leaves the NumPy loop loads
 neither SciPy nor Numba. The OPENBLAS_* and NUMBA_* environment variables are the user's
 business and are never touched here.
+
+Inside the block the kernels' threads also flush subnormal floats to zero (kernels/denormals.py:
+on a trained model they otherwise slow every step by a fifth); the calling thread's setting is
+restored on exit.
 """
 from __future__ import annotations
 
@@ -75,6 +79,12 @@ class _Scope:
         if self.threads:
             return self.threads
         from threadpoolctl import threadpool_limits
+
+        from .kernels.denormals import flush_here, restore_here
+
+        # first, so that the pools started below inherit it (kernels/denormals.py says why)
+        old_csr = flush_here()
+        self._undo.append(lambda: restore_here(old_csr))
 
         _load_blas()                    # so that SciPy's pool is limited too
         limiter = threadpool_limits(limits=1, user_api="blas")

@@ -16,6 +16,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from .denormals import flush_here
+
 _pools: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 _first_call: dict = {}  # kernel -> what to wait for before its first call (compile_aside.py)
@@ -82,5 +84,5 @@ def _pool(size: int) -> ThreadPoolExecutor:
     with _lock:
         pool = _pools.get(size)
         if pool is None:
-            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="charlm-block")
+            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="charlm-block", initializer=flush_here)
         return pool
