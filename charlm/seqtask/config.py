@@ -50,6 +50,9 @@ class SeqModelConfig:
                                   help="read each sequence both ways, or forward only")   # outputs 2H wide
     dropout: float = setting(0.2, minimum=0, below=1,
                              help="dropout between layers and before the head (training only)")
+    label_smoothing: float = setting(0.0, minimum=0, below=1,
+                                     help="the training loss's target: 1 - e on the label, e spread over "
+                                          "all labels (training only)")
     input_dropout: float = setting(0.0, minimum=0, below=1,
                                    help="drop whole token (and n-gram) embeddings at the input (training only)")
     pooling: str = setting("final", choices=POOLINGS, help="how a sequence becomes one vector: the final "

@@ -53,17 +53,23 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def cross_entropy(logits, labels, weights=None):
-    """Mean −log p(label) over rows (weighted: sum w·nll / sum w) and dL/dlogits.
-    logits (N, C), labels (N,) int, weights (N,) or None."""
+def cross_entropy(logits, labels, weights=None, smoothing: float = 0.0):
+    """Mean cross-entropy over rows (weighted: sum w·loss / sum w) and dL/dlogits.
+    logits (N, C), labels (N,) int, weights (N,) or None. ``smoothing`` e puts (1 - e) on the label
+    and spreads e evenly over the C classes (PyTorch's label_smoothing): a row's loss is
+    (1 - e)·(−log p_label) + e·mean_c(−log p_c), its gradient p − (1 − e)·onehot − e/C."""
     logp = log_softmax(logits.astype(np.float64))
     n = logits.shape[0]
     nll = -logp[np.arange(n), labels]
+    if smoothing:
+        nll = (1.0 - smoothing) * nll - smoothing * logp.mean(axis=1)
     w = np.ones(n) if weights is None else weights.astype(np.float64)
     total = w.sum()
     loss = float((nll * w).sum() / total)
     dlogits = np.exp(logp)
-    dlogits[np.arange(n), labels] -= 1.0
+    dlogits[np.arange(n), labels] -= 1.0 - smoothing
+    if smoothing:
+        dlogits -= smoothing / logits.shape[1]
     dlogits *= (w / total)[:, None]
     return loss, dlogits.astype(logits.dtype)
 

@@ -248,14 +248,16 @@ class SeqModel:
         self.touched = [touched[name] for name in self.table_names]
 
     def loss(self, logits, labels, lengths):
-        """(mean loss, dL/dlogits). classify: labels (B,); tag: labels (T, B), padded steps ignored."""
+        """(mean training loss, dL/dlogits), the labels smoothed by ``label_smoothing``.
+        classify: labels (B,); tag: labels (T, B), padded steps ignored."""
+        e = self.config.label_smoothing
         if self.config.task == "classify":
-            return heads.cross_entropy(logits, np.asarray(labels))
+            return heads.cross_entropy(logits, np.asarray(labels), smoothing=e)
         T, B, C = logits.shape
         valid = (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
         labels = np.asarray(labels)[:T].reshape(-1)
         loss, dlogits = heads.cross_entropy(logits.reshape(-1, C), np.where(valid, labels, 0),
-                                            valid.astype(np.float64))
+                                            valid.astype(np.float64), e)
         return loss, dlogits.reshape(T, B, C)
 
     def loss_and_grad(self, ids, lengths, labels, rng=None, *, zeroed: bool = False, serial: bool = False) -> float:
