@@ -15,13 +15,12 @@ Classifiers.
      holds at most ``WIDE_TABLE`` weights per member: many labels get fewer buckets.
   2. Members: 1 to ``MAX_MEMBERS`` models averaged (their n-gram hashes salted apart); one more
      is added while each member still gets ``MEMBER_EPOCHS`` epochs in the budget. Averaging
-     pays once every member is near its best, which a member's accuracy reached by about 5
-     epochs: at equal member-epochs, six members of 5 epochs led four of 8 in every seed of a
-     selection split carved from the training data, members beyond ``MAX_MEMBERS`` untried.
+     pays once every member is near its best: more members of fewer epochs each lost to fewer
+     of more, and members beyond ``MAX_MEMBERS`` gained too little for their cost.
   3. Epochs: at most ``EPOCH_CAP``, the epochs a member needs: past them the ensembles measured
      only overfit (their dev loss rose from about 7 epochs on while the training loss kept falling,
-     and their accuracy had stopped rising at 4-5), so a longer budget ends early, with its
-     learning rate annealed by then, instead of training on.
+     and a schedule that ends there did at least as well as one that runs on), so a longer budget
+     ends early, with its learning rate annealed by then, instead of training on.
   The width stays as it is: wider encoders were no better at equal epochs and cost more.
 
 Taggers: hashed n-gram embeddings at the character level (without input dropout: a text to
@@ -47,8 +46,8 @@ WIDE_NGRAMS = {"char": 5, "word": 2}    # the wide path's
 INPUT_DROPOUT, DROPOUT, WIDE_DROPOUT = 0.5, 0.5, 0.3
 WIDE_TABLE = 1 << 21                    # wide-path weights per member at most (buckets x labels)
 WIDE_BUCKETS_RANGE = (1024, 131072)     # the wide table's buckets, fewest and most
-MEMBER_EPOCHS = 5.0                     # epochs each member needs before one more member pays
-MAX_MEMBERS = 6
+MEMBER_EPOCHS = 8.0                     # epochs each member needs before one more member pays
+MAX_MEMBERS = 4
 EPOCH_CAP = MEMBER_EPOCHS
 TAG_LADDER = (64, 128, 192, 256, 384)
 TOKENS_PER_PARAM = 8.0                  # fitted: tokens per recurrent parameter below which a wider tagger loses
