@@ -53,9 +53,7 @@ class Seq2SeqRuns:
         from ..seq2seq.config import make_configs
 
         model_config, train_config = make_configs(values, self.autoencode)
-        # an autoencoder keeps its own settings; anything else has its width chosen for the budget
-        given = None if self.autoencode else frozenset(values)
-        return runs.start(describe(train_config.seed), model_config, train_config, runs_root(), run_dir, given=given)
+        return runs.start(describe(train_config.seed), model_config, train_config, runs_root(), run_dir)
 
     def resume(self, run, values):
         from ..seq2seq import runs
@@ -102,10 +100,6 @@ def seq2seq_train(train_file, source_level, target_level, autoencode, dev_file, 
     """Train an encoder-decoder on TRAIN_FILE, source<TAB>target lines (a source on several
     lines has several right answers).
 
-    Given a time budget (--time, or none: 5 minutes) and no --hidden, the width is chosen for
-    the data and the budget: the widest that still trains enough passes over the data, timed by a
-    few real steps on this machine (the "chosen" line). An autoencoder keeps its own settings.
-
     Evaluates on the dev split (greedy WER and PER) about 8 times (or --eval-every), keeps
     the best model by dev WER (model.safetensors) and the latest state (last.safetensors).
     Ctrl-C stops after the current step, saves, and prints how to resume.
@@ -140,9 +134,7 @@ def seq2seq_eval(args, beam, length_penalty, as_json):
       charlm seq2seq eval runs/g2p-20260101-120000 test.tsv --beam 5 --json | jq .wer
     """
     from ..seq2seq.predict import Transducer
-    from ..seqtask.recipe import stored_choice
     from .seq2seq_view import report_lines
-    from .seqtask_view import chosen_line
 
     run, rest = split_run_and_file(args, "seq2seq")
     if not rest:
@@ -150,16 +142,11 @@ def seq2seq_eval(args, beam, length_penalty, as_json):
     settings = beam_settings(beam, length_penalty)
     transducer = Transducer.load(run)
     result = transducer.evaluate(rest[0], *settings) | {"checkpoint": str(transducer.checkpoint.path)}
-    chosen = stored_choice(transducer.checkpoint.metadata)
-    if chosen:
-        result["chosen"] = chosen   # the width chosen for the run's budget, so a score traces to its recipe
     if as_json:
         emit(json.dumps(result))
         return
     for line in report_lines(result, show_path(transducer.checkpoint.path)):
         out().print(line, highlight=False, soft_wrap=True)
-    if chosen:
-        out().print(chosen_line(chosen, Seq2SeqConfig), highlight=False, soft_wrap=True)
 
 
 @seq2seq.command("predict")

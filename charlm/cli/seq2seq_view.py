@@ -2,10 +2,9 @@
 report and predictions. Sources and outputs come from files: all of them go through ``printable``."""
 from __future__ import annotations
 
-from ..seq2seq.config import Seq2SeqConfig
 from .common import show_path
 from .safe_text import printable
-from .seqtask_view import TrainProgress, _p, budget_line, chosen_line, encoder_text
+from .seqtask_view import TrainProgress, _p, budget_line, encoder_text
 
 
 def header_lines(trainer) -> list[str]:
@@ -15,8 +14,7 @@ def header_lines(trainer) -> list[str]:
     return [f"  model   {levels['source']} → {levels['target']}, embed {c.embed} → {encoder_text(c)} encoder → "
             f"{'final vector' if c.attention == 'none' else c.attention + ' attention'} → decoder {c.hidden} · {trainer.model.size:,} parameters",
             f"  data    {_p(show_path(trainer.data_spec.get('train', '?')))}: {len(trainer.train):,} pairs, "
-            f"vocabularies {c.src_vocab:,} → {c.tgt_vocab:,} · {dev}", budget_line(trainer.tcfg)] + (
-        [chosen_line(trainer.data_spec["chosen"], Seq2SeqConfig)] if isinstance(trainer.data_spec.get("chosen"), dict) else [])
+            f"vocabularies {c.src_vocab:,} → {c.tgt_vocab:,} · {dev}", budget_line(trainer.tcfg)]
 
 
 class Seq2SeqProgress(TrainProgress):

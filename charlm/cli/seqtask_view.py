@@ -39,14 +39,13 @@ def header_lines(trainer) -> list[str]:
             budget_line(t)] + ([chosen_line(spec["chosen"])] if isinstance(spec.get("chosen"), dict) else [])
 
 
-def chosen_line(chosen: dict, model_settings=None) -> str:
+def chosen_line(chosen: dict) -> str:
     """The recipe chosen for the budget (seqtask/recipe.py's Choice, as stored): what, why, and
-    which settings were given (and kept), named by their options (``model_settings``: the model's
-    configuration class, SeqModelConfig unless given)."""
+    which settings were given (and kept)."""
     from ..seqtask.config import SeqModelConfig, SeqTrainConfig
     from .options import option_names
 
-    flags = option_names(model_settings or SeqModelConfig, SeqTrainConfig)
+    flags = option_names(SeqModelConfig, SeqTrainConfig)
     given = [flags.get(name, name) for name in chosen.get("given", [])]
     kept = f"given {', '.join(given)}; " if given else ""
     return (f"  chosen  {_p(chosen.get('reason', '?'))} (probe {float(chosen.get('probe_seconds', 0)):.1f}s; "

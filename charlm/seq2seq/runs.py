@@ -73,22 +73,15 @@ class Seq2SeqTrainer(Loop):
 
 
 def start(spec: dict, model_config: Seq2SeqConfig, train_config: SeqTrainConfig, root, run_dir=None,
-          clock=time.perf_counter, given: frozenset[str] | None = None) -> Seq2SeqTrainer:
+          clock=time.perf_counter) -> Seq2SeqTrainer:
     """A new trainer in ``run_dir`` or a fresh directory under ``root``, claimed for this process
-    (what the claim made is removed again if reading the data fails). ``given``: the settings the
-    user gave; the width is chosen for the budget unless it is one of them (recipe.py), and the
-    choice is stored with the data's description (``chosen``). None: the configuration as it is."""
+    (what the claim made is removed again if reading the data fails)."""
     from ..runs.directory import claim_new_run, make_run_dir, release_new
     from ..runs.find import run_stem
 
     lock = claim_new_run(run_dir) if run_dir is not None else make_run_dir(root, run_stem(spec["train"]))
     try:
         train, dev = load_data(spec)
-        if given is not None:
-            from .recipe import settle_width
-
-            model_config, choice = settle_width(train, model_config, train_config, given)
-            spec = spec | ({"chosen": choice.to_dict()} if choice is not None else {})
         trainer = Seq2SeqTrainer(train, dev, model_config, train_config, lock.run_dir, data_spec=spec, clock=clock)
     except BaseException:
         release_new(lock)
