@@ -15,7 +15,7 @@ process-wide. The limits are applied when a compiled kernel first asks for its t
 neither SciPy nor Numba. The OPENBLAS_* and NUMBA_* environment variables are the user's
 business and are never touched here.
 
-Inside the block the kernels' threads also flush subnormal floats to zero (kernels/denormals.py:
+Inside the block the kernels' threads also flush subnormal floats to zero (denormals.py:
 on a trained model they otherwise slow every step by a fifth); the calling thread's setting is
 restored on exit.
 """
@@ -80,9 +80,9 @@ class _Scope:
             return self.threads
         from threadpoolctl import threadpool_limits
 
-        from .kernels.denormals import flush_here, restore_here
+        from .denormals import flush_here, restore_here
 
-        # first, so that the pools started below inherit it (kernels/denormals.py says why)
+        # first, so that the pools started below inherit it (denormals.py says why)
         old_csr = flush_here()
         self._undo.append(lambda: restore_here(old_csr))
 

@@ -1,9 +1,9 @@
 """Subnormal floats are flushed to zero on every thread the kernels run on, inside thread_limits
-only: the calling thread, charlm's block pool and Numba's pool (kernels/denormals.py)."""
+only: the calling thread, charlm's block pool and Numba's pool (denormals.py)."""
 import numpy as np
 import pytest
 
-from charlm.kernels.denormals import SUPPORTED
+from charlm.denormals import SUPPORTED
 from charlm.runtime import kernel_threads, thread_limits
 
 pytestmark = pytest.mark.skipif(not SUPPORTED, reason="FTZ/DAZ are x86-64's")

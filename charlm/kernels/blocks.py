@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from .denormals import flush_here
+from ..denormals import flush_here
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
