@@ -51,9 +51,9 @@ def adam_scales(lr: float, beta1: float, beta2: float, t: int) -> tuple[float, f
 def _sum_squares(grad: np.ndarray) -> float:
     """sum(grad**2) in float64: a fused Numba pass for large float buffers, NumPy for small ones."""
     if grad.size >= _FUSED_MIN and grad.dtype in (np.float32, np.float64) and grad.flags.c_contiguous:
-        from .kernels.update import sum_squares
+        from .kernels.update import sum_squares_pass
 
-        return float(sum_squares(grad.reshape(-1)))
+        return sum_squares_pass(grad.reshape(-1))
     g = grad.astype(np.float64)
     return float(np.dot(g.ravel(), g.ravel()))
 
@@ -144,9 +144,9 @@ class Adam(Optimizer):
         step, denom_scale = adam_scales(lr, b1, b2, self.t)
         if param.size >= _FUSED_MIN and param.dtype in (np.float32, np.float64) and all(
                 a.flags.c_contiguous and a.dtype == param.dtype for a in (param, grad, m, v)):
-            from .kernels.update import adam_update
+            from .kernels.update import adam_pass
 
-            adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), step, b1, b2,
+            adam_pass(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), step, b1, b2,
                         denom_scale, self.eps)
             return
         self._update_numpy(param, grad, lr)

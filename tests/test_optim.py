@@ -110,3 +110,29 @@ def test_plateau_schedule_reduces_after_patience():
     t.load_state_dict(state)
     assert t.lr(0, 0.0) == pytest.approx(0.5) and t.best == pytest.approx(1.9)
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_buffers_split_across_threads_give_the_serial_results(dtype):
+    """Adam's pass and the sum of squares over a buffer long enough to be split into blocks run
+    side by side: Adam's result is the serial kernel's bit for bit, and the sum is the same number
+    on one thread and on two (its blocks are fixed, not one per thread)."""
+    from charlm.kernels import update
+    from charlm.runtime import thread_limits
+
+    n = update.SPLIT_MIN + 12345
+    rng = np.random.default_rng(3)
+    param, grad, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(n)).astype(dtype)
+    serial = [a.copy() for a in (param, grad, m, v)]
+    update.adam_update(*serial, 1e-3, 0.9, 0.999, 1.5, 1e-8)
+    split = [a.copy() for a in (param, grad, m, v)]
+    with thread_limits(2):
+        update.adam_pass(*split, 1e-3, 0.9, 0.999, 1.5, 1e-8)
+        two = update.sum_squares_pass(grad)
+    for got, want in zip(split, serial):
+        np.testing.assert_array_equal(got, want)
+    with thread_limits(1):
+        one = update.sum_squares_pass(grad)
+    assert two == one
+    assert two == pytest.approx(float(np.sum(grad.astype(np.float64) ** 2)), rel=1e-12)
