@@ -189,8 +189,16 @@ def pack_panels(B, transposed):
     forward product h @ W_hh^T)."""
     K, N = (B.shape[1], B.shape[0]) if transposed else (B.shape[0], B.shape[1])
     NR = panel_width(B)
-    n_panels = (N + NR - 1) // NR
-    P = np.empty((n_panels, K, NR), B.dtype)
+    P = np.empty(((N + NR - 1) // NR, K, NR), B.dtype)
+    pack_panels_into(B, transposed, P)
+    return P
+
+
+@njit(cache=True, nogil=True)
+def pack_panels_into(B, transposed, P):
+    """``pack_panels`` into P, allocated by the caller with its shape (NR read from it)."""
+    n_panels, K, NR = P.shape
+    N = B.shape[0] if transposed else B.shape[1]
     # a panel row at a time, written contiguously: B's row (or NR rows' k-th elements, whose cache
     # lines serve the next k too) is read in order; a column at a time cost several times as much
     for j in range(n_panels):
@@ -205,7 +213,12 @@ def pack_panels(B, transposed):
             for k in range(K):
                 for jj in range(width):
                     P[j, k, jj] = B[k, c0 + jj]
-    return P
+
+
+@njit(cache=True, nogil=True)
+def pack_block(d, W, transposed, P):
+    """Block d of packing a stack of weights (run_blocks): P[d] = pack_panels(W[d])."""
+    pack_panels_into(W[d], transposed, P[d])
 
 
 @njit(cache=True)
