@@ -28,7 +28,7 @@ def test_split_products_equal_numpy(dtype, nchunks):
 @pytest.mark.parametrize("shape", [(1024, 256), (256, 768), (7, 45), (3, 1)])
 def test_packed_panels_are_the_weights_in_panel_rows_padded_with_zeros(dtype, shape):
     from charlm.kernels.tile import pack_panels, panel_width
-    from charlm.seq2seq.decoder import _panels
+    from charlm.seq2seq.decoder import _pack, _panels
 
     W = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     NR = panel_width(W)
@@ -40,7 +40,12 @@ def test_packed_panels_are_the_weights_in_panel_rows_padded_with_zeros(dtype, sh
         want = padded.reshape(K, -1, NR).transpose(1, 0, 2)  # panel j is padded[:, j*NR:(j+1)*NR]
         for _ in range(2):                                    # the second on reused, unzeroed memory
             np.testing.assert_array_equal(pack_panels(W, transposed), want)
-        np.testing.assert_array_equal(_panels(W, transposed, True), want)
+        for nchunks in (1, 2, 3):                             # the decoder's threads pack their share each
+            P = _panels(W, transposed, True)
+            P[...] = np.nan
+            for k in range(nchunks):
+                _pack(k, nchunks, W, transposed, P)
+            np.testing.assert_array_equal(P, want)
     assert _panels(W, False, False).size == 0
 
 

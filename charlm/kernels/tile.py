@@ -197,11 +197,17 @@ def pack_panels(B, transposed):
 @njit(cache=True, nogil=True)
 def pack_panels_into(B, transposed, P):
     """``pack_panels`` into P, allocated by the caller with its shape (NR read from it)."""
-    n_panels, K, NR = P.shape
+    pack_panel_range(B, transposed, P, 0, P.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def pack_panel_range(B, transposed, P, j0, j1):
+    """Panels j0 .. j1-1 of ``pack_panels_into`` (threads packing one weight share it out this way)."""
+    _, K, NR = P.shape
     N = B.shape[0] if transposed else B.shape[1]
     # a panel row at a time, written contiguously: B's row (or NR rows' k-th elements, whose cache
     # lines serve the next k too) is read in order; a column at a time cost several times as much
-    for j in range(n_panels):
+    for j in range(j0, j1):
         c0, width = j * NR, min(NR, N - j * NR)
         if width < NR:
             P[j] = 0
