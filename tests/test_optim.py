@@ -114,8 +114,9 @@ def test_plateau_schedule_reduces_after_patience():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_long_buffers_split_across_threads_give_the_serial_results(dtype):
-    """Adam's pass and the sum of squares over a buffer long enough to be split into blocks run
-    side by side: Adam's result is the serial kernel's bit for bit, and the sum is the same number
+    """Adam's pass, the weight average's update and the sum of squares over a buffer long enough to
+    be split into blocks run side by side: Adam's result is the serial kernel's bit for bit, the
+    average's NumPy's, and the sum is the same number
     on one thread and on two (its blocks are fixed, not one per thread)."""
     from charlm.kernels import update
     from charlm.runtime import thread_limits
@@ -132,6 +133,11 @@ def test_long_buffers_split_across_threads_give_the_serial_results(dtype):
         two = update.sum_squares_pass(grad)
     for got, want in zip(split, serial):
         np.testing.assert_array_equal(got, want)
+    mean, numpy_mean = param.copy(), param.copy()
+    with thread_limits(2):
+        update.average_pass(mean, grad, 1.0 / 3)   # the weight average's update: NumPy's arithmetic
+    numpy_mean += (grad - numpy_mean) * dtype(1.0 / 3)
+    np.testing.assert_array_equal(mean, numpy_mean)
     with thread_limits(1):
         one = update.sum_squares_pass(grad)
     assert two == one

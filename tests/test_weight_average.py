@@ -19,6 +19,8 @@ from charlm.runs.metrics import read_metrics
 from charlm.seqtask import store
 from charlm.seqtask.config import SeqTrainConfig
 from charlm.seqtask.train import SeqTrainer
+from charlm.kernels import update
+from charlm.runtime import thread_limits
 from charlm.training import average as avg
 from charlm.training.average import WeightAverage
 from charlm.training.events import EvalEvent, StepEvent
@@ -28,7 +30,7 @@ def test_the_mean_is_numpys_over_the_tail_every_k_steps(monkeypatch):
     assert (avg.snapshot_every(2_000_000), avg.snapshot_every(15_503_152)) == (1, 60)
     monkeypatch.setattr(avg, "DENSE_MAX", 9)
     monkeypatch.setattr(avg, "SNAPSHOT_WEIGHTS", 4)
-    monkeypatch.setattr(avg, "CHUNK", 3)     # several blocks and a short last one
+    monkeypatch.setattr(update, "SPLIT_MIN", 3)   # the update split across two threads
     rng = np.random.default_rng(0)
     steps, fraction = 40, 0.3
     a = WeightAverage(fraction, 10, np.float64)
@@ -36,7 +38,8 @@ def test_the_mean_is_numpys_over_the_tail_every_k_steps(monkeypatch):
     kept = []
     for step in range(1, steps + 1):
         flat = rng.normal(size=10)
-        a.update(flat, step, step / steps)
+        with thread_limits(2):
+            a.update(flat, step, step / steps)
         if step % 3 == 0 and step / steps >= 1 - fraction:
             kept.append(flat)
     assert a.count == len(kept) == 4   # steps 30, 33, 36, 39

@@ -63,6 +63,21 @@ def _sum_block(k, a, sums):
     sums[k] = sum_squares(a[lo:hi])
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _average_block(k, nblocks, mean, flat, scale):
+    a, b = chunk(k, mean.shape[0], nblocks)
+    s = mean.dtype.type(scale)
+    for i in range(a, b):
+        mean[i] += (flat[i] - mean[i]) * s
+
+
+def average_pass(mean, flat, scale: float) -> None:
+    """mean += (flat - mean) * scale in the arrays' dtype (1-D, one dtype): a running mean's update
+    (training/average.py), split across the threads when it is long enough."""
+    nblocks = threads_at_once() if mean.shape[0] >= SPLIT_MIN else 1
+    run_blocks(_average_block, nblocks, nblocks, mean, flat, scale)
+
+
 def adam_pass(param, grad, m, v, step, b1, b2, denom_scale, eps) -> None:
     """``adam_update`` on 1-D arrays, split across the threads when they are long enough."""
     nblocks = threads_at_once() if param.shape[0] >= SPLIT_MIN else 1

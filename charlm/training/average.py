@@ -19,7 +19,6 @@ from ..errors import CheckpointError
 ARRAY = "weight_average"        # the mean's name among last.safetensors' training-state arrays
 DENSE_MAX = 1 << 22             # models up to this many weights take a snapshot at every step
 SNAPSHOT_WEIGHTS = 1 << 18      # larger ones: weights averaged per step (amortised) at most
-CHUNK = 1 << 18                 # elements per in-place update: no temporary the size of the model
 
 
 def snapshot_every(size: int) -> int:
@@ -58,12 +57,9 @@ class WeightAverage:
         if self.mean is None:
             self.mean = flat.copy()
             return
-        scale = self.dtype.type(1.0 / self.count)
-        for a in range(0, self.size, CHUNK):   # mean += (flat - mean) / count, a block at a time
-            m = self.mean[a:a + CHUNK]
-            d = flat[a:a + CHUNK] - m
-            d *= scale
-            m += d
+        from ..kernels.update import average_pass
+
+        average_pass(self.mean, flat.reshape(-1), 1.0 / self.count)   # mean += (flat - mean) / count
 
     @contextmanager
     def swapped_in(self, flat: np.ndarray):
