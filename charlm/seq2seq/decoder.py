@@ -73,6 +73,18 @@ def _pack(k, nchunks, W, transposed, P):
     pack_panel_range(W, transposed, P, k * n // nchunks, (k + 1) * n // nchunks)
 
 
+@njit(cache=True, parallel=True)
+def _packed(nchunks, transposed, pack, W1, W2, W3):
+    """A loop's three weights in panels (``_panels``; empty unless ``pack``), the threads each
+    packing a share of every weight's panels."""
+    P1, P2, P3 = _panels(W1, transposed, pack), _panels(W2, transposed, pack), _panels(W3, transposed, pack)
+    for k in prange(nchunks):
+        _pack(k, nchunks, W1, transposed, P1)
+        _pack(k, nchunks, W2, transposed, P2)
+        _pack(k, nchunks, W3, transposed, P3)
+    return P1, P2, P3
+
+
 @njit(cache=True)
 def _product(A, P, W, transposed, C, beta, scratch, tmp):
     """C = A @ op(W) + beta * C (beta 0 or 1): the register-tile kernel on the panels P when there
@@ -103,12 +115,8 @@ def decoder_forward(cell_id, kind, xp, W_if, b_ih, b_hh, W_hh, enc, keys, W_q, v
     bias = b_ih + b_hh   # for the cells that sum them (the GRU reads them apart)
     two = cs.size > 0
     dropping = drop.size > 0
-    pack = T > 1          # one step (a decoding step) would spend more on packing than it saves
-    P_if, P_hh, P_c = _panels(W_if, True, pack), _panels(W_hh, True, pack), _panels(W_c, True, pack)
-    for k in prange(nchunks):
-        _pack(k, nchunks, W_if, True, P_if)
-        _pack(k, nchunks, W_hh, True, P_hh)
-        _pack(k, nchunks, W_c, True, P_c)
+    # one step (a decoding step) would spend more on packing than it saves
+    P_if, P_hh, P_c = _packed(nchunks, True, T > 1, W_if, W_hh, W_c)
     for k in prange(nchunks):
         r0, r1 = chunk(k, B, nchunks)
         R = r1 - r0
@@ -163,12 +171,7 @@ def decoder_backward(cell_id, kind, dfeed, W_if, W_hh, enc, keys, W_q, v, W_c, s
     apart = known_input_apart(cell_id)
     two = cs.size > 0
     one = dxp.dtype.type(1)
-    pack = T > 1
-    P_c, P_hh, P_if = _panels(W_c, False, pack), _panels(W_hh, False, pack), _panels(W_if, False, pack)
-    for k in prange(nchunks):
-        _pack(k, nchunks, W_c, False, P_c)
-        _pack(k, nchunks, W_hh, False, P_hh)
-        _pack(k, nchunks, W_if, False, P_if)
+    P_c, P_hh, P_if = _packed(nchunks, False, T > 1, W_c, W_hh, W_if)
     for k in prange(nchunks):
         r0, r1 = chunk(k, B, nchunks)
         R = r1 - r0
