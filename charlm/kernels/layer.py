@@ -45,7 +45,7 @@ from .layer_rows import (active_rows, block_input_grads, block_rows, block_weigh
 from .per_cell import per_layer_cell, specialise
 from .phase_clock import (BWD_CELL, BWD_DX, BWD_OTHER, BWD_REC, BWD_WGRAD, FWD_CELL, FWD_OTHER, FWD_PROJ, FWD_REC,
                           no_mark)
-from .tile import MR, matmul_packed, matmul_rec, pack_block, panel_width
+from .tile import MR, matmul_packed, matmul_rec, pack_block, panel_shape
 
 # Placeholders the block templates below call; per_cell.specialise binds them to one cell's step pair and
 # its Cell.input_apart in that cell's copy of the kernels.
@@ -159,9 +159,7 @@ def _pack_directions(W, transposed):
     side by side into one array (a serial pack and a stack of copies cost 3 ms of a 50 ms
     encoder-decoder step on two cores, both threads but one idle)."""
     D = W.shape[0]
-    K, N = (W.shape[2], W.shape[1]) if transposed else (W.shape[1], W.shape[2])
-    NR = panel_width(W)
-    P = np.empty((D, (N + NR - 1) // NR, K, NR), W.dtype)
+    P = np.empty((D,) + panel_shape(W[0], transposed), W.dtype)
     if P.size:
         run_blocks(pack_block, D, W, transposed, P)
     return P

@@ -187,11 +187,17 @@ def pack_panels(B, transposed):
     """Pack the (K, N) right operand of ``matmul_packed`` into (ceil(N / NR), K, NR) panels, zero
     padded. B is given as (K, N), or as its transpose (N, K) when ``transposed`` (W_hh for the
     forward product h @ W_hh^T)."""
-    K, N = (B.shape[1], B.shape[0]) if transposed else (B.shape[0], B.shape[1])
-    NR = panel_width(B)
-    P = np.empty(((N + NR - 1) // NR, K, NR), B.dtype)
+    P = np.empty(panel_shape(B, transposed), B.dtype)
     pack_panels_into(B, transposed, P)
     return P
+
+
+@njit(cache=True)
+def panel_shape(B, transposed):
+    """(ceil(N / NR), K, NR): the shape of B packed by ``pack_panels`` (B as it takes it)."""
+    K, N = (B.shape[1], B.shape[0]) if transposed else (B.shape[0], B.shape[1])
+    NR = panel_width(B)
+    return (N + NR - 1) // NR, K, NR
 
 
 @njit(cache=True, nogil=True)
@@ -260,7 +266,7 @@ def matmul_packed(A, P, C, tmp):
                         C[i0 + i, j * NR + jj] = tmp[i, jj]
 
 
-KERNELS = ("panel_width", "pack_panels", "matmul_rec", "matmul_packed")
+KERNELS = ("panel_width", "panel_shape", "pack_panels", "matmul_rec", "matmul_packed")
 
 
 def build(tile: Tile) -> SimpleNamespace:

@@ -57,7 +57,7 @@ def _adam_block(k, nblocks, param, grad, m, v, step, b1, b2, denom_scale, eps):
     adam_update(param[a:b], grad[a:b], m[a:b], v[a:b], step, b1, b2, denom_scale, eps)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sum_block(k, a, sums):
     lo, hi = chunk(k, a.shape[0], sums.shape[0])
     sums[k] = sum_squares(a[lo:hi])
@@ -81,10 +81,7 @@ def average_pass(mean, flat, scale: float) -> None:
 def adam_pass(param, grad, m, v, step, b1, b2, denom_scale, eps) -> None:
     """``adam_update`` on 1-D arrays, split across the threads when they are long enough."""
     nblocks = threads_at_once() if param.shape[0] >= SPLIT_MIN else 1
-    if nblocks <= 1:
-        adam_update(param, grad, m, v, step, b1, b2, denom_scale, eps)
-    else:
-        run_blocks(_adam_block, nblocks, nblocks, param, grad, m, v, step, b1, b2, denom_scale, eps)
+    run_blocks(_adam_block, nblocks, nblocks, param, grad, m, v, step, b1, b2, denom_scale, eps)
 
 
 def sum_squares_pass(a) -> float:

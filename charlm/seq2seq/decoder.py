@@ -42,7 +42,7 @@ from ..kernels.blas import gemm
 from ..kernels.dispatch import cell_step, cell_step_backward, known_input_apart
 from ..kernels.layer_rows import active_rows
 from ..kernels.parallel import chunk
-from ..kernels.tile import MR, matmul_packed, pack_panel_range, panel_width
+from ..kernels.tile import MR, matmul_packed, pack_panel_range, panel_shape, panel_width
 from .attention import attend, attend_backward
 
 
@@ -60,9 +60,7 @@ def _panels(W, transposed, pack):
     (filled by ``_pack``), or empty."""
     if not pack:
         return np.zeros((0, 0, 0), W.dtype)
-    K, N = (W.shape[1], W.shape[0]) if transposed else (W.shape[0], W.shape[1])
-    NR = panel_width(W)
-    return np.empty(((N + NR - 1) // NR, K, NR), W.dtype)
+    return np.empty(panel_shape(W, transposed), W.dtype)
 
 
 @njit(cache=True)
