@@ -17,18 +17,18 @@ from ..settings import check, names, setting
 ATTENTIONS = ("general", "additive", "none")
 LEVELS = ("char", "word")
 # `charlm seq2seq train`'s defaults where the dataclasses' do not suit it (the training settings are
-# chosen for classifiers; the model's default is a model without dropout); a value given wins.
-# The PyTorch recipe for grapheme to phoneme (a lower peak, a tighter clip for the input-feeding
-# decoder, a schedule that decays to zero) with the dropout and label smoothing that won at equal
-# steps (docs/seq2seq.md): a time budget buys a few passes over the data, which light dropout uses
-# better than the PyTorch model's 0.2. The weights are averaged over the last quarter of the
-# budget (training/average.py), the horizon that won at equal steps there.
-DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "lr": 2e-3, "clip_norm": 1.0, "min_lr": 0.0, "average": 0.25}
+# chosen for classifiers); a value given wins. The PyTorch recipe for grapheme to phoneme (a lower
+# peak, a tighter clip for the input-feeding decoder, a schedule that decays to zero) without its
+# dropout, and without label smoothing: a time budget buys about ten passes over the data, after
+# which the model still got a fifth of its own training words wrong with them, and it learns those
+# faster without them than it overfits them (docs/seq2seq.md, measured at full length). The
+# weights are averaged over the last quarter of the budget (training/average.py), the horizon that
+# won at equal steps there.
+DEFAULTS = {"lr": 2e-3, "clip_norm": 1.0, "min_lr": 0.0, "average": 0.25}
 # Beam search ranks finished outputs by log-probability / length ** this (seq2seq/predict.py says why)
 LENGTH_PENALTY = 0.6
-# An autoencoder's own defaults: dropout would blur the one vector its decoder reads, for a task
-# (copying) that cannot overfit in the usual sense, and a copy has one right answer to be sure of
-AUTOENCODER_DEFAULTS = {"dropout": 0.0, "label_smoothing": 0.0, "average": 0.0}   # averaging: not measured there
+# An autoencoder's own defaults (averaging: not measured there)
+AUTOENCODER_DEFAULTS = {"average": 0.0}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Seq2SeqConfig:
     attention: str = setting("general", choices=ATTENTIONS, help="general (bilinear), additive, or none (the decoder sees only the encoder's final vector)")
     dropout: float = setting(0.0, minimum=0, below=1,
                              help="dropout on embeddings, between encoder layers and before the output (training "
-                                  "only; an autoencoder: 0 unless given)")
+                                  "only)")
     label_smoothing: float = setting(0.0, minimum=0, below=1,
                                      help="the training targets' weight spread evenly over every token (training only)")
 
