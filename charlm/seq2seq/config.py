@@ -18,12 +18,11 @@ ATTENTIONS = ("general", "additive", "none")
 LEVELS = ("char", "word")
 # `charlm seq2seq train`'s defaults where the dataclasses' do not suit it (the training settings are
 # chosen for classifiers); a value given wins. The PyTorch recipe for grapheme to phoneme (a lower
-# peak, a tighter clip for the input-feeding decoder, a schedule that decays to zero) without its
-# dropout, and without label smoothing: a time budget buys about ten passes over the data, after
-# which the model still got a fifth of its own training words wrong with them, and it learns those
-# faster without them than it overfits them (docs/seq2seq.md, measured at full length). The
-# weights are averaged over the last quarter of the budget (training/average.py), the horizon that
-# won at equal steps there.
+# peak, a tighter clip for the input-feeding decoder, a schedule that decays to zero) without
+# dropout or label smoothing: with them, the model of a 15-minute budget (about ten passes over the
+# data) still got a fifth of its own training words wrong; without them it learns faster than it
+# overfits (docs/seq2seq.md, measured at full length). The weights are averaged over the last
+# quarter of the budget (training/average.py), the horizon that won at equal steps there.
 DEFAULTS = {"lr": 2e-3, "clip_norm": 1.0, "min_lr": 0.0, "average": 0.25}
 # Beam search ranks finished outputs by log-probability / length ** this (seq2seq/predict.py says why)
 LENGTH_PENALTY = 0.6
