@@ -41,6 +41,7 @@ def test_a_classifier_gets_the_features_and_as_many_members_as_get_their_epochs(
     v = choice.values
     assert (v["ngrams"], v["input_dropout"], v["dropout"]) == (4, 0.5, 0.5)
     assert (v["wide_ngrams"], v["wide_dropout"], v["wide_buckets"]) == (5, 0.3, 131072)
+    assert v["class_lm"] == 5 and "class 5-gram LMs" in choice.reason
     assert v["members"] == 3 and v["member_salts"] is True
     assert epochs(rate, SeqModelConfig(members=3)) >= MEMBER_EPOCHS > epochs(rate, SeqModelConfig(members=4))
     assert v["epochs"] == EPOCH_CAP == MEMBER_EPOCHS   # 9.8 would fit: past a member's epochs it only overfits
@@ -69,6 +70,7 @@ def test_the_data_shapes_the_features():
     words = choose(SeqModelConfig(task="classify", level="word", vocab_size=5000, num_labels=2), FIVE_MINUTES,
                    WORDS, set(), members_rate(30_000))
     assert (words.values["ngrams"], words.values["wide_ngrams"]) == (2, 2)   # word pairs at the word level
+    assert not words.values["class_lm"] and "LMs" not in words.reason        # not measured on words: none
     many = choose(SeqModelConfig(task="classify", vocab_size=40, num_labels=1000), FIVE_MINUTES, WORDS, set(),
                   members_rate(30_000))
     assert many.values["wide_buckets"] == wide_buckets(1000) == 2048 and "(2,048 buckets)" in many.reason
@@ -82,8 +84,8 @@ def test_given_settings_win_and_are_named():
     assert not {"members", "ngrams", "input_dropout"} & set(choice.values)   # no n-grams: no input dropout
     assert choice.values["member_salts"] is True and choice.values["wide_ngrams"] == 5
     assert "members given" in choice.reason and choice.given == ("cell", "members", "ngrams")
-    plain = choose(CLASSIFIER, FIVE_MINUTES, WORDS, {"wide_ngrams", "dropout"}, rate)
-    assert not {"wide_ngrams", "wide_dropout", "wide_buckets", "dropout"} & set(plain.values)
+    plain = choose(CLASSIFIER, FIVE_MINUTES, WORDS, {"wide_ngrams", "dropout", "class_lm"}, rate)
+    assert not {"wide_ngrams", "wide_dropout", "wide_buckets", "dropout", "class_lm"} & set(plain.values)
     assert choose(CLASSIFIER, SeqTrainConfig(steps=100), WORDS, set(), rate) is None        # no time budget
     assert "in 300s" in choose(CLASSIFIER, SeqTrainConfig(), WORDS, set(), rate).reason   # none: the default
     tagger = SeqModelConfig(task="tag", vocab_size=40, num_labels=2)

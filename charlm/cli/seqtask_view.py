@@ -30,6 +30,7 @@ def header_lines(trainer) -> list[str]:
     embed = f"embed {c.embed}" + (f" + hashed 2..{c.ngrams}-grams ({c.buckets:,} buckets)" if c.ngrams else "")
     head = f"{c.pooling} pooling → " if c.task == "classify" else ""
     wide = f" (+ a linear model of hashed 1..{c.wide_ngrams}-grams, {c.wide_buckets:,} buckets)" if c.wide_ngrams else ""
+    wide += f", pooled with class {c.class_lm}-gram LMs" if c.class_lm else ""
     dev = (f"dev {len(trainer.dev):,} examples" if trainer.dev is not None
            else "no dev split: scores are on the training data")
     return [f"  model   {c.level}-level, {embed} → {kind} → {head}{c.num_labels} labels{wide} · "
@@ -138,6 +139,9 @@ def report_tables(result: dict):
             ("examples", f"{result['examples']:,}")]
     if "sequence_accuracy" in result:
         rows += [("sequence accuracy", f"{result['sequence_accuracy']:.4f}"), ("tokens", f"{result['tokens']:,}")]
+    if "pooled" in result:
+        p = result["pooled"]
+        rows.append(("pooled with", f"class {p['class_lm']}-gram LMs ×{p['lms']:.3f}, classifier ×{p['classifier']:.3f}"))
     for row in rows:
         summary.add_row(*row)
     per_class = Table(title="per label", title_justify="left")

@@ -20,6 +20,10 @@ from ..fsutil import not_a_regular_file
 
 OPTIM_PREFIX = "optimizer."
 DTYPES = {"F32": np.float32, "F64": np.float64}
+# integer tables, allowed under this prefix only: a classifier's class language models (n-gram keys and
+# counts, seqtask/class_lm.py); every weight stays a float
+COUNT_PREFIX = "class_lm."
+COUNT_DTYPES = {"I64": np.int64, "U64": np.uint64}
 _MAX_HEADER = 64 << 20  # a real header is a few KiB; anything huge is hostile or broken
 
 
@@ -55,10 +59,13 @@ def read_header(path: Path) -> tuple[dict, int]:
         if name == "__metadata__":
             continue
         dtype = info.get("dtype") if isinstance(info, dict) else None
-        if isinstance(dtype, str) and dtype not in DTYPES:
+        allowed = dtypes_of(name)
+        if isinstance(dtype, str) and dtype not in allowed:
             raise CheckpointError(f"{path}: tensor {name[:60]!r} has dtype {dtype[:20]!r}; charlm "
-                                  f"checkpoints hold {' or '.join(DTYPES)} only")
-        nbytes = _tensor_bytes(info, data_size)
+                                  f"checkpoints hold {' or '.join(DTYPES)} only"
+                                  + (f" ({' or '.join(COUNT_DTYPES)} in {COUNT_PREFIX}* tables)"
+                                     if name.startswith(COUNT_PREFIX) else ""))
+        nbytes = _tensor_bytes(info, data_size, allowed)
         if nbytes is None:
             raise CheckpointError(f"{path}: tensor {name[:60]!r} has an invalid dtype, shape or offset "
                                   f"(truncated or hand-crafted file?)")
@@ -69,18 +76,23 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
-def _tensor_bytes(info, data_size: int) -> int | None:
+def dtypes_of(name: str) -> dict:
+    """The dtypes a tensor of this name may have."""
+    return DTYPES | COUNT_DTYPES if name.startswith(COUNT_PREFIX) else DTYPES
+
+
+def _tensor_bytes(info, data_size: int, dtypes: dict) -> int | None:
     """Byte size of one header entry if it is well-formed and inside the data section."""
     if not isinstance(info, dict):
         return None
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list) \
+    if not isinstance(dtype, str) or dtype not in dtypes or not isinstance(shape, list) \
             or not isinstance(offsets, list) or len(offsets) != 2 or len(shape) > 8:
         return None
     if not all(type(d) is int and d >= 0 for d in shape + offsets):  # no bools, floats, negatives
         return None
     begin, end = offsets
-    nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize  # exact: no int64 wrap-around
+    nbytes = math.prod(shape) * np.dtype(dtypes[dtype]).itemsize  # exact: no int64 wrap-around
     return nbytes if begin <= end <= data_size and end - begin == nbytes else None
 
 
@@ -150,7 +162,7 @@ def check_parsed(path, header: dict, arrays: dict) -> None:
     for name, a in arrays.items():
         info = header.get(name)
         if not isinstance(info, dict) or list(a.shape) != info["shape"] \
-                or a.dtype != np.dtype(DTYPES[info["dtype"]]):
+                or a.dtype != np.dtype(dtypes_of(name)[info["dtype"]]):
             raise CheckpointError(f"{path}: tensor {name[:60]!r} does not match its header (hand-crafted file?)")
     if set(arrays) != set(header) - {"__metadata__"}:
         raise CheckpointError(f"{path}: tensors do not match the header (hand-crafted file?)")

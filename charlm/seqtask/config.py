@@ -21,7 +21,7 @@ POOLINGS = ("final", "mean", "max")
 SCHEDULES = ("cosine", "constant")
 MAX_NGRAM = 8
 MAX_MEMBERS = 16
-CLASSIFY_ONLY = ("pooling", "wide_ngrams", "wide_buckets", "wide_dropout")   # one label per text
+CLASSIFY_ONLY = ("pooling", "wide_ngrams", "wide_buckets", "wide_dropout", "class_lm")   # one label per text
 # settings that only shape a path another setting turns on: given alone, they would do nothing
 _NEEDS = {"buckets": ("ngrams", "the n-gram embeddings"), "wide_buckets": ("wide_ngrams", "the wide path"),
           "wide_dropout": ("wide_ngrams", "the wide path")}
@@ -68,6 +68,9 @@ class SeqModelConfig:
                                                   "text, its logits summed with the head's (0 = none)")   # wide.py
     wide_buckets: int = setting(131072, minimum=1, help="hash buckets of that linear classifier")
     wide_dropout: float = setting(0.0, minimum=0, below=1, help="drop whole n-grams from its bag (training only)")
+    # class_lm.py and fusion.py; the weights are fitted on the dev split (none without one)
+    class_lm: int = setting(0, minimum=0, help="pool the classifier with an N-gram language model of each "
+                                               "label's texts, weighed on the dev split (0 = none)")
 
     @property
     def directions(self) -> int:
@@ -79,8 +82,11 @@ class SeqModelConfig:
             raise ConfigError(f"ngrams must be 0 (none) or from 2 to {MAX_NGRAM}, got {self.ngrams}")
         if self.wide_ngrams > MAX_NGRAM:
             raise ConfigError(f"wide_ngrams must be from 0 (none) to {MAX_NGRAM}, got {self.wide_ngrams}")
-        if self.wide_ngrams and self.task != "classify":
-            raise ConfigError("wide_ngrams is for classifiers only (one label per text), not taggers")
+        if self.class_lm > MAX_NGRAM:
+            raise ConfigError(f"class_lm must be from 0 (none) to {MAX_NGRAM}, got {self.class_lm}")
+        for name in ("wide_ngrams", "class_lm"):
+            if getattr(self, name) and self.task != "classify":
+                raise ConfigError(f"{name} is for classifiers only (one label per text), not taggers")
         return self
 
 

@@ -38,8 +38,11 @@ def log_probs(logits: np.ndarray) -> np.ndarray:
 def score(model, encoded: Encoded, labels: list[str], comm=None) -> dict:
     """Every metric of ``model`` on ``encoded`` (targets known), its batches shared out among
     ``comm``'s ranks if it has several. JSON-ready."""
-    logits = predict_logits(model, encoded, comm=comm)
-    task = model.config.task
+    return score_logits(predict_logits(model, encoded, comm=comm), encoded, labels, model.config.task)
+
+
+def score_logits(logits: list, encoded: Encoded, labels: list[str], task: str) -> dict:
+    """Every metric of the ``logits`` (predict_logits') of ``encoded``'s examples."""
     if task == "classify":
         logp = log_probs(np.stack(logits))
         gold = np.asarray(encoded.targets, np.int64)

@@ -99,7 +99,10 @@ class Predictor(Loaded):
                                  known_labels=c.labels)
         encoded = encode_examples(examples, c.tokenizer, c.labels, self.task, where=f"{path}: ")
         with kernel_scope():
-            return score(self._model(), encoded, c.labels) | {"file": str(path)}
+            result = score(self._model(), encoded, c.labels) | {"file": str(path)}
+        if c.class_lms is not None:   # what the classifier was pooled with, and how
+            result["pooled"] = {"class_lm": c.config.class_lm, **c.fusion.as_dict()}
+        return result
 
 
 def read_examples(path, task: str, derived: str | None = None, *, header: str = "auto", known_labels=None):

@@ -20,7 +20,7 @@ from ..data.tokenizer import Tokenizer
 from ..errors import CharlmError, CheckpointError
 from ..fsutil import atomic_write_bytes
 from ..runs.find import LAST_FILE, MODEL_FILE, refuse_other_task  # noqa: F401 (LAST_FILE: read by users)
-from ..runs.header import check_parsed, one_line, read_header
+from ..runs.header import COUNT_PREFIX, check_parsed, one_line, read_header
 from .config import SeqModelConfig
 
 FORMAT = "1"
@@ -36,12 +36,19 @@ class SeqCheckpoint:
     tensors: dict
     extra: dict           # optimiser buffers (last.safetensors)
     metadata: dict        # everything else stored under charlm.*
+    class_lms: object = None   # class_lm.ClassLM, with ``class_lm`` in the configuration
+    fusion: object = None      # fusion.Weights the class language models were pooled with
 
     def build_model(self, dtype=np.float32):
+        """The model, pooled with its class language models when it has them (fusion.Pooled)."""
         from .ensemble import build_model
 
         model = build_model(self.config, dtype)
         model.load_state_dict(self.tensors)
+        if self.class_lms is not None:
+            from .fusion import Pooled
+
+            return Pooled(model, self.class_lms, self.fusion)
         return model
 
 
@@ -101,7 +108,25 @@ def load(path) -> SeqCheckpoint:
     from .model import parameter_shapes
 
     tensors, extra = read_arrays(path, header, config, parameter_shapes)
-    return SeqCheckpoint(path, config, tokenizer, labels, tensors, extra, others)
+    tables = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith(COUNT_PREFIX)]}
+    class_lms, fusion = _class_lms(path, config, tables, others.get("fusion"))
+    return SeqCheckpoint(path, config, tokenizer, labels, tensors, extra, others, class_lms, fusion)
+
+
+def _class_lms(path, config: SeqModelConfig, tables: dict, weights):
+    """(ClassLM, fusion.Weights) a checkpoint stores, or (None, None) for a model without them."""
+    from .class_lm import ClassLM
+    from .fusion import Weights
+
+    if not config.class_lm:
+        if tables:
+            raise CheckpointError(f"{path}: class language model tables in a model configured without them")
+        return None, None
+    try:
+        lms = ClassLM.from_arrays(tables, config.class_lm, config.vocab_size, config.num_labels)
+        return lms, Weights() if weights is None else Weights.from_dict(weights)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def checkpoint_file(path) -> Path:
@@ -140,7 +165,8 @@ def _check_shapes(path, header, config, parameter_shapes) -> None:
     if config.layers > 64 or config.hidden > 1 << 16:
         raise CheckpointError(f"{path}: implausible configuration (layers={config.layers}, hidden={config.hidden})")
     expected = dict(parameter_shapes(config))
-    found = {k: v for k, v in header.items() if k != "__metadata__" and not k.startswith(STATE_PREFIX)}
+    found = {k: v for k, v in header.items()
+             if k != "__metadata__" and not k.startswith(STATE_PREFIX) and not k.startswith(COUNT_PREFIX)}
     if set(found) != set(expected):
         missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
         raise CheckpointError(f"{path}: tensors do not match the stored configuration "

@@ -30,6 +30,8 @@ class SeqTask:
     metric = "accuracy"
     display_settings = ()
     sum_carry = True   # several ranks: the table rows each touched, summed (blocks.py)
+    class_lms = None   # with class_lm: the labels' n-gram models, pooled with the model's (fusion.py)
+    fusion = None      # fusion.Weights of the last evaluation
 
     def __init__(self, train, dev, model_config: SeqModelConfig, train_config: SeqTrainConfig, *,
                  data_spec=None, resume: store.SeqCheckpoint | None = None):
@@ -55,6 +57,12 @@ class SeqTask:
         # before allocating: a mistyped size is refused in one line, not by the OOM killer
         check_seq_training_fits(self.mcfg, self.tcfg, int(self.train.lengths.max(initial=1)))
         self.model = build_model(self.mcfg, np.dtype(self.tcfg.dtype))
+        if self.mcfg.class_lm:
+            from .class_lm import ClassLM
+
+            self.class_lms = ClassLM.fit(self.train.inputs, self.train.targets, self.mcfg.class_lm,
+                                         self.mcfg.vocab_size, self.mcfg.num_labels)
+        self._dev_lm = None     # the language models' log-posteriors of the dev split: they never change
         self.optimizer = LazyAdam(self.model.layout, self.model.size, self.model.dtype,
                                   weight_decay=self.tcfg.weight_decay)
         self.rng = np.random.default_rng(self.tcfg.seed)
@@ -173,11 +181,31 @@ class SeqTask:
     # -- evaluation ------------------------------------------------------------------------------
 
     def evaluate(self, step: int, train_loss: float, comm) -> Evaluation:
-        from .metrics import score
+        from .metrics import predict_logits, score_logits
 
-        scores = score(self.model, self.dev or self.train, self.labels, comm)
+        split = self.dev or self.train
+        logits = predict_logits(self.model, split, comm=comm)
+        if self.class_lms is not None:
+            logits = list(self._pooled(logits, split))
+        scores = score_logits(logits, split, self.labels, self.mcfg.task)
         brief = {k: scores[k] for k in BRIEF if k in scores}
         return Evaluation(brief, scores["loss"], self.dev is not None)
+
+    def _pooled(self, logits: list, split) -> np.ndarray:
+        """The model's ``logits`` of ``split`` pooled with the class language models, their weights
+        fitted on the dev split; without one, kept as they are: scored on its own training texts,
+        which the language models hold, the fit would trust them blindly."""
+        from . import fusion
+        from .metrics import log_probs
+
+        if self.dev is None:
+            self.fusion = fusion.Weights()
+            return np.stack(logits)
+        if self._dev_lm is None:
+            self._dev_lm = self.class_lms.log_posteriors(self.dev.inputs)
+        model_logp = log_probs(np.stack(logits))
+        self.fusion = fusion.fit(model_logp, self._dev_lm, np.asarray(self.dev.targets, np.int64))
+        return fusion.pool(model_logp, self._dev_lm, self.fusion)
 
     @staticmethod   # no state: a sweep ranks its trials' best scores by it too
     def better(scores: dict, best: dict | None) -> bool:
@@ -193,8 +221,12 @@ class SeqTask:
     def _save(self, path, step: int, extra=None, **metadata):
         meta = {"train_config": dataclasses.asdict(self.tcfg), "data": self.data_spec, "step": step,
                 "train_examples": len(self.train), "fingerprint": self.fingerprint()} | metadata
-        return store.save(path, self.mcfg, self.tokenizer, self.labels, self.model.state_dict(),
-                          extra=extra, metadata=meta)
+        tensors = self.model.state_dict()
+        if self.class_lms is not None:
+            tensors |= self.class_lms.arrays()
+            if self.fusion is not None:
+                meta["fusion"] = self.fusion.as_dict()
+        return store.save(path, self.mcfg, self.tokenizer, self.labels, tensors, extra=extra, metadata=meta)
 
     def save_last(self, path, loop_meta: dict, comm, arrays=None):
         state, scalars = self.optimizer.state_dict()
@@ -228,6 +260,8 @@ class SeqTask:
                                                  "loss": math.inf if best[1] is None else float(best[1])}
             if best is not None and not isinstance(best, dict):
                 raise TypeError("best scores are not a mapping")
+            if self.class_lms is not None:
+                self.fusion = last.fusion
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ConfigError) as e:
             raise CheckpointError(f"{last.path}: training state is incomplete or malformed "
                                   f"({type(e).__name__})") from None
