@@ -220,3 +220,20 @@ def test_tampered_tables_and_integer_weights_are_refused(tmp_path):
 def test_bad_settings_are_one_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
         SeqModelConfig(vocab_size=V, num_labels=3, **bad).validate()
+
+
+def test_word_level_texts_get_word_models(tmp_path):
+    """At the word level the models count word n-grams; an unseen word is <unk>, below every order."""
+    r = random.Random(0)
+    topics = {"food": "bread soup apple cheese eat cook", "sea": "boat wave fish sail tide shore"}
+
+    def sentences(n):
+        return [data.Example(" ".join(r.choice(topics[label].split()) for _ in range(r.randint(2, 6))), label)
+                for label in (r.choice(sorted(topics)) for _ in range(n))]
+    config = SeqModelConfig(level="word", hidden=8, embed=4, dropout=0.0, class_lm=2)
+    trainer = SeqTrainer(sentences(120), sentences(40), config, SeqTrainConfig(epochs=2, **FAST_TRAIN), tmp_path / "run")
+    list(trainer.events())
+    predictor = Predictor.load(tmp_path / "run")
+    (sea, food) = predictor.classify(["boat fish zebra", "soup cheese"], top_k=1)
+    assert sea["labels"][0]["label"] == "sea" and food["labels"][0]["label"] == "food"
+    assert predictor.checkpoint.class_lms.vocab_size == predictor.checkpoint.config.vocab_size
