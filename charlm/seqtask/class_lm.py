@@ -1,24 +1,26 @@
 """Class language models: one n-gram language model of each label's training texts, interpolated
-Kneser-Ney (Chen & Goodman 1998, https://dash.harvard.edu/handle/1/25104739), whose likelihoods
+Kneser-Ney (Chen & Goodman 1998, "An empirical study of smoothing techniques for language
+modeling"), whose likelihoods
 p(text | label) make a generative classifier beside the recurrent one (fusion.py pools the two).
 
 Why a second classifier: the recurrent ensemble and its wide path are both discriminative, and
-on word language identification they make the same mistakes; a model of how each label's texts
-are *written* reads a word differently (every letter given its history, under that label) and
-corrects part of them (docs/classification.md, "Class language models").
+on word language identification every setting of them tried landed near the same accuracy; a
+model of how each label's texts are *written* reads a word differently (every letter given its
+history, under that label) and corrects part of their mistakes (docs/classification.md, "Class
+language models").
 
 Keys. An n-gram of token ids under a label is one unsigned 64-bit number: Horner's rule on
 (id + 1) with an odd multiplier, wrapping modulo 2^64, plus (label + 1) times the multiplier to
 the n-th power, so one table holds every label's n-grams. A text is framed by N - 1 start
 markers (id V) and closed by an end marker (id V + 1), which is predicted too: a word's ending
-is evidence. Two different n-grams share a key with probability about G^2 / 2^64 (G the n-grams
-stored): never, for any corpus a CPU trains on.
+is evidence. Two different n-grams share a key with probability about G^2 / 2^65 (G the n-grams
+stored): about 3e-8 for a million.
 
 Counts. The highest order counts its n-grams; every lower order counts, for each n-gram, the
 distinct labelled (n+1)-grams it ends (Kneser-Ney's continuation counts), so a lower order says
 how many contexts a letter group follows, not how often. One discount, ``DISCOUNT``, at every
-order: measured on a selection split carved from the training words, not the dev split (0.9
-beat Ney's estimate, about 0.7, which suits perplexity better than telling labels apart).
+order, 0.9: the best on a selection split carved from the training words, not the dev split
+(Ney's estimate, about 0.7, suits perplexity better than telling labels apart: it scored lower).
 
 Tables, per order n (1..N): ``grams`` (sorted keys) with their ``counts``; ``contexts`` (sorted
 keys of the (n-1)-gram contexts) with their ``totals`` (the counts that follow them) and ``types``
