@@ -1,6 +1,7 @@
 """The classifier's and tagger's recipe chosen for the budget: the rule for made-up data shapes
 and machines (no training), flags win and are named, the choice is stored, shown by eval and
 kept by a resume."""
+import dataclasses
 import json
 
 import pytest
@@ -71,6 +72,8 @@ def test_the_data_shapes_the_features():
                    WORDS, set(), members_rate(30_000))
     assert (words.values["ngrams"], words.values["wide_ngrams"]) == (2, 2)   # word pairs at the word level
     assert not words.values["class_lm"] and "LMs" not in words.reason        # not measured on words: none
+    alone = choose(CLASSIFIER, FIVE_MINUTES, dataclasses.replace(WORDS, held_out=False), set(), members_rate(30_000))
+    assert not alone.values["class_lm"] and "LMs" not in alone.reason        # no dev split to weigh them on
     many = choose(SeqModelConfig(task="classify", vocab_size=40, num_labels=1000), FIVE_MINUTES, WORDS, set(),
                   members_rate(30_000))
     assert many.values["wide_buckets"] == wide_buckets(1000) == 2048 and "(2,048 buckets)" in many.reason

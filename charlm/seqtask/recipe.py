@@ -63,6 +63,7 @@ class DataShape:
     examples: int
     tokens: int         # training tokens per epoch
     longest: int        # tokens of the longest training sequence
+    held_out: bool = True   # a dev split exists: the class language models' weights are fitted on it
 
 
 def budget_seconds(train_config) -> float:
@@ -109,7 +110,7 @@ def choose(model, train, shape: DataShape, given, rate, fits=lambda candidate: T
             f"tokens per parameter, < {TOKENS_PER_PARAM:g}"))
         values = features | ({} if "hidden" in given else {"hidden": best})
         return _choice(values, model, seconds, epochs_of(best), why, rates, t0, given)
-    base = classify_features(model, given)
+    base = classify_features(model, given, shape.held_out)
     fixed = "members" in given or ranks > 1
     ladder = (model.members if "members" in given else 1,) if fixed else tuple(range(1, MAX_MEMBERS + 1))
 
@@ -141,12 +142,13 @@ def choose(model, train, shape: DataShape, given, rate, fits=lambda candidate: T
     return _choice(values, model, seconds, epochs, why, rates, t0, given)
 
 
-def classify_features(model, given) -> dict:
-    """The classifier's features for its level, without the settings ``given``."""
+def classify_features(model, given, held_out: bool = True) -> dict:
+    """The classifier's features for its level, without the settings ``given``; no class language
+    models without a dev split (``held_out``) to weigh them on."""
     level = model.level
     ngrams = model.ngrams if "ngrams" in given else NGRAMS[level]
     wide = model.wide_ngrams if "wide_ngrams" in given else WIDE_NGRAMS[level]
-    chosen = {"ngrams": ngrams, "wide_ngrams": wide, "dropout": DROPOUT, "class_lm": CLASS_LM[level]}
+    chosen = {"ngrams": ngrams, "wide_ngrams": wide, "dropout": DROPOUT, "class_lm": CLASS_LM[level] if held_out else 0}
     if ngrams:
         chosen["input_dropout"] = INPUT_DROPOUT
     if wide:
@@ -235,13 +237,13 @@ def stored_choice(metadata: dict) -> dict | None:
                      "probe_seconds": float(probe) if isinstance(probe, (int, float)) else 0.0}
 
 
-def data_shape(encoded) -> DataShape:
-    """The shape of an encoded training split (batching.Encoded)."""
+def data_shape(encoded, held_out: bool = True) -> DataShape:
+    """The shape of an encoded training split (batching.Encoded), and whether a dev split exists."""
     lengths = encoded.lengths
-    return DataShape(len(lengths), int(lengths.sum()), int(lengths.max(initial=1)))
+    return DataShape(len(lengths), int(lengths.sum()), int(lengths.max(initial=1)), held_out)
 
 
-def settle_recipe(train, model, train_config, given, ranks: int = 1):
+def settle_recipe(train, model, train_config, given, ranks: int = 1, held_out: bool = True):
     """(model config, training config, Choice or None) for a new run on the ``train`` examples:
     the recipe chosen for the budget (``choose``; the rate probed on this machine, the fit in
     memory estimated by footprint.py), the settings ``given`` kept."""
@@ -255,7 +257,7 @@ def settle_recipe(train, model, train_config, given, ranks: int = 1):
     sized = replace(model, vocab_size=len(tokenizer), num_labels=len(labels),
                     split=tokenizer.split if tokenizer.level == "word" else "")
     encoded = encode_examples(train, tokenizer, labels, model.task, max_length=train_config.max_length)
-    shape = data_shape(encoded)
+    shape = data_shape(encoded, held_out)
     sample = probe_batch(train, encoded.lengths, train_config.batch_size)
     choice = choose(sized, train_config, shape, given, lambda m: probe_rate(m, train_config, sample),
                     lambda m: seq_fits_in_memory(m, train_config, shape.longest), ranks)

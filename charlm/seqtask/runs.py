@@ -88,7 +88,7 @@ def start(spec: dict, model_config: SeqModelConfig, train_config: SeqTrainConfig
             spec = spec | {"derived_task": "restore-spaces"}
         if given is not None:
             model_config, train_config, choice = from_rank0(
-                lambda: settle_recipe(train, model_config, train_config, given, world().size))
+                lambda: settle_recipe(train, model_config, train_config, given, world().size, held_out=bool(dev)))
             spec = spec | ({"chosen": choice.to_dict()} if choice is not None else {})
         trainer = SeqTrainer(train, dev, model_config, train_config, lock.run_dir, data_spec=spec)
     except BaseException:
