@@ -1,7 +1,7 @@
 """Class language models: one n-gram language model of each label's training texts, interpolated
 Kneser-Ney (Chen & Goodman 1998, "An empirical study of smoothing techniques for language
-modeling"), whose likelihoods
-p(text | label) make a generative classifier beside the recurrent one (fusion.py pools the two).
+modeling"), whose likelihoods p(text | label) make a generative classifier beside the recurrent
+one (fusion.py pools the two).
 
 Why a second classifier: the recurrent ensemble and its wide path are both discriminative, and
 on word language identification every setting of them tried landed near the same accuracy; a
