@@ -118,12 +118,12 @@ class ClassLM:
         """(texts, C): log p(text | label) of every text (id arrays) under every label's model, in nats."""
         C = len(self.label_counts)
         out = np.zeros((len(inputs), C))
+        # texts in chunks of about CHUNK label-positions (at least one text each): bounded memory
+        ends = np.cumsum([(len(ids) + 1) * C for ids in inputs])
         start = 0
-        while start < len(inputs):   # texts in chunks of about CHUNK label-positions: bounded memory
-            stop, positions = start, 0
-            while stop < len(inputs) and (stop == start or positions + (len(inputs[stop]) + 1) * C <= CHUNK):
-                positions += (len(inputs[stop]) + 1) * C
-                stop += 1
+        while start < len(inputs):
+            done = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, done + CHUNK, side="right")))
             out[start:stop] = self._chunk(inputs[start:stop])
             start = stop
         return out
